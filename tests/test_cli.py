@@ -1,0 +1,74 @@
+"""The command line as a user meets it: exit codes, one-line errors, the plan."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from prefdelta.cli import app
+from prefdelta.recipe_docs import END, START, reference_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_validate_ok() -> None:
+    result = runner.invoke(app, ["validate", str(ROOT / "recipes" / "openr1-math-delta.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "valid recipe 'openr1-math-delta'" in result.output
+
+
+def test_validate_reports_problems_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nprompts: {path: p.jsonl}\ngenerators: {}\n")
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert f"{bad}:3: generators: declare at least one generator" in lines
+    assert f"{bad}:1: pairing: required field is missing" in lines
+
+
+def test_inspect_shows_the_plan() -> None:
+    result = runner.invoke(app, ["inspect", str(ROOT / "recipes" / "demo.yaml")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "prompts" in out and "12" in out
+    assert "generations: careful" in out and "generations: hasty" in out
+    assert "judge calls" in out and "24" in out  # 12 prompts x 2 generators x 1 sample
+
+
+def test_inspect_never_prints_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("R1_API_KEY", "sk-top-secret")
+    result = runner.invoke(app, ["inspect", str(ROOT / "recipes" / "openr1-math-delta.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "sk-top-secret" not in result.output
+    assert "${R1_API_KEY} is set" in result.output
+
+
+@pytest.mark.parametrize("args", [["sweep", "x.yaml"], ["review", "pull", "org/x"]])
+def test_commands_not_yet_available_say_so(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "not available" in result.output
+
+
+def test_python_dash_m() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefdelta", "validate", str(ROOT / "recipes" / "demo.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "valid recipe 'demo'" in proc.stdout
+
+
+def test_readme_recipe_reference_is_current() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index(START) : readme.index(END) + len(END)]
+    assert section == reference_markdown(), "run: python -m prefdelta.recipe_docs README.md"
