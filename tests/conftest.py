@@ -1,0 +1,61 @@
+"""Shared test fixtures. Each component owns one section; keep sections independent."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hub_server import HubServer  # tests/ is on sys.path; it never imports huggingface_hub
+
+# ============================================================================ Hub (loopback)
+# huggingface_hub and datasets read HF_ENDPOINT and the cache paths once, at import time,
+# so a session-wide test Hub starts here, before any test module imports them. Nothing in
+# the suite may reach huggingface.co.
+
+if "huggingface_hub" in sys.modules or "datasets" in sys.modules:
+    raise RuntimeError(
+        "huggingface_hub/datasets were imported before tests/conftest.py could point them at "
+        "the loopback Hub; move that import out of the plugin or module that does it."
+    )
+
+_HUB_TMP = Path(tempfile.mkdtemp(prefix="prefdelta-hub-"))
+HUB = HubServer(_HUB_TMP / "server").start()
+
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_ENABLE_HF_TRANSFER"):
+    os.environ.pop(_var, None)
+os.environ.update(
+    HF_ENDPOINT=HUB.url,
+    HF_TOKEN="hf_loopback_test_token",
+    HF_HOME=str(_HUB_TMP / "hf_home"),
+    HF_DATASETS_CACHE=str(_HUB_TMP / "hf_datasets"),
+    HF_HUB_DISABLE_XET="1",
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_UPDATE_DOWNLOAD_COUNTS="0",  # else datasets pings s3.amazonaws.com on every load
+)
+
+
+@atexit.register
+def _stop_hub() -> None:
+    HUB.stop()
+    shutil.rmtree(_HUB_TMP, ignore_errors=True)
+
+
+@pytest.fixture
+def hub() -> Iterator[HubServer]:
+    """The loopback Hub, emptied before each test; faults are cleared after it."""
+    HUB.reset()
+    if "huggingface_hub" in sys.modules:  # cached listings/existence would outlive the reset
+        from huggingface_hub import HfFileSystem
+
+        HfFileSystem.clear_instance_cache()
+    if "datasets" in sys.modules:  # no env switch: stops lookups of datasets-server.<HF_ENDPOINT>
+        sys.modules["datasets"].config.USE_PARQUET_EXPORT = False
+    yield HUB
+    HUB.clear_faults()
