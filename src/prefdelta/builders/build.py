@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import statistics
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -100,9 +101,8 @@ def run_build(
     with _progress(console, "generate", planned, store) as _:
         if todo:
             rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt} for p in prompts]
-            generation_pipeline(recipe, rows, todo, store_path, out / "distilabel").run(
-                use_cache=False
-            )
+            with _scratch() as scratch:
+                generation_pipeline(recipe, rows, todo, store_path, scratch).run(use_cache=False)
     generations = store.get_many("generation", [t.key for t in planned])
     missing = [t for t in planned if t.key not in generations]
     if missing:
@@ -130,7 +130,8 @@ def run_build(
             if jkeys[t.key] not in judged_before
         ]
         if traces_in:
-            judge_pipeline(recipe, traces_in, store_path, out / "distilabel").run(use_cache=False)
+            with _scratch() as scratch:
+                judge_pipeline(recipe, traces_in, store_path, scratch).run(use_cache=False)
     judgments = store.get_many("judgment", jkeys.values())
     unjudged = [t for t in planned if jkeys[t.key] not in judgments]
     if unjudged:
@@ -168,6 +169,18 @@ def run_build(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _scratch() -> Iterator[Path]:
+    """A private, temporary cache folder for one distilabel run.
+
+    The store is the build's memory, not distilabel's cache: a fresh folder each run means a
+    stale cache is never read back (which hangs or fails after a kill), and the pipeline
+    dump, which holds the LLMs' tokens and keys in clear, never lands in the build folder.
+    """
+    with tempfile.TemporaryDirectory(prefix="prefdelta-distilabel-") as folder:
+        yield Path(folder)
 
 
 def _complete_generators(store: ResultStore, planned: list[PlannedTrace]) -> set[str]:

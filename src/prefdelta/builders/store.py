@@ -103,3 +103,12 @@ class ResultStore:
                     f"SELECT COUNT(*) FROM {kind} WHERE {by} IN ({marks})", chunk
                 ).fetchone()[0]
         return total
+
+    def count_all(self, kind: Kind) -> int:
+        with self._connect() as db:
+            return int(db.execute(f"SELECT COUNT(*) FROM {kind}").fetchone()[0])
+
+    def all_values(self, kind: Kind) -> dict[str, dict[str, Any]]:
+        with self._connect() as db:
+            rows = db.execute(f"SELECT key, value FROM {kind}").fetchall()
+        return {k: json.loads(v) for k, v in rows}

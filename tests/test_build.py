@@ -1,0 +1,158 @@
+"""`prefdelta build` for real: distilabel pipelines, tiny local models, the result store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from model_fixtures import tiny_model_dir  # noqa: F401
+
+from prefdelta.builders.build import SUMMARY, run_build
+from prefdelta.builders.store import ResultStore
+from prefdelta.recipe import load_recipe
+
+RECIPE = """
+name: tiny-build
+prompts: {{path: prompts.jsonl, reference_column: answer}}
+generators:
+  strong:
+    model: {model}
+    backend: transformers
+    batch_size: 2
+    samples_per_prompt: 2
+    generation: {{temperature: 0.7, max_new_tokens: {tokens}}}
+  weak:
+    model: {model}
+    backend: transformers
+    batch_size: 2
+    generation: {{temperature: 1.3, max_new_tokens: {tokens}}}
+pairing: {{chosen: strong, rejected: [weak]}}
+judge:
+  model: {model}
+  backend: transformers
+  dimensions: [step_coherence, factuality]
+  max_retries: {retries}
+  generation: {{temperature: 0.0, max_new_tokens: {judge_tokens}}}
+"""
+
+
+def write_recipe(
+    folder: Path,
+    model: Path,
+    prompts: int,
+    tokens: int = 12,
+    judge_tokens: int = 8,
+    retries: int = 0,
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"problem": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(prompts)]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = folder / "recipe.yaml"
+    path.write_text(
+        RECIPE.format(model=model, tokens=tokens, judge_tokens=judge_tokens, retries=retries)
+    )
+    return path
+
+
+def test_build_writes_every_trace_and_reuses_everything_on_rerun(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=3))
+    out = tmp_path / "out"
+    first = run_build(recipe, out)
+
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    assert len(traces) == 3 * (2 + 1) == first["traces"]
+    assert len({t["trace_key"] for t in traces}) == len(traces)
+    assert sorted((t["generator"], t["sample"]) for t in traces) == sorted(
+        [("strong", 0), ("strong", 1), ("weak", 0)] * 3
+    )
+    # a random tiny model cannot answer as a judge: every trace is kept, with why
+    for t in traces:
+        assert t["judge_status"] in {"parse_error", "truncated", "refused"}
+        assert t["judge_raw"] and t["judge_problem"]
+        assert t["scores"] == {"step_coherence": None, "factuality": None}
+        assert t["correct"] in (True, False)  # references exist, so the verifier ran
+    assert sum(first["judge_status"].values()) == len(traces)
+    assert first["pairs"] == 0
+    assert sum(first["lost_to_judge_failures"].values()) == 3 * 1  # one pair per prompt lost
+    assert first["reused"] == {"generations": 0, "generated": 9, "judgments": 0, "judged": 9}
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["files"].keys() == {"traces.parquet", "pairs.parquet", "recipe.yaml"}
+    assert (out / "recipe.yaml").read_text() == recipe.source_text
+
+    again = run_build(recipe, out)
+    assert again["reused"] == {"generations": 9, "generated": 0, "judgments": 9, "judged": 0}
+    assert pq.read_table(out / "traces.parquet").to_pylist() == traces
+
+
+def test_changing_only_the_judge_generates_nothing(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    out = tmp_path / "out"
+    run_build(load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=2)), out)
+    before = {t["trace_key"]: t["trace"] for t in pq.read_table(out / "traces.parquet").to_pylist()}
+
+    changed = load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=2, judge_tokens=6))
+    summary = run_build(changed, out)
+    assert summary["reused"]["generated"] == 0
+    assert summary["reused"]["generations"] == 6
+    assert summary["reused"]["judged"] == 6  # every trace judged anew by the new judge
+    after = {t["trace_key"]: t["trace"] for t in pq.read_table(out / "traces.parquet").to_pylist()}
+    assert after == before
+
+
+@pytest.mark.slow
+def test_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    prompts = 40
+    planned = prompts * 3
+    recipe_path = write_recipe(tmp_path, tiny_model_dir, prompts=prompts, tokens=48)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(recipe_path), "-o", str(out)]
+    proc = subprocess.Popen(
+        cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    store_path = out / "store.sqlite"
+    deadline = time.monotonic() + 300
+    finished = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if store_path.exists():
+                finished = ResultStore(store_path).count_all("generation")
+                if finished > 0:
+                    break
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole build: main process and step workers
+        proc.wait()
+    assert 0 < finished < planned, f"kill did not land mid-build ({finished} of {planned})"
+    time.sleep(0.5)
+    store = ResultStore(store_path)
+    at_kill = store.all_values("generation")
+    assert not (out / SUMMARY).exists()
+
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["reused"]["generations"] >= len(at_kill)
+    assert summary["reused"]["generations"] + summary["reused"]["generated"] == planned
+
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    keys = [t["trace_key"] for t in traces]
+    assert len(keys) == planned and len(set(keys)) == planned  # nothing lost, nothing twice
+    by_key = {t["trace_key"]: t["trace"] for t in traces}
+    for key, value in at_kill.items():  # what finished before the kill is what was published
+        assert by_key[key] == value["trace"]
+    assert store.count_all("generation") == planned
