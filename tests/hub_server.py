@@ -520,14 +520,15 @@ class HubApp:
         if token is None or (self.token is not None and token != self.token):
             raise HubError(401, "Invalid credentials in Authorization header")
 
-    def _repo(self, request: Request, m: dict[str, str]) -> Repo:
+    def _repo(self, request: Request, m: dict[str, str], *, presigned: bool = False) -> Repo:
+        """The repo a request names; private ones need a token, except on a presigned URL."""
         rtype = (
             REPO_TYPES[m["type"]]
             if "type" in m
             else {"": "model", "datasets/": "dataset", "spaces/": "space"}[m.get("prefix", "")]
         )
         repo = self.repos.get((rtype, m["repo"]))
-        if repo is None or (repo.private and self._auth(request) is None):
+        if repo is None or (repo.private and not presigned and self._auth(request) is None):
             raise HubError(404, "Repository not found", "RepoNotFound")
         return repo
 
@@ -791,7 +792,8 @@ class HubApp:
     async def lfs_object(self, request: Request, m: dict[str, str]) -> Response:
         oid = m["oid"]
         with self.lock:
-            repo = self._repo(request, m)
+            # the real Hub hands out presigned upload URLs: the client sends no token with them
+            repo = self._repo(request, m, presigned=request.method == "PUT")
             size = repo.pending_lfs.get(oid)
             known = oid in repo.lfs_oids
         if request.method == "GET":

@@ -97,16 +97,31 @@ def build(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help="build folder (default builds/NAME)")
     ] = None,
+    no_publish: Annotated[
+        bool, typer.Option("--no-publish", help="skip the recipe's publish target")
+    ] = False,
 ) -> None:
-    """Generate, judge, pair and compute deltas; rerun to resume, finished calls are reused."""
-    from prefdelta.builders.build import BuildIncomplete, run_build
+    """Generate, judge, pair and compute deltas, then publish to the recipe's target.
+
+    Rerun to resume: every finished generation and judgment is reused.
+    """
+    from prefdelta.builders.build import BuildIncomplete, build_dir_for, run_build
 
     r = _load(recipe)
     try:
         run_build(r, output_dir, console=err)
     except (BuildIncomplete, RecipeError) as exc:
-        err.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        _fail(str(exc))
+    if r.publish is not None and not no_publish:
+        settings = r.publish
+        _publish(
+            build_dir_for(r, output_dir),
+            settings.repo_id or Path(settings.folder or ""),
+            private=settings.private,
+            revision=settings.revision,
+            tag=settings.tag,
+            test_size=settings.test_size,
+        )
 
 
 @app.command()
@@ -132,14 +147,8 @@ def publish(
     ] = None,
 ) -> None:
     """Publish a build to the Hub (one atomic commit) or a local folder, with its card."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from prefdelta.push import PublishError, publish_build
+    from prefdelta.push import PublishError
     from prefdelta.push.layout import read_recipe_text
-
-    def fail(message: str) -> None:
-        err.print(message, markup=False, highlight=False)
-        raise typer.Exit(1)
 
     settings = None
     recipe_file = build_dir / "recipe.yaml"
@@ -147,32 +156,63 @@ def publish(
         if recipe_file.is_file():
             settings = read_recipe_text(recipe_file.read_text("utf-8"), str(recipe_file)).publish
     except PublishError as exc:
-        fail(str(exc))
+        _fail(str(exc))
     target: str | Path
     if to is not None:
         target = to
     elif settings is not None:
         target = settings.repo_id or Path(settings.folder or "")
     else:
-        fail(f"no --to given and {recipe_file} has no publish section; pass --to org/name|./folder")
+        _fail(
+            f"no --to given and {recipe_file} has no publish section; pass --to org/name|./folder"
+        )
         return
+    _publish(
+        build_dir,
+        target,
+        private=not public and (settings.private if settings else True),
+        revision=revision or (settings.revision if settings else "main"),
+        tag=not no_tag and (settings.tag if settings else True),
+        test_size=test_size if test_size is not None else (settings and settings.test_size),
+    )
+
+
+def _fail(message: str) -> None:
+    err.print(message, markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
+def _publish(
+    build_dir: Path,
+    target: str | Path,
+    *,
+    private: bool,
+    revision: str,
+    tag: bool,
+    test_size: float | None,
+) -> None:
+    """Publish and say where; a failure is one line and exit status 1."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from prefdelta.push import PublishError, publish_build
+
     try:
         result = publish_build(
             build_dir,
             target,
-            private=not public and (settings.private if settings else True),
-            revision=revision or (settings.revision if settings else "main"),
-            tag=not no_tag and (settings.tag if settings else True),
-            test_size=test_size if test_size is not None else (settings and settings.test_size),
+            private=private,
+            revision=revision,
+            tag=tag,
+            test_size=test_size,
             console=err,
         )
     except (PublishError, HfHubHTTPError, OSError) as exc:
-        fail(" ".join(str(exc).split()))
+        _fail(" ".join(str(exc).split()))
         return
     where = result.target if result.commit is None else f"{result.target}@{result.commit[:12]}"
     state = "published" if result.changed else "unchanged"
-    tag = f", tag {result.tag}" if result.tag else ""
-    out.print(f"{state}: {where}{tag}", markup=False, highlight=False)
+    tag_note = f", tag {result.tag}" if result.tag else ""
+    out.print(f"{state}: {where}{tag_note}", markup=False, highlight=False)
 
 
 @app.command()

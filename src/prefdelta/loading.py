@@ -1,0 +1,257 @@
+"""Load a published dataset's pairs, filtered by delta, generator pair and correctness.
+
+Why this exists next to plain ``load_dataset``: the paper's experiments select pairs by a
+dimension's delta (a threshold, or the top fraction), by generator pair, and by verifier
+correctness. Thresholds, generator pairs and correctness become parquet filters that
+``datasets`` pushes down into the files, so rows that do not match are never
+materialized; only ``top_fraction``, which needs the whole ranking, runs after loading.
+The result is a plain ``datasets.Dataset`` with TRL's conversational ``prompt``,
+``chosen`` and ``rejected`` columns (plus every other column), ready for ``DPOTrainer``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import datasets
+    import pyarrow as pa
+
+PAIRS = "pairs"
+# correctness -> the (column, value) conditions it requires (verifier results need references)
+CORRECTNESS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "chosen_correct": (("chosen_correct", True),),
+    "both_correct": (("chosen_correct", True), ("rejected_correct", True)),
+    "chosen_only": (("chosen_correct", True), ("rejected_correct", False)),
+    "rejected_incorrect": (("rejected_correct", False),),
+}
+
+
+class PairsLoadError(ValueError):
+    """A selection that cannot be made; the message says what is available instead."""
+
+
+def load_pairs(
+    repo_or_folder: str | os.PathLike[str],
+    *,
+    split: str = "train",
+    min_delta: float | None = None,
+    dimension: str = "delta",
+    top_fraction: float | None = None,
+    generator_pairs: Sequence[tuple[str, str]] | None = None,
+    correctness: str | None = None,
+    revision: str | None = None,
+) -> datasets.Dataset:
+    """The ``pairs`` config of a published dataset (Hub ``org/name`` or a local folder).
+
+    - ``dimension``: whose delta ``min_delta`` and ``top_fraction`` use: ``"delta"`` (the
+      aggregate), a dimension name (``"step_coherence"``) or its column (``"delta_step_coherence"``).
+    - ``min_delta``: keep pairs with that delta ``>= min_delta`` (pushed down into parquet).
+    - ``generator_pairs``: keep only these ``(chosen_generator, rejected_generator)`` pairs
+      (pushed down).
+    - ``correctness`` (pushed down; needs references in the build):
+      ``"chosen_correct"`` the chosen answer is right; ``"both_correct"`` both are right;
+      ``"chosen_only"`` chosen right and rejected wrong; ``"rejected_incorrect"`` the
+      rejected answer is wrong.
+    - ``top_fraction`` in (0, 1]: after the filters above, keep the ``ceil(fraction * n)``
+      pairs with the highest delta; ties are broken by ``pair_id`` so the selection is
+      deterministic. Rows keep their dataset order.
+    - ``revision``: branch, tag (e.g. ``recipe-<hash12>``) or commit, Hub only.
+    """
+    if top_fraction is not None and not (
+        isinstance(top_fraction, int | float) and 0.0 < top_fraction <= 1.0
+    ):
+        raise PairsLoadError(f"top_fraction must be a fraction in (0, 1], got {top_fraction!r}")
+    if correctness is not None and correctness not in CORRECTNESS:
+        raise PairsLoadError(
+            f"unknown correctness {correctness!r}; expected one of: {', '.join(CORRECTNESS)}"
+        )
+    wanted_pairs = _check_generator_pairs(generator_pairs)
+
+    source = _Source(repo_or_folder, split, revision)
+    schema = source.schema()
+    column = _delta_column(dimension, schema.names)
+    conditions: list[tuple[str, str, Any]] = []
+    if min_delta is not None:
+        conditions.append((column, ">=", float(min_delta)))
+    for name, value in CORRECTNESS.get(correctness or "", ()):
+        conditions.append((name, "==", value))
+    if wanted_pairs is None:
+        filters: list[list[tuple[str, str, Any]]] | None = [conditions] if conditions else None
+    else:  # disjunctive normal form: one conjunction per generator pair
+        filters = [
+            [*conditions, ("chosen_generator", "==", c), ("rejected_generator", "==", r)]
+            for c, r in wanted_pairs
+        ]
+
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(
+            source.path, PAIRS, split=split, revision=source.revision, filters=filters
+        )
+    except ValueError as exc:
+        if filters and "corresponds to no data" in str(exc):
+            raise PairsLoadError(
+                _nothing_left(source, column, min_delta, wanted_pairs, correctness)
+            ) from None
+        raise
+    if len(ds) == 0 and filters:
+        raise PairsLoadError(_nothing_left(source, column, min_delta, wanted_pairs, correctness))
+    if top_fraction is not None:
+        ds = _top(ds, column, top_fraction)
+    return ds
+
+
+def _check_generator_pairs(
+    pairs: Sequence[tuple[str, str]] | None,
+) -> list[tuple[str, str]] | None:
+    if pairs is None:
+        return None
+    out = []
+    for item in pairs:
+        if isinstance(item, str) or len(item) != 2 or not all(isinstance(g, str) for g in item):
+            raise PairsLoadError(
+                f"generator_pairs takes (chosen_generator, rejected_generator) tuples, got {item!r}"
+            )
+        out.append((item[0], item[1]))
+    if not out:
+        raise PairsLoadError("generator_pairs is empty; pass None to keep every generator pair")
+    return out
+
+
+def _delta_column(dimension: str, columns: list[str]) -> str:
+    available = [c for c in columns if c == "delta" or c.startswith("delta_")]
+    column = dimension if dimension in available else f"delta_{dimension}"
+    if column not in available:
+        raise PairsLoadError(
+            f"unknown dimension {dimension!r}; available delta columns: {', '.join(available)}"
+        )
+    return column
+
+
+def _top(ds: datasets.Dataset, column: str, fraction: float) -> datasets.Dataset:
+    import pyarrow.compute as pc
+
+    keys = ds.with_format("arrow").select_columns([column, "pair_id"])[:]
+    k = math.ceil(fraction * keys.num_rows)
+    order = pc.sort_indices(keys, sort_keys=[(column, "descending"), ("pair_id", "ascending")])
+    chosen = sorted(order[:k].to_pylist())
+    return ds.select(chosen)
+
+
+class _Source:
+    """Where the ``pairs`` parquet files of a split are: a folder, or a Hub dataset repo."""
+
+    def __init__(self, ref: str | os.PathLike[str], split: str, revision: str | None) -> None:
+        self.split = split
+        local = Path(ref).expanduser()
+        self.local = (
+            isinstance(ref, os.PathLike) or str(ref).startswith((".", "/", "~")) or local.is_dir()
+        )
+        if self.local:
+            if not local.is_dir():
+                raise PairsLoadError(f"{local}: no such folder")
+            if revision is not None:
+                raise PairsLoadError("revision applies to Hub datasets, not to a local folder")
+            self.path, self.revision = str(local), None
+        else:
+            self.path, self.revision = str(ref), revision
+        self._files: list[str] | None = None
+
+    def files(self) -> list[str]:
+        """Local paths of the split's parquet files (downloaded, and cached, from the Hub)."""
+        if self._files is not None:
+            return self._files
+        prefix = f"data/{PAIRS}/"
+        if self.local:
+            root = Path(self.path)
+            names = sorted(
+                p.relative_to(root).as_posix() for p in (root / prefix).glob("*.parquet")
+            )
+        else:
+            from huggingface_hub import HfApi
+
+            names = sorted(
+                f
+                for f in HfApi().list_repo_files(
+                    self.path, repo_type="dataset", revision=self.revision
+                )
+                if f.startswith(prefix) and f.endswith(".parquet")
+            )
+        mine = [n for n in names if n[len(prefix) :].startswith(f"{self.split}-")]
+        if not mine:
+            splits = sorted({n[len(prefix) :].split("-", 1)[0] for n in names})
+            if not splits:
+                raise PairsLoadError(
+                    f"{self.path} is not a published prefdelta dataset (no {prefix}*.parquet)"
+                )
+            raise PairsLoadError(
+                f"no split {self.split!r} in {self.path}; available splits: {', '.join(splits)}"
+            )
+        if self.local:
+            self._files = [str(Path(self.path) / n) for n in mine]
+        else:
+            from huggingface_hub import hf_hub_download
+
+            self._files = [
+                hf_hub_download(self.path, n, repo_type="dataset", revision=self.revision)
+                for n in mine
+            ]
+        return self._files
+
+    def schema(self) -> pa.Schema:
+        import pyarrow.parquet as pq
+
+        return pq.read_schema(self.files()[0])
+
+    def read(self, columns: list[str]) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        return pa.concat_tables(pq.read_table(f, columns=columns) for f in self.files())
+
+
+def _nothing_left(
+    source: _Source,
+    column: str,
+    min_delta: float | None,
+    wanted: list[tuple[str, str]] | None,
+    correctness: str | None,
+) -> str:
+    """Why the selection is empty: each filter next to what the split actually holds."""
+    columns = [column, "chosen_generator", "rejected_generator"]
+    columns += [c for c, _ in CORRECTNESS.get(correctness or "", ()) if c not in columns]
+    table = source.read(columns)
+    n = table.num_rows
+    parts = [
+        f"no pairs left in split {source.split!r} of {source.path} ({n} pairs before filtering)"
+    ]
+    if min_delta is not None:
+        values = [v for v in table.column(column).to_pylist() if v is not None]
+        seen = f"{min(values):g} to {max(values):g}" if values else "no values"
+        parts.append(f"{column} >= {min_delta:g} (observed range of {column}: {seen})")
+    if wanted is not None:
+        present = Counter(
+            zip(
+                table.column("chosen_generator").to_pylist(),
+                table.column("rejected_generator").to_pylist(),
+                strict=True,
+            )
+        )
+        listed = ", ".join(f"({c!r}, {r!r}): {k}" for (c, r), k in sorted(present.items()))
+        parts.append(f"generator_pairs {wanted} (present: {listed or 'none'})")
+    if correctness is not None:
+        counts = []
+        for name, _ in CORRECTNESS[correctness]:
+            values = Counter(table.column(name).to_pylist())
+            counts.append(
+                f"{name}: true {values[True]}, false {values[False]}, unknown {values[None]}"
+            )
+        parts.append(f"correctness {correctness!r} ({'; '.join(counts)})")
+    return "; ".join(parts)

@@ -1,0 +1,148 @@
+"""The dataset card: Hub metadata (configs, license, task, size, tags) and a body that says
+what the data is, how it was judged, and what its deltas look like.
+
+Built with huggingface_hub's ``DatasetCard``/``DatasetCardData`` so the front matter is
+exactly what the Hub and ``datasets`` parse: the ``configs:`` block is what makes
+``load_dataset(repo, "pairs")`` and ``load_dataset(repo, "traces")`` work.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from prefdelta.push.card_template import CARD_TEMPLATE
+from prefdelta.push.layout import PAIRS, TRACES, size_category
+
+if TYPE_CHECKING:
+    from prefdelta.push.layout import Build
+    from prefdelta.push.plots import Plot
+
+TASK_CATEGORIES = ["text-generation"]
+TAGS = ["preference", "dpo", "reasoning", "llm-as-a-judge", "synthetic", "prefdelta"]
+
+
+def configs_metadata(splits: list[str]) -> list[dict[str, Any]]:
+    """The `configs:` block: `pairs` (default) with its splits, and `traces`."""
+    return [
+        {
+            "config_name": PAIRS,
+            "default": True,
+            "data_files": [{"split": s, "path": f"data/{PAIRS}/{s}-*"} for s in splits],
+        },
+        {
+            "config_name": TRACES,
+            "data_files": [{"split": "train", "path": f"data/{TRACES}/train-*"}],
+        },
+    ]
+
+
+def card_data(build: Build, splits: dict[str, int], license: str) -> DatasetCardData:
+    return DatasetCardData(
+        license=license,
+        task_categories=TASK_CATEGORIES,
+        size_categories=[size_category(sum(splits.values()))],
+        pretty_name=build.recipe.name,
+        tags=TAGS,
+        configs=configs_metadata(list(splits)),
+    )
+
+
+def _num(x: Any) -> str:
+    if x is None or isinstance(x, jinja2.Undefined):
+        return "—"
+    return f"{x:+.3f}" if isinstance(x, float) else str(x)
+
+
+def _score(x: Any) -> str:
+    return "—" if x is None or isinstance(x, jinja2.Undefined) else f"{x:.3f}"
+
+
+def _cell(text: Any) -> str:
+    return "—" if text in (None, "") else _oneline(text).replace("|", "\\|")
+
+
+def _oneline(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _snippet_dimension(dims: list[str]) -> str:
+    return "step_coherence" if "step_coherence" in dims else dims[0]
+
+
+def render_card(
+    build: Build,
+    *,
+    splits: dict[str, int],
+    plots: list[Plot],
+    dataset_ref: str,
+    license: str,
+) -> str:
+    """The README.md text of the published dataset."""
+    recipe, summary = build.recipe, build.summary
+    env = jinja2.Environment(undefined=jinja2.ChainableUndefined, autoescape=False)
+    env.filters.update(num=_num, score=_score, cell=_cell, oneline=_oneline)
+    data = card_data(build, splits, license)
+    generators = []
+    for name, g in recipe.generators.items():
+        if recipe.pairing.strategy == "generators":
+            role = "chosen" if name == recipe.pairing.chosen else "rejected"
+            role = role if name in recipe.pairing.generator_names else "unused"
+        else:
+            role = "pool" if name in recipe.pairing.pool else "unused"
+        stats = (summary.get("generators") or {}).get(name) or {}
+        generators.append(
+            {
+                "name": name,
+                "model": g.model,
+                "backend": g.backend,
+                "role": role,
+                "description": g.description,
+                "mean_score": stats.get("mean_score"),
+                "accuracy": stats.get("accuracy"),
+            }
+        )
+    dims = build.dimensions
+    low, high = recipe.judge.scale
+    delta_stats = summary.get("delta_stats") or {}
+    ordered = [(f"delta_{d}", delta_stats.get(d)) for d in dims] + [
+        ("delta", delta_stats.get("delta"))
+    ]
+    empty = dict.fromkeys(("mean", "min", "q25", "median", "q75", "max"))
+    test_note = None
+    if "test" in splits:
+        test_note = (
+            "The `test` split holds whole prompts (chosen by a seeded hash of `prompt_id`): "
+            "no prompt is in both splits. `traces` is not split."
+        )
+    body = env.from_string(CARD_TEMPLATE).render(
+        card_data=data.to_yaml(),
+        name=recipe.name,
+        description=recipe.description,
+        dimensions=dims,
+        aggregate="weighted mean" if recipe.delta.method == "weighted" else "mean",
+        recipe_hash=build.recipe_hash,
+        ref=dataset_ref,
+        snippet_dimension=_snippet_dimension(dims),
+        snippet_threshold=2 if high - low >= 2 else 1,
+        generators=generators,
+        pairing=recipe.pairing.strategy,
+        tie_policy=recipe.pairing.tie_policy,
+        judge=recipe.judge,
+        summary=summary,
+        splits=splits,
+        judge_status=sorted((summary.get("judge_status") or {}).items()),
+        lost=sorted((summary.get("lost_to_judge_failures") or {}).items()),
+        test_note=test_note,
+        delta_stats=[(c, s or empty) for c, s in ordered],
+        dimension_plots=[p for p in plots if not p.path.startswith("plots/pair_")],
+        generator_pairs=list((summary.get("generator_pairs") or {}).items()),
+        pair_plots=[p for p in plots if p.path.startswith("plots/pair_")],
+    )
+    # Round-trip through DatasetCard: what we write is what the Hub and `datasets` will parse.
+    card = DatasetCard(body)
+    if card.data.to_dict().get("configs") != data.to_dict()["configs"]:
+        raise RuntimeError("the card's metadata did not survive a parse; this is a bug")
+    return str(card)

@@ -1,0 +1,140 @@
+"""The dataset card body (Jinja), kept apart from the code that fills it in.
+
+A Python module rather than a data file so it ships with the package without touching
+packaging metadata. ``{{ card_data }}`` is the YAML front matter huggingface_hub renders.
+"""
+
+CARD_TEMPLATE = """\
+---
+{{ card_data }}
+---
+
+# {{ name }}
+
+{% if description %}{{ description }}
+
+{% endif -%}
+A reasoning preference dataset built with **prefdelta**, following *Decomposing the Delta:
+What Do Models Actually Learn from Preference Pairs?* (arXiv 2604.08723). Each row of the
+`pairs` config is a (chosen, rejected) pair of reasoning traces for one prompt, in TRL's
+conversational format, with an LLM judge's scores of both traces on
+{{ dimensions | length }} reasoning dimension{{ "s" if dimensions | length != 1 }}:
+
+- **sample-level delta**: `delta_<dimension>` is the chosen trace's score minus the rejected
+  trace's; `delta` is their {{ aggregate }};
+- **generator-level delta**: `generator_delta` is the gap between the two generators' mean
+  judge scores over the whole build (the same for every pair of a generator pair).
+
+The `traces` config holds every generated trace with its scores, the judge's rationales and
+raw output, and a `judge_status`: traces the judge failed on are kept there, not dropped.
+`recipe.yaml` is the exact recipe (hash `{{ recipe_hash }}`).
+
+## Load it
+
+```python
+from datasets import load_dataset
+
+pairs = load_dataset("{{ ref }}", "pairs", split="train")
+
+# only pairs whose {{ snippet_dimension }} delta is at least {{ snippet_threshold }}:
+# the filter is pushed down into the parquet files, the other rows are never materialized
+strong = load_dataset(
+    "{{ ref }}", "pairs", split="train", filters=[("delta_{{ snippet_dimension }}", ">=", {{ snippet_threshold }})]
+)
+
+traces = load_dataset("{{ ref }}", "traces", split="train")
+```
+
+With prefdelta, the top 30% of pairs by {{ snippet_dimension }} delta (ties broken by `pair_id`):
+
+```python
+import prefdelta
+
+top = prefdelta.load_pairs("{{ ref }}", dimension="{{ snippet_dimension }}", top_fraction=0.3)
+```
+
+`prompt`, `chosen` and `rejected` are lists of `{role, content}` messages, which TRL's
+`DPOTrainer` takes as they are.
+
+## Generators
+
+| generator | model | backend | role | description | mean judge score | accuracy |
+|---|---|---|---|---|---|---|
+{% for g in generators -%}
+| `{{ g.name }}` | `{{ g.model }}` | {{ g.backend }} | {{ g.role }} | {{ g.description | cell }} | {{ g.mean_score | score }} | {{ g.accuracy | score }} |
+{% endfor %}
+Pairing: **{{ pairing }}**; ties (equal aggregate scores) are {{ "dropped" if tie_policy == "drop" else "kept with delta 0" }}.
+
+## Judge
+
+`{{ judge.model }}` ({{ judge.backend }}), one call per trace scoring every dimension on an
+integer scale from {{ judge.scale[0] }} to {{ judge.scale[1] }}{% if judge.samples > 1 %},
+{{ judge.samples }} samples averaged{% endif %}, temperature {{ judge.generation.temperature }}.
+
+### Rubric
+
+{% for d in judge.dimensions -%}
+- **{{ d.name }}**: {{ d.rubric | oneline }}
+{% endfor %}
+## Counts
+
+| | count |
+|---|---|
+| prompts | {{ summary.prompts }} |
+| traces | {{ summary.traces }} |
+| pairs | {{ summary.pairs }} |
+{% for split, n in splits.items() -%}
+| pairs in split `{{ split }}` | {{ n }} |
+{% endfor -%}
+{% for status, n in judge_status -%}
+| judge status `{{ status }}` | {{ n }} |
+{% endfor -%}
+{% for status, n in lost -%}
+| pairs not made because of judge status `{{ status }}` | {{ n }} |
+{% endfor -%}
+| ties dropped | {{ summary.ties_dropped }} |
+| ties kept (delta 0) | {{ summary.ties_kept }} |
+| prompts without a pair | {{ summary.prompts_without_pair }} |
+{% if test_note %}
+{{ test_note }}
+{% endif %}
+## Sample-level delta
+
+Chosen minus rejected, over all {{ summary.pairs }} pairs.
+
+| column | mean | min | q25 | median | q75 | max |
+|---|---|---|---|---|---|---|
+{% for column, s in delta_stats -%}
+| `{{ column }}` | {{ s.mean | num }} | {{ s.min | num }} | {{ s.q25 | num }} | {{ s.median | num }} | {{ s.q75 | num }} | {{ s.max | num }} |
+{% endfor %}
+{% for p in dimension_plots -%}
+![{{ p.title }}]({{ p.path }})
+{% endfor %}
+## Generator-level delta
+
+| generator pair | pairs | generator_delta | accuracy delta | mean delta |
+|---|---|---|---|---|
+{% for name, info in generator_pairs -%}
+| {{ name }} | {{ info.pairs }} | {{ info.generator_delta | num }} | {{ info.generator_accuracy_delta | num }} | {{ info.mean_delta.delta | num }} |
+{% endfor %}
+Histograms of the aggregate delta per generator pair (dashed: the generator delta):
+
+{% for p in pair_plots -%}
+![{{ p.title }}]({{ p.path }})
+{% endfor %}
+## Columns of `pairs`
+
+| column | meaning |
+|---|---|
+| `pair_id`, `prompt_id` | ids; `prompt_id` is the sha256 of the prompt |
+| `prompt`, `chosen`, `rejected` | conversations: lists of `{role, content}` |
+| `chosen_generator`, `rejected_generator`, `chosen_model`, `rejected_model` | who wrote each trace |
+| `chosen_scores`, `rejected_scores` | judge score per dimension |
+{% for d in dimensions -%}
+| `delta_{{ d }}` | chosen minus rejected on {{ d }} |
+{% endfor -%}
+| `delta` | the {{ aggregate }} of the dimension deltas |
+| `generator_delta`, `generator_accuracy_delta` | the generator-level gap (judge score, verifier accuracy) |
+| `chosen_correct`, `rejected_correct` | final answer matches the reference (null without references) |
+| `judge_model` | the judge |
+"""

@@ -1,0 +1,415 @@
+"""Publish a build to the Hub (one atomic commit) or to a local folder (one atomic rename).
+
+Nobody may ever see half a dataset. On the Hub every file of a publish goes in ONE
+``create_commit`` against the head read just before (``parent_commit``), so a concurrent
+writer is detected instead of overwritten. huggingface_hub retries uploads but never the
+commit call itself, so this module does: after any failure it re-reads the head, and if the
+repo already holds exactly our files (a commit that landed although its response was lost),
+it stops there. Publishing an unchanged build again finds nothing to change and makes no
+commit. A local folder is staged beside the target and renamed into place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import httpx
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
+from rich.console import Console
+
+from prefdelta.push.layout import (
+    Build,
+    PublishError,
+    StagedLayout,
+    is_managed,
+    read_build,
+    sha256_file,
+    stage_layout,
+)
+
+T = TypeVar("T")
+REPO_TYPE = "dataset"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Attempts for one Hub call that fails with a 5xx or a dropped connection; the commit loop
+# has its own budget since each round re-reads the head first.
+CALL_ATTEMPTS = 8
+COMMIT_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What a publish did. ``changed`` is False when the target already held this build."""
+
+    target: str
+    kind: Literal["hub", "folder"]
+    changed: bool
+    publish_id: str
+    splits: dict[str, int]
+    traces: int
+    files: tuple[str, ...]
+    commit: str | None = None  # Hub: the commit that holds the dataset
+    tag: str | None = None  # Hub: the recipe tag, when it points at `commit`
+    url: str | None = None
+    recovered: bool = False  # a commit landed although its response was lost
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+
+def is_hub_target(target: str | os.PathLike[str]) -> bool:
+    """``org/name`` is a Hub repo; a Path, ``./x``, ``/x``, ``~/x`` or an existing folder is not."""
+    if isinstance(target, os.PathLike):
+        return False
+    text = str(target)
+    if text.startswith((".", "/", "~")) or Path(text).exists():
+        return False
+    return bool(_REPO_ID.match(text))
+
+
+def publish_build(
+    build_dir: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    private: bool = True,
+    revision: str = "main",
+    tag: bool = True,
+    test_size: float | None = None,
+    console: Console | None = None,
+    license: str | None = None,
+) -> PublishResult:
+    """Publish the build in ``build_dir`` to a Hub dataset repo ``org/name`` or a folder.
+
+    ``private``, ``revision`` and ``tag`` apply to the Hub only. ``test_size`` holds out that
+    fraction of prompts (all their pairs) as a ``test`` split. ``license`` defaults to the
+    recipe's ``publish.license`` (else apache-2.0).
+    """
+    console = console or Console(stderr=True)
+    build = read_build(build_dir)
+    if license is None:
+        license = build.recipe.publish.license if build.recipe.publish else "apache-2.0"
+    if is_hub_target(target):
+        return _publish_hub(build, str(target), private, revision, tag, test_size, license, console)
+    return _publish_folder(build, Path(target), test_size, license, console)
+
+
+# --------------------------------------------------------------------------- folder
+
+
+def _publish_folder(
+    build: Build, target: Path, test_size: float | None, license: str, console: Console
+) -> PublishResult:
+    if target.exists() and not target.is_dir():
+        raise PublishError(f"{target} exists and is not a folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        staged = stage_layout(
+            build, staging, test_size=test_size, dataset_ref=str(target), license=license
+        )
+        result = PublishResult(
+            target=str(target),
+            kind="folder",
+            changed=True,
+            publish_id=staged.publish_id,
+            splits=staged.splits,
+            traces=staged.traces,
+            files=tuple(staged.files),
+        )
+        if target.is_dir() and _folder_manifest(target) == staged.files:
+            console.print(f"{target} already holds this build; nothing to do")
+            return replace(result, changed=False)
+        if target.is_dir() and any(target.iterdir()) and not _looks_published(target):
+            raise PublishError(
+                f"refusing to replace {target}: it is not empty and not a published dataset "
+                "(no README.md, recipe.yaml and data/); choose another folder"
+            )
+        _move_into_place(staging, target)
+        console.print(f"published {_describe(staged)} to {target}")
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _folder_manifest(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _looks_published(root: Path) -> bool:
+    return all((root / name).exists() for name in ("README.md", "recipe.yaml", "data"))
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """Rename the staged folder to ``target``; an existing target is swapped out atomically
+    where the OS can (Linux renameat2), else moved aside first. Readers see the old folder
+    or the new one, never a mix."""
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        os.replace(staging, target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging)  # now holds the old content
+        return
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(target, old)
+    os.rename(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+# --------------------------------------------------------------------------- Hub
+
+
+def _retryable(exc: BaseException) -> bool:
+    """5xx answers and broken connections: the request may or may not have been applied."""
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else None
+        return status is None or status >= 500
+    return isinstance(exc, httpx.TransportError | json.JSONDecodeError)
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.2 * 2**attempt, 4.0) * (0.5 + random.random() / 2))
+
+
+def _call(what: str, fn: Callable[[], T], attempts: int = CALL_ATTEMPTS) -> T:
+    """Run one Hub call, retrying on 5xx and connection errors (the client does not)."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not _retryable(exc):
+                raise
+            if attempt == attempts - 1:
+                raise PublishError(
+                    f"could not {what} after {attempts} attempts: {_short(exc)}"
+                ) from None
+            _backoff(attempt)
+    raise AssertionError("unreachable")
+
+
+def _git_blob_oid(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _publish_hub(
+    build: Build,
+    repo_id: str,
+    private: bool,
+    revision: str,
+    tag: bool,
+    test_size: float | None,
+    license: str,
+    console: Console,
+) -> PublishResult:
+    api = HfApi()
+    with tempfile.TemporaryDirectory(prefix="prefdelta-publish-") as tmp:
+        staged = stage_layout(
+            build, Path(tmp), test_size=test_size, dataset_ref=repo_id, license=license
+        )
+        try:
+            url = _call(
+                "create the repo",
+                lambda: api.create_repo(
+                    repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True
+                ),
+            )
+        except HfHubHTTPError as exc:
+            raise PublishError(
+                f"cannot create or reach {repo_id} on the Hub: {_short(exc)}"
+            ) from None
+        if revision != "main":
+            try:
+                _call("read the branch", lambda: _head(api, repo_id, revision))
+            except RevisionNotFoundError:
+                _call(
+                    "create the branch",
+                    lambda: api.create_branch(
+                        repo_id, branch=revision, repo_type=REPO_TYPE, exist_ok=True
+                    ),
+                )
+
+        start, _ = _call("read the head", lambda: _head(api, repo_id, revision))
+        title = f"Publish {build.recipe.name} (recipe {build.recipe_hash[:12]})"
+        description = (
+            f"prefdelta-publish-id: {staged.publish_id}\n"
+            f"recipe-hash: {build.recipe_hash}\n"
+            f"splits: {json.dumps(staged.splits)}"
+        )
+        commit: str | None = None
+        changed = recovered = False
+        last_error: BaseException | None = None
+        for attempt in range(COMMIT_ATTEMPTS):
+            head, remote = _call("read the head", lambda: _head(api, repo_id, revision))
+            adds, deletes = _diff(staged, remote)
+            if not adds and not deletes:
+                commit = head
+                changed = head != start
+                recovered = (
+                    changed  # our content is there: a lost response, or an identical publish
+                )
+                break
+            operations = [
+                CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(staged.root / p))
+                for p in adds
+            ] + [CommitOperationDelete(path_in_repo=p) for p in deletes]
+            console.print(
+                f"committing {len(adds)} file(s), deleting {len(deletes)} stale file(s) "
+                f"to {repo_id}@{revision}" + (f" (attempt {attempt + 1})" if attempt else "")
+            )
+            try:
+                info = api.create_commit(
+                    repo_id,
+                    operations,
+                    commit_message=title,
+                    commit_description=description,
+                    repo_type=REPO_TYPE,
+                    revision=revision,
+                    parent_commit=head,
+                )
+            except Exception as exc:
+                # 412: someone committed since we read the head. Either way, re-read and decide.
+                if not (_retryable(exc) or _status(exc) == 412):
+                    raise PublishError(f"commit to {repo_id} failed: {_short(exc)}") from None
+                last_error = exc
+                _backoff(attempt)
+                continue
+            commit, changed = info.oid, True
+            break
+        if commit is None:
+            raise PublishError(
+                f"commit to {repo_id} failed after {COMMIT_ATTEMPTS} attempts "
+                f"({_short(last_error)}); the repo is unchanged or holds a complete earlier "
+                "version, never a partial one: rerun to retry"
+            )
+
+        warnings: list[str] = []
+        tag_name: str | None = None
+        if tag:
+            tag_name, warning = _ensure_tag(
+                api, repo_id, f"recipe-{build.recipe_hash[:12]}", commit
+            )
+            if warning:
+                warnings.append(warning)
+                console.print(f"warning: {warning}")
+        verb = "published" if changed else "unchanged:"
+        console.print(f"{verb} {_describe(staged)} at {repo_id}@{commit[:12]}")
+        return PublishResult(
+            target=repo_id,
+            kind="hub",
+            changed=changed,
+            publish_id=staged.publish_id,
+            splits=staged.splits,
+            traces=staged.traces,
+            files=tuple(staged.files),
+            commit=commit,
+            tag=tag_name,
+            url=str(url),
+            recovered=recovered,
+            warnings=tuple(warnings),
+        )
+
+
+def _head(api: HfApi, repo_id: str, revision: str) -> tuple[str, dict[str, tuple[str, bool]]]:
+    """The head commit of ``revision`` and its files: path -> (sha256 if LFS else git oid, lfs)."""
+    info = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision, files_metadata=True)
+    files: dict[str, tuple[str, bool]] = {}
+    for sib in info.siblings or []:
+        if sib.lfs is not None:
+            files[sib.rfilename] = (sib.lfs.sha256, True)
+        else:
+            files[sib.rfilename] = (sib.blob_id or "", False)
+    assert info.sha is not None
+    return info.sha, files
+
+
+def _diff(staged: StagedLayout, remote: dict[str, tuple[str, bool]]) -> tuple[list[str], list[str]]:
+    """Files to upload (new or different) and managed files to delete (no longer ours)."""
+    adds = []
+    for path, sha256 in staged.files.items():
+        have = remote.get(path)
+        if have is None:
+            adds.append(path)
+            continue
+        oid, lfs = have
+        same = oid == sha256 if lfs else oid == _git_blob_oid(staged.root / path)
+        if not same:
+            adds.append(path)
+    deletes = sorted(p for p in remote if is_managed(p) and p not in staged.files)
+    return adds, deletes
+
+
+def _ensure_tag(api: HfApi, repo_id: str, name: str, commit: str) -> tuple[str | None, str | None]:
+    """Tag ``commit``; an existing tag elsewhere is reported, never moved."""
+
+    def existing() -> str | None:
+        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
+        return next((t.target_commit for t in refs.tags if t.name == name), None)
+
+    current = _call("read the tags", existing)
+    if current is None:
+        try:
+            _call(
+                "create the tag",
+                lambda: api.create_tag(repo_id, tag=name, revision=commit, repo_type=REPO_TYPE),
+            )
+            return name, None
+        except Exception as exc:
+            if _status(exc) != 409:  # 409: it exists now (perhaps our own lost response)
+                raise PublishError(
+                    f"tagging {commit[:12]} as {name} failed: {_short(exc)}"
+                ) from None
+            current = _call("read the tags", existing)
+    if current == commit:
+        return name, None
+    return None, (
+        f"tag {name} already marks commit {str(current)[:12]}, an earlier publish of the same "
+        f"recipe with different content; it was left there (this publish is {commit[:12]}). "
+        f"Delete the tag and republish to move it."
+    )
+
+
+def _describe(staged: StagedLayout) -> str:
+    splits = ", ".join(f"{n} {s}" for s, n in staged.splits.items())
+    return f"pairs ({splits}) and {staged.traces} traces"
+
+
+def _short(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no error recorded"
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:197] + "..."

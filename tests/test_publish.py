@@ -1,0 +1,354 @@
+"""Publishing a build: the layout, the card, the Hub commit (atomic, retried, idempotent).
+
+Everything runs against real clients: ``datasets`` and ``huggingface_hub`` read what was
+published, from a folder or from the loopback Hub (tests/hub_server.py) with injected faults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from huggingface_hub import DatasetCard, HfApi
+from typer.testing import CliRunner
+
+from build_fixtures import build_pairs, make_build
+from hub_server import HubServer
+from prefdelta.push import BuildFolderError, PublishError, publish_build
+
+# huggingface_hub 1.33 PUTs LFS objects with httpx's deprecated `data=<file>`; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+
+REPO = "tester/synthetic-delta"
+# The loopback Hub 404s unauthenticated LFS PUTs to private repos (the real Hub hands out
+# presigned URLs), so Hub tests publish public repos; privacy is not what they test.
+PUBLIC = {"private": False}
+
+
+@pytest.fixture
+def build(tmp_path: Path) -> Path:
+    return make_build(tmp_path / "build", n_prompts=30)
+
+
+def _rows(ds: datasets.Dataset) -> list[dict[str, Any]]:
+    return sorted(ds.to_list(), key=lambda r: r["pair_id"])
+
+
+def _expected(build: Path) -> list[dict[str, Any]]:
+    return sorted(build_pairs(build), key=lambda r: r["pair_id"])
+
+
+def _commits(repo: str = REPO) -> list[str]:
+    return [c.commit_id for c in HfApi().list_repo_commits(repo, repo_type="dataset")]
+
+
+def _validate_on_hub(card: DatasetCard, monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub's own card validation, sent to the loopback Hub instead of huggingface.co."""
+    import huggingface_hub.repocard as repocard
+
+    real = repocard.get_session
+    endpoint = os.environ["HF_ENDPOINT"]
+
+    class Session:
+        def post(self, url: str, **kwargs: Any) -> Any:
+            return real().post(url.replace("https://huggingface.co", endpoint), **kwargs)
+
+    monkeypatch.setattr(repocard, "get_session", lambda: Session())
+    card.validate()
+
+
+def _check_card_metadata(card: DatasetCard, splits: list[str]) -> None:
+    from datasets.utils.metadata import MetadataConfigs
+
+    size_categories = json.loads(
+        (Path(datasets.__file__).parent / "utils/resources/size_categories.json").read_text()
+    )
+    data = card.data.to_dict()
+    assert data["license"] == "apache-2.0"
+    assert data["task_categories"] == ["text-generation"]
+    assert set(data["size_categories"]) <= set(size_categories)
+    assert "prefdelta" in data["tags"]
+    configs = MetadataConfigs.from_dataset_card_data(card.data)  # datasets' own validation
+    assert list(configs) == ["pairs", "traces"]
+    assert configs.get_default_config_name() == "pairs"
+    assert [f["split"] for f in configs["pairs"]["data_files"]] == splits
+
+
+# ----------------------------------------------------------------------------- folder
+
+
+def test_folder_round_trip(build: Path, tmp_path: Path) -> None:
+    out = tmp_path / "published"
+    result = publish_build(build, out)
+    assert result.kind == "folder" and result.changed
+    assert result.splits == {"train": len(build_pairs(build))}
+
+    ds = datasets.load_dataset(str(out), "pairs", split="train")
+    assert _rows(ds) == _expected(build)
+    assert datasets.get_dataset_config_names(str(out)) == ["pairs", "traces"]
+    traces = datasets.load_dataset(str(out), "traces", split="train")
+    assert len(traces) == pq.read_metadata(build / "traces.parquet").num_rows
+    assert (out / "recipe.yaml").read_bytes() == (build / "recipe.yaml").read_bytes()
+
+    card = DatasetCard.load(out / "README.md")
+    _check_card_metadata(card, ["train"])
+    plots = sorted(p.relative_to(out).as_posix() for p in (out / "plots").glob("*.png"))
+    assert "plots/delta_step_coherence.png" in plots
+    assert "plots/pair_strong__vs__weak.png" in plots
+    for plot in plots:
+        assert f"]({plot})" in card.text  # embedded in the card
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'filters=[("delta_step_coherence", ">=", 2)]' in card.text
+    summary = json.loads((build / "summary.json").read_text())
+    for status, n in summary["judge_status"].items():
+        assert f"| judge status `{status}` | {n} |" in card.text
+    assert "strong vs weak" in card.text and "generator_delta" in card.text
+
+    again = publish_build(build, out)
+    assert not again.changed
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".published")]
+    assert leftovers == []  # staging folders are always cleaned up
+
+
+def test_folder_test_split_is_by_prompt_and_deterministic(build: Path, tmp_path: Path) -> None:
+    a = publish_build(build, tmp_path / "a", test_size=0.25)
+    b = publish_build(build, tmp_path / "b", test_size=0.25)
+    assert set(a.splits) == {"train", "test"} and a.splits == b.splits
+    train = datasets.load_dataset(str(tmp_path / "a"), "pairs", split="train")
+    test = datasets.load_dataset(str(tmp_path / "a"), "pairs", split="test")
+    assert not set(train["prompt_id"]) & set(test["prompt_id"])
+    assert sorted([*train["pair_id"], *test["pair_id"]]) == sorted(
+        r["pair_id"] for r in build_pairs(build)
+    )
+    for name in ("train", "test"):
+        path = f"data/pairs/{name}-00000-of-00001.parquet"
+        assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
+    _check_card_metadata(DatasetCard.load(tmp_path / "a" / "README.md"), ["train", "test"])
+
+
+def test_folder_replace_is_whole_and_refuses_foreign_folders(build: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    publish_build(build, out, test_size=0.25)
+    publish_build(build, out)  # a different layout replaces the old one entirely
+    assert not (out / "data/pairs/test-00000-of-00001.parquet").exists()
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(PublishError, match="refusing to replace"):
+        publish_build(build, foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_modified_or_incomplete_build_is_refused(build: Path, tmp_path: Path) -> None:
+    table = pq.read_table(build / "pairs.parquet")
+    pq.write_table(table.slice(1), build / "pairs.parquet")  # someone dropped a row by hand
+    with pytest.raises(BuildFolderError, match=r"pairs\.parquet was modified after the build"):
+        publish_build(build, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+    unfinished = make_build(tmp_path / "unfinished")
+    (unfinished / "summary.json").unlink()
+    with pytest.raises(BuildFolderError, match="not a finished build"):
+        publish_build(unfinished, tmp_path / "out")
+
+    missing = make_build(tmp_path / "missing")
+    (missing / "traces.parquet").unlink()
+    with pytest.raises(BuildFolderError, match=r"incomplete: missing traces\.parquet"):
+        publish_build(missing, tmp_path / "out")
+
+
+def test_resolved_secret_is_never_published(
+    build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_REASONER_API_KEY", "sk-very-secret-value")
+    recipe = (build / "recipe.yaml").read_text()
+    assert "${TEST_REASONER_API_KEY}" in recipe  # the reference, as written
+    publish_build(build, tmp_path / "ok")
+    assert "sk-very-secret-value" not in (tmp_path / "ok" / "recipe.yaml").read_text()
+
+    # a recipe with the value pasted in (and a summary matching it) is refused
+    leaked = recipe.replace("description: the stronger", "description: sk-very-secret-value")
+    (build / "recipe.yaml").write_text(leaked)
+    summary = json.loads((build / "summary.json").read_text())
+    import hashlib
+
+    summary["files"]["recipe.yaml"] = hashlib.sha256(leaked.encode()).hexdigest()
+    (build / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(PublishError, match=r"value of \$\{TEST_REASONER_API_KEY\}"):
+        publish_build(build, tmp_path / "leak")
+    assert not (tmp_path / "leak").exists()
+
+
+def test_cli_publish_to_folder(build: Path, tmp_path: Path) -> None:
+    from prefdelta.cli import app
+
+    target = tmp_path / "cli-out"
+    runner = CliRunner()
+    result = runner.invoke(app, ["publish", str(build), "--to", str(target), "--test-size", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert "published" in result.output
+    assert (target / "data/pairs/test-00000-of-00001.parquet").is_file()
+
+    bad = runner.invoke(app, ["publish", str(tmp_path / "nope"), "--to", str(target)])
+    assert bad.exit_code == 1
+    assert "no such build folder" in bad.output and "Traceback" not in bad.output
+
+
+def test_cli_publish_defaults_to_recipe_repo(build: Path, hub: HubServer) -> None:
+    from prefdelta.cli import app
+
+    assert "repo_id: tester/synthetic" in (build / "recipe.yaml").read_text()
+    result = CliRunner().invoke(app, ["publish", str(build), "--public"])
+    assert result.exit_code == 0, result.output
+    assert "tester/synthetic@" in result.output and "tag recipe-" in result.output
+    assert datasets.get_dataset_config_names("tester/synthetic") == ["pairs", "traces"]
+
+
+# ----------------------------------------------------------------------------- Hub
+
+
+def test_hub_round_trip(build: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = publish_build(build, REPO, **PUBLIC)
+    assert result.kind == "hub" and result.changed and result.commit
+    api = HfApi()
+    history = _commits()
+    assert history[0] == result.commit and len(history) == 2  # repo creation + ONE publish
+
+    ds = datasets.load_dataset(REPO, "pairs", split="train")
+    assert _rows(ds) == _expected(build)
+    assert datasets.get_dataset_config_names(REPO) == ["pairs", "traces"]
+    files = api.list_repo_files(REPO, repo_type="dataset")
+    assert "plots/delta_step_coherence.png" in files and "recipe.yaml" in files
+
+    card = DatasetCard.load(REPO, repo_type="dataset")
+    _check_card_metadata(card, ["train"])
+    _validate_on_hub(card, monkeypatch)
+    assert f'load_dataset(\n    "{REPO}", "pairs"' in card.text
+
+    summary = json.loads((build / "summary.json").read_text())
+    tag = f"recipe-{summary['recipe_hash'][:12]}"
+    assert result.tag == tag
+    refs = api.list_repo_refs(REPO, repo_type="dataset")
+    assert {t.name: t.target_commit for t in refs.tags} == {tag: result.commit}
+    assert api.repo_info(REPO, repo_type="dataset", revision=tag).sha == result.commit
+
+    again = publish_build(build, REPO, **PUBLIC)
+    assert not again.changed and again.commit == result.commit and again.tag == tag
+    assert _commits() == history  # no new commit
+
+
+def test_hub_republish_with_new_layout_is_one_commit_and_keeps_the_tag(
+    build: Path, hub: HubServer
+) -> None:
+    first = publish_build(build, REPO, test_size=0.2, **PUBLIC)
+    assert "data/pairs/test-00000-of-00001.parquet" in HfApi().list_repo_files(
+        REPO, repo_type="dataset"
+    )
+    second = publish_build(build, REPO, **PUBLIC)  # no test split: its file is stale now
+    assert second.changed and _commits()[:2] == [second.commit, first.commit]
+    files = HfApi().list_repo_files(REPO, repo_type="dataset")
+    assert "data/pairs/test-00000-of-00001.parquet" not in files
+    assert datasets.get_dataset_config_names(REPO) == ["pairs", "traces"]
+    # the recipe tag already marks the first publish: reported, never moved
+    assert second.tag is None
+    assert any("already marks commit" in w for w in second.warnings)
+    refs = HfApi().list_repo_refs(REPO, repo_type="dataset")
+    assert [t.target_commit for t in refs.tags] == [first.commit]
+
+
+def test_hub_publish_without_tag_and_to_a_branch(build: Path, hub: HubServer) -> None:
+    result = publish_build(build, REPO, tag=False, revision="v1", **PUBLIC)
+    api = HfApi()
+    refs = api.list_repo_refs(REPO, repo_type="dataset")
+    assert refs.tags == []
+    assert {b.name: b.target_commit for b in refs.branches}["v1"] == result.commit
+    ds = datasets.load_dataset(REPO, "pairs", split="train", revision="v1")
+    assert len(ds) == len(build_pairs(build))
+
+
+def _seed_failing_first_commit(rate: float, start: int) -> int:
+    """A fault seed under which the first commit request fails (FaultPlan decides each request
+    as a pure function of seed, method, path and attempt number)."""
+    path = f"/api/datasets/{REPO}/commit/main"
+    return next(
+        seed
+        for seed in range(start, start + 1000)
+        if random.Random(f"{seed}:POST:{path}:1").random() < rate
+    )
+
+
+@pytest.mark.parametrize(("start", "phase"), [(0, "before"), (100, "after"), (200, "after")])
+def test_hub_publish_survives_faults(build: Path, hub: HubServer, start: int, phase: str) -> None:
+    """45% of all requests fail (>= 30% counting retries), the commit among them (phase
+    "after": it lands, then its response is lost): the publish ends with exactly one new
+    commit holding the whole dataset."""
+    rate = 0.45
+    seed = _seed_failing_first_commit(rate, start)
+    publish_build(build, REPO, tag=False, **PUBLIC)  # an earlier version to protect
+    before = _commits()
+    newer = make_build(build.parent / "newer", n_prompts=30, score_seed=seed + 100)
+    hub.set_faults(rate=rate, seed=seed, phase=phase, max_consecutive=2)
+    hub.clear_stats()  # count only this publish's requests
+    try:
+        result = publish_build(newer, REPO, **PUBLIC)
+    except PublishError as exc:
+        hub.clear_faults()
+        assert _commits() == before  # a failed publish leaves the previous version whole
+        pytest.fail(f"publish gave up under faults it should survive: {exc}")
+    stats = hub.stats()
+    hub.clear_faults()
+    commit_faults = [x for x in stats["log"] if x["fault"] and "/commit/" in x["path"]]
+    print(f"{stats['faults']} of {stats['requests']} requests failed, {len(commit_faults)} commits")
+    assert commit_faults, "the commit itself must have failed at least once"
+    assert stats["faults"] >= 0.3 * stats["requests"]
+    after = _commits()
+    assert after[1:] == before and after[0] == result.commit  # exactly one new commit
+    assert _rows(datasets.load_dataset(REPO, "pairs", split="train")) == _expected(newer)
+    if phase == "after":  # the first commit landed: the retry found it instead of committing
+        assert result.recovered
+
+
+def test_hub_commit_response_lost_is_detected(build: Path, hub: HubServer) -> None:
+    """Every commit lands and then loses its response: the publish sees its own files at the
+    head and stops, instead of committing again or failing."""
+    hub.set_faults(rate=1.0, paths=(r"/commit/",), phase="after", max_consecutive=None, limit=1)
+    result = publish_build(build, REPO, **PUBLIC)
+    assert hub.stats()["faults"] == 1
+    hub.clear_faults()
+    assert result.recovered and result.changed
+    assert len(_commits()) == 2 and _commits()[0] == result.commit
+    assert result.tag is not None
+
+
+def test_hub_aborted_commit_leaves_previous_version(
+    build: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import prefdelta.push.publish as publish_module
+
+    monkeypatch.setattr(publish_module, "COMMIT_ATTEMPTS", 3)  # every commit aborts: be quick
+    first = publish_build(build, REPO, tag=False, **PUBLIC)
+    newer = make_build(build.parent / "newer", score_seed=7)
+    hub.set_faults(abort_commit_after_ops=3)
+    with pytest.raises(PublishError, match="rerun to retry"):
+        publish_build(newer, REPO, tag=False, **PUBLIC)
+    hub.clear_faults()
+    assert _commits()[0] == first.commit
+    assert _rows(datasets.load_dataset(REPO, "pairs", split="train")) == _expected(build)
+
+
+def test_hub_errors_are_one_line(build: Path, hub: HubServer) -> None:
+    shutil.rmtree(build)
+    with pytest.raises(BuildFolderError, match="no such build folder"):
+        publish_build(build, REPO, **PUBLIC)
+    fresh = make_build(build.parent / "fresh")
+    hub.set_faults(rate=1.0, paths=(r"/api/repos/create",), statuses=(401,), kinds=("status",))
+    with pytest.raises(PublishError, match=f"cannot create or reach {REPO}"):
+        publish_build(fresh, REPO, **PUBLIC)
