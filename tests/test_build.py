@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from model_fixtures import tiny_model_dir  # noqa: F401
 
+from model_fixtures import tiny_model_dir  # noqa: F401
 from prefdelta.builders.build import SUMMARY, run_build
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import load_recipe
