@@ -45,14 +45,6 @@ class TraceGeneration(Task):
     generator: str
     config: GeneratorConfig
     store_path: str
-    torch_threads: int | None = None  # local models in parallel steps share the cores
-
-    def load(self) -> None:
-        if self.torch_threads:
-            import torch
-
-            torch.set_num_threads(self.torch_threads)
-        super().load()
 
     @property
     def inputs(self) -> StepColumns:

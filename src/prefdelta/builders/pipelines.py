@@ -101,6 +101,7 @@ def generation_pipeline(
     from prefdelta.builders.generators import make_llm
 
     local = [g for g in generators if recipe.generators[g].backend in LOCAL_BACKENDS]
+    # local models in parallel step processes share the cores; more threads than cores crawl
     threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
     with Pipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
         batch = max(recipe.generators[g].batch_size for g in generators)
@@ -109,12 +110,16 @@ def generation_pipeline(
             config = recipe.generators[name]
             step = TraceGeneration(
                 name=_step_name("generate_", name),
-                llm=make_llm(config, config.generation, recipe.base_dir),
+                llm=make_llm(
+                    config,
+                    config.generation,
+                    recipe.base_dir,
+                    cpu_threads=threads if name in local else None,
+                ),
                 generator=name,
                 config=config,
                 store_path=str(store_path),
                 input_batch_size=config.batch_size,
-                torch_threads=threads if name in local else None,
             )
             load >> step
     return _maybe_ray(pipeline, recipe)

@@ -1,0 +1,220 @@
+"""Model fixtures: the tiny random Llama (also as a GGUF file), and a loopback chat server.
+
+Why a real server: the openai backend is proven by distilabel's real client talking HTTP
+(retries on 429, the Authorization header, how many requests overlap), not by mocks that
+would only agree with us. Import what a test module uses:
+``from model_fixtures import tiny_model_dir``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a ChatML tokenizer, built once per session (read-only)."""
+    from prefdelta.local_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model written as an F32 GGUF file, so conversion tests run in about a second."""
+    return write_gguf(tiny_model_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")
+
+
+def _permute(weights: Any, n_head: int) -> Any:
+    """llama.cpp's q/k row order, which transformers undoes when it reads a llama GGUF."""
+    rows = weights.shape[0]
+    return (
+        weights.reshape(n_head, 2, rows // n_head // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def write_gguf(model_dir: Path, out: Path) -> Path:
+    """Write a Llama folder (ByteLevel BPE tokenizer, tied embeddings) as a GGUF file.
+
+    Only what ``from_pretrained(..., gguf_file=...)`` reads for a llama model; it mirrors
+    llama.cpp's converter so the round trip is exact.
+    """
+    import json
+
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    tok = json.loads((model_dir / "tokenizer.json").read_text())
+    heads, kv_heads = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    writer = gguf.GGUFWriter(str(out), "llama")
+    writer.add_name(model_dir.name)
+    writer.add_context_length(cfg["max_position_embeddings"])
+    writer.add_embedding_length(cfg["hidden_size"])
+    writer.add_block_count(cfg["num_hidden_layers"])
+    writer.add_feed_forward_length(cfg["intermediate_size"])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    writer.add_rope_freq_base(cfg["rope_parameters"]["rope_theta"])
+    writer.add_vocab_size(cfg["vocab_size"])
+    tokens = [t for t, _ in sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    special = {a["content"] for a in tok["added_tokens"]}
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens]
+    )
+    writer.add_token_merges(
+        [" ".join(m) if isinstance(m, list) else m for m in tok["model"]["merges"]]
+    )
+    writer.add_bos_token_id(cfg["bos_token_id"])
+    writer.add_eos_token_id(cfg["eos_token_id"])
+    writer.add_pad_token_id(cfg["pad_token_id"])
+    writer.add_chat_template((model_dir / "chat_template.jinja").read_text())
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+    }
+    parts = {
+        "input_layernorm": "attn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "post_attention_layernorm": "ffn_norm",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    for i in range(cfg["num_hidden_layers"]):
+        for hf, gg in parts.items():
+            names[f"model.layers.{i}.{hf}.weight"] = f"blk.{i}.{gg}.weight"
+    for name, tensor in load_file(str(model_dir / "model.safetensors")).items():
+        data = tensor.astype(np.float32)
+        if name.endswith("q_proj.weight"):
+            data = _permute(data, heads)
+        elif name.endswith("k_proj.weight"):
+            data = _permute(data, kv_heads)
+        writer.add_tensor(names[name], data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+@dataclass
+class ChatServerState:
+    """What the server saw, and how it misbehaves (tests set ``delay_s``/``fail_first``)."""
+
+    delay_s: float = 0.05  # long enough for concurrent requests to overlap
+    fail_first: int = 0  # answer this many requests with 429 before serving
+    requests: int = 0
+    rate_limited: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)
+
+
+class ChatServer:
+    """``POST /v1/chat/completions`` on 127.0.0.1, answering ``echo: <last user message>``."""
+
+    def __init__(self) -> None:
+        self.state = ChatServerState()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+
+    async def _chat(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        state = self.state
+        state.requests += 1
+        body = await request.json()
+        state.bodies.append(body)
+        state.auth.append(request.headers.get("authorization"))
+        if state.fail_first > 0:
+            state.fail_first -= 1
+            state.rate_limited += 1
+            return JSONResponse(
+                {"error": {"message": "rate limited", "type": "rate_limit_exceeded"}},
+                status_code=429,
+                headers={"retry-after-ms": "10"},
+            )
+        state.in_flight += 1
+        state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            await asyncio.sleep(state.delay_s)
+        finally:
+            state.in_flight -= 1
+        text = f"echo: {body['messages'][-1]['content']}"
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+            for i in range(body.get("n") or 1)
+        ]
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{state.requests}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", ""),
+                "choices": choices,
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            }
+        )
+
+    def start(self) -> ChatServer:
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.routing import Route
+
+        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the loopback chat server did not start")
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def chat_server() -> Iterator[ChatServer]:
+    """A fresh loopback chat server for this test (starts in a few milliseconds)."""
+    server = ChatServer().start()
+    yield server
+    server.stop()
