@@ -37,9 +37,9 @@ def test_inspect_shows_the_plan() -> None:
     result = runner.invoke(app, ["inspect", str(ROOT / "recipes" / "demo.yaml")])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "prompts" in out and "12" in out
+    assert "prompts" in out and "8" in out
     assert "generations: careful" in out and "generations: hasty" in out
-    assert "judge calls" in out and "24" in out  # 12 prompts x 2 generators x 1 sample
+    assert "judge calls" in out and "16" in out  # 8 prompts x 2 generators x 1 sample
 
 
 def test_inspect_never_prints_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

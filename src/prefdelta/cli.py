@@ -6,6 +6,8 @@ one line each and exit with status 1, never as a traceback.
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +31,24 @@ app.add_typer(review_app, name="review")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
+
+# The build shows its own progress per stage; the libraries' own bars and notices (read at
+# import, and inherited by distilabel's step processes) would bury it.
+_QUIET = {
+    "DISTILABEL_LOG_LEVEL": "WARNING",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def _quiet_libraries() -> None:
+    for var, value in _QUIET.items():
+        os.environ.setdefault(var, value)
+    warnings.filterwarnings("ignore", message="The 'default' attribute with value None")
+    warnings.filterwarnings("ignore", message=".*`torch_dtype` is deprecated")
+
 
 RecipeArg = Annotated[Path, typer.Argument(help="build recipe (YAML)", show_default=False)]
 
@@ -67,8 +87,6 @@ def inspect(recipe: RecipeArg) -> None:
     out.print(Syntax(yaml.safe_dump(resolved, sort_keys=False, width=100), "yaml"))
     for where, endpoint in [*r.generators.items(), ("judge", r.judge)]:
         if endpoint.api_key:
-            import os
-
             state = "set" if endpoint.api_key[2:-1] in os.environ else "NOT SET"
             out.print(f"{where}: api_key {endpoint.api_key} is {state}")
     plan = plan_build(r)
@@ -105,6 +123,7 @@ def build(
 
     Rerun to resume: every finished generation and judgment is reused.
     """
+    _quiet_libraries()
     from prefdelta.builders.build import BuildIncomplete, build_dir_for, run_build
 
     r = _load(recipe)
@@ -216,15 +235,52 @@ def _publish(
 
 
 @app.command()
-def train(config: Annotated[Path, typer.Argument(help="training config (YAML)")]) -> None:
-    """DPO or KTO on a delta-filtered split with TRL."""
-    _not_yet("train")
+def train(
+    config: Annotated[
+        Path, typer.Argument(help="training config (YAML): TRL keys plus the dataset filter")
+    ],
+    trainer: Annotated[
+        str | None,
+        typer.Option("--trainer", help="dpo or kto (default: the config's `trainer:`)"),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="override a config key, e.g. --set top_fraction=0.5"),
+    ] = None,
+) -> None:
+    """DPO or KTO on a delta-filtered split with TRL, in this process.
+
+    For several GPUs: accelerate launch -m prefdelta.train.dpo CONFIG.yaml
+    """
+    from prefdelta.train.common import run_config
+    from prefdelta.train.configs import TrainConfigError
+
+    try:
+        result = run_config(config, trainer, set_ or [])
+    except TrainConfigError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    c = result.counts
+    n = c.get("pairs_selected", c.get("desirable", 0) + c.get("undesirable", 0))
+    loss = "" if result.train_loss is None else f", train loss {result.train_loss:.4f}"
+    out.print(f"trained: {result.output_dir} ({n} examples{loss})", markup=False, highlight=False)
 
 
 @app.command()
 def sweep(config: Annotated[Path, typer.Argument(help="sweep config (YAML)")]) -> None:
-    """The paper's delta and generator-pair sweeps."""
-    _not_yet("sweep")
+    """The paper's delta and generator-pair sweeps: train, evaluate, table and plot."""
+    from prefdelta.train.configs import TrainConfigError
+    from prefdelta.train.sweep import SweepError, run_sweep
+
+    try:
+        run_sweep(config, log=lambda line: err.print(line, markup=False, highlight=False))
+    except SweepError as exc:
+        for line in exc.lines:
+            err.print(f"error: {line}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    except TrainConfigError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
 
 
 @review_app.command("serve")

@@ -46,14 +46,6 @@ from prefdelta.recipe import BuildRecipe
 SUMMARY = "summary.json"
 
 
-_QUIET = {
-    "DISTILABEL_LOG_LEVEL": "WARNING",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
-
-
 class BuildIncomplete(RuntimeError):
     """Some model calls failed; what finished is kept, and a rerun retries the rest."""
 
@@ -77,8 +69,6 @@ def run_build(
 ) -> dict[str, Any]:
     """Run (or resume) a build; return its summary. Raises BuildIncomplete on failed calls."""
     console = console or Console(stderr=True)
-    for var, value in _QUIET.items():  # inherited by distilabel's step processes
-        os.environ.setdefault(var, value)
     started = time.monotonic()
     out = build_dir_for(recipe, output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from prefdelta.recipe import JudgeConfig
 
-__all__ = ["JUDGE_OUTPUTS", "ReasoningJudge", "judge_from_config"]
+__all__ = ["JUDGE_OUTPUTS", "ReasoningJudge", "judge_from_config", "template_source"]
 
 JUDGE_OUTPUTS: tuple[str, ...] = (
     "scores",
@@ -58,6 +58,12 @@ _SHORTER_REQUEST = (
     "\n\nYour previous answer ran out of space before it was complete. Reply with only "
     "the JSON object and keep each rationale under 15 words."
 )
+
+
+def template_source() -> str:
+    """The judge's Jinja template; part of the judgment cache key, since it shapes scores."""
+    path = importlib_resources.files("prefdelta.builders") / "templates" / "judge.jinja2"
+    return path.read_text(encoding="utf-8")
 
 
 class ReasoningJudge(Task):
@@ -143,8 +149,7 @@ class ReasoningJudge(Task):
                 " instead (repeated judgments are averaged, not emitted as rows)"
             )
         super().load()
-        path = importlib_resources.files("prefdelta.builders") / "templates" / "judge.jinja2"
-        self._template = Template(path.read_text(encoding="utf-8"))
+        self._template = Template(template_source())
 
     @property
     def process_parameters(self) -> list[inspect.Parameter]:
@@ -166,7 +171,8 @@ class ReasoningJudge(Task):
 
     def format_input(self, input: dict[str, Any]) -> "ChatType":
         """One user turn: rubrics, the problem, the trace and the JSON shape to answer in."""
-        assert self._template is not None, "call load() first"
+        if self._template is None:  # rendering needs no LLM: let prompts be built unloaded
+            self._template = Template(template_source())
         content = self._template.render(
             dimensions=self.dimensions,
             low=self.scale[0],

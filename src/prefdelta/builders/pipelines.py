@@ -9,7 +9,6 @@ so that on a GPU the judge gets the memory the generators held. Each can run on 
 from __future__ import annotations
 
 import hashlib
-import importlib.resources
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from distilabel.steps import LoadDataFromDicts, StepInput
 from distilabel.typing import StepOutput
 
 from prefdelta.builders.generate import TraceGeneration
-from prefdelta.builders.judge import ReasoningJudge, judge_from_config
+from prefdelta.builders.judge import ReasoningJudge, judge_from_config, template_source
 from prefdelta.builders.store import ResultStore, content_key
 from prefdelta.recipe import BuildRecipe, JudgeConfig
 
@@ -30,9 +29,7 @@ _OPERATIONAL = {"batch_size", "concurrency", "base_url", "api_key", "max_retries
 
 def judge_fingerprint(config: JudgeConfig) -> str:
     """What changes a judgment: the judge's config and the template it is asked with."""
-    template = (
-        importlib.resources.files("prefdelta.builders") / "templates" / "judge.jinja2"
-    ).read_text(encoding="utf-8")
+    template = template_source()
     body = config.model_dump(mode="json", exclude=_OPERATIONAL)
     return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
 

