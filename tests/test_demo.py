@@ -43,7 +43,7 @@ def test_demo_recipe_builds_publishes_and_loads(tmp_path: Path) -> None:
     tokens = {
         g: [t["output_tokens"] for t in traces if t["generator"] == g] for g in ("careful", "hasty")
     }
-    assert max(tokens["hasty"]) <= 40 < max(tokens["careful"])
+    assert sum(tokens["careful"]) / 8 > 2 * sum(tokens["hasty"]) / 8  # budgets 160 vs 40
 
     published = tmp_path / "outputs" / "demo"
     assert (published / "README.md").is_file() and (published / "recipe.yaml").is_file()
