@@ -26,5 +26,7 @@ if (( WITH_TESTS )); then "${PIP[@]}" -e ".[test]"; else "${PIP[@]}" -e .; fi
 if (( WITH_TESTS )); then
   # the Argilla server lives in its own environment (it pins click<8.2 and hub<1)
   bash scripts/install-argilla-server.sh
+  # Debian's chromium for the web-UI test, driven by Playwright through its path
+  bash scripts/install-browser.sh
 fi
 echo "prefdelta installed in $VENV"

@@ -50,13 +50,6 @@ def test_inspect_never_prints_secrets(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "${R1_API_KEY} is set" in result.output
 
 
-@pytest.mark.parametrize("args", [["review", "push", "org/x"], ["review", "pull", "org/x"]])
-def test_commands_not_yet_available_say_so(args: list[str]) -> None:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2
-    assert "not available" in result.output
-
-
 def test_python_dash_m() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "prefdelta", "validate", str(ROOT / "recipes" / "demo.yaml")],

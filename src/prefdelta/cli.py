@@ -62,11 +62,6 @@ def _load(path: Path) -> BuildRecipe:
         raise typer.Exit(1) from None
 
 
-def _not_yet(what: str) -> None:
-    err.print(f"`prefdelta {what}` is not available in this version of prefdelta yet.")
-    raise typer.Exit(2)
-
-
 @app.command()
 def validate(recipe: RecipeArg) -> None:
     """Check a recipe; print every problem as `file:line: field: expected ...`."""
@@ -305,12 +300,130 @@ def review_serve(
 
 
 @review_app.command("push")
-def review_push(dataset: str) -> None:
-    """Send a delta-stratified, blinded sample to Argilla."""
-    _not_yet("review push")
+def review_push(
+    dataset: Annotated[str, typer.Argument(help="Hub id org/name or a published folder")],
+    n: Annotated[int, typer.Option("--n", "-n", help="pairs to send")] = 200,
+    dataset_name: Annotated[
+        str | None, typer.Option(help="Argilla dataset (default: from DATASET, NAME-review)")
+    ] = None,
+    workspace: Annotated[str, typer.Option(help="Argilla workspace (created if missing)")] = (
+        "prefdelta"
+    ),
+    hide_suggestions: Annotated[
+        bool, typer.Option("--hide-suggestions", help="do not show the judge's view")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="seed of the sample and of the A/B order")] = 0,
+    dimension: Annotated[
+        str, typer.Option(help="delta column to stratify by: delta or a dimension")
+    ] = "delta",
+    bins: Annotated[int, typer.Option(help="delta buckets across its range")] = 5,
+    split: Annotated[str, typer.Option(help="split of the pairs config")] = "train",
+    api_url: Annotated[
+        str | None, typer.Option(help="Argilla URL (default: $ARGILLA_API_URL)", show_default=False)
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Argilla API key (default: $ARGILLA_API_KEY)", show_default=False),
+    ] = None,
+) -> None:
+    """Send a delta-stratified, blinded sample to Argilla (re-push upserts, never duplicates)."""
+    _quiet_libraries()
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from prefdelta.push import PublishError
+    from prefdelta.review.push import ReviewError, push_review
+
+    try:
+        result = push_review(
+            dataset,
+            n=n,
+            dataset_name=dataset_name,
+            workspace=workspace,
+            hide_suggestions=hide_suggestions,
+            seed=seed,
+            dimension=dimension,
+            bins=bins,
+            split=split,
+            api_url=api_url,
+            api_key=api_key,
+        )
+    except (ReviewError, PublishError, HfHubHTTPError, OSError) as exc:
+        _fail(" ".join(str(exc).split()))
+        return
+    table = Table(title=f"sample by {result.sample.column} bucket and generator pair")
+    for name in ("generator pair", result.sample.column, "pairs", "sampled"):
+        table.add_column(name, justify="left" if name == "generator pair" else "right")
+    for s in result.sample.strata:
+        bucket = f"[{s.low:+.2f}, {s.high:+.2f}]" if s.high > s.low else f"{s.low:+.2f}"
+        table.add_row(s.generator_pair, bucket, str(s.available), str(s.sampled))
+    out.print(table)
+    if result.sample.missing:
+        out.print(f"{result.sample.missing} pair(s) without {result.sample.column} were left out")
+    shown = "shown" if result.suggestions else "hidden"
+    out.print(
+        f"pushed {len(result.sample)} pairs to {result.workspace}/{result.dataset_name} "
+        f"({result.created} new, {result.updated} updated, {result.total} in the dataset; "
+        f"judge suggestions {shown}): {result.url}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @review_app.command("pull")
-def review_pull(dataset: str) -> None:
-    """Collect human answers and judge-human agreement."""
-    _not_yet("review pull")
+def review_pull(
+    dataset: Annotated[str, typer.Argument(help="Hub id org/name or a published folder")],
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="publish the reviews to org/name or ./folder (default: DATASET)"),
+    ] = None,
+    dataset_name: Annotated[
+        str | None, typer.Option(help="Argilla dataset (default: from DATASET, NAME-review)")
+    ] = None,
+    workspace: Annotated[str, typer.Option(help="Argilla workspace")] = "prefdelta",
+    no_publish: Annotated[
+        bool, typer.Option("--no-publish", help="only print the agreement")
+    ] = False,
+    api_url: Annotated[
+        str | None, typer.Option(help="Argilla URL (default: $ARGILLA_API_URL)", show_default=False)
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Argilla API key (default: $ARGILLA_API_KEY)", show_default=False),
+    ] = None,
+) -> None:
+    """Collect submitted answers, un-blind them, and publish judge-human agreement."""
+    _quiet_libraries()
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from prefdelta.push import PublishError
+    from prefdelta.review.pull import agreement_rich_table, pull_reviews
+    from prefdelta.review.push import ReviewError
+
+    try:
+        result = pull_reviews(
+            dataset,
+            to=to,
+            dataset_name=dataset_name,
+            workspace=workspace,
+            api_url=api_url,
+            api_key=api_key,
+            publish=not no_publish,
+            console=err,
+        )
+    except (ReviewError, PublishError, HfHubHTTPError, OSError) as exc:
+        _fail(" ".join(str(exc).split()))
+        return
+    if not result.rows:
+        out.print(
+            f"no submitted review yet in {result.workspace}/{result.dataset_name} "
+            f"({result.records} records); nothing published",
+            markup=False,
+            highlight=False,
+        )
+        return
+    out.print(agreement_rich_table(result))
+    if result.published is not None:
+        p = result.published
+        where = p.target if p.commit is None else f"{p.target}@{p.commit[:12]}"
+        state = "published" if p.changed else "unchanged"
+        out.print(f"{state}: {len(result.rows)} reviews in {where}", markup=False, highlight=False)

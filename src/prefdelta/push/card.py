@@ -39,6 +39,20 @@ def configs_metadata(splits: list[str]) -> list[dict[str, Any]]:
     ]
 
 
+REVIEWS = "reviews"
+# The agreement section `prefdelta review pull` writes (and rewrites) between these markers.
+REVIEWS_SECTION_START = "<!-- prefdelta:reviews:start -->"
+REVIEWS_SECTION_END = "<!-- prefdelta:reviews:end -->"
+
+
+def reviews_config() -> dict[str, Any]:
+    """The `reviews` entry of the `configs:` block: human answers pulled from Argilla."""
+    return {
+        "config_name": REVIEWS,
+        "data_files": [{"split": "train", "path": f"data/{REVIEWS}/train-*"}],
+    }
+
+
 def card_data(build: Build, splits: dict[str, int], license: str) -> DatasetCardData:
     return DatasetCardData(
         license=license,

@@ -1,0 +1,179 @@
+"""Add human reviews to an already published dataset: a ``reviews`` config and a card section.
+
+Reviews arrive after the build was published, so this edits a published dataset in place
+instead of re-staging the build: it writes ``data/reviews/train-00000-of-00001.parquet``,
+declares the ``reviews`` config in the card's ``configs:`` block (keeping ``pairs`` the
+default) and puts the agreement section between two markers, replacing the previous one.
+Everything else in the repo or folder is left as it is.
+
+On the Hub both files go in one commit against the head read just before (retried after a
+concurrent commit or a 5xx, and skipped when nothing changed), like ``publish_build``. In a
+folder the parquet file is replaced first and the card second, each atomically: a reader
+may briefly see new reviews under the old card, never a card that names missing data.
+
+Note: ``publish_build`` rewrites the whole layout, so republishing a build drops the
+reviews; pull them again afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, hf_hub_download
+from rich.console import Console
+
+from prefdelta.push.card import (
+    REVIEWS,
+    REVIEWS_SECTION_END,
+    REVIEWS_SECTION_START,
+    reviews_config,
+)
+from prefdelta.push.layout import PAIRS, PublishError, data_path, sha256_file, write_table
+from prefdelta.push.publish import (
+    COMMIT_ATTEMPTS,
+    REPO_TYPE,
+    _backoff,
+    _call,
+    _git_blob_oid,
+    _head,
+    _retryable,
+    _short,
+    _status,
+    is_hub_target,
+)
+
+CARD = "README.md"
+# Where the section goes in a card that has none yet: before the column reference.
+_INSERT_BEFORE = "\n## Columns of `pairs`"
+
+
+@dataclass(frozen=True)
+class ReviewsPublishResult:
+    target: str
+    kind: str  # "hub" or "folder"
+    changed: bool
+    rows: int
+    commit: str | None = None
+
+
+def with_reviews(card_text: str, section: str) -> str:
+    """The card with the ``reviews`` config declared and ``section`` in place of the old one."""
+    card = DatasetCard(card_text)
+    configs = list(card.data.to_dict().get("configs") or [])
+    if not any(c.get("config_name") == PAIRS for c in configs):
+        raise PublishError("the dataset card declares no `pairs` config: not a prefdelta dataset")
+    configs = [c for c in configs if c.get("config_name") != REVIEWS] + [reviews_config()]
+    card.data.configs = configs
+    block = f"{REVIEWS_SECTION_START}\n{section.strip()}\n{REVIEWS_SECTION_END}\n"
+    text = card.text
+    if REVIEWS_SECTION_START in text and REVIEWS_SECTION_END in text:
+        head, rest = text.split(REVIEWS_SECTION_START, 1)
+        tail = rest.split(REVIEWS_SECTION_END, 1)[1].lstrip("\n")
+        text = head + block + ("\n" + tail if tail else "")
+    elif _INSERT_BEFORE in text:
+        head, tail = text.split(_INSERT_BEFORE, 1)
+        text = head.rstrip("\n") + "\n\n" + block + _INSERT_BEFORE + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    card.text = text
+    return str(card)
+
+
+def publish_reviews(
+    target: str | os.PathLike[str],
+    table: pa.Table,
+    section: str,
+    *,
+    revision: str = "main",
+    console: Console | None = None,
+) -> ReviewsPublishResult:
+    """Write ``table`` as the ``reviews`` config of the dataset at ``target`` (Hub or folder)."""
+    console = console or Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="prefdelta-reviews-") as tmp:
+        parquet = Path(tmp) / "reviews.parquet"
+        write_table(table, parquet)
+        if is_hub_target(target):
+            return _to_hub(str(target), parquet, table.num_rows, section, revision, console)
+        return _to_folder(Path(target), parquet, table.num_rows, section, console)
+
+
+def _to_folder(
+    root: Path, parquet: Path, rows: int, section: str, console: Console
+) -> ReviewsPublishResult:
+    root = root.expanduser()
+    card_path = root / CARD
+    if not card_path.is_file() or not (root / "data" / PAIRS).is_dir():
+        raise PublishError(f"{root} is not a published prefdelta dataset (no {CARD} and data/)")
+    card = with_reviews(card_path.read_text(encoding="utf-8"), section)
+    dest = root / data_path(REVIEWS, "train")
+    same_data = dest.is_file() and sha256_file(dest) == sha256_file(parquet)
+    same_card = card_path.read_text(encoding="utf-8") == card
+    if same_data and same_card:
+        console.print(f"{root} already holds these reviews; nothing to do")
+        return ReviewsPublishResult(str(root), "folder", False, rows)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _replace(dest, parquet.read_bytes())
+    _replace(card_path, card.encode("utf-8"))
+    console.print(f"published {rows} review(s) to {root}")
+    return ReviewsPublishResult(str(root), "folder", True, rows)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _to_hub(
+    repo_id: str, parquet: Path, rows: int, section: str, revision: str, console: Console
+) -> ReviewsPublishResult:
+    api = HfApi()
+    path_in_repo = data_path(REVIEWS, "train")
+    last_error: BaseException | None = None
+    for attempt in range(COMMIT_ATTEMPTS):
+        head, remote = _call("read the head", lambda: _head(api, repo_id, revision))
+        if CARD not in remote:
+            raise PublishError(f"{repo_id} has no {CARD}: not a published prefdelta dataset")
+        old_card = Path(
+            _call(
+                "download the card",
+                lambda head=head: hf_hub_download(
+                    repo_id, CARD, repo_type=REPO_TYPE, revision=head
+                ),
+            )
+        ).read_text(encoding="utf-8")
+        card = with_reviews(old_card, section)
+        operations = []
+        have = remote.get(path_in_repo)
+        if have is None or have[0] != (sha256_file(parquet) if have[1] else _git_blob_oid(parquet)):
+            operations.append(CommitOperationAdd(path_in_repo, str(parquet)))
+        if card != old_card:
+            operations.append(CommitOperationAdd(CARD, card.encode("utf-8")))
+        if not operations:
+            console.print(f"{repo_id} already holds these reviews; nothing to do")
+            return ReviewsPublishResult(repo_id, "hub", False, rows, head)
+        try:
+            info = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=f"Add {rows} human review(s) from Argilla",
+                repo_type=REPO_TYPE,
+                revision=revision,
+                parent_commit=head,
+            )
+        except Exception as exc:
+            if not (_retryable(exc) or _status(exc) == 412):
+                raise PublishError(f"commit to {repo_id} failed: {_short(exc)}") from None
+            last_error = exc
+            _backoff(attempt)
+            continue
+        console.print(f"published {rows} review(s) to {repo_id}@{info.oid[:12]}")
+        return ReviewsPublishResult(repo_id, "hub", True, rows, info.oid)
+    raise PublishError(
+        f"commit to {repo_id} failed after {COMMIT_ATTEMPTS} attempts ({_short(last_error)}); "
+        "the repo is unchanged: rerun to retry"
+    )

@@ -1,0 +1,254 @@
+"""``prefdelta review pull``: submitted answers from Argilla, un-blinded, scored against the judge.
+
+Only *submitted* responses count (drafts and discarded ones are a reviewer's unfinished
+business). Each is un-blinded with the record's hidden ``a_is`` metadata, which the server
+returns to owners and admins only: pulling needs such an API key. The judge's view comes from
+the same record's delta metadata (its sign, see :mod:`prefdelta.review.agreement`), i.e. the
+judgment the reviewer was checking, even if the dataset was republished since.
+
+The result is one row per (pair, reviewer), published as the ``reviews`` config of the
+dataset (or of ``to``), with the agreement table as a section of its card.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from prefdelta.review.agreement import OVERALL, Agreement, agreement_table, judge_label
+from prefdelta.review.push import (
+    BLINDING,
+    DEFAULT_WORKSPACE,
+    NOTE,
+    SIDES,
+    ReviewError,
+    _quiet_sdk,
+    argilla_errors,
+    connect,
+    default_dataset_name,
+    from_ab,
+    get_dataset,
+    review_dimensions,
+)
+
+if TYPE_CHECKING:
+    import argilla as rg
+    from rich.console import Console
+
+    from prefdelta.push.reviews import ReviewsPublishResult
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """The un-blinded reviews, their agreement with the judge, and where they were published."""
+
+    dataset_name: str
+    workspace: str
+    dimensions: list[str]
+    rows: list[dict[str, Any]]
+    agreement: list[Agreement]
+    records: int  # records in the Argilla dataset
+    suggested: int  # reviewed records that showed the judge's suggestions
+    published: ReviewsPublishResult | None = None
+    annotators: list[str] = field(default_factory=list)
+
+    @property
+    def reviewed(self) -> int:
+        return len({r["pair_id"] for r in self.rows})
+
+
+def reviews_schema(dims: Sequence[str]) -> pa.Schema:
+    """One row per submitted response; answers and the judge's view as chosen/rejected/same."""
+    questions = [OVERALL, *dims]
+    return pa.schema(
+        [
+            ("pair_id", pa.string()),
+            ("annotator", pa.string()),
+            *[(q, pa.string()) for q in questions],
+            (NOTE, pa.string()),
+            *[(f"judge_{q}", pa.string()) for q in questions],
+            (BLINDING, pa.string()),
+        ]
+    )
+
+
+def _usernames(client: rg.Argilla) -> dict[str, str]:
+    """user id -> username; an admin may not list users, then ids stand in for names."""
+    try:
+        with _quiet_sdk():
+            return {str(u.id): u.username for u in client.users}
+    except Exception:
+        return {}
+
+
+def collect_reviews(
+    dataset: rg.Dataset, dims: Sequence[str], usernames: dict[str, str]
+) -> tuple[list[dict[str, Any]], int, int]:
+    """(rows, records in the dataset, reviewed records that had suggestions)."""
+    with _quiet_sdk():
+        records = list(dataset.records(with_suggestions=True, with_responses=True))
+    rows: list[dict[str, Any]] = []
+    suggested = 0
+    for record in records:
+        by_user: dict[str, dict[str, Any]] = {}
+        for response in record.responses:
+            if getattr(response.status, "value", response.status) != "submitted":
+                continue
+            by_user.setdefault(str(response.user_id), {})[response.question_name] = response.value
+        if not by_user:
+            continue
+        a_is = record.metadata.get(BLINDING)
+        if a_is not in SIDES:
+            raise ReviewError(
+                f"record {record.id} has no `{BLINDING}` metadata: pulling needs an owner or admin "
+                "API key (annotators cannot see it), and a dataset made by `prefdelta review push`"
+            )
+        if len(record.suggestions):
+            suggested += 1
+        judge = {OVERALL: judge_label(record.metadata.get("delta"))}
+        judge.update({d: judge_label(record.metadata.get(f"delta_{d}")) for d in dims})
+        for user_id, answers in by_user.items():
+            row: dict[str, Any] = {
+                "pair_id": str(record.id),
+                "annotator": usernames.get(user_id, user_id),
+            }
+            for q in (OVERALL, *dims):
+                row[q] = from_ab(answers.get(q), a_is)
+            row[NOTE] = answers.get(NOTE) or None
+            for q in (OVERALL, *dims):
+                row[f"judge_{q}"] = judge[q]
+            row[BLINDING] = a_is
+            rows.append(row)
+    rows.sort(key=lambda r: (r["pair_id"], r["annotator"]))
+    return rows, len(records), suggested
+
+
+def pull_reviews(
+    dataset: str | os.PathLike[str],
+    *,
+    to: str | os.PathLike[str] | None = None,
+    dataset_name: str | None = None,
+    workspace: str = DEFAULT_WORKSPACE,
+    api_url: str | None = None,
+    api_key: str | None = None,
+    publish: bool = True,
+    console: Console | None = None,
+) -> PullResult:
+    """Collect submitted answers for ``dataset``'s review, compute agreement, publish them.
+
+    Publishes to ``to`` (a Hub id or folder), else back to ``dataset``; nothing is published
+    when there is no submitted answer yet or ``publish`` is False.
+    """
+    name = dataset_name or default_dataset_name(dataset)
+    client = connect(api_url, api_key)
+    with argilla_errors(client.api_url):
+        ds = get_dataset(client, name, workspace)
+        if ds is None:
+            raise ReviewError(
+                f"no Argilla dataset {name!r} in workspace {workspace!r} at {client.api_url}: "
+                f"run `prefdelta review push {dataset}` first (or pass --dataset-name/--workspace)"
+            )
+        dims = review_dimensions(ds)
+        rows, records, suggested = collect_reviews(ds, dims, _usernames(client))
+    result = PullResult(
+        dataset_name=name,
+        workspace=workspace,
+        dimensions=dims,
+        rows=rows,
+        agreement=agreement_table(rows, [OVERALL, *dims]),
+        records=records,
+        suggested=suggested,
+        annotators=sorted({r["annotator"] for r in rows}),
+    )
+    if not rows or not publish:
+        return result
+    from prefdelta.push.reviews import publish_reviews
+
+    target = to if to is not None else dataset
+    table = pa.Table.from_pylist(rows, schema=reviews_schema(dims))
+    section = agreement_section(result, str(target))
+    published = publish_reviews(target, table, section, console=console)
+    return replace(result, published=published)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return " / ".join(str(counts.get(c, 0)) for c in ("chosen", "rejected", "same"))
+
+
+def agreement_section(result: PullResult, ref: str) -> str:
+    """The dataset card's "Human review" section (Markdown)."""
+    lines = [
+        "## Human review",
+        "",
+        f"{len(result.rows)} submitted review(s) of {result.reviewed} pair(s) by "
+        f"{len(result.annotators)} reviewer(s), from the Argilla dataset `{result.dataset_name}` "
+        f"({result.records} pairs sent: a sample stratified by delta and generator pair). "
+        "Reviewers saw the two traces as Response A and Response B in a random order per pair; "
+        "the `reviews` config holds their answers un-blinded, one row per (pair, reviewer), "
+        f"next to the judge's view. The judge's suggestions were shown on {result.suggested} "
+        f"of the {result.reviewed} reviewed pair(s).",
+        "",
+        "| question | n | agreement | Cohen's kappa | judge: chosen / rejected / same "
+        "| reviewers: chosen / rejected / same |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in result.agreement:
+        lines.append(
+            f"| {a.question} | {a.n} | {_fmt(a.accuracy)} | {_fmt(a.kappa)} "
+            f"| {_counts(a.judge)} | {_counts(a.human)} |"
+        )
+    lines += [
+        "",
+        "Both raters use three categories: the chosen trace is better, the rejected one is, or "
+        "neither (the judge: a delta of exactly 0; a reviewer: *same*, or *tie* overall). "
+        "*Same* is a category of its own, so a reviewer's tie against a judge's gap is a "
+        "disagreement. Kappa is (p_o - p_e) / (1 - p_e) over those categories; — where it is "
+        "undefined (both raters always gave one and the same answer).",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f'reviews = load_dataset("{ref}", "reviews", split="train")',
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def agreement_rich_table(result: PullResult) -> Any:
+    """The agreement table for the terminal."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"judge-human agreement: {result.dataset_name} "
+        f"({len(result.rows)} reviews, {result.reviewed} pairs)"
+    )
+    for name, justify in (
+        ("question", "left"),
+        ("n", "right"),
+        ("agreement", "right"),
+        ("kappa", "right"),
+        ("judge c/r/s", "right"),
+        ("human c/r/s", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for a in result.agreement:
+        table.add_row(
+            a.question,
+            str(a.n),
+            _fmt(a.accuracy),
+            _fmt(a.kappa),
+            _counts(a.judge),
+            _counts(a.human),
+        )
+    return table

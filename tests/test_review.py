@@ -1,0 +1,423 @@
+"""`prefdelta review push|pull` against a real Argilla server (tests/argilla_fixtures.py), no mocks.
+
+Reviewers are annotator accounts answering through the argilla SDK with their own API keys, as
+the web UI does; the owner pushes and pulls. Agreement numbers are worked out by hand.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pytest
+from huggingface_hub import DatasetCard
+from typer.testing import CliRunner
+
+from argilla_fixtures import argilla_stack  # noqa: F401
+from build_fixtures import make_build
+from hub_server import HubServer
+from prefdelta.cli import app
+from prefdelta.push import publish_build
+from prefdelta.review.agreement import judge_label
+from prefdelta.review.pull import pull_reviews
+from prefdelta.review.push import ArgillaUnreachable, ReviewError, push_review
+from prefdelta.review.stack import ArgillaStack
+
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
+
+DIMS = ("factuality", "strategy_coherence", "step_coherence", "numerical_precision")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("review")
+    publish_build(make_build(root / "build", n_prompts=30), root / "published")
+    return root / "published"
+
+
+@pytest.fixture(scope="module")
+def owner(argilla_stack: ArgillaStack) -> Any:  # noqa: F811
+    import argilla as rg
+
+    return rg.Argilla(api_url=argilla_stack.api_url, api_key=argilla_stack.api_key)
+
+
+@pytest.fixture
+def api(argilla_stack: ArgillaStack) -> dict[str, str]:  # noqa: F811
+    return {"api_url": argilla_stack.api_url, "api_key": argilla_stack.api_key}
+
+
+def _annotator(owner: Any, name: str, workspace: str = "prefdelta") -> Any:
+    """An annotator account in the workspace, and an SDK client signed in as it."""
+    import argilla as rg
+
+    user = (
+        owner.users(name)
+        or rg.User(
+            username=name, password=f"{name}-password", role="annotator", client=owner
+        ).create()
+    )
+    ws = owner.workspaces(workspace)
+    if user.id not in {u.id for u in ws.users}:
+        ws.add_user(user)
+    # The SDK's user model drops the key the server returns; the owner may read it.
+    key = owner.http_client.get(f"/api/v1/users/{user.id}").json()["api_key"]
+    return rg.Argilla(api_url=owner.api_url, api_key=key)
+
+
+def _records(owner: Any, name: str) -> dict[str, Any]:
+    ds = owner.datasets(name, workspace="prefdelta")
+    return {r.id: r for r in ds.records(with_suggestions=True, with_responses=True)}
+
+
+def _answer(client: Any, record: Any, values: dict[str, str], status: str = "submitted") -> None:
+    import argilla as rg
+
+    response = rg.UserResponse(
+        [rg.Response(q, v, user_id=client.me.id, status=status) for q, v in values.items()],
+        _record=record,
+    )
+    client.api.records.create_record_response(record._server_id, response.api_model())
+
+
+def _ab(label: str, a_is: str, tie: str = "same") -> str:
+    """What a reviewer clicks to mean `label` (chosen/rejected/same), given the blinding."""
+    return tie if label == "same" else ("A" if label == a_is else "B")
+
+
+# ----------------------------------------------------------------------------- push
+
+
+def test_push_sends_a_blinded_stratified_sample(
+    published: Path, owner: Any, api: dict[str, str]
+) -> None:
+    result = push_review(published, n=12, dataset_name="blinded", **api)
+    assert (result.created, result.updated, result.total) == (12, 0, 12)
+    assert sum(s.sampled for s in result.sample.strata) == 12
+    assert {s.generator_pair for s in result.sample.strata} == {
+        "strong vs weak",
+        "strong vs weaker",
+    }
+    assert result.url.startswith(api["api_url"])
+
+    pairs = {r["pair_id"]: r for r in datasets.load_dataset(str(published), "pairs", split="train")}
+    records = _records(owner, "blinded")
+    assert len(records) == 12 and set(records) <= set(pairs)
+    sides = set()
+    for pair_id, record in records.items():
+        row, meta = pairs[pair_id], record.metadata
+        a_is = meta["a_is"]
+        sides.add(a_is)
+        a, b = (
+            (row["chosen"], row["rejected"])
+            if a_is == "chosen"
+            else (row["rejected"], row["chosen"])
+        )
+        assert record.fields["response_a"] == a[-1]["content"]
+        assert record.fields["response_b"] == b[-1]["content"]
+        assert record.fields["prompt"] == row["prompt"][-1]["content"]
+        assert meta["delta"] == pytest.approx(row["delta"])
+        assert meta["generator_pair"] == f"{row['chosen_generator']} vs {row['rejected_generator']}"
+        assert meta["correctness"] in ("both correct", "one correct", "neither correct", "unknown")
+        suggested = {s.question_name: s.value for s in record.suggestions}
+        assert suggested["overall"] == _ab(judge_label(row["delta"]), a_is, tie="tie")
+        for d in DIMS:
+            assert meta[f"delta_{d}"] == pytest.approx(row[f"delta_{d}"])
+            assert suggested[d] == _ab(judge_label(row[f"delta_{d}"]), a_is)
+    assert sides == {"chosen", "rejected"}  # the order really varies
+
+
+def test_annotators_cannot_see_the_blinding(
+    owner: Any, api: dict[str, str], published: Path
+) -> None:
+    push_review(published, n=4, dataset_name="hidden-map", **api)
+    reviewer = _annotator(owner, "reviewer-blind")
+    ds = owner.datasets("hidden-map", workspace="prefdelta")
+    # The web UI's own search call, as the annotator.
+    found = reviewer.http_client.post(f"/api/v1/me/datasets/{ds.id}/records/search", json={})
+    found.raise_for_status()
+    items = found.json()["items"]
+    assert len(items) == 4
+    for item in items:
+        meta = item["record"]["metadata"]
+        assert set(meta) == {"generator_pair", "correctness"}  # no a_is, no delta
+    props = {m.name: m.visible_for_annotators for m in ds.settings.metadata}
+    assert props["generator_pair"] and props["correctness"]
+    assert not props["a_is"] and not props["delta"] and not props["delta_step_coherence"]
+
+
+def test_repush_upserts_and_keeps_the_order(
+    published: Path, owner: Any, api: dict[str, str]
+) -> None:
+    first = push_review(published, n=10, dataset_name="repush", seed=5, **api)
+    before = {k: r.metadata["a_is"] for k, r in _records(owner, "repush").items()}
+    again = push_review(published, n=10, dataset_name="repush", seed=5, **api)
+    assert (again.created, again.updated, again.total) == (0, 10, 10)
+    assert again.sample == first.sample
+    # Another seed: another sample (new records added), but no existing record changes sides.
+    other = push_review(published, n=10, dataset_name="repush", seed=6, **api)
+    after = {k: r.metadata["a_is"] for k, r in _records(owner, "repush").items()}
+    assert other.total == len(after) == 10 + other.created
+    assert {k: after[k] for k in before} == before
+
+
+def test_hide_suggestions(published: Path, owner: Any, api: dict[str, str]) -> None:
+    hidden = push_review(published, n=6, dataset_name="no-hints", hide_suggestions=True, **api)
+    assert not hidden.suggestions
+    assert all(len(r.suggestions) == 0 for r in _records(owner, "no-hints").values())
+    # Shown first, hidden on a re-push: the existing suggestions are deleted.
+    push_review(published, n=6, dataset_name="hints-then-not", **api)
+    assert all(len(r.suggestions) == 5 for r in _records(owner, "hints-then-not").values())
+    again = push_review(published, n=6, dataset_name="hints-then-not", hide_suggestions=True, **api)
+    assert again.suggestions_deleted == 30 and again.total == 6
+    assert all(len(r.suggestions) == 0 for r in _records(owner, "hints-then-not").values())
+
+
+def test_push_refuses_a_foreign_dataset(published: Path, owner: Any, api: dict[str, str]) -> None:
+    import argilla as rg
+
+    settings = rg.Settings(
+        fields=[rg.TextField(name="text")],
+        questions=[rg.LabelQuestion(name="ok", labels=["yes", "no"])],
+    )
+    rg.Dataset(name="foreign", workspace="prefdelta", settings=settings, client=owner).create()
+    with pytest.raises(ReviewError, match="exists with other questions"):
+        push_review(published, n=4, dataset_name="foreign", **api)
+
+
+# ----------------------------------------------------------------------------- pull
+
+
+# Six pairs with hand-picked deltas; two dimensions.
+HAND = {  # pair_id: (delta, delta_factuality, delta_step_coherence)
+    "h1": (2.0, 1.0, 0.0),
+    "h2": (1.0, -1.0, 2.0),
+    "h3": (-0.5, 0.0, -1.0),
+    "h4": (1.5, 2.0, 1.0),
+    "h5": (0.0, 1.0, 0.0),
+    "h6": (3.0, 1.0, 3.0),
+}
+# What the reviewer means, un-blinded (chosen / rejected / same), per question.
+MEANT = {
+    "h1": ("chosen", "chosen", "same"),
+    "h2": ("rejected", "rejected", "chosen"),
+    "h3": ("rejected", "same", "rejected"),
+    "h4": ("chosen", "chosen", "chosen"),
+    "h5": ("chosen", "same", "same"),
+    "h6": ("chosen", "rejected", "chosen"),
+}
+
+
+def _hand_pairs() -> datasets.Dataset:
+    def conv(role: str, text: str) -> list[dict[str, str]]:
+        return [{"role": role, "content": text}]
+
+    rows = []
+    for pid, (delta, fact, step) in HAND.items():
+        rows.append(
+            {
+                "pair_id": pid,
+                "prompt": conv("user", f"Problem {pid}"),
+                "chosen": conv("assistant", f"chosen answer to {pid}"),
+                "rejected": conv("assistant", f"rejected answer to {pid}"),
+                "chosen_generator": "strong",
+                "rejected_generator": "weak",
+                "delta_factuality": fact,
+                "delta_step_coherence": step,
+                "delta": delta,
+                "chosen_correct": True,
+                "rejected_correct": False,
+                "judge_model": "org/judge",
+            }
+        )
+    return datasets.Dataset.from_list(rows)
+
+
+@pytest.fixture
+def target(published: Path, tmp_path: Path) -> Path:
+    """A private copy of the published folder to publish reviews into."""
+    copy = tmp_path / "target"
+    shutil.copytree(published, copy)
+    return copy
+
+
+def test_pull_unblinds_and_scores_agreement_by_hand(
+    target: Path, owner: Any, api: dict[str, str], tmp_path: Path
+) -> None:
+    push_review(target, n=6, dataset_name="by-hand", pairs=_hand_pairs(), seed=0, **api)
+    records = _records(owner, "by-hand")
+    assert {r.metadata["a_is"] for r in records.values()} == {"chosen", "rejected"}
+    alice, bob = _annotator(owner, "alice"), _annotator(owner, "bob")
+    for pid, (overall, fact, step) in MEANT.items():
+        a_is = records[pid].metadata["a_is"]
+        answers = {
+            "overall": _ab(overall, a_is, tie="tie"),
+            "factuality": _ab(fact, a_is),
+            "step_coherence": _ab(step, a_is),
+        }
+        if pid == "h1":
+            answers["note"] = "clear win"
+        _answer(alice, records[pid], answers)
+    # bob's draft is unfinished business: it must not count.
+    _answer(bob, records["h2"], {"overall": "A", "factuality": "A", "step_coherence": "A"}, "draft")
+
+    result = pull_reviews(target, dataset_name="by-hand", **api)
+    assert [r["pair_id"] for r in result.rows] == list(MEANT)
+    assert {r["annotator"] for r in result.rows} == {"alice"}
+    for row in result.rows:
+        overall, fact, step = MEANT[row["pair_id"]]
+        assert (row["overall"], row["factuality"], row["step_coherence"]) == (overall, fact, step)
+        assert row["note"] == ("clear win" if row["pair_id"] == "h1" else None)
+    assert [r["judge_overall"] for r in result.rows] == [
+        "chosen", "chosen", "rejected", "chosen", "same", "chosen",
+    ]  # fmt: skip
+
+    by = {a.question: a for a in result.agreement}
+    # overall, (judge, human): (c,c) (c,r) (r,r) (c,c) (s,c) (c,c): 4 of 6 agree.
+    # judge c4 r1 s1, human c4 r2 s0: p_e = (4*4 + 1*2 + 1*0) / 36 = 1/2
+    # kappa = (2/3 - 1/2) / (1 - 1/2) = 1/3
+    assert by["overall"].n == 6
+    assert by["overall"].accuracy == pytest.approx(4 / 6)
+    assert by["overall"].kappa == pytest.approx(1 / 3)
+    # factuality: (c,c) (r,r) (s,s) (c,c) (c,s) (c,r): 4 of 6 agree.
+    # judge c4 r1 s1, human c2 r2 s2: p_e = (4*2 + 1*2 + 1*2) / 36 = 1/3
+    # kappa = (2/3 - 1/3) / (2/3) = 1/2
+    assert by["factuality"].accuracy == pytest.approx(4 / 6)
+    assert by["factuality"].kappa == pytest.approx(0.5)
+    assert by["factuality"].judge == {"chosen": 4, "rejected": 1, "same": 1}
+    assert by["factuality"].human == {"chosen": 2, "rejected": 2, "same": 2}
+    # step_coherence: all six agree -> accuracy 1, kappa 1 (p_e = (9 + 1 + 4) / 36 < 1).
+    assert by["step_coherence"].accuracy == pytest.approx(1.0)
+    assert by["step_coherence"].kappa == pytest.approx(1.0)
+
+    # Published next to the data: a `reviews` config and the agreement in the card.
+    assert result.published is not None and result.published.changed
+    reviews = datasets.load_dataset(str(target), "reviews", split="train")
+    assert reviews.to_list() == result.rows
+    assert datasets.get_dataset_config_names(str(target)) == ["pairs", "traces", "reviews"]
+    assert len(datasets.load_dataset(str(target), split="train")) > 6  # pairs is still default
+    card = DatasetCard.load(target / "README.md")
+    assert "## Human review" in card.text
+    assert "| overall | 6 | 0.667 | 0.333 | 4 / 1 / 1 | 4 / 2 / 0 |" in card.text
+    assert "| factuality | 6 | 0.667 | 0.500 | 4 / 1 / 1 | 2 / 2 / 2 |" in card.text
+    assert "## Columns of `pairs`" in card.text  # the rest of the card is intact
+
+    # A second reviewer submits: pulling again rewrites the section, never duplicates it.
+    _answer(bob, records["h4"], {"overall": _ab("chosen", records["h4"].metadata["a_is"], "tie"),
+                                 "factuality": "same", "step_coherence": "same"})  # fmt: skip
+    again = pull_reviews(target, dataset_name="by-hand", **api)
+    assert [(r["pair_id"], r["annotator"]) for r in again.rows if r["pair_id"] == "h4"] == [
+        ("h4", "alice"),
+        ("h4", "bob"),
+    ]
+    assert again.agreement[0].n == 7
+    text = (target / "README.md").read_text()
+    assert text.count("## Human review") == 1
+    # datasets keys a local folder's cache on the config's file patterns, not on the files'
+    # content: a reload after a change needs a fresh cache (so does a republished `pairs`).
+    fresh = datasets.load_dataset(
+        str(target), "reviews", split="train", cache_dir=str(tmp_path / "fresh-cache")
+    )
+    assert len(fresh) == 7
+    unchanged = pull_reviews(target, dataset_name="by-hand", **api)
+    assert unchanged.published is not None and not unchanged.published.changed
+
+
+def test_pull_without_answers_publishes_nothing(target: Path, api: dict[str, str]) -> None:
+    push_review(target, n=3, dataset_name="unanswered", **api)
+    result = pull_reviews(target, dataset_name="unanswered", **api)
+    assert result.rows == [] and result.published is None and result.records == 3
+    assert not (target / "data" / "reviews").exists()
+
+
+def test_pull_unknown_dataset_says_push_first(target: Path, api: dict[str, str]) -> None:
+    with pytest.raises(ReviewError, match="run `prefdelta review push"):
+        pull_reviews(target, dataset_name="never-pushed", **api)
+
+
+# ----------------------------------------------------------------------------- Hub and CLI
+
+
+def test_cli_push_and_pull_through_the_hub(
+    tmp_path: Path,
+    hub: HubServer,
+    owner: Any,
+    argilla_stack: ArgillaStack,  # noqa: F811
+    monkeypatch: Any,
+) -> None:
+    repo = "tester/reviewed"
+    publish_build(make_build(tmp_path / "build", n_prompts=12), repo, private=False)
+    monkeypatch.setenv("ARGILLA_API_URL", argilla_stack.api_url)
+    monkeypatch.setenv("ARGILLA_API_KEY", argilla_stack.api_key)
+
+    pushed = runner.invoke(app, ["review", "push", repo, "--n", "5", "--seed", "2"])
+    assert pushed.exit_code == 0, pushed.output
+    assert "pushed 5 pairs to prefdelta/tester-reviewed-review" in pushed.output
+    assert "strong vs weak" in pushed.output  # the per-stratum table
+
+    records = _records(owner, "tester-reviewed-review")
+    carol = _annotator(owner, "carol")
+    for record in list(records.values())[:2]:
+        _answer(carol, record, {"overall": "A", **dict.fromkeys(DIMS, "same")})
+
+    pulled = runner.invoke(app, ["review", "pull", repo])
+    assert pulled.exit_code == 0, pulled.output
+    assert "judge-human agreement" in pulled.output and "step_coherence" in pulled.output
+    assert f"published: 2 reviews in {repo}@" in pulled.output
+    reviews = datasets.load_dataset(repo, "reviews", split="train")
+    assert len(reviews) == 2 and set(reviews["annotator"]) == {"carol"}
+    for row in reviews:
+        assert row["overall"] == records[row["pair_id"]].metadata["a_is"]  # "A" un-blinded
+    card = DatasetCard.load(repo, repo_type="dataset")
+    assert "## Human review" in card.text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A loopback URL nobody listens on."""
+    return f"http://127.0.0.1:{_free_port()}"
+
+
+@pytest.mark.parametrize("command", ["push", "pull"])
+def test_server_down_is_one_clear_line(published: Path, dead_url: str, command: str) -> None:
+    result = runner.invoke(
+        app, ["review", command, str(published), "--api-url", dead_url, "--api-key", "k"]
+    )
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert f"cannot reach Argilla at {dead_url}" in lines[0]
+    assert "prefdelta review serve" in lines[0]
+    with pytest.raises(ArgillaUnreachable):
+        pull_reviews(published, api_url=dead_url, api_key="k")
+
+
+def test_bad_key_and_missing_key(published: Path, api: dict[str, str], monkeypatch: Any) -> None:
+    result = runner.invoke(
+        app, ["review", "push", str(published), "--api-url", api["api_url"], "--api-key", "nope"]
+    )
+    assert result.exit_code == 1 and "rejected the API key" in result.output
+    monkeypatch.delenv("ARGILLA_API_KEY", raising=False)
+    result = runner.invoke(app, ["review", "pull", str(published), "--api-url", api["api_url"]])
+    assert result.exit_code == 1 and "no Argilla API key" in result.output
+
+
+def test_unreadable_dataset_is_one_line(
+    tmp_path: Path, hub: HubServer, api: dict[str, str]
+) -> None:
+    for dataset in (str(tmp_path / "absent"), "tester/absent"):
+        args = ["--api-url", api["api_url"], "--api-key", api["api_key"]]
+        result = runner.invoke(app, ["review", "push", dataset, *args])
+        assert result.exit_code == 1
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        assert "absent" in result.output, result.output
