@@ -50,7 +50,7 @@ generators:
     model: org/weaker-reasoner
     backend: vllm
     description: the weakest generator
-pairing: {{chosen: strong, rejected: [weak, weaker]}}
+pairing: {{chosen: strong, rejected: [weak, weaker], unjudged: {unjudged}}}
 judge:
   model: org/judge
   backend: vllm
@@ -62,8 +62,13 @@ publish: {{repo_id: tester/{name}, private: true}}
 STATUSES = ("parse_error", "refused", "truncated")
 
 
-def recipe_text(name: str = "synthetic", seed: int = 0, dims: tuple[str, ...] = DIMENSIONS) -> str:
-    return RECIPE.format(name=name, seed=seed, dimensions=", ".join(dims))
+def recipe_text(
+    name: str = "synthetic",
+    seed: int = 0,
+    dims: tuple[str, ...] = DIMENSIONS,
+    unjudged: str = "drop",
+) -> str:
+    return RECIPE.format(name=name, seed=seed, dimensions=", ".join(dims), unjudged=unjudged)
 
 
 def _trace(
@@ -109,13 +114,16 @@ def make_build(
     score_seed: int | None = None,
     failure_rate: float = 0.1,
     dims: tuple[str, ...] = DIMENSIONS,
+    unjudged: str = "drop",
 ) -> Path:
     """Write a finished build folder at ``root`` and return it.
+
+    ``unjudged="keep"`` keeps generator pairs the judge could not score, with null deltas.
 
     ``seed`` goes into the recipe (so it changes the recipe hash); ``score_seed`` only
     changes the made-up traces and scores (same recipe, different content).
     """
-    text = recipe_text(name, seed, dims)
+    text = recipe_text(name, seed, dims, unjudged)
     recipe = parse_recipe(text, source="recipe.yaml")
     rng = random.Random(seed if score_seed is None else score_seed)
     traces = [

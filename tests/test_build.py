@@ -82,8 +82,12 @@ def test_build_writes_every_trace_and_reuses_everything_on_rerun(
         assert t["scores"] == {"step_coherence": None, "factuality": None}
         assert t["correct"] in (True, False)  # references exist, so the verifier ran
     assert sum(first["judge_status"].values()) == len(traces)
-    assert first["pairs"] == 0
-    assert sum(first["lost_to_judge_failures"].values()) == 3 * 1  # one pair per prompt lost
+    # each prompt still gives its generator pair (strong sample 0 vs weak), without deltas
+    assert first["pairs"] == 3 and first["judged_pairs"] == 0
+    assert sum(first["unjudged_pairs"].values()) == 3 == first["unjudged_pairs_kept"]
+    pairs = pq.read_table(out / "pairs.parquet").to_pylist()
+    assert [p["delta"] for p in pairs] == [None] * 3
+    assert all(p["chosen_judge_status"] != "ok" for p in pairs)
     assert first["reused"] == {"generations": 0, "generated": 9, "judgments": 0, "judged": 9}
     summary = json.loads((out / SUMMARY).read_text())
     assert summary["files"].keys() == {"traces.parquet", "pairs.parquet", "recipe.yaml"}

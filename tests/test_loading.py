@@ -258,3 +258,18 @@ def test_trl_dpo_consumes_published_folder_without_prefdelta(
     assert result["rows"] == sum(r["delta_step_coherence"] >= 1 for r in rows)
     assert result["min_delta"] >= 1
     assert result["steps"] == 2 and math.isfinite(result["loss"])
+
+
+def test_pairs_without_deltas_are_loaded_but_never_selected_by_a_delta(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "build", n_prompts=40, failure_rate=0.3, unjudged="keep")
+    out = tmp_path / "published"
+    publish_build(build, out)
+    rows = build_pairs(build)
+    unscored = {r["pair_id"] for r in rows if r["delta"] is None}
+    assert unscored  # the judge failed on some traces: their generator pairs are still there
+    assert _ids(load_pairs(out)) == _ids(rows)
+    assert not _ids(load_pairs(out, min_delta=-100)) & unscored
+    scored = [r for r in rows if r["delta"] is not None]
+    top = load_pairs(out, top_fraction=0.5)
+    assert len(top) == math.ceil(0.5 * len(scored))
+    assert not _ids(top) & unscored

@@ -95,9 +95,18 @@ def test_generator_pairing_keeps_ties_by_default_and_counts_failures() -> None:
         ("id-p1", "weak", 2.0, 2.0, 2.0),
         ("id-p1", "weaker", 4.0, 3.0, 3.5),
         ("id-p2", "weak", -1.0, 1.0, 0.0),  # a tie, kept with delta 0
+        ("id-p2", "weaker", None, None, None),  # weaker's trace was not judged: no deltas
     ]
     assert report.ties_kept == 1 and report.ties_dropped == 0
-    assert dict(report.unjudged) == {"parse_error": 1}  # p2 strong vs weaker
+    assert dict(report.unjudged) == {"parse_error": 1} and report.unjudged_kept == 1
+    unjudged = report.pairs[3]
+    assert (unjudged["chosen_judge_status"], unjudged["rejected_judge_status"]) == (
+        "ok",
+        "parse_error",
+    )
+    assert unjudged["chosen_scores"] == {"factuality": 3.0, "step_coherence": 3.0}
+    assert unjudged["rejected_scores"] == {"factuality": None, "step_coherence": None}
+    assert unjudged["generator_delta"] == pytest.approx(2.75)  # still a generator-level pair
     first = report.pairs[0]
     assert first["generator_delta"] == pytest.approx(1.0)  # 3.75 - 2.75
     assert first["generator_accuracy_delta"] == pytest.approx(0.5)
@@ -109,11 +118,19 @@ def test_generator_pairing_keeps_ties_by_default_and_counts_failures() -> None:
     assert first["chosen_model"] == "org/strong" and first["judge_model"] == "org/judge"
 
 
-def test_generator_pairing_drops_ties_when_asked() -> None:
-    r = recipe(pairing={"chosen": "strong", "rejected": ["weak", "weaker"], "ties": "drop"})
+def test_generator_pairing_drops_ties_and_unjudged_pairs_when_asked() -> None:
+    r = recipe(
+        pairing={
+            "chosen": "strong",
+            "rejected": ["weak", "weaker"],
+            "ties": "drop",
+            "unjudged": "drop",
+        }
+    )
     report = make_pairs(TRACES, r, gaps_for(r))
     assert [p["delta"] for p in report.pairs] == [2.0, 3.5]
     assert report.ties_dropped == 1
+    assert dict(report.unjudged) == {"parse_error": 1} and report.unjudged_kept == 0
     assert report.prompts_without_pair == 1  # p2 lost its tie and its unjudged pair
 
 

@@ -92,9 +92,16 @@ def load_pairs(
     import datasets
 
     try:
-        ds = datasets.load_dataset(
-            source.path, PAIRS, split=split, revision=source.revision, filters=filters
-        )
+        if source.local:
+            # by file, not by folder: datasets caches a folder's configs by folder name and
+            # file patterns, so a republished (or another) folder of that name read stale rows
+            ds = datasets.load_dataset(
+                "parquet", data_files={split: source.files()}, split=split, filters=filters
+            )
+        else:
+            ds = datasets.load_dataset(
+                source.path, PAIRS, split=split, revision=source.revision, filters=filters
+            )
     except ValueError as exc:
         if filters and "corresponds to no data" in str(exc):
             raise PairsLoadError(
@@ -139,8 +146,13 @@ def _top(ds: datasets.Dataset, column: str, fraction: float) -> datasets.Dataset
     import pyarrow.compute as pc
 
     keys = ds.with_format("arrow").select_columns([column, "pair_id"])[:]
-    k = math.ceil(fraction * keys.num_rows)
-    order = pc.sort_indices(keys, sort_keys=[(column, "descending"), ("pair_id", "ascending")])
+    # pairs the judge could not score have no delta: they are never among the top
+    k = math.ceil(fraction * (keys.num_rows - keys.column(column).null_count))
+    order = pc.sort_indices(
+        keys,
+        sort_keys=[(column, "descending"), ("pair_id", "ascending")],
+        null_placement="at_end",
+    )
     chosen = sorted(order[:k].to_pylist())
     return ds.select(chosen)
 

@@ -261,6 +261,11 @@ class PairingConfig(StrictModel):
     pool: list[str] = Field(
         default_factory=list, description="best-vs-worst: generators to draw from"
     )
+    unjudged: Literal["keep", "drop"] = Field(
+        "keep",
+        description="generators: a pair whose traces the judge could not score: keep it "
+        "(deltas null, statuses given; still a generator-level pair) or drop it (counted)",
+    )
     ties: Literal["drop", "keep"] | None = Field(
         None,
         description="equal aggregate scores: drop (counted) or keep with delta 0; "

@@ -320,19 +320,22 @@ def _summary(
 ) -> dict[str, Any]:
     dims = [*recipe.judge.dimension_names]
     pairs = report.pairs
+    judged_pairs = [p for p in pairs if p["delta"] is not None]
     per_pair: dict[str, Any] = {}
     for (c, r), gap in gaps.items():
         subset = [p for p in pairs if p["chosen_generator"] == c and p["rejected_generator"] == r]
+        judged = [p for p in subset if p["delta"] is not None]
         if recipe.pairing.strategy == "best-vs-worst" and not subset:
             continue
         columns = [*(f"delta_{d}" for d in dims), "delta"]
         per_pair[f"{c} vs {r}"] = {
             "pairs": len(subset),
+            "judged_pairs": len(judged),
             "generator_delta": gap.score_gap,
             "generator_accuracy_delta": gap.accuracy_gap,
             "mean_delta": {
                 col.removeprefix("delta_"): (
-                    statistics.fmean(p[col] for p in subset) if subset else None
+                    statistics.fmean(p[col] for p in judged) if judged else None
                 )
                 for col in columns
             },
@@ -344,15 +347,17 @@ def _summary(
         "duplicate_prompts_folded": duplicates,
         "traces": len(traces),
         "pairs": len(pairs),
+        "judged_pairs": len(judged_pairs),
         "judge_status": dict(Counter(t["judge_status"] for t in traces)),
         "finish_reason": dict(Counter(t["finish_reason"] for t in traces)),
         "ties_dropped": report.ties_dropped,
         "ties_kept": report.ties_kept,
-        "lost_to_judge_failures": dict(report.unjudged),
+        "unjudged_pairs": dict(report.unjudged),
+        "unjudged_pairs_kept": report.unjudged_kept,
         "prompts_without_pair": report.prompts_without_pair,
         "dimensions": dims,
-        "delta_stats": {d: _stats([p[f"delta_{d}"] for p in pairs]) for d in dims}
-        | {"delta": _stats([p["delta"] for p in pairs])},
+        "delta_stats": {d: _stats([p[f"delta_{d}"] for p in judged_pairs]) for d in dims}
+        | {"delta": _stats([p["delta"] for p in judged_pairs])},
         "generator_pairs": per_pair,
         "generators": {
             g: {"mean_score": m[0], "accuracy": m[1], "judged_traces": m[2]}
@@ -364,7 +369,8 @@ def _summary(
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     reused = summary.get("reused", {})
     console.print(
-        f"[bold]{summary['name']}[/]: {summary['pairs']} pairs from {summary['traces']} traces "
+        f"[bold]{summary['name']}[/]: {summary['pairs']} pairs ({summary['judged_pairs']} judged) "
+        f"from {summary['traces']} traces "
         f"over {summary['prompts']} prompts"
         + (f" ({summary['seconds']} s)" if "seconds" in summary else "")
     )
@@ -375,9 +381,10 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         )
     status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
     console.print(f"judge status: {status}")
-    if summary["lost_to_judge_failures"]:
-        lost = ", ".join(f"{k}: {v}" for k, v in summary["lost_to_judge_failures"].items())
-        console.print(f"not paired because of judge failures: {lost}")
+    if summary["unjudged_pairs"]:
+        lost = ", ".join(f"{k}: {v}" for k, v in summary["unjudged_pairs"].items())
+        fate = "kept without deltas" if summary["unjudged_pairs_kept"] else "dropped"
+        console.print(f"pairs the judge could not score ({fate}): {lost}")
     console.print(
         f"ties dropped: {summary['ties_dropped']}, ties kept: {summary['ties_kept']}, "
         f"prompts without a pair: {summary['prompts_without_pair']}"
@@ -392,6 +399,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         return "—" if x is None else f"{x:+.2f}"
 
     table.add_row("pairs", *[str(info["pairs"]) for info in pairs.values()])
+    table.add_row("judged pairs", *[str(info["judged_pairs"]) for info in pairs.values()])
     table.add_row("generator delta", *[f(info["generator_delta"]) for info in pairs.values()])
     for d in [*summary["dimensions"], "delta"]:
         table.add_row(d, *[f(info["mean_delta"][d]) for info in pairs.values()])

@@ -5,9 +5,10 @@ generator's sample i (the generator-gap sweep: one family of pairs per rejected
 generator). ``best-vs-worst``: for each prompt, the judged trace with the highest aggregate
 score in the pool against the lowest (sample-level only).
 
-Nothing is dropped silently: a pair whose traces were not both judged ``ok`` cannot have
-deltas and is counted by the status that stopped it; ties are dropped and counted, or
-kept with delta 0, as the recipe says.
+Nothing is dropped silently. A generator pair whose traces were not both judged ``ok``
+is still a generator-level pair: it is kept with null deltas and both judge statuses (a
+delta filter never selects it), or dropped and counted, as the recipe says. Ties are
+dropped and counted, or kept with delta 0.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class PairingReport:
     pairs: list[dict[str, Any]] = field(default_factory=list)
     ties_dropped: int = 0
     ties_kept: int = 0
-    # judge status -> what it cost: pairs (generators) or pool traces (best-vs-worst)
+    unjudged_kept: int = 0  # generator pairs kept with null deltas
+    # judge status -> pairs without deltas (generators) or pool traces left out (best-vs-worst)
     unjudged: Counter[str] = field(default_factory=Counter)
     prompts_without_pair: int = 0
 
@@ -46,6 +48,11 @@ def _pair_row(
 ) -> dict[str, Any]:
     dims = recipe.judge.dimension_names
     gap = gaps[(chosen["generator"], rejected["generator"])]
+    judged = chosen["judge_status"] == "ok" and rejected["judge_status"] == "ok"
+    if judged:
+        deltas = pair_deltas(chosen["scores"], rejected["scores"], dims, recipe.delta)
+    else:
+        deltas = {**{f"delta_{d}": None for d in dims}, "delta": None}
     row: dict[str, Any] = {
         "pair_id": content_key("pair", chosen["trace_key"], rejected["trace_key"])[:32],
         "prompt_id": chosen["prompt_id"],
@@ -56,18 +63,25 @@ def _pair_row(
         "rejected_generator": rejected["generator"],
         "chosen_model": chosen["model"],
         "rejected_model": rejected["model"],
-        "chosen_scores": {d: float(chosen["scores"][d]) for d in dims},
-        "rejected_scores": {d: float(rejected["scores"][d]) for d in dims},
-        **pair_deltas(chosen["scores"], rejected["scores"], dims, recipe.delta),
+        "chosen_scores": _scores(chosen, dims),
+        "rejected_scores": _scores(rejected, dims),
+        **deltas,
         "generator_delta": gap.score_gap,
         "generator_accuracy_delta": gap.accuracy_gap,
         "chosen_correct": chosen.get("correct"),
         "rejected_correct": rejected.get("correct"),
         "judge_model": recipe.judge.model,
+        "chosen_judge_status": chosen["judge_status"],
+        "rejected_judge_status": rejected["judge_status"],
         "chosen_trace_key": chosen["trace_key"],
         "rejected_trace_key": rejected["trace_key"],
     }
     return row
+
+
+def _scores(trace: Trace, dims: Sequence[str]) -> dict[str, float | None]:
+    ok = trace["judge_status"] == "ok"
+    return {d: float(trace["scores"][d]) if ok else None for d in dims}
 
 
 def make_pairs(
@@ -111,6 +125,11 @@ def make_pairs(
             bad = [t["judge_status"] for t in (chosen, rejected) if t["judge_status"] != "ok"]
             if bad:
                 report.unjudged[bad[0]] += 1
+                if pairing.unjudged == "drop":
+                    continue
+                report.unjudged_kept += 1
+                report.pairs.append(_pair_row(chosen, rejected, recipe, gaps))
+                made += 1
                 continue
             row = _pair_row(chosen, rejected, recipe, gaps)
             if abs(row["delta"]) < 1e-9:

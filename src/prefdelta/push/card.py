@@ -148,7 +148,7 @@ def render_card(
         summary=summary,
         splits=splits,
         judge_status=sorted((summary.get("judge_status") or {}).items()),
-        lost=sorted((summary.get("lost_to_judge_failures") or {}).items()),
+        lost=sorted((summary.get("unjudged_pairs") or {}).items()),
         test_note=test_note,
         delta_stats=[(c, s or empty) for c, s in ordered],
         dimension_plots=[p for p in plots if not p.path.startswith("plots/pair_")],

@@ -83,6 +83,7 @@ integer scale from {{ judge.scale[0] }} to {{ judge.scale[1] }}{% if judge.sampl
 | prompts | {{ summary.prompts }} |
 | traces | {{ summary.traces }} |
 | pairs | {{ summary.pairs }} |
+| pairs with judge deltas | {{ summary.judged_pairs }} |
 {% for split, n in splits.items() -%}
 | pairs in split `{{ split }}` | {{ n }} |
 {% endfor -%}
@@ -90,7 +91,7 @@ integer scale from {{ judge.scale[0] }} to {{ judge.scale[1] }}{% if judge.sampl
 | judge status `{{ status }}` | {{ n }} |
 {% endfor -%}
 {% for status, n in lost -%}
-| pairs not made because of judge status `{{ status }}` | {{ n }} |
+| pairs {{ "kept without deltas" if summary.unjudged_pairs_kept else "not made" }}: judge status `{{ status }}` | {{ n }} |
 {% endfor -%}
 | ties dropped | {{ summary.ties_dropped }} |
 | ties kept (delta 0) | {{ summary.ties_kept }} |
