@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_demo_recipe_builds_publishes_and_loads(tmp_path: Path) -> None:
     build = tmp_path / "build"
     proc = subprocess.run(
