@@ -1,0 +1,110 @@
+"""What the DPO and KTO scripts share: model arguments, the end of a run, the result."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefdelta.train.configs import TrainConfigError, parse_config, resolve_model
+
+
+@dataclass
+class TrainResult:
+    """What a run produced (the sweep reads it; the CLI prints it)."""
+
+    output_dir: Path
+    counts: dict[str, Any]
+    train_loss: float | None
+    losses: list[float] = field(default_factory=list)  # logged training losses, in order
+    ref_cache: dict[str, Any] = field(default_factory=dict)
+    weights: tuple[float, float] | None = None
+
+
+def model_path_and_kwargs(training_args: Any, model_args: Any) -> str:
+    """Resolve the base model and set ``model_init_kwargs`` as TRL's own scripts do."""
+    if not model_args.model_name_or_path:
+        raise TrainConfigError("model_name_or_path: required (a Hub id, a folder or a .gguf)")
+    path = resolve_model(model_args.model_name_or_path)
+    kwargs: dict[str, Any] = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    if path != model_args.model_name_or_path:  # a converted local folder has no revisions
+        kwargs.pop("revision")
+    if training_args.model_init_kwargs is not None:
+        kwargs.update(training_args.model_init_kwargs)
+    training_args.model_init_kwargs = kwargs
+    return path
+
+
+def finish(trainer: Any, training_args: Any, counts: dict[str, Any]) -> TrainResult:
+    """Train, save, write the card, push when asked; what TRL's scripts do after building."""
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.create_model_card()
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    history = trainer.state.log_history
+    losses = [float(h["loss"]) for h in history if "loss" in h]
+    final = next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None)
+    result = TrainResult(
+        output_dir=Path(training_args.output_dir),
+        counts=counts,
+        train_loss=None if final is None else float(final),
+        losses=losses,
+        ref_cache=dict(getattr(trainer, "ref_cache_stats", {}) or {}),
+        weights=getattr(getattr(trainer, "card_info", None), "weights", None),
+    )
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the group
+        trainer.end()
+    return result
+
+
+def script_main(
+    dataclass_types: Sequence[type],
+    main: Callable[..., TrainResult],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """``python -m prefdelta.train.dpo CONFIG.yaml [--key value ...]``: parse, run, one-line errors."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parsed = parse_config(dataclass_types, args)
+        main(*parsed)
+    except TrainConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_config(
+    config: str | Path, trainer: str | None = None, overrides: Sequence[str] = ()
+) -> TrainResult:
+    """``prefdelta train``: the script named by ``--trainer`` or the config's ``trainer:``,
+    run in this process. ``overrides`` are ``key=value`` strings, as on TRL's command line."""
+    from prefdelta.train.configs import TRAINERS, read_trainer
+
+    chosen = trainer or read_trainer(config)
+    if chosen is None:
+        raise TrainConfigError(
+            f"{config}: set `trainer: dpo` or `trainer: kto` (or pass --trainer)"
+        )
+    if chosen not in TRAINERS:
+        raise TrainConfigError(f"--trainer: expected one of {', '.join(TRAINERS)}, got {chosen!r}")
+    argv = [str(config)]
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise TrainConfigError(f"--set: expected key=value, got {item!r}")
+        argv += [f"--{key.removeprefix('--')}", value]
+    if trainer is not None:
+        argv += ["--trainer", trainer]
+    if chosen == "kto":
+        from prefdelta.train import kto as script
+    else:
+        from prefdelta.train import dpo as script  # type: ignore[no-redef]
+    return script.main(*parse_config(script.DATACLASSES, argv))
