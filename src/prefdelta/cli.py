@@ -50,6 +50,13 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*`torch_dtype` is deprecated")
 
 
+ApiUrlOption = Annotated[
+    str | None, typer.Option(help="Argilla URL (default: $ARGILLA_API_URL)", show_default=False)
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(help="Argilla API key (default: $ARGILLA_API_KEY)", show_default=False),
+]
 RecipeArg = Annotated[Path, typer.Argument(help="build recipe (YAML)", show_default=False)]
 
 
@@ -318,13 +325,8 @@ def review_push(
     ] = "delta",
     bins: Annotated[int, typer.Option(help="delta buckets across its range")] = 5,
     split: Annotated[str, typer.Option(help="split of the pairs config")] = "train",
-    api_url: Annotated[
-        str | None, typer.Option(help="Argilla URL (default: $ARGILLA_API_URL)", show_default=False)
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(help="Argilla API key (default: $ARGILLA_API_KEY)", show_default=False),
-    ] = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Send a delta-stratified, blinded sample to Argilla (re-push upserts, never duplicates)."""
     _quiet_libraries()
@@ -383,13 +385,8 @@ def review_pull(
     no_publish: Annotated[
         bool, typer.Option("--no-publish", help="only print the agreement")
     ] = False,
-    api_url: Annotated[
-        str | None, typer.Option(help="Argilla URL (default: $ARGILLA_API_URL)", show_default=False)
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(help="Argilla API key (default: $ARGILLA_API_KEY)", show_default=False),
-    ] = None,
+    api_url: ApiUrlOption = None,
+    api_key: ApiKeyOption = None,
 ) -> None:
     """Collect submitted answers, un-blind them, and publish judge-human agreement."""
     _quiet_libraries()
