@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import logging.handlers
 import os
 import statistics
 import tempfile
@@ -169,8 +171,32 @@ def _scratch() -> Iterator[Path]:
     stale cache is never read back (which hangs or fails after a kill), and the pipeline
     dump, which holds the LLMs' tokens and keys in clear, never lands in the build folder.
     """
-    with tempfile.TemporaryDirectory(prefix="prefdelta-distilabel-") as folder:
+    with tempfile.TemporaryDirectory(prefix="prefdelta-distilabel-") as folder, _own_logging():
         yield Path(folder)
+
+
+@contextmanager
+def _own_logging() -> Iterator[None]:
+    """Give the caller its logging back after a pipeline run.
+
+    distilabel routes logging through a queue handler that it closes when the run ends;
+    left in place, every later log call in the process prints a "Logging error".
+    """
+    loggers = [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]
+    saved = {id(lg): (lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers}
+    try:
+        yield
+    finally:
+        for lg, handlers, level, propagate in saved.values():
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.propagate = propagate
+        for name in logging.root.manager.loggerDict:  # loggers the run itself created
+            lg = logging.getLogger(name)
+            if id(lg) not in saved:
+                lg.handlers[:] = [
+                    h for h in lg.handlers if not isinstance(h, logging.handlers.QueueHandler)
+                ]
 
 
 def _complete_generators(store: ResultStore, planned: list[PlannedTrace]) -> set[str]:
@@ -277,6 +303,8 @@ def pairs_schema(dims: list[str]) -> pa.Schema:
             ("chosen_correct", pa.bool_()),
             ("rejected_correct", pa.bool_()),
             ("judge_model", pa.string()),
+            ("chosen_judge_status", pa.string()),
+            ("rejected_judge_status", pa.string()),
             ("chosen_trace_key", pa.string()),
             ("rejected_trace_key", pa.string()),
         ]

@@ -273,11 +273,15 @@ def balanced_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float
         return 1.0, 1.0
     cents = Decimal("0.01")
     if n_desirable < n_undesirable:  # up-weight desirable: ratio >= 1 needs rounding up
-        w = Decimal(n_undesirable) / Decimal(n_desirable)
-        return float(w.quantize(cents, rounding=ROUND_CEILING)), 1.0
-    # up-weight... the undesirable side is the minority: its weight rounds down to keep ratio >= 1
-    w = Decimal(n_desirable) / Decimal(n_undesirable)
-    return 1.0, float(w.quantize(cents, rounding=ROUND_FLOOR))
+        w = (Decimal(n_undesirable) / Decimal(n_desirable)).quantize(cents, rounding=ROUND_CEILING)
+        while float(w) * n_desirable < n_undesirable:  # float products must keep ratio >= 1 too
+            w += cents
+        return float(w), 1.0
+    # the undesirable side is the minority: its weight rounds down to keep ratio >= 1
+    w = (Decimal(n_desirable) / Decimal(n_undesirable)).quantize(cents, rounding=ROUND_FLOOR)
+    while float(w) * n_undesirable > n_desirable:
+        w -= cents
+    return 1.0, float(w)
 
 
 def _conversation(role: str, content: str) -> list[dict[str, str]]:
