@@ -59,3 +59,19 @@ def hub() -> Iterator[HubServer]:
         sys.modules["datasets"].config.USE_PARQUET_EXPORT = False
     yield HUB
     HUB.clear_faults()
+
+
+# --------------------------------------------------------------------------- logging
+import logging  # noqa: E402
+import logging.handlers  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_queue_logging() -> Iterator[None]:
+    """Tests that run a distilabel Pipeline in-process leave its queue log handler behind,
+    closed; later log calls in other tests would print "Logging error" into their output."""
+    yield
+    for logger in [logging.getLogger(), *map(logging.getLogger, logging.root.manager.loggerDict)]:
+        logger.handlers[:] = [
+            h for h in logger.handlers if not isinstance(h, logging.handlers.QueueHandler)
+        ]
