@@ -333,8 +333,9 @@ def test_boot_and_stop_leave_no_processes() -> None:
         groups = set(stack.pids.values())
         work_dir = stack.work_dir
         members = _members(groups)
-        # osmem, redis, server, worker and the worker's rq process(es), all in the four groups.
-        assert len(groups) == 4 and len(members) >= 5, members
+        # osmem, redis, server and worker, all in the four groups (the rq worker forks a
+        # work-horse only while a job runs, so a fifth process may or may not be there).
+        assert len(groups) == 4 and len(members) >= 4, members
         assert members <= _descendants(os.getpid())
     assert _members(groups) == set()
     assert not (members & set(_process_groups())), "a stack process outlived stop()"
@@ -378,7 +379,7 @@ def test_serve_prints_credentials_and_stops_on_ctrl_c() -> None:
         for expected in ("http://127.0.0.1:", "reviewer", "s3cret-pass", "reviewer.apikey"):
             assert expected in banner
         children = _descendants(proc.pid)
-        assert len(children) >= 5, banner
+        assert len(children) >= 4, banner  # osmem, redis, server, worker
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -402,7 +403,7 @@ def test_killed_parent_leaves_no_orphans() -> None:
     try:
         line = _read_until(proc, "{").splitlines()[-1]
         groups = set(json.loads(line).values())
-        assert len(_members(groups)) >= 5
+        assert len(groups) == 4 and len(_members(groups)) >= 4
     finally:
         proc.kill()
         proc.wait()
