@@ -41,7 +41,7 @@ from prefdelta.train.data import (
     load_dpo_selection,
     load_kto_selection,
 )
-from prefdelta.train.ref_cache import CACHE_DIR_NAME
+from prefdelta.train.ref_cache import CACHE_DIR_NAME, RefCacheLocation
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -239,7 +239,7 @@ def test_reference_logps_are_computed_once_and_reused_by_other_filters(
         model=str(tiny_model_dir),
         args=_dpo_config(tmp_path / "ours"),
         train_dataset=sel.dataset,
-        ref_cache=dpo.RefCacheLocation.for_dataset(sel.source),
+        ref_cache=RefCacheLocation.for_dataset(sel.source),
     )
     assert counter.take() == math.ceil(len(sel.dataset) / BATCH)  # TRL's pass only
     for column in ("ref_chosen_logps", "ref_rejected_logps"):

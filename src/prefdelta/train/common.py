@@ -1,4 +1,4 @@
-"""What the DPO and KTO scripts share: model arguments, the end of a run, the result."""
+"""What the DPO and KTO scripts share: the trainer's extras, its arguments, the end of a run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from prefdelta.train.configs import TrainConfigError, parse_config, resolve_model
+from prefdelta.train.model_card import CardInfo, peft_summary
+from prefdelta.train.ref_cache import RefCacheLocation
 
 
 @dataclass
@@ -40,6 +42,72 @@ def model_path_and_kwargs(training_args: Any, model_args: Any) -> str:
         kwargs.update(training_args.model_init_kwargs)
     training_args.model_init_kwargs = kwargs
     return path
+
+
+class PrefDeltaTrainerMixin:
+    """The two keyword arguments our trainers add to TRL's (``ref_cache``, ``card_info``).
+
+    With a reference cache, ``precompute_ref_log_probs`` is forced on: the log-probs come
+    from the cache (or are computed once into it) and no reference model is kept while
+    training.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        ref_cache: RefCacheLocation | None = None,
+        card_info: CardInfo | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.ref_cache = ref_cache
+        self.card_info = card_info
+        if ref_cache is not None:
+            kwargs["args"].precompute_ref_log_probs = True
+        super().__init__(*args, **kwargs)
+
+
+def trainer_kwargs(
+    trainer: str,
+    selection: Any,
+    script_args: Any,
+    training_args: Any,
+    model_args: Any,
+    weights: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for a ``PrefDelta*Trainer``, built as TRL's scripts build theirs.
+
+    ``selection`` is what :mod:`prefdelta.train.data` loaded (dataset, eval split, source,
+    counts); the card records the same selection and counts the run trained on.
+    """
+    from trl import get_peft_config, get_quantization_config
+
+    model_path = model_path_and_kwargs(training_args, model_args)
+    peft_config = get_peft_config(model_args)
+    ref_cache = (
+        RefCacheLocation.for_dataset(selection.source, script_args.ref_cache_dir)
+        if script_args.ref_cache
+        else None
+    )
+    card = CardInfo(
+        trainer=trainer,
+        base_model=model_args.model_name_or_path,
+        base_model_path=model_path,
+        source=selection.source,
+        selection=script_args.filter_summary(),
+        counts=selection.counts,
+        peft=peft_summary(peft_config),
+        weights=weights,
+    )
+    return {
+        "model": model_path,
+        "args": training_args,
+        "train_dataset": selection.dataset,
+        "eval_dataset": selection.eval_dataset if training_args.eval_strategy != "no" else None,
+        "peft_config": peft_config,
+        "quantization_config": get_quantization_config(model_args),
+        "ref_cache": ref_cache,
+        "card_info": card,
+    }
 
 
 def finish(trainer: Any, training_args: Any, counts: dict[str, Any]) -> TrainResult:

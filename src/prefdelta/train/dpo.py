@@ -20,37 +20,31 @@ from typing import Any
 
 from trl import DPOConfig, DPOTrainer, ModelConfig
 
-from prefdelta.train.common import TrainResult, finish, model_path_and_kwargs, script_main
+from prefdelta.train.common import (
+    PrefDeltaTrainerMixin,
+    TrainResult,
+    finish,
+    script_main,
+    trainer_kwargs,
+)
 from prefdelta.train.configs import DataArguments
 from prefdelta.train.data import load_dpo_selection
-from prefdelta.train.model_card import CardInfo, CardMixin, peft_summary
-from prefdelta.train.ref_cache import RefCacheLocation, RefCacheMixin
+from prefdelta.train.model_card import CardMixin
+from prefdelta.train.ref_cache import RefCacheMixin
 
 DATACLASSES = (DataArguments, DPOConfig, ModelConfig)
 
 
-class PrefDeltaDPOTrainer(RefCacheMixin, CardMixin, DPOTrainer):
+class PrefDeltaDPOTrainer(PrefDeltaTrainerMixin, RefCacheMixin, CardMixin, DPOTrainer):
     """``DPOTrainer`` with the shared reference log-prob cache, length grouping and our card.
 
-    ``ref_cache`` set: ``precompute_ref_log_probs`` is forced on (no reference model is kept
-    during training). ``length_grouping``: transformers' ``LengthGroupedSampler`` over the
-    longest sequence of each pair, so a batch pads to similar lengths.
+    ``length_grouping``: transformers' ``LengthGroupedSampler`` over the longest sequence
+    of each pair, so a batch pads to similar lengths.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        ref_cache: RefCacheLocation | None = None,
-        card_info: CardInfo | None = None,
-        length_grouping: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        self.ref_cache = ref_cache
-        self.card_info = card_info
+    def __init__(self, *args: Any, length_grouping: bool = False, **kwargs: Any) -> None:
         self._length_grouping = length_grouping
         self._train_lengths: list[int] | None = None
-        if ref_cache is not None:
-            kwargs["args"].precompute_ref_log_probs = True
         super().__init__(*args, **kwargs)
 
     def _ref_columns(self) -> list[tuple[str, str, str]]:
@@ -91,34 +85,9 @@ def main(
     script_args: DataArguments, training_args: DPOConfig, model_args: ModelConfig
 ) -> TrainResult:
     """Select the pairs, train, save the model and its card (and push when asked)."""
-    from trl import get_peft_config, get_quantization_config
-
     selection = load_dpo_selection(script_args)
-    model_path = model_path_and_kwargs(training_args, model_args)
-    peft_config = get_peft_config(model_args)
-    ref_cache = (
-        RefCacheLocation.for_dataset(selection.source, script_args.ref_cache_dir)
-        if script_args.ref_cache
-        else None
-    )
-    card = CardInfo(
-        trainer="dpo",
-        base_model=model_args.model_name_or_path,
-        base_model_path=model_path,
-        source=selection.source,
-        selection=script_args.filter_summary(),
-        counts=selection.counts,
-        peft=peft_summary(peft_config),
-    )
     trainer = PrefDeltaDPOTrainer(
-        model=model_path,
-        args=training_args,
-        train_dataset=selection.dataset,
-        eval_dataset=selection.eval_dataset if training_args.eval_strategy != "no" else None,
-        peft_config=peft_config,
-        quantization_config=get_quantization_config(model_args),
-        ref_cache=ref_cache,
-        card_info=card,
+        **trainer_kwargs("dpo", selection, script_args, training_args, model_args),
         length_grouping=script_args.length_grouping,
     )
     return finish(trainer, training_args, selection.counts)
