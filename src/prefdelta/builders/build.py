@@ -108,7 +108,7 @@ def run_build(
         t.key: judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
         for t in planned
     }
-    judged_before = set(store.get_many("judgment", jkeys.values()))
+    judged_before = store.existing("judgment", jkeys.values())
     judge_reused = len(judged_before)
     with _progress(console, "judge", planned, store, fingerprint) as _:
         traces_in = [
@@ -200,7 +200,7 @@ def _own_logging() -> Iterator[None]:
 
 
 def _complete_generators(store: ResultStore, planned: list[PlannedTrace]) -> set[str]:
-    done = set(store.get_many("generation", [t.key for t in planned]))
+    done = store.existing("generation", [t.key for t in planned])
     names = {t.generator for t in planned}
     return {n for n in names if all(t.key in done for t in planned if t.generator == n)}
 

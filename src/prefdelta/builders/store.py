@@ -104,6 +104,18 @@ class ResultStore:
                 ).fetchone()[0]
         return total
 
+    def existing(self, kind: Kind, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` are finished, without reading (or decoding) their values."""
+        wanted = list(dict.fromkeys(keys))
+        found: set[str] = set()
+        with self._connect() as db:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(f"SELECT key FROM {kind} WHERE key IN ({marks})", chunk)
+                found.update(k for (k,) in rows)
+        return found
+
     def count_all(self, kind: Kind) -> int:
         with self._connect() as db:
             return int(db.execute(f"SELECT COUNT(*) FROM {kind}").fetchone()[0])
