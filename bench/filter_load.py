@@ -71,16 +71,25 @@ print("RESULT " + json.dumps({"rows": len(ds), "seconds": t2 - t1, "import_secon
 
 
 def make_dataset(
-    folder: Path, rows: int, sort: bool, threshold: float = THRESHOLD, seed: int = 0
+    folder: Path,
+    rows: int,
+    sort_by: str,
+    threshold: float = THRESHOLD,
+    trace_chars: int = 0,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Write ``rows`` synthetic pairs in the published layout; return their delta spread."""
+    """Write ``rows`` synthetic pairs in the published layout; return their delta spread.
+
+    ``sort_by`` is the publish option (``none``: rows in build order); ``trace_chars`` pads
+    each chosen trace to about that many characters (rejected: half), as real traces are.
+    """
     import numpy as np
     import pyarrow as pa
     from huggingface_hub import DatasetCardData
 
     from prefdelta.builders.build import pairs_schema
     from prefdelta.push.card import configs_metadata
-    from prefdelta.push.layout import data_path, write_table
+    from prefdelta.push.layout import data_path, sort_pairs, write_table
 
     rng = np.random.default_rng(seed)
     schema = pairs_schema(DIMENSIONS)
@@ -92,8 +101,14 @@ def make_dataset(
         array = pa.array(values, kind)
         return array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
 
-    def text(prefix: str, values: np.ndarray) -> pa.Array:
-        return flat(np.char.add(prefix, values.astype(str)), pa.string())
+    def text(prefix: str, values: np.ndarray, pad: int = 0) -> pa.Array:
+        short = flat(np.char.add(prefix, values.astype(str)), pa.string())
+        if not pad:
+            return short
+        filler = pa.array(["Let me check that step again. " * (pad // 30 + 1)][0][:pad])
+        import pyarrow.compute as pc
+
+        return pc.binary_join_element_wise(filler.take(np.zeros(rows, dtype=np.int64)), short, "")
 
     def conversation(role: str, contents: pa.Array) -> pa.Array:
         roles = flat(np.full(rows, role), pa.string())
@@ -116,8 +131,12 @@ def make_dataset(
         "prompt": conversation(
             "user", text("What is the sum of the first n odd numbers? n=", prompt_ids)
         ),
-        "chosen": conversation("assistant", text("Step 1: pair terms. Step 2: n^2. Answer: ", ids)),
-        "rejected": conversation("assistant", text("The answer is probably ", ids)),
+        "chosen": conversation(
+            "assistant", text("Step 1: pair terms. Step 2: n^2. Answer: ", ids, trace_chars)
+        ),
+        "rejected": conversation(
+            "assistant", text("The answer is probably ", ids, trace_chars // 2)
+        ),
         "chosen_generator": pa.array(np.full(rows, "strong")),
         "rejected_generator": pa.array(rejected_gen),
         "chosen_model": pa.array(np.full(rows, "org/strong-reasoner")),
@@ -133,11 +152,13 @@ def make_dataset(
     columns["chosen_correct"] = pa.array(rng.random(rows) < 0.8)
     columns["rejected_correct"] = pa.array(rng.random(rows) < 0.4)
     columns["judge_model"] = pa.array(np.full(rows, "org/judge"))
+    columns["chosen_judge_status"] = pa.array(np.full(rows, "ok"))
+    columns["rejected_judge_status"] = pa.array(np.full(rows, "ok"))
     columns["chosen_trace_key"] = text("trace-c-", ids)
     columns["rejected_trace_key"] = text("trace-r-", ids)
     table = pa.table([columns[f.name] for f in schema], schema=schema)
-    if sort:
-        table = table.sort_by([(COLUMN, "descending"), ("pair_id", "ascending")])
+    if sort_by != "none":
+        table = sort_pairs(table, sort_by)
     write_table(table, folder / data_path("pairs", "train"))
     pairs_only = DatasetCardData(configs=configs_metadata(["train"])[:1])
     (folder / "README.md").write_text(f"---\n{pairs_only.to_yaml()}\n---\n", encoding="utf-8")
@@ -172,38 +193,47 @@ def run(folder: Path, mode: str, threshold: float = THRESHOLD) -> dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--sorted", action="store_true", help="sort rows by the filter column")
-    parser.add_argument("--keep", type=Path, help="write the dataset here and keep it")
+    parser.add_argument(
+        "--sort-by",
+        nargs="+",
+        default=[COLUMN, "delta", "none"],
+        help="publish layouts to measure: the column pairs are stored by (none: build order)",
+    )
+    parser.add_argument("--trace-chars", type=int, default=0, help="pad chosen traces to this")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help=f"min {COLUMN}")
     parser.add_argument("--make", type=Path, help=argparse.SUPPRESS)  # internal: child mode
     args = parser.parse_args()
     if args.make:
-        info = make_dataset(args.make, args.rows, args.sorted, args.threshold)
+        info = make_dataset(args.make, args.rows, args.sort_by[0], args.threshold, args.trace_chars)
         print("RESULT " + json.dumps(info))
         return
+    for sort_by in args.sort_by:
+        measure(args.rows, sort_by, args.threshold, args.trace_chars)
 
+
+def measure(rows: int, sort_by: str, threshold: float, trace_chars: int) -> None:
+    """Make one layout and time the three loads on it."""
     # Linux carries ru_maxrss across fork+exec: this process stays small (stdlib only) so
     # the children's peak RSS is their own. The dataset is made in a child too.
     with tempfile.TemporaryDirectory(prefix="bench-filter-load-") as tmp:
-        folder = args.keep or Path(tmp) / "dataset"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = Path(tmp) / "dataset"
+        folder.mkdir(parents=True)
         started = time.perf_counter()
-        command = [__file__, "--make", str(folder), "--rows", str(args.rows)]
-        command += ["--threshold", str(args.threshold)]
-        info = _child([*command, *(["--sorted"] if args.sorted else [])], "make the dataset")
+        command = [__file__, "--make", str(folder), "--rows", str(rows), "--sort-by", sort_by]
+        command += ["--threshold", str(threshold), "--trace-chars", str(trace_chars)]
+        info = _child(command, "make the dataset")
         print(
-            f"dataset: {args.rows:,} pairs, {info['row_groups']} row groups, "
+            f"\n== layout: pairs stored by {sort_by} ==\n"
+            f"dataset: {rows:,} pairs, {info['row_groups']} row groups, "
             f"{info['bytes'] / 2**20:.0f} MiB parquet, {info['selected']:.1%} have {COLUMN} >= "
-            f"{args.threshold:g}{' (sorted by it)' if args.sorted else ''}; "
+            f"{threshold:g}; traces padded to {trace_chars} chars; "
             f"written in {time.perf_counter() - started:.1f} s"
         )
-        results = {
-            mode: run(folder, mode, args.threshold) for mode in ("pushdown", "filter", "batched")
-        }
+        results = {mode: run(folder, mode, threshold) for mode in ("pushdown", "filter", "batched")}
 
-    rows = {m: r["rows"] for m, r in results.items()}
-    assert len(set(rows.values())) == 1, f"the three loads disagree: {rows}"
-    print(f"\n{'method':<44}{'rows':>10}{'seconds':>10}{'peak RSS MiB':>14}{'above import':>14}")
+    kept = {m: r["rows"] for m, r in results.items()}
+    assert len(set(kept.values())) == 1, f"the three loads disagree: {kept}"
+    print(f"{'method':<44}{'rows':>10}{'seconds':>10}{'peak RSS MiB':>14}{'above import':>14}")
     names = {
         "pushdown": "load_dataset(filters=...)  [pushdown]",
         "filter": "load_dataset + .filter(lambda r: ...)",
@@ -221,7 +251,7 @@ def main() -> None:
         base["peak_rss_mb"] - base["import_rss_mb"], 1e-9
     )
     print(
-        f"\nspeed-up vs .filter(lambda): {speed:.1f}x (goal >= {SPEED_GOAL:.0f}x: "
+        f"speed-up vs .filter(lambda): {speed:.1f}x (goal >= {SPEED_GOAL:.0f}x: "
         f"{'met' if speed >= SPEED_GOAL else 'MISSED'})"
     )
     print(

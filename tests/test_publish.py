@@ -117,6 +117,59 @@ def test_folder_round_trip(build: Path, tmp_path: Path) -> None:
     assert leftovers == []  # staging folders are always cleaned up
 
 
+def test_pairs_are_stored_highest_sort_column_first(build: Path, tmp_path: Path) -> None:
+    out = tmp_path / "published"
+    publish_build(build, out, sort_by="delta_step_coherence")
+    table = pq.read_table(out / "data/pairs/train-00000-of-00001.parquet")
+    values = table.column("delta_step_coherence").to_pylist()
+    scored = [v for v in values if v is not None]
+    assert values == scored + [None] * (len(values) - len(scored))  # no delta: last
+    assert scored == sorted(scored, reverse=True)
+    ids = table.column("pair_id").to_pylist()
+    for a, b in zip(range(len(ids)), range(1, len(ids)), strict=False):
+        if values[a] == values[b]:
+            assert ids[a] < ids[b]  # ties in pair-id order: the same bytes on every run
+    assert _rows(datasets.load_dataset(str(out), "pairs", split="train")) == _expected(build)
+    assert "stored highest `delta_step_coherence` first" in (out / "README.md").read_text()
+    publish_build(build, tmp_path / "default")  # the recipe says nothing: by `delta`
+    assert "stored highest `delta` first" in (tmp_path / "default/README.md").read_text()
+
+    with pytest.raises(PublishError, match=r"no column 'delta_brevity'; delta columns: .*delta_"):
+        publish_build(build, tmp_path / "bad", sort_by="delta_brevity")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_sorted_row_groups_let_a_delta_filter_skip_the_rest(tmp_path: Path) -> None:
+    """What sorting buys: parquet statistics rule out every row group below the threshold."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    from prefdelta.push.layout import sort_pairs, write_table
+
+    rng = np.random.default_rng(0)
+    n = 40_000
+    table = pa.table(
+        {
+            "pair_id": [f"pair-{i:06d}" for i in range(n)],
+            "delta": rng.integers(-4, 5, n).astype(float),
+            "trace": ["step " * 400] * n,  # 2 kB a row, like a short trace: ~10 row groups
+        }
+    )
+    wanted = pads.field("delta") >= 3
+
+    def row_groups_read(t: pa.Table, name: str) -> tuple[int, int]:
+        path = tmp_path / f"{name}.parquet"
+        write_table(t, path)
+        fragment = next(iter(pads.dataset(path).get_fragments()))
+        return fragment.subset(wanted).num_row_groups, fragment.num_row_groups
+
+    read, total = row_groups_read(sort_pairs(table, "delta"), "sorted")
+    assert total >= 8
+    assert read <= total * 0.3  # ~2/9 of the rows qualify, and only their groups are read
+    assert row_groups_read(table, "unsorted") == (total, total)
+
+
 def test_folder_test_split_is_by_prompt_and_deterministic(build: Path, tmp_path: Path) -> None:
     a = publish_build(build, tmp_path / "a", test_size=0.25)
     b = publish_build(build, tmp_path / "b", test_size=0.25)

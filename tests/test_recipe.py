@@ -298,6 +298,18 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "exactly one of `repo_id`",
     ),
     (
+        "sort by a dimension the judge does not score",
+        _set("publish.sort_by", "delta_brevity"),
+        "publish.sort_by",
+        "no delta column 'delta_brevity'; delta columns: delta, delta_factuality",
+    ),
+    (
+        "sort by a column that is not a delta",
+        _set("publish.sort_by", "pair_id"),
+        "publish.sort_by",
+        "no delta column 'pair_id'",
+    ),
+    (
         "repo id without org",
         _set("publish", {"repo_id": "noslash"}),
         "publish.repo_id",

@@ -166,6 +166,14 @@ def publish(
         float | None,
         typer.Option("--test-size", help="fraction of prompts held out as a `test` split"),
     ] = None,
+    sort_by: Annotated[
+        str | None,
+        typer.Option(
+            "--sort-by",
+            help="delta column the pairs are stored by, highest first (default: the "
+            "recipe's publish.sort_by, else delta); filters on it skip whole row groups",
+        ),
+    ] = None,
 ) -> None:
     """Publish a build to the Hub (one atomic commit) or a local folder, with its card."""
     from prefdelta.push import PublishError
@@ -195,6 +203,7 @@ def publish(
         revision=revision or (settings.revision if settings else "main"),
         tag=not no_tag and (settings.tag if settings else True),
         test_size=test_size if test_size is not None else (settings and settings.test_size),
+        sort_by=sort_by,
     )
 
 
@@ -211,6 +220,7 @@ def _publish(
     revision: str,
     tag: bool,
     test_size: float | None,
+    sort_by: str | None = None,
 ) -> None:
     """Publish and say where; a failure is one line and exit status 1."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -226,6 +236,7 @@ def _publish(
             tag=tag,
             test_size=test_size,
             console=err,
+            sort_by=sort_by,
         )
     except (PublishError, HfHubHTTPError, OSError) as exc:
         _fail(" ".join(str(exc).split()))

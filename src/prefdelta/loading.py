@@ -143,17 +143,12 @@ def _delta_column(dimension: str, columns: list[str]) -> str:
 
 
 def _top(ds: datasets.Dataset, column: str, fraction: float) -> datasets.Dataset:
-    import pyarrow.compute as pc
+    from prefdelta.builders.deltas import rank_by_delta
 
     keys = ds.with_format("arrow").select_columns([column, "pair_id"])[:]
     # pairs the judge could not score have no delta: they are never among the top
     k = math.ceil(fraction * (keys.num_rows - keys.column(column).null_count))
-    order = pc.sort_indices(
-        keys,
-        sort_keys=[(column, "descending"), ("pair_id", "ascending")],
-        null_placement="at_end",
-    )
-    chosen = sorted(order[:k].to_pylist())
+    chosen = sorted(rank_by_delta(keys, column)[:k].to_pylist())
     return ds.select(chosen)
 
 

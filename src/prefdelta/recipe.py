@@ -348,6 +348,11 @@ class PublishConfig(StrictModel):
         None, gt=0.0, lt=1.0, description="fraction of prompts held out as `test`"
     )
     license: str = Field("apache-2.0", description="license in the card metadata")
+    sort_by: str = Field(
+        "delta",
+        description="delta column the pairs are stored in, highest first: filters on it "
+        "read only the row groups they need",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> PublishConfig:
@@ -623,6 +628,10 @@ def cross_reference_problems(recipe: BuildRecipe) -> Iterator[tuple[tuple[Any, .
         if name not in recipe.generators:
             yield loc, f"unknown generator {name!r}; declared generators: {declared}"
     dims = recipe.judge.dimension_names
+    sort_by = recipe.publish.sort_by if recipe.publish else "delta"
+    if sort_by != "delta" and sort_by.removeprefix("delta_") not in dims:
+        columns = ", ".join(["delta", *(f"delta_{d}" for d in dims)])
+        yield ("publish", "sort_by"), f"no delta column {sort_by!r}; delta columns: {columns}"
     for name in recipe.delta.weights or {}:
         if name not in dims:
             yield (

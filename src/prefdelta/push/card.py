@@ -93,6 +93,7 @@ def render_card(
     plots: list[Plot],
     dataset_ref: str,
     license: str,
+    sort_by: str = "delta",
 ) -> str:
     """The README.md text of the published dataset."""
     recipe, summary = build.recipe, build.summary
@@ -139,6 +140,7 @@ def render_card(
         aggregate="weighted mean" if recipe.delta.method == "weighted" else "mean",
         recipe_hash=build.recipe_hash,
         ref=dataset_ref,
+        sort_by=sort_by,
         snippet_dimension=_snippet_dimension(dims),
         snippet_threshold=2 if high - low >= 2 else 1,
         generators=generators,

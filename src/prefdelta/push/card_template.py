@@ -54,7 +54,9 @@ top = prefdelta.load_pairs("{{ ref }}", dimension="{{ snippet_dimension }}", top
 ```
 
 `prompt`, `chosen` and `rejected` are lists of `{role, content}` messages, which TRL's
-`DPOTrainer` takes as they are.
+`DPOTrainer` takes as they are. Pairs are stored highest `{{ sort_by }}` first (pairs without
+a delta last, ties by `pair_id`), so a filter on `{{ sort_by }}` reads only the row groups
+it keeps.
 
 ## Generators
 

@@ -76,6 +76,15 @@ class Build:
 
 
 @dataclass(frozen=True)
+class LayoutOptions:
+    """How a build is laid out: the held-out split, the card's license, the row order."""
+
+    test_size: float | None = None
+    license: str = "apache-2.0"
+    sort_by: str = "delta"
+
+
+@dataclass(frozen=True)
 class StagedLayout:
     """The published files of one build, written under ``root``."""
 
@@ -209,6 +218,16 @@ def split_pairs(pairs: pa.Table, test_size: float | None, seed: int) -> dict[str
     return {"train": pairs.filter(pc.invert(in_test)), "test": pairs.filter(in_test)}
 
 
+def sort_pairs(pairs: pa.Table, column: str) -> pa.Table:
+    """Pairs highest ``column`` first (no delta last, ties by pair id): see :func:`stage_layout`."""
+    from prefdelta.builders.deltas import rank_by_delta
+
+    if column not in pairs.column_names:
+        deltas = [c for c in pairs.column_names if c == "delta" or c.startswith("delta_")]
+        raise PublishError(f"sort_by: no column {column!r}; delta columns: {', '.join(deltas)}")
+    return pairs.take(rank_by_delta(pairs, column))
+
+
 def write_table(table: pa.Table, path: Path) -> None:
     """Parquet with statistics and row groups sized for filter pushdown."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,27 +266,36 @@ def stage_layout(
     build: Build,
     root: Path,
     *,
-    test_size: float | None,
+    options: LayoutOptions,
     dataset_ref: str,
-    license: str,
 ) -> StagedLayout:
     """Write the whole published layout under ``root`` (which must be empty or absent).
 
     ``dataset_ref`` is what users pass to ``load_dataset`` (a repo id or a folder); it only
-    appears in the card's snippets.
+    appears in the card's snippets. Pairs are stored highest ``options.sort_by`` first, so each
+    row group holds a narrow range of that delta and a filter on it skips the rest by
+    their parquet statistics (a top-k selection reads a prefix).
     """
     from prefdelta.push.card import render_card
     from prefdelta.push.plots import write_plots
 
     root.mkdir(parents=True, exist_ok=True)
-    splits = split_pairs(build.pairs, test_size, build.recipe.prompts.seed)
+    pairs = sort_pairs(build.pairs, options.sort_by)
+    splits = split_pairs(pairs, options.test_size, build.recipe.prompts.seed)
     for split, table in splits.items():
         write_table(table, root / data_path(PAIRS, split))
     write_table(build.traces, root / data_path(TRACES, "train"))
     (root / "recipe.yaml").write_text(build.recipe_text, encoding="utf-8")
     plots = write_plots(build, root)
     counts = {split: t.num_rows for split, t in splits.items()}
-    card = render_card(build, splits=counts, plots=plots, dataset_ref=dataset_ref, license=license)
+    card = render_card(
+        build,
+        splits=counts,
+        plots=plots,
+        dataset_ref=dataset_ref,
+        license=options.license,
+        sort_by=options.sort_by,
+    )
     check_no_secrets(card, "the dataset card")
     (root / "README.md").write_text(card, encoding="utf-8")
     files = {

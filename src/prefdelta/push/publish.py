@@ -34,6 +34,7 @@ from rich.console import Console
 
 from prefdelta.push.layout import (
     Build,
+    LayoutOptions,
     PublishError,
     StagedLayout,
     is_managed,
@@ -89,36 +90,40 @@ def publish_build(
     test_size: float | None = None,
     console: Console | None = None,
     license: str | None = None,
+    sort_by: str | None = None,
 ) -> PublishResult:
     """Publish the build in ``build_dir`` to a Hub dataset repo ``org/name`` or a folder.
 
     ``private``, ``revision`` and ``tag`` apply to the Hub only. ``test_size`` holds out that
-    fraction of prompts (all their pairs) as a ``test`` split. ``license`` defaults to the
-    recipe's ``publish.license`` (else apache-2.0).
+    fraction of prompts (all their pairs) as a ``test`` split. ``license`` and ``sort_by``
+    (the delta column pairs are stored by, highest first) default to the recipe's
+    ``publish`` section (else apache-2.0 and ``delta``).
     """
     console = console or Console(stderr=True)
     build = read_build(build_dir)
-    if license is None:
-        license = build.recipe.publish.license if build.recipe.publish else "apache-2.0"
+    settings = build.recipe.publish
+    options = LayoutOptions(
+        test_size=test_size,
+        license=license or (settings.license if settings else "apache-2.0"),
+        sort_by=sort_by or (settings.sort_by if settings else "delta"),
+    )
     if is_hub_target(target):
-        return _publish_hub(build, str(target), private, revision, tag, test_size, license, console)
-    return _publish_folder(build, Path(target), test_size, license, console)
+        return _publish_hub(build, str(target), private, revision, tag, options, console)
+    return _publish_folder(build, Path(target), options, console)
 
 
 # --------------------------------------------------------------------------- folder
 
 
 def _publish_folder(
-    build: Build, target: Path, test_size: float | None, license: str, console: Console
+    build: Build, target: Path, options: LayoutOptions, console: Console
 ) -> PublishResult:
     if target.exists() and not target.is_dir():
         raise PublishError(f"{target} exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
-        staged = stage_layout(
-            build, staging, test_size=test_size, dataset_ref=str(target), license=license
-        )
+        staged = stage_layout(build, staging, options=options, dataset_ref=str(target))
         result = PublishResult(
             target=str(target),
             kind="folder",
@@ -232,15 +237,12 @@ def _publish_hub(
     private: bool,
     revision: str,
     tag: bool,
-    test_size: float | None,
-    license: str,
+    options: LayoutOptions,
     console: Console,
 ) -> PublishResult:
     api = HfApi()
     with tempfile.TemporaryDirectory(prefix="prefdelta-publish-") as tmp:
-        staged = stage_layout(
-            build, Path(tmp), test_size=test_size, dataset_ref=repo_id, license=license
-        )
+        staged = stage_layout(build, Path(tmp), options=options, dataset_ref=repo_id)
         try:
             url = _call(
                 "create the repo",
