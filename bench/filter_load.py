@@ -1,8 +1,8 @@
 """Delta-filtered load: parquet filter pushdown vs full load then ``Dataset.filter``.
 
 A synthetic one-million-pair dataset in the published layout (the ``pairs`` schema of
-``prefdelta.builders.build``, written by ``prefdelta.push.layout.write_table``, so the row
-groups are what ``prefdelta publish`` writes; short strings, realistic columns), then:
+``prefdelta.builders.build``, ordered by ``prefdelta.push.layout.sort_pairs`` and written
+by ``write_table``, so the rows and row groups are what ``prefdelta publish`` writes), then:
 
 - pushdown: ``load_dataset(folder, "pairs", split="train",
   filters=[("delta_step_coherence", ">=", 2)])``;
@@ -14,20 +14,14 @@ groups are what ``prefdelta publish`` writes; short strings, realistic columns),
 
 Each runs in a fresh subprocess with its own empty ``HF_DATASETS_CACHE`` (nothing cached
 helps), timing load + filter and reading peak RSS with ``resource.getrusage`` there.
+Layouts (``--sort-by``): pairs stored by the filtered column (``publish.sort_by:
+delta_step_coherence``, as the paper recipe publishes), by the aggregate ``delta`` (the
+default), and in build order (``none``). ``--trace-chars`` pads the traces to a realistic
+length (chosen ~N characters, rejected ~N/2); the default keeps them a few words long.
 
-Run: ``.venv/bin/python bench/filter_load.py [--rows 1000000] [--sorted] [--threshold 2]``.
-Prints the ratios against the goals (>= 20x faster, <= 1/5 of the peak memory); exits 0
-either way. ``--sorted`` writes the rows sorted by ``delta_step_coherence`` so parquet
-statistics let the reader skip whole row groups (not what ``prefdelta publish`` does).
-
-Measured on the 2-core dev machine (1M pairs, 53 row groups; timings vary with load):
-threshold 2 keeps 37.5%: 8.4x faster, 0.45 of the peak RSS (0.30 above the import
-baseline); sorted: 15x, 0.42. Threshold 3 (18.8%), sorted: 26x, 0.37 (0.23). Why the
-goals are missed at the default: pushdown still decodes every column of every row group
-it cannot skip by statistics and writes every kept row to the Arrow cache, plus ~0.5 s of
-fixed ``load_dataset`` set-up; and importing ``datasets`` alone is ~140 MiB, over a fifth
-of the baseline's peak with these short strings (with real traces, kilobytes each, the
-baseline's peak grows with the data while pushdown's stays bounded by one row group).
+Run: ``.venv/bin/python bench/filter_load.py [--rows 1000000] [--sort-by ...]
+[--trace-chars 2000] [--threshold 2]``. Prints the ratios against the goals (>= 20x
+faster, <= 1/5 of the peak memory); exits 0 either way. Results: ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -105,7 +99,7 @@ def make_dataset(
         short = flat(np.char.add(prefix, values.astype(str)), pa.string())
         if not pad:
             return short
-        filler = pa.array(["Let me check that step again. " * (pad // 30 + 1)][0][:pad])
+        filler = pa.array([("Let me check that step again. " * (pad // 30 + 1))[:pad]])
         import pyarrow.compute as pc
 
         return pc.binary_join_element_wise(filler.take(np.zeros(rows, dtype=np.int64)), short, "")
