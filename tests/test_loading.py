@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow.parquet as pq
 import pytest
 
 import prefdelta
@@ -102,8 +103,9 @@ def test_top_fraction_breaks_ties_by_pair_id(published: tuple[Path, list[dict]])
     ds = load_pairs(folder, dimension="factuality", top_fraction=0.3)
     assert len(ds) == k
     assert _ids(ds) == _ids(ranked[:k])
-    order = [r["pair_id"] for r in rows]
-    assert list(ds["pair_id"]) == [p for p in order if p in _ids(ranked[:k])]  # dataset order
+    stored = pq.read_table(folder / "data/pairs/train-00000-of-00001.parquet", columns=["pair_id"])
+    order = stored.column("pair_id").to_pylist()
+    assert list(ds["pair_id"]) == [p for p in order if p in _ids(ranked[:k])]  # stored order
     assert list(load_pairs(folder, dimension="factuality", top_fraction=0.3)["pair_id"]) == list(
         ds["pair_id"]
     )

@@ -200,6 +200,52 @@ def test_folder_replace_is_whole_and_refuses_foreign_folders(build: Path, tmp_pa
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def _add_reviews(target: str | Path, build: Path, n: int = 3) -> list[str]:
+    """Reviews of the first ``n`` pairs, as ``prefdelta review pull`` publishes them."""
+    import pyarrow as pa
+
+    from prefdelta.push.reviews import publish_reviews
+
+    ids = sorted(r["pair_id"] for r in build_pairs(build))[:n]
+    table = pa.table({"pair_id": ids, "annotator": ["alice"] * n, "overall": ["chosen"] * n})
+    publish_reviews(target, table, "## Human review\n\nagreement: by hand\n")
+    return ids
+
+
+def _reviewed(target: str | Path) -> list[str]:
+    return sorted(datasets.load_dataset(str(target), "reviews", split="train")["pair_id"])
+
+
+def test_republishing_keeps_reviews_of_pairs_still_published(build: Path, tmp_path: Path) -> None:
+    out = tmp_path / "published"
+    publish_build(build, out)
+    ids = _add_reviews(out, build)
+
+    again = publish_build(build, out, sort_by="delta_step_coherence")  # a new layout
+    assert again.changed
+    assert _reviewed(out) == ids
+    card = (out / "README.md").read_text()
+    assert "agreement: by hand" in card and "stored highest `delta_step_coherence`" in card
+    assert datasets.get_dataset_config_names(str(out)) == ["pairs", "traces", "reviews"]
+    assert not publish_build(build, out, sort_by="delta_step_coherence").changed
+
+    other = make_build(tmp_path / "other", seed=7, n_prompts=5)  # none of the reviewed pairs
+    publish_build(other, out)
+    assert not (out / "data/reviews").exists()
+    assert "agreement: by hand" not in (out / "README.md").read_text()
+
+
+def test_hub_republish_keeps_reviews(build: Path, hub: HubServer) -> None:
+    publish_build(build, REPO, **PUBLIC)
+    ids = _add_reviews(REPO, build)
+    before = len(_commits())
+    publish_build(build, REPO, sort_by="delta_factuality", **PUBLIC)
+    assert len(_commits()) == before + 1
+    assert _reviewed(REPO) == ids
+    card = DatasetCard.load(REPO, repo_type="dataset").text
+    assert "agreement: by hand" in card and "stored highest `delta_factuality`" in card
+
+
 def test_modified_or_incomplete_build_is_refused(build: Path, tmp_path: Path) -> None:
     table = pq.read_table(build / "pairs.parquet")
     pq.write_table(table.slice(1), build / "pairs.parquet")  # someone dropped a row by hand

@@ -298,12 +298,16 @@ def stage_layout(
     )
     check_no_secrets(card, "the dataset card")
     (root / "README.md").write_text(card, encoding="utf-8")
-    files = {
+    return StagedLayout(root, manifest(root), counts, build.traces.num_rows)
+
+
+def manifest(root: Path) -> dict[str, str]:
+    """Every file under ``root``: layout path -> sha256."""
+    return {
         p.relative_to(root).as_posix(): sha256_file(p)
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-    return StagedLayout(root, files, counts, build.traces.num_rows)
 
 
 def is_managed(path: str) -> bool:

@@ -32,14 +32,16 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 from rich.console import Console
 
+from prefdelta.push.card import REVIEWS
 from prefdelta.push.layout import (
     Build,
     LayoutOptions,
     PublishError,
     StagedLayout,
+    data_path,
     is_managed,
+    manifest,
     read_build,
-    sha256_file,
     stage_layout,
 )
 
@@ -124,6 +126,8 @@ def _publish_folder(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
         staged = stage_layout(build, staging, options=options, dataset_ref=str(target))
+        if _looks_published(target):
+            staged = _keep_reviews_from_folder(staged, target, console)
         result = PublishResult(
             target=str(target),
             kind="folder",
@@ -133,7 +137,7 @@ def _publish_folder(
             traces=staged.traces,
             files=tuple(staged.files),
         )
-        if target.is_dir() and _folder_manifest(target) == staged.files:
+        if target.is_dir() and manifest(target) == staged.files:
             console.print(f"{target} already holds this build; nothing to do")
             return replace(result, changed=False)
         if target.is_dir() and any(target.iterdir()) and not _looks_published(target):
@@ -148,12 +152,33 @@ def _publish_folder(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _folder_manifest(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): sha256_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+def _keep_reviews_from_folder(staged: StagedLayout, target: Path, console: Console) -> StagedLayout:
+    from prefdelta.push.reviews import CARD, carry_reviews
+
+    reviews = target / data_path(REVIEWS, "train")
+    card = target / CARD
+    if not reviews.is_file() or not card.is_file():
+        return staged
+    return carry_reviews(staged, card.read_text(encoding="utf-8"), reviews, console)
+
+
+def _keep_reviews_from_hub(
+    staged: StagedLayout, api: HfApi, repo_id: str, commit: str, console: Console
+) -> StagedLayout:
+    from prefdelta.push.reviews import CARD, carry_reviews
+
+    with tempfile.TemporaryDirectory(prefix="prefdelta-old-reviews-") as tmp:
+        paths = {
+            name: _call(
+                f"download the published {name}",
+                lambda name=name: api.hf_hub_download(
+                    repo_id, name, repo_type=REPO_TYPE, revision=commit, local_dir=tmp
+                ),
+            )
+            for name in (CARD, data_path(REVIEWS, "train"))
+        }
+        card = Path(paths[CARD]).read_text(encoding="utf-8")
+        return carry_reviews(staged, card, Path(paths[data_path(REVIEWS, "train")]), console)
 
 
 def _looks_published(root: Path) -> bool:
@@ -265,7 +290,9 @@ def _publish_hub(
                     ),
                 )
 
-        start, _ = _call("read the head", lambda: _head(api, repo_id, revision))
+        start, at_start = _call("read the head", lambda: _head(api, repo_id, revision))
+        if data_path(REVIEWS, "train") in at_start and "README.md" in at_start:
+            staged = _keep_reviews_from_hub(staged, api, repo_id, start, console)
         title = f"Publish {build.recipe.name} (recipe {build.recipe_hash[:12]})"
         description = (
             f"prefdelta-publish-id: {staged.publish_id}\n"

@@ -11,18 +11,20 @@ concurrent commit or a 5xx, and skipped when nothing changed), like ``publish_bu
 folder the parquet file is replaced first and the card second, each atomically: a reader
 may briefly see new reviews under the old card, never a card that names missing data.
 
-Note: ``publish_build`` rewrites the whole layout, so republishing a build drops the
-reviews; pull them again afterwards.
+``publish_build`` rewrites the whole layout; it keeps the reviews through
+:func:`carry_reviews` while every reviewed pair is still published.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, hf_hub_download
 from rich.console import Console
 
@@ -32,7 +34,15 @@ from prefdelta.push.card import (
     REVIEWS_SECTION_START,
     reviews_config,
 )
-from prefdelta.push.layout import PAIRS, PublishError, data_path, sha256_file, write_table
+from prefdelta.push.layout import (
+    PAIRS,
+    PublishError,
+    StagedLayout,
+    data_path,
+    manifest,
+    sha256_file,
+    write_table,
+)
 from prefdelta.push.publish import (
     COMMIT_ATTEMPTS,
     REPO_TYPE,
@@ -177,3 +187,38 @@ def _to_hub(
         f"commit to {repo_id} failed after {COMMIT_ATTEMPTS} attempts ({_short(last_error)}); "
         "the repo is unchanged: rerun to retry"
     )
+
+
+def carry_reviews(
+    staged: StagedLayout, old_card: str | None, old_reviews: Path | None, console: Console
+) -> StagedLayout:
+    """Keep a republished dataset's reviews, when they still describe its pairs.
+
+    Republishing a build (another layout, a new card) must not silently drop human work:
+    the previous ``reviews`` file and card section are copied into the staged layout when
+    every reviewed pair is still published; otherwise they are left out, and said so.
+    """
+    if old_card is None or old_reviews is None:
+        return staged
+    if REVIEWS_SECTION_START not in old_card or REVIEWS_SECTION_END not in old_card:
+        return staged
+    section = old_card.split(REVIEWS_SECTION_START, 1)[1].split(REVIEWS_SECTION_END, 1)[0]
+    reviewed = set(pq.read_table(old_reviews, columns=["pair_id"]).column(0).to_pylist())
+    published: set[str] = set()
+    for split in staged.splits:
+        path = staged.root / data_path(PAIRS, split)
+        published.update(pq.read_table(path, columns=["pair_id"]).column(0).to_pylist())
+    gone = reviewed - published
+    if gone:
+        console.print(
+            f"the previous reviews name {len(gone)} pair(s) this build does not publish; "
+            "they are not carried over (push and pull a review of this build)"
+        )
+        return staged
+    target = staged.root / data_path(REVIEWS, "train")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(old_reviews, target)
+    card = staged.root / CARD
+    card.write_text(with_reviews(card.read_text(encoding="utf-8"), section), encoding="utf-8")
+    console.print(f"kept the {len(reviewed)} reviewed pair(s) of the previous version")
+    return replace(staged, files=manifest(staged.root))
