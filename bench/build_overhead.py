@@ -5,9 +5,11 @@ Runs the same work twice in one script, on the same model (SmolLM2-135M-Instruct
             generator's prompts, then batched ``generate`` for every judge prompt;
   build     ``prefdelta build`` of an equivalent recipe in a fresh folder (distilabel
             pipelines, the result store, pairing, deltas, tables).
-and prints build time / baseline time (goal <= 1.15). The judge prompts of the baseline are
-rendered by the same judge template from the baseline's own traces, so both sides decode
-the same number of prompts with the same budgets and batch sizes.
+and prints build time / baseline time (goal <= 1.15). Each side runs in a fresh process,
+timed from start to exit, so interpreter start and imports count on both sides (and the
+build never forks a process that has run torch: see ``run_build``). The judge prompts of
+the baseline are rendered by the same judge template from the baseline's own traces, so
+both sides decode the same number of prompts with the same budgets and batch sizes.
 
     python bench/build_overhead.py [--prompts 32] [--batch 8]
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +66,7 @@ judge:
 """
 
 
-def baseline(problems: list[str], batch: int, recipe_path: Path) -> float:
+def baseline(problems: list[str], batch: int, recipe_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -71,7 +75,6 @@ def baseline(problems: list[str], batch: int, recipe_path: Path) -> float:
     from prefdelta.local_models import smollm2_pretrained
     from prefdelta.recipe import load_recipe
 
-    start = time.perf_counter()
     folder = smollm2_pretrained()
     tok = AutoTokenizer.from_pretrained(folder)
     tok.padding_side = "left"
@@ -117,17 +120,14 @@ def baseline(problems: list[str], batch: int, recipe_path: Path) -> float:
     )
     chats = [judge.format_input({"instruction": p, "generation": t}) for p, t in traces]
     generate(chats, JUDGE_TOKENS, 0.0, 1.0)
-    return time.perf_counter() - start
 
 
-def build(recipe_path: Path, out: Path) -> float:
-    from rich.console import Console
-
-    from prefdelta.builders.build import run_build
-    from prefdelta.recipe import load_recipe
-
+def timed(command: list[str]) -> float:
+    """Wall time of a fresh process: interpreter start and imports count on both sides."""
     start = time.perf_counter()
-    run_build(load_recipe(recipe_path), out, console=Console(stderr=True, quiet=True))
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start
 
 
@@ -135,7 +135,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--baseline-of", type=Path, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
+    if args.baseline_of:
+        rows = [json.loads(x) for x in args.baseline_of.read_text().splitlines()]
+        baseline([r["problem"] for r in rows], args.batch, args.baseline_of.parent / "recipe.yaml")
+        return
 
     from prefdelta.local_models import smollm2_pretrained
 
@@ -155,8 +160,27 @@ def main() -> None:
         prompts_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
         recipe_path = work / "recipe.yaml"
         recipe_path.write_text(recipe_text(prompts_file, len(rows), args.batch))
-        t_base = baseline([r["problem"] for r in rows], args.batch, recipe_path)
-        t_build = build(recipe_path, work / "build")
+        t_base = timed(
+            [
+                sys.executable,
+                __file__,
+                "--batch",
+                str(args.batch),
+                "--baseline-of",
+                str(prompts_file),
+            ]
+        )
+        t_build = timed(
+            [
+                sys.executable,
+                "-m",
+                "prefdelta",
+                "build",
+                str(recipe_path),
+                "-o",
+                str(work / "build"),
+            ]
+        )
     print(f"prompts: {len(rows)}, generators: {len(GENERATORS)}, batch: {args.batch}")
     print(f"baseline (plain batched generate): {t_base:7.1f} s")
     print(f"prefdelta build:                   {t_build:7.1f} s")

@@ -69,7 +69,13 @@ def run_build(
     output_dir: str | Path | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a build; return its summary. Raises BuildIncomplete on failed calls."""
+    """Run (or resume) a build; return its summary. Raises BuildIncomplete on failed calls.
+
+    From Python, call it before this process runs any torch computation (``prefdelta
+    build`` always does): distilabel forks its step workers, and on Linux a worker forked
+    after torch's OpenMP thread pool has started hangs at its first op. Run the build in a
+    subprocess otherwise (as ``bench/build_overhead.py`` does).
+    """
     console = console or Console(stderr=True)
     started = time.monotonic()
     out = build_dir_for(recipe, output_dir)
