@@ -275,3 +275,12 @@ def test_pairs_without_deltas_are_loaded_but_never_selected_by_a_delta(tmp_path:
     top = load_pairs(out, top_fraction=0.5)
     assert len(top) == math.ceil(0.5 * len(scored))
     assert not _ids(top) & unscored
+
+
+def test_top_fraction_of_unjudged_pairs_is_an_error_not_an_empty_split(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "build", n_prompts=6, failure_rate=1.0, unjudged="keep")
+    out = tmp_path / "published"
+    publish_build(build, out)
+    assert len(load_pairs(out)) == len(build_pairs(build)) > 0  # generator pairs, no deltas
+    with pytest.raises(PairsLoadError, match=r"none of the \d+ selected pairs .* has a delta_"):
+        load_pairs(out, dimension="step_coherence", top_fraction=0.3)

@@ -111,7 +111,7 @@ def load_pairs(
     if len(ds) == 0 and filters:
         raise PairsLoadError(_nothing_left(source, column, min_delta, wanted_pairs, correctness))
     if top_fraction is not None:
-        ds = _top(ds, column, top_fraction)
+        ds = _top(ds, column, top_fraction, source)
     return ds
 
 
@@ -142,12 +142,19 @@ def _delta_column(dimension: str, columns: list[str]) -> str:
     return column
 
 
-def _top(ds: datasets.Dataset, column: str, fraction: float) -> datasets.Dataset:
+def _top(ds: datasets.Dataset, column: str, fraction: float, source: _Source) -> datasets.Dataset:
     from prefdelta.builders.deltas import rank_by_delta
 
     keys = ds.with_format("arrow").select_columns([column, "pair_id"])[:]
     # pairs the judge could not score have no delta: they are never among the top
-    k = math.ceil(fraction * (keys.num_rows - keys.column(column).null_count))
+    scored = keys.num_rows - keys.column(column).null_count
+    if scored == 0:
+        raise PairsLoadError(
+            f"top_fraction: none of the {keys.num_rows} selected pairs in split "
+            f"{source.split!r} of {source.path} has a {column} (the judge scored no pair on "
+            "both sides); select by generator pair instead, or rebuild with a judge that scores"
+        )
+    k = math.ceil(fraction * scored)
     chosen = sorted(rank_by_delta(keys, column)[:k].to_pylist())
     return ds.select(chosen)
 
