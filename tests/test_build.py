@@ -160,3 +160,26 @@ def test_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(
     for key, value in at_kill.items():  # what finished before the kill is what was published
         assert by_key[key] == value["trace"]
     assert store.count_all("generation") == planned
+
+
+@pytest.mark.slow
+def test_ray_runs_the_same_build(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """`ray: true`: the same pipelines on a local Ray runtime, into the same store."""
+    recipe_path = write_recipe(tmp_path, tiny_model_dir, prompts=3)
+    recipe_path.write_text(recipe_path.read_text() + "ray: true\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(recipe_path), "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["reused"] == {"generations": 0, "generated": 9, "judgments": 0, "judged": 9}
+    assert summary["traces"] == 9 and summary["pairs"] == 3
+
+    # Ray is an execution choice, not part of the data: the local rerun finds it all done
+    local = recipe_path.with_name("local.yaml")
+    local.write_text(recipe_path.read_text().replace("ray: true", ""))
+    again = run_build(load_recipe(local), out)
+    assert again["reused"] == {"generations": 9, "generated": 0, "judgments": 9, "judged": 0}

@@ -379,7 +379,7 @@ class BuildRecipe(StrictModel):
         None, description="optional target, published after a build"
     )
     output_dir: str | None = Field(None, description="build folder (default builds/<name>)")
-    ray: bool = Field(False, description="run the distilabel pipeline on Ray")
+    ray: bool = Field(False, description="run the pipelines on Ray (pip install prefdelta[ray])")
 
     _base_dir: Path = PrivateAttr(default_factory=Path)
     _source_text: str | None = PrivateAttr(default=None)

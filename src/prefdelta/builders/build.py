@@ -99,7 +99,7 @@ def run_build(
     with _progress(console, "generate", planned, store) as _:
         if todo:
             rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt} for p in prompts]
-            with _scratch() as scratch:
+            with _scratch(recipe.ray) as scratch:
                 generation_pipeline(recipe, rows, todo, store_path, scratch).run(use_cache=False)
     generations = store.get_many("generation", [t.key for t in planned])
     missing = [t for t in planned if t.key not in generations]
@@ -128,7 +128,7 @@ def run_build(
             if jkeys[t.key] not in judged_before
         ]
         if traces_in:
-            with _scratch() as scratch:
+            with _scratch(recipe.ray) as scratch:
                 judge_pipeline(recipe, traces_in, store_path, scratch).run(use_cache=False)
     judgments = store.get_many("judgment", jkeys.values())
     unjudged = [t for t in planned if jkeys[t.key] not in judgments]
@@ -170,15 +170,26 @@ def run_build(
 
 
 @contextmanager
-def _scratch() -> Iterator[Path]:
+def _scratch(ray: bool = False) -> Iterator[Path]:
     """A private, temporary cache folder for one distilabel run.
 
     The store is the build's memory, not distilabel's cache: a fresh folder each run means a
     stale cache is never read back (which hangs or fails after a kill), and the pipeline
     dump, which holds the LLMs' tokens and keys in clear, never lands in the build folder.
+    With ``ray``, a local Ray runtime that the run started is shut down after it.
     """
     with tempfile.TemporaryDirectory(prefix="prefdelta-distilabel-") as folder, _own_logging():
-        yield Path(folder)
+        if not ray:
+            yield Path(folder)
+            return
+        import ray as ray_module
+
+        ours = not ray_module.is_initialized()
+        try:
+            yield Path(folder)
+        finally:
+            if ours and ray_module.is_initialized():
+                ray_module.shutdown()
 
 
 @contextmanager

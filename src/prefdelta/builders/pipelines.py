@@ -78,7 +78,7 @@ def _maybe_ray(pipeline: Pipeline, recipe: BuildRecipe) -> Any:
         import ray  # noqa: F401
     except ImportError:
         raise RuntimeError(
-            "recipe sets `ray: true` but Ray is not installed: pip install ray"
+            "recipe sets `ray: true` but Ray is not installed: pip install 'prefdelta[ray]'"
         ) from None
     return pipeline.ray()
 
