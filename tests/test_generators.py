@@ -181,6 +181,29 @@ def test_vllm_missing_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None
     assert "\n" not in message and "pip install vllm" in message and "org/m" in message
 
 
+def test_cli_build_with_a_missing_backend_says_what_to_install(tmp_path: Path) -> None:
+    """Neither vLLM nor a missing Ray is a traceback: one line, exit status 1."""
+    from typer.testing import CliRunner
+
+    from prefdelta.cli import app
+
+    (tmp_path / "prompts.jsonl").write_text('{"problem": "1+1?"}\n')
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: needs-vllm\n"
+        "prompts: {path: prompts.jsonl}\n"
+        "generators:\n"
+        "  a: {model: org/a, backend: vllm}\n"
+        "  b: {model: org/b, backend: vllm}\n"
+        "pairing: {chosen: a, rejected: [b]}\n"
+        "judge: {model: org/j, backend: vllm}\n"
+    )
+    assert not generators._installed("vllm")  # this test needs the real, missing package
+    result = CliRunner().invoke(app, ["build", str(recipe), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert "pip install vllm" in result.output and "Traceback" not in result.output
+
+
 def test_vllm_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(generators, "_installed", lambda module: True)
     endpoint = ModelEndpoint(

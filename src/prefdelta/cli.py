@@ -127,11 +127,12 @@ def build(
     """
     _quiet_libraries()
     from prefdelta.builders.build import BuildIncomplete, build_dir_for, run_build
+    from prefdelta.builders.generators import BackendUnavailableError
 
     r = _load(recipe)
     try:
         run_build(r, output_dir, console=err)
-    except (BuildIncomplete, RecipeError) as exc:
+    except (BuildIncomplete, BackendUnavailableError, RecipeError) as exc:
         _fail(str(exc))
     if r.publish is not None and not no_publish:
         settings = r.publish

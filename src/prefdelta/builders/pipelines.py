@@ -74,10 +74,12 @@ class CachedReasoningJudge(ReasoningJudge):
 def _maybe_ray(pipeline: Pipeline, recipe: BuildRecipe) -> Any:
     if not recipe.ray:
         return pipeline
+    from prefdelta.builders.generators import BackendUnavailableError
+
     try:
         import ray  # noqa: F401
     except ImportError:
-        raise RuntimeError(
+        raise BackendUnavailableError(
             "recipe sets `ray: true` but Ray is not installed: pip install 'prefdelta[ray]'"
         ) from None
     return pipeline.ray()
