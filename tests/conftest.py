@@ -75,3 +75,20 @@ def _no_leftover_queue_logging() -> Iterator[None]:
         logger.handlers[:] = [
             h for h in logger.handlers if not isinstance(h, logging.handlers.QueueHandler)
         ]
+
+
+# --------------------------------------------------------------------------- datasets cache
+
+
+@pytest.fixture(autouse=True)
+def _own_datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A datasets cache per test: datasets 5.2 keys a local folder's cache by the folder's
+    *name*, so a folder called ``published`` in one test would read another's rows."""
+    import datasets
+
+    saved = datasets.config.HF_DATASETS_CACHE
+    datasets.config.HF_DATASETS_CACHE = tmp_path_factory.mktemp("hf_datasets")
+    try:
+        yield
+    finally:
+        datasets.config.HF_DATASETS_CACHE = saved
