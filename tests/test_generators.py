@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,33 @@ def test_cli_build_with_a_missing_backend_says_what_to_install(tmp_path: Path) -
     result = CliRunner().invoke(app, ["build", str(recipe), "-o", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output
     assert "pip install vllm" in result.output and "Traceback" not in result.output
+
+
+def test_cli_build_on_ray_without_ray_says_what_to_install(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    from typer.testing import CliRunner
+
+    from prefdelta.cli import app
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    (tmp_path / "prompts.jsonl").write_text('{"problem": "1+1?"}\n')
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: on-ray\n"
+        "prompts: {path: prompts.jsonl}\n"
+        "generators:\n"
+        f"  a: {{model: {tiny_model_dir}, backend: transformers}}\n"
+        f"  b: {{model: {tiny_model_dir}, backend: transformers}}\n"
+        "pairing: {chosen: a, rejected: [b]}\n"
+        f"judge: {{model: {tiny_model_dir}, backend: transformers}}\n"
+        "ray: true\n"
+    )
+    result = CliRunner().invoke(app, ["build", str(recipe), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert "pip install 'prefdelta[ray]'" in result.output and "Traceback" not in result.output
 
 
 def test_vllm_backend(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -179,11 +179,15 @@ def _scratch(ray: bool = False) -> Iterator[Path]:
     With ``ray``, a local Ray runtime that the run started is shut down after it.
     """
     with tempfile.TemporaryDirectory(prefix="prefdelta-distilabel-") as folder, _own_logging():
-        if not ray:
+        ray_module = None
+        if ray:
+            try:
+                import ray as ray_module
+            except ImportError:  # the pipeline says what to install
+                ray_module = None
+        if ray_module is None:
             yield Path(folder)
             return
-        import ray as ray_module
-
         ours = not ray_module.is_initialized()
         try:
             yield Path(folder)
