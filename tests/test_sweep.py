@@ -19,7 +19,7 @@ from build_fixtures import make_build
 from model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 from prefdelta.cli import app
 from prefdelta.push import publish_build
-from prefdelta.train.sweep import SweepError, load_sweep
+from prefdelta.train.sweep import SweepError, drop_unrankable, load_sweep, plan_runs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -105,6 +105,24 @@ def test_sweep_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa
     again = CliRunner().invoke(app, ["sweep", str(sweep)])
     assert again.exit_code == 0, again.output
     assert "training" not in again.output and again.output.count("reused") == 4
+
+
+def test_a_build_without_scored_pairs_still_sweeps_what_it_can(tmp_path: Path) -> None:
+    """The demo's weak judge scores nothing: no top-k runs, the rest of the sweep stays."""
+    (tmp_path / "train.yaml").write_text("dataset: x\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(
+        "name: s\ntrain: train.yaml\ngenerator_pairs: all\n"
+        "delta: {dimension: step_coherence, fractions: [0.3, 1.0], random_seeds: [0]}\n"
+    )
+    config, _ = load_sweep(sweep)
+    runs = plan_runs(config, ["strong:weak"])
+    assert [r.selection for r in runs] == ["top", "random", "all", "pair"]
+
+    kept, note = drop_unrankable(runs, "delta_step_coherence", [None, None, None])
+    assert [r.selection for r in kept] == ["random", "all", "pair"]
+    assert note is not None and "none of the 3 pairs has a delta_step_coherence" in note
+    assert drop_unrankable(runs, "delta_step_coherence", [None, 1.0]) == (runs, None)
 
 
 def test_sweep_config_errors_point_at_the_line(tmp_path: Path) -> None:

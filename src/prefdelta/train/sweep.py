@@ -25,7 +25,7 @@ import csv
 import gc
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -219,6 +219,24 @@ def plan_runs(config: SweepConfig, available_pairs: list[str]) -> list[RunSpec]:
                 )
             )
     return runs
+
+
+def drop_unrankable(
+    runs: list[RunSpec], column: str, values: list[Any]
+) -> tuple[list[RunSpec], str | None]:
+    """Without a single scored pair there is no top k%: those runs are dropped, and said so.
+
+    The random k% and generator-pair runs still mean something (a build whose judge
+    scored nothing still has its generator-level pairs), so the sweep goes on without them.
+    """
+    if any(v is not None for v in values):
+        return runs, None
+    kept = [r for r in runs if r.selection != "top"]
+    dropped = len(runs) - len(kept)
+    return kept, (
+        f"skipping {dropped} top-k run(s): none of the {len(values)} pairs has a {column} "
+        "(the judge scored no pair on both sides); random and generator-pair runs go ahead"
+    )
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -422,8 +440,16 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
         }
     )
     runs = plan_runs(config, available)
-    prompts = eval_prompts(config, base_dir, source, base.get("split", "train"))
     dimension = config.delta.dimension if config.delta else base.get("dimension", "delta")
+    notes: list[str] = []
+    if any(r.selection == "top" for r in runs):
+        column = "delta" if dimension == "delta" else f"delta_{dimension}"
+        values = _pairs_column(source, base.get("split", "train"), column)
+        runs, note = drop_unrankable(runs, column, values)
+        if note:
+            log(note)
+            notes.append(note)
+    prompts = eval_prompts(config, base_dir, source, base.get("split", "train"))
     eval_key = _hash(config.eval.model_dump(mode="json"), [asdict(p) for p in prompts])
     log(f"sweep {config.name}: {len(runs)} runs, {len(prompts)} held-out prompts -> {out}")
 
@@ -483,7 +509,7 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
         rows.append(row)
         trained[selection] = row
         log(f"{tag}: accuracy {row['accuracy']:.3f}")
-    write_results(rows, out, config.name, dimension)
+    write_results(rows, out, config.name, dimension, notes)
     log(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'results.png'}")
     return rows
 
@@ -597,7 +623,9 @@ COLUMNS = (
 )
 
 
-def write_results(rows: list[dict[str, Any]], out: Path, name: str, dimension: str) -> None:
+def write_results(
+    rows: list[dict[str, Any]], out: Path, name: str, dimension: str, notes: Sequence[str] = ()
+) -> None:
     """``results.csv``, ``results.md`` (a table per experiment) and ``results.png``."""
     with (out / "results.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
@@ -622,6 +650,7 @@ def write_results(rows: list[dict[str, Any]], out: Path, name: str, dimension: s
         "|" + "---|" * len(shown),
     ]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in shown) + " |" for r in rows]
+    lines += ["", *(f"Note: {n}" for n in notes)] if notes else []
     (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot_results(rows, out / "results.png", dimension)
 
