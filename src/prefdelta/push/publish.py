@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import httpx
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+from huggingface_hub import CommitOperation, CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 from rich.console import Console
 
@@ -42,6 +42,7 @@ from prefdelta.push.layout import (
     is_managed,
     manifest,
     read_build,
+    sha256_file,
     stage_layout,
 )
 
@@ -299,52 +300,36 @@ def _publish_hub(
             f"recipe-hash: {build.recipe_hash}\n"
             f"splits: {json.dumps(staged.splits)}"
         )
-        commit: str | None = None
-        changed = recovered = False
-        last_error: BaseException | None = None
-        for attempt in range(COMMIT_ATTEMPTS):
-            head, remote = _call("read the head", lambda: _head(api, repo_id, revision))
+
+        def plan(
+            _: str, remote: dict[str, tuple[str, bool]], attempt: int
+        ) -> list[CommitOperation]:
             adds, deletes = _diff(staged, remote)
             if not adds and not deletes:
-                commit = head
-                changed = head != start
-                recovered = (
-                    changed  # our content is there: a lost response, or an identical publish
-                )
-                break
-            operations = [
-                CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(staged.root / p))
-                for p in adds
-            ] + [CommitOperationDelete(path_in_repo=p) for p in deletes]
+                return []
             console.print(
                 f"committing {len(adds)} file(s), deleting {len(deletes)} stale file(s) "
                 f"to {repo_id}@{revision}" + (f" (attempt {attempt + 1})" if attempt else "")
             )
-            try:
-                info = api.create_commit(
-                    repo_id,
-                    operations,
-                    commit_message=title,
-                    commit_description=description,
-                    repo_type=REPO_TYPE,
-                    revision=revision,
-                    parent_commit=head,
-                )
-            except Exception as exc:
-                # 412: someone committed since we read the head. Either way, re-read and decide.
-                if not (_retryable(exc) or _status(exc) == 412):
-                    raise PublishError(f"commit to {repo_id} failed: {_short(exc)}") from None
-                last_error = exc
-                _backoff(attempt)
-                continue
-            commit, changed = info.oid, True
-            break
-        if commit is None:
-            raise PublishError(
-                f"commit to {repo_id} failed after {COMMIT_ATTEMPTS} attempts "
-                f"({_short(last_error)}); the repo is unchanged or holds a complete earlier "
-                "version, never a partial one: rerun to retry"
-            )
+            return [
+                CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(staged.root / p))
+                for p in adds
+            ] + [CommitOperationDelete(path_in_repo=p) for p in deletes]
+
+        commit, changed = commit_on_head(
+            api,
+            repo_id,
+            revision,
+            plan,
+            message=title,
+            description=description,
+            failed="the repo is unchanged or holds a complete earlier version, never a "
+            "partial one: rerun to retry",
+        )
+        # nothing to commit, yet the head moved: our content is there (a lost response,
+        # or an identical publish)
+        recovered = not changed and commit != start
+        changed = changed or recovered
 
         warnings: list[str] = []
         tag_name: str | None = None
@@ -388,18 +373,74 @@ def _head(api: HfApi, repo_id: str, revision: str) -> tuple[str, dict[str, tuple
 
 def _diff(staged: StagedLayout, remote: dict[str, tuple[str, bool]]) -> tuple[list[str], list[str]]:
     """Files to upload (new or different) and managed files to delete (no longer ours)."""
-    adds = []
-    for path, sha256 in staged.files.items():
-        have = remote.get(path)
-        if have is None:
-            adds.append(path)
-            continue
-        oid, lfs = have
-        same = oid == sha256 if lfs else oid == _git_blob_oid(staged.root / path)
-        if not same:
-            adds.append(path)
+    adds = [
+        path
+        for path, sha256 in staged.files.items()
+        if not same_as_remote(remote.get(path), staged.root / path, sha256)
+    ]
     deletes = sorted(p for p in remote if is_managed(p) and p not in staged.files)
     return adds, deletes
+
+
+def same_as_remote(have: tuple[str, bool] | None, local: Path, sha256: str | None = None) -> bool:
+    """Whether the repo file ``have`` (``(oid, is_lfs)`` from :func:`_head`) is ``local``.
+
+    LFS files are named by their sha256, plain ones by their git blob id.
+    """
+    if have is None:
+        return False
+    oid, lfs = have
+    if lfs:
+        return oid == (sha256 or sha256_file(local))
+    return oid == _git_blob_oid(local)
+
+
+def commit_on_head(
+    api: HfApi,
+    repo_id: str,
+    revision: str,
+    plan: Callable[[str, dict[str, tuple[str, bool]], int], list[CommitOperation]],
+    *,
+    message: str,
+    failed: str,
+    description: str | None = None,
+) -> tuple[str, bool]:
+    """Commit what ``plan`` asks for on top of the head it was shown; ``(commit, committed)``.
+
+    Each attempt reads the head, asks ``plan(head, remote files, attempt)`` for the operations
+    (none: nothing to do, the head is returned) and commits them with that head as parent,
+    so a concurrent commit (412) or a transient failure means reading and planning again,
+    never committing over what someone else wrote. After ``COMMIT_ATTEMPTS`` the error
+    ends with ``failed``, which says what state the repo is in.
+    """
+    last_error: BaseException | None = None
+    for attempt in range(COMMIT_ATTEMPTS):
+        head, remote = _call("read the head", lambda: _head(api, repo_id, revision))
+        operations = plan(head, remote, attempt)
+        if not operations:
+            return head, False
+        try:
+            info = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=message,
+                commit_description=description,
+                repo_type=REPO_TYPE,
+                revision=revision,
+                parent_commit=head,
+            )
+        except Exception as exc:
+            # 412: someone committed since we read the head. Either way, re-read and decide.
+            if not (_retryable(exc) or _status(exc) == 412):
+                raise PublishError(f"commit to {repo_id} failed: {_short(exc)}") from None
+            last_error = exc
+            _backoff(attempt)
+            continue
+        return info.oid, True
+    raise PublishError(
+        f"commit to {repo_id} failed after {COMMIT_ATTEMPTS} attempts "
+        f"({_short(last_error)}); {failed}"
+    )
 
 
 def _ensure_tag(api: HfApi, repo_id: str, name: str, commit: str) -> tuple[str | None, str | None]:

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, hf_hub_download
+from huggingface_hub import (
+    CommitOperation,
+    CommitOperationAdd,
+    DatasetCard,
+    HfApi,
+    hf_hub_download,
+)
 from rich.console import Console
 
 from prefdelta.push.card import (
@@ -44,16 +50,11 @@ from prefdelta.push.layout import (
     write_table,
 )
 from prefdelta.push.publish import (
-    COMMIT_ATTEMPTS,
     REPO_TYPE,
-    _backoff,
     _call,
-    _git_blob_oid,
-    _head,
-    _retryable,
-    _short,
-    _status,
+    commit_on_head,
     is_hub_target,
+    same_as_remote,
 )
 
 CARD = "README.md"
@@ -143,50 +144,37 @@ def _to_hub(
 ) -> ReviewsPublishResult:
     api = HfApi()
     path_in_repo = data_path(REVIEWS, "train")
-    last_error: BaseException | None = None
-    for attempt in range(COMMIT_ATTEMPTS):
-        head, remote = _call("read the head", lambda: _head(api, repo_id, revision))
+
+    def plan(head: str, remote: dict[str, tuple[str, bool]], _: int) -> list[CommitOperation]:
         if CARD not in remote:
             raise PublishError(f"{repo_id} has no {CARD}: not a published prefdelta dataset")
         old_card = Path(
             _call(
                 "download the card",
-                lambda head=head: hf_hub_download(
-                    repo_id, CARD, repo_type=REPO_TYPE, revision=head
-                ),
+                lambda: hf_hub_download(repo_id, CARD, repo_type=REPO_TYPE, revision=head),
             )
         ).read_text(encoding="utf-8")
         card = with_reviews(old_card, section)
-        operations = []
-        have = remote.get(path_in_repo)
-        if have is None or have[0] != (sha256_file(parquet) if have[1] else _git_blob_oid(parquet)):
+        operations: list[CommitOperation] = []
+        if not same_as_remote(remote.get(path_in_repo), parquet):
             operations.append(CommitOperationAdd(path_in_repo, str(parquet)))
         if card != old_card:
             operations.append(CommitOperationAdd(CARD, card.encode("utf-8")))
-        if not operations:
-            console.print(f"{repo_id} already holds these reviews; nothing to do")
-            return ReviewsPublishResult(repo_id, "hub", False, rows, head)
-        try:
-            info = api.create_commit(
-                repo_id,
-                operations,
-                commit_message=f"Add {rows} human review(s) from Argilla",
-                repo_type=REPO_TYPE,
-                revision=revision,
-                parent_commit=head,
-            )
-        except Exception as exc:
-            if not (_retryable(exc) or _status(exc) == 412):
-                raise PublishError(f"commit to {repo_id} failed: {_short(exc)}") from None
-            last_error = exc
-            _backoff(attempt)
-            continue
-        console.print(f"published {rows} review(s) to {repo_id}@{info.oid[:12]}")
-        return ReviewsPublishResult(repo_id, "hub", True, rows, info.oid)
-    raise PublishError(
-        f"commit to {repo_id} failed after {COMMIT_ATTEMPTS} attempts ({_short(last_error)}); "
-        "the repo is unchanged: rerun to retry"
+        return operations
+
+    commit, committed = commit_on_head(
+        api,
+        repo_id,
+        revision,
+        plan,
+        message=f"Add {rows} human review(s) from Argilla",
+        failed="the repo is unchanged: rerun to retry",
     )
+    if not committed:
+        console.print(f"{repo_id} already holds these reviews; nothing to do")
+        return ReviewsPublishResult(repo_id, "hub", False, rows, commit)
+    console.print(f"published {rows} review(s) to {repo_id}@{commit[:12]}")
+    return ReviewsPublishResult(repo_id, "hub", True, rows, commit)
 
 
 def carry_reviews(
