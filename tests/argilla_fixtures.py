@@ -12,7 +12,8 @@ pass by not running them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -53,3 +54,13 @@ def argilla_stack() -> Iterator[ArgillaStack]:
         if _users == 0:
             _shared.stop()
             _shared = None
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll ``check`` until it holds or ``timeout`` passes (the server indexes asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.25)
+    return check()

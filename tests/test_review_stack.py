@@ -15,13 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from argilla_fixtures import BOOT_LIMIT_S, argilla_stack, new_stack  # noqa: F401
+from argilla_fixtures import BOOT_LIMIT_S, argilla_stack, eventually, new_stack  # noqa: F401
 from prefdelta.review.stack import ArgillaServerNotInstalled, ArgillaStack
 
 
@@ -94,15 +93,6 @@ def rg_query(*conditions: tuple[str, str, Any]) -> Any:
     import argilla as rg
 
     return rg.Query(filter=rg.Filter(list(conditions)))
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.25)
-    return check()
 
 
 # ------------------------------------------------------------------------------ the stack
@@ -277,14 +267,14 @@ def test_worker_runs_distribution_job(client: Any, dataset: Any) -> None:
     dataset.settings.distribution = rg.TaskDistribution(min_submitted=2)
     dataset.update()
     try:
-        assert _eventually(lambda: _search(dataset, ("status", "==", "completed")) == []), (
+        assert eventually(lambda: _search(dataset, ("status", "==", "completed")) == []), (
             "the worker did not recompute record status"
         )
         assert _record(dataset, "p0").status == "pending"
     finally:
         dataset.settings.distribution = rg.TaskDistribution(min_submitted=1)
         dataset.update()
-    assert _eventually(lambda: _search(dataset, ("status", "==", "completed")) == ["p0"])
+    assert eventually(lambda: _search(dataset, ("status", "==", "completed")) == ["p0"])
 
 
 # ------------------------------------------------------------------------------ no orphans
@@ -407,7 +397,7 @@ def test_killed_parent_leaves_no_orphans() -> None:
     finally:
         proc.kill()
         proc.wait()
-    assert _eventually(lambda: not _members(groups), timeout=30), _members(groups)
+    assert eventually(lambda: not _members(groups), timeout=30), _members(groups)
 
 
 @pytest.mark.usefixtures("server_venv_present")

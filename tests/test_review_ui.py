@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from argilla_fixtures import argilla_stack  # noqa: F401
+from argilla_fixtures import argilla_stack, eventually  # noqa: F401
 from build_fixtures import make_build
 from prefdelta.cli import app
 from prefdelta.push import publish_build
@@ -61,15 +59,6 @@ def browser() -> Any:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.25)
-    return check()
 
 
 def test_reviewer_answers_in_the_web_ui(
@@ -120,7 +109,7 @@ def test_reviewer_answers_in_the_web_ui(
             (back,) = list(dataset.records())
             return any(r.status == "submitted" for r in back.responses)
 
-        assert _eventually(submitted), f"the UI's answer never reached the server; see {shot}"
+        assert eventually(submitted), f"the UI's answer never reached the server; see {shot}"
     except BaseException:
         page.screenshot(path=str(shot), full_page=True)
         print(f"screenshot: {shot}")
