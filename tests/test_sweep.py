@@ -125,6 +125,26 @@ def test_a_build_without_scored_pairs_still_sweeps_what_it_can(tmp_path: Path) -
     assert drop_unrankable(runs, "delta_step_coherence", [None, 1.0]) == (runs, None)
 
 
+def test_sweep_on_an_unknown_dimension_is_one_line(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    build = make_build(tmp_path / "build", n_prompts=8, seed=5)
+    published = tmp_path / "published"
+    publish_build(build, published, test_size=0.25)
+    _train_yaml(tmp_path / "train.yaml", published, tiny_model_dir)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        "name: bad-dim\ntrain: train.yaml\n"
+        f"output_dir: {tmp_path / 'out'}\n"
+        "delta: {dimension: brevity, fractions: [0.5]}\n"
+    )
+    result = CliRunner().invoke(app, ["sweep", str(sweep)])
+    assert result.exit_code == 1, result.output
+    assert "unknown dimension 'brevity'" in result.output
+    assert "delta_step_coherence" in result.output and "Traceback" not in result.output
+
+
 def test_sweep_config_errors_point_at_the_line(tmp_path: Path) -> None:
     (tmp_path / "train.yaml").write_text("dataset: x\n")
     sweep = tmp_path / "s.yaml"

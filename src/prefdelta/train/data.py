@@ -126,7 +126,8 @@ def fresh_cache(source: DatasetSource) -> Iterator[None]:
         datasets.config.HF_DATASETS_CACHE = root
 
 
-def _pairs_columns(source: DatasetSource, split: str) -> list[str]:
+def pairs_column_names(source: DatasetSource, split: str) -> list[str]:
+    """The columns of a pairs split, from its parquet schema (no rows are read)."""
     from prefdelta.loading import _Source  # the locator load_pairs uses: same files, same errors
 
     try:
@@ -170,7 +171,7 @@ def _load_pair_split(
     args: DataArguments, source: DatasetSource, split: str, *, filtered: bool
 ) -> datasets.Dataset:
     where = f"{source.display} (config pairs, split {split})"
-    present = _pairs_columns(source, split)
+    present = pairs_column_names(source, split)
     needed = _needed_pair_columns(args) if filtered else {c: "training" for c in PAIR_COLUMNS}
     require_columns(
         present,

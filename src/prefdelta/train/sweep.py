@@ -260,7 +260,7 @@ def eval_prompts(
     e = config.eval
     train_ids: set[str] = set()
     if e.exclude_training_prompts:
-        train_ids = set(_pairs_column(dataset, train_split, "prompt_id"))
+        train_ids = set(_pairs_values(dataset, train_split, ["prompt_id"])["prompt_id"])
     if e.prompts is not None:
         if e.prompts.reference_column is None:
             raise SweepError(["eval.prompts.reference_column: required to score answers"])
@@ -273,7 +273,7 @@ def eval_prompts(
         ]
         limit = e.prompts.limit or e.limit
     else:
-        held_out = set(_pairs_column(dataset, e.split, "prompt_id"))
+        held_out = set(_pairs_values(dataset, e.split, ["prompt_id"])["prompt_id"])
         with fresh_cache(dataset):
             traces = datasets.load_dataset(
                 dataset.path,
@@ -297,7 +297,8 @@ def eval_prompts(
     return prompts
 
 
-def _pairs_column(dataset: Any, split: str, column: str) -> list[Any]:
+def _pairs_values(dataset: Any, split: str, columns: list[str]) -> dict[str, list[Any]]:
+    """Some columns of a pairs split, read in one load."""
     import datasets
 
     try:
@@ -307,7 +308,7 @@ def _pairs_column(dataset: Any, split: str, column: str) -> list[Any]:
                 "pairs",
                 split=split,
                 revision=None if dataset.local else dataset.resolved,
-                columns=[column],
+                columns=columns,
             )
     except ValueError as exc:
         if "split" in str(exc).lower():
@@ -318,7 +319,7 @@ def _pairs_column(dataset: Any, split: str, column: str) -> list[Any]:
                 ]
             ) from None
         raise
-    return list(ds[column])
+    return {c: list(ds[c]) for c in columns}
 
 
 def evaluate_model(
@@ -412,7 +413,7 @@ def _release_memory() -> None:
 def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Plan, train, evaluate; write results.csv, results.md and results.png; return the rows."""
     from prefdelta.train.configs import DataArguments, KTODataArguments, TrainConfigError
-    from prefdelta.train.data import dataset_source
+    from prefdelta.train.data import dataset_source, pairs_column_names
 
     config, train_path = load_sweep(path)
     base_dir = Path(path).parent
@@ -429,27 +430,26 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
         source = dataset_source(str(base["dataset"]), base.get("revision"))
     except TrainConfigError as exc:
         raise SweepError([str(exc)]) from None
-    available = sorted(
-        {
-            f"{c}:{r}"
-            for c, r in zip(
-                _pairs_column(source, base.get("split", "train"), "chosen_generator"),
-                _pairs_column(source, base.get("split", "train"), "rejected_generator"),
-                strict=True,
-            )
-        }
-    )
-    runs = plan_runs(config, available)
+    split = base.get("split", "train")
     dimension = config.delta.dimension if config.delta else base.get("dimension", "delta")
+    column = "delta" if dimension == "delta" else f"delta_{dimension}"
+    wanted = ["chosen_generator", "rejected_generator"]
+    # an unknown dimension is left to the runs' own load, which lists the delta columns
+    try:
+        if config.delta is not None and column in pairs_column_names(source, split):
+            wanted.append(column)
+    except TrainConfigError as exc:
+        raise SweepError([str(exc)]) from None
+    values = _pairs_values(source, split, wanted)
+    pairs = zip(values["chosen_generator"], values["rejected_generator"], strict=True)
+    runs = plan_runs(config, sorted({f"{c}:{r}" for c, r in pairs}))
     notes: list[str] = []
-    if any(r.selection == "top" for r in runs):
-        column = "delta" if dimension == "delta" else f"delta_{dimension}"
-        values = _pairs_column(source, base.get("split", "train"), column)
-        runs, note = drop_unrankable(runs, column, values)
+    if column in values:
+        runs, note = drop_unrankable(runs, column, values[column])
         if note:
             log(note)
             notes.append(note)
-    prompts = eval_prompts(config, base_dir, source, base.get("split", "train"))
+    prompts = eval_prompts(config, base_dir, source, split)
     eval_key = _hash(config.eval.model_dump(mode="json"), [asdict(p) for p in prompts])
     log(f"sweep {config.name}: {len(runs)} runs, {len(prompts)} held-out prompts -> {out}")
 
