@@ -1,6 +1,6 @@
 """What the build machinery costs on top of the model work it does.
 
-Runs the same work twice in one script, on the same model (SmolLM2-135M-Instruct, offline):
+Runs the same work both ways, on the same model (SmolLM2-135M-Instruct, offline):
   baseline  plain transformers: load the model once, batched ``generate`` for every
             generator's prompts, then batched ``generate`` for every judge prompt;
   build     ``prefdelta build`` of an equivalent recipe in a fresh folder (distilabel
@@ -9,9 +9,10 @@ and prints build time / baseline time (goal <= 1.15). Each side runs in a fresh 
 timed from start to exit, so interpreter start and imports count on both sides (and the
 build never forks a process that has run torch: see ``run_build``). The judge prompts of
 the baseline are rendered by the same judge template from the baseline's own traces, so
-both sides decode the same number of prompts with the same budgets and batch sizes.
+both sides decode the same number of prompts with the same budgets and batch sizes. The
+sides alternate, A B B A for the default two rounds, and the ratio is of their sums.
 
-    python bench/build_overhead.py [--prompts 32] [--batch 8]
+    python bench/build_overhead.py [--prompts 32] [--batch 8] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -135,6 +136,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs per side, alternating A B B A ..."
+    )
     parser.add_argument("--baseline-of", type=Path, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.baseline_of:
@@ -160,30 +164,38 @@ def main() -> None:
         prompts_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
         recipe_path = work / "recipe.yaml"
         recipe_path.write_text(recipe_text(prompts_file, len(rows), args.batch))
-        t_base = timed(
-            [
-                sys.executable,
-                __file__,
-                "--batch",
-                str(args.batch),
-                "--baseline-of",
-                str(prompts_file),
-            ]
-        )
-        t_build = timed(
-            [
-                sys.executable,
-                "-m",
-                "prefdelta",
-                "build",
-                str(recipe_path),
-                "-o",
-                str(work / "build"),
-            ]
-        )
-    print(f"prompts: {len(rows)}, generators: {len(GENERATORS)}, batch: {args.batch}")
-    print(f"baseline (plain batched generate): {t_base:7.1f} s")
-    print(f"prefdelta build:                   {t_build:7.1f} s")
+        base_cmd = [sys.executable, __file__, "--batch", str(args.batch)]
+        base_cmd += ["--baseline-of", str(prompts_file)]
+        times: dict[str, list[float]] = {"baseline": [], "build": []}
+        # A B B A ...: a shared machine's speed drifts by tens of percent over minutes, so
+        # the sides alternate and each is summed over the same number of runs.
+        for n in range(args.rounds):
+            for side in ("baseline", "build")[:: 1 if n % 2 == 0 else -1]:
+                if side == "baseline":
+                    times[side].append(timed(base_cmd))
+                else:
+                    out = work / f"build-{n}"  # a fresh folder: nothing is reused
+                    times[side].append(
+                        timed(
+                            [
+                                sys.executable,
+                                "-m",
+                                "prefdelta",
+                                "build",
+                                str(recipe_path),
+                                "-o",
+                                str(out),
+                            ]
+                        )
+                    )
+                print(f"  {side:8s} {times[side][-1]:7.1f} s", flush=True)
+    t_base, t_build = sum(times["baseline"]), sum(times["build"])
+    runs = len(times["build"])
+    print(
+        f"prompts: {len(rows)}, generators: {len(GENERATORS)}, batch: {args.batch}, runs per side: {runs}"
+    )
+    print(f"baseline (plain batched generate): {t_base / runs:7.1f} s per run")
+    print(f"prefdelta build:                   {t_build / runs:7.1f} s per run")
     print(f"ratio build / baseline: {t_build / t_base:.2f}  (goal <= 1.15)")
 
 

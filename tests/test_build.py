@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from distilabel.constants import STEP_ATTR_NAME
 
 from model_fixtures import tiny_model_dir  # noqa: F401
 from prefdelta.builders.build import SUMMARY, run_build
+from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import load_recipe
 
@@ -59,6 +61,41 @@ def write_recipe(
         RECIPE.format(model=model, tokens=tokens, judge_tokens=judge_tokens, retries=retries)
     )
     return path
+
+
+def test_generators_on_one_model_share_one_step(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """One loaded copy and turns with all cores for generators of one model; API ones apart."""
+    text = write_recipe(tmp_path, tiny_model_dir, prompts=1).read_text()
+    api = "  api:\n    model: m\n    backend: openai\n    base_url: http://127.0.0.1:9/v1\n"
+    other = f"  other:\n    model: {tiny_model_dir}\n    backend: transformers\n    batch_size: 3\n"
+    text = text.replace(
+        "pairing: {chosen: strong, rejected: [weak]}",
+        api + other + "pairing: {chosen: strong, rejected: [weak, api, other]}",
+    )
+    path = tmp_path / "grouped.yaml"
+    path.write_text(text)
+    recipe = load_recipe(path)
+    names = ["strong", "weak", "api", "other"]
+    pipeline = generation_pipeline(recipe, [], names, tmp_path / "s.sqlite", tmp_path / "c")
+    steps = {
+        name: sorted(pipeline.dag.get_step(name)[STEP_ATTR_NAME].generators)
+        for name in pipeline.dag
+        if name != "load_prompts"
+    }
+    assert steps == {
+        "generate_strong_weak": ["strong", "weak"],
+        "generate_api": ["api"],
+        "generate_other": ["other"],  # another batch size: another loaded pipeline
+    }
+    # two local models side by side: each gets its share of the cores
+    threads = [
+        pipeline.dag.get_step(n)[STEP_ATTR_NAME].llm.cpu_threads
+        for n in ("generate_strong_weak", "generate_other")
+    ]
+    assert threads == [max(1, (os.cpu_count() or 1) // 2)] * 2
 
 
 def test_build_writes_every_trace_and_reuses_everything_on_rerun(

@@ -151,6 +151,47 @@ def test_local_sampling_is_seeded_per_configuration(tiny_model_dir: Path) -> Non
     assert llm().seed != llm(batch_size=2).seed
 
 
+def test_random_streams_of_one_model_do_not_depend_on_each_other(
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """One loaded model serving two generators samples as two separately loaded models."""
+    endpoint = ModelEndpoint(model=str(tiny_model_dir), backend="transformers", dtype="float32")
+
+    def draw(llm: Any) -> list[Any]:
+        return [
+            o["generations"]
+            for o in llm.generate_outputs(
+                inputs=_chats(3), num_generations=1, **generation_kwargs("transformers", SAMPLED)
+            )
+        ]
+
+    shared = make_llm(endpoint, SAMPLED, Path("."), cpu_threads=1)
+    alone = make_llm(endpoint, SAMPLED, Path("."), cpu_threads=1)
+    threads = torch.get_num_threads()
+    shared.load()
+    alone.load()
+    try:
+        torch.manual_seed(123)
+        outer = torch.rand(1)
+        torch.manual_seed(123)
+        with shared.random_stream(1):
+            a1 = draw(shared)
+        with shared.random_stream(2):
+            b1 = draw(shared)
+        with shared.random_stream(1):
+            a2 = draw(shared)
+        assert torch.rand(1) == outer  # the caller's stream is left where it was
+        with alone.random_stream(1):
+            assert draw(alone) == a1
+        with alone.random_stream(1):
+            assert draw(alone) == a2  # resumed, not restarted
+        assert a1 != a2 and a1 != b1
+    finally:
+        shared.unload()
+        alone.unload()
+        torch.set_num_threads(threads)
+
+
 def test_gguf_backend_uses_the_converted_folder(
     tiny_gguf: Path,  # noqa: F811
     tmp_path: Path,

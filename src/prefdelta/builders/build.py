@@ -127,6 +127,9 @@ def run_build(
             for t in planned
             if jkeys[t.key] not in judged_before
         ]
+        # longest first: batches of like lengths pad least (and on a GPU, memory runs out
+        # on the first batch or not at all)
+        traces_in.sort(key=lambda r: len(r["prompt"]) + len(r["trace"]), reverse=True)
         if traces_in:
             with _scratch(recipe.ray) as scratch:
                 judge_pipeline(recipe, traces_in, store_path, scratch).run(use_cache=False)

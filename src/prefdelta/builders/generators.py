@@ -23,12 +23,14 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from distilabel.models.llms import InferenceEndpointsLLM, OpenAILLM, TransformersLLM
 from distilabel.models.llms.base import LLM, merge_responses
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from prefdelta.local_models import gguf_to_pretrained
 from prefdelta.recipe import (
@@ -65,12 +67,15 @@ class LocalTransformersLLM(TransformersLLM):
     each one crawl (same test, one prompt at a time, cores busy with other work: 6 tok/s
     with 2 threads, 11 with 1; idle cores: 12 and 11). ``seed`` seeds the step's process:
     forked from one parent, every step would otherwise sample from the same random stream,
-    and two generators' traces would share their noise.
+    and two generators' traces would share their noise. When one loaded model serves
+    several generators, :meth:`random_stream` gives each its own stream instead.
     """
 
     batch_size: int = Field(8, gt=0)
     cpu_threads: int | None = Field(None, gt=0)
     seed: int | None = None
+
+    _streams: dict[int, tuple[Any, Any]] = PrivateAttr(default_factory=dict)
 
     def load(self) -> None:
         import torch
@@ -84,6 +89,35 @@ class LocalTransformersLLM(TransformersLLM):
             torch.set_num_threads(self.cpu_threads)
         super().load()
         self._pipeline._batch_size = self.batch_size  # type: ignore[union-attr]
+
+    @contextmanager
+    def random_stream(self, seed: int) -> Iterator[None]:
+        """Sample inside from the stream named by ``seed``: seeded on first use, then resumed.
+
+        Calls under one seed draw the same numbers whatever other streams ran in between,
+        as if the model were loaded for that seed alone; the caller's stream is restored.
+        """
+        import torch
+
+        def state() -> tuple[Any, Any]:
+            cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+            return torch.get_rng_state(), cuda
+
+        def restore(saved: tuple[Any, Any]) -> None:
+            torch.set_rng_state(saved[0])
+            if saved[1] is not None:
+                torch.cuda.set_rng_state_all(saved[1])
+
+        outer = state()
+        if seed in self._streams:
+            restore(self._streams[seed])
+        else:
+            torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            self._streams[seed] = state()
+            restore(outer)
 
 
 class _BoundedConcurrency:
@@ -174,6 +208,11 @@ def make_llm(
     kwargs = generation_kwargs(endpoint.backend, generation)
     dtype = endpoint.dtype
     if endpoint.backend in ("transformers", "gguf"):
+        # Imported once here, in the parent: every step process distilabel forks inherits
+        # it instead of importing torch and the pipelines again (~5 s each on 2 cores).
+        # Importing starts no torch thread pool, so the forked steps stay safe (run_build).
+        import transformers.pipelines  # noqa: F401
+
         if endpoint.backend == "gguf":
             model = str(gguf_to_pretrained(locate_model_file(endpoint.model, base_dir)))
         else:
@@ -183,7 +222,7 @@ def make_llm(
             torch_dtype=dtype,
             batch_size=endpoint.batch_size,
             cpu_threads=cpu_threads,
-            seed=_seed(endpoint, generation),
+            seed=sampling_seed(endpoint, generation),
             generation_kwargs=kwargs,
         )
     if endpoint.backend == "vllm":
@@ -227,7 +266,7 @@ def make_llm(
     raise ValueError(f"unknown backend {endpoint.backend!r}")
 
 
-def _seed(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
+def sampling_seed(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
     """Reproducible per configuration, different between differently configured models.
 
     ``endpoint`` is the whole generator config (prompt template included), so two

@@ -18,7 +18,7 @@ from distilabel.pipeline import Pipeline
 from distilabel.steps import LoadDataFromDicts, StepInput
 from distilabel.typing import StepOutput
 
-from prefdelta.builders.generate import TraceGeneration
+from prefdelta.builders.generate import TraceGeneration, model_group
 from prefdelta.builders.judge import ReasoningJudge, judge_from_config, template_source
 from prefdelta.builders.store import ResultStore, content_key
 from prefdelta.recipe import BuildRecipe, JudgeConfig
@@ -96,29 +96,34 @@ def generation_pipeline(
     store_path: Path,
     cache_dir: Path,
 ) -> Any:
-    """load prompts >> one TraceGeneration per generator that still has work to do."""
+    """load prompts >> one TraceGeneration per model that generators still need."""
     from prefdelta.builders.generators import make_llm
 
-    local = [g for g in generators if recipe.generators[g].backend in LOCAL_BACKENDS]
+    groups: dict[Any, list[str]] = {}
+    for name in generators:
+        group = model_group(recipe.generators[name])
+        groups.setdefault(group if group is not None else ("api", name), []).append(name)
+    local = [
+        names for names in groups.values() if recipe.generators[names[0]].backend in LOCAL_BACKENDS
+    ]
     # local models in parallel step processes share the cores; more threads than cores crawl
     threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
     with Pipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
         batch = max(recipe.generators[g].batch_size for g in generators)
         load = LoadDataFromDicts(name="load_prompts", data=list(prompts), batch_size=batch)
-        for name in generators:
-            config = recipe.generators[name]
+        for names in groups.values():
+            first = recipe.generators[names[0]]
             step = TraceGeneration(
-                name=_step_name("generate_", name),
+                name=_step_name("generate_", "_".join(names)),
                 llm=make_llm(
-                    config,
-                    config.generation,
+                    first,
+                    first.generation,
                     recipe.base_dir,
-                    cpu_threads=threads if name in local else None,
+                    cpu_threads=threads if names in local else None,
                 ),
-                generator=name,
-                config=config,
+                generators={name: recipe.generators[name] for name in names},
                 store_path=str(store_path),
-                input_batch_size=config.batch_size,
+                input_batch_size=first.batch_size,
             )
             load >> step
     return _maybe_ray(pipeline, recipe)
