@@ -10,7 +10,14 @@ from collections import Counter
 
 import pytest
 
-from prefdelta.review.agreement import agreement, agreement_table, cohen_kappa, judge_label
+from prefdelta.review.agreement import (
+    GeneratorPreference,
+    agreement,
+    agreement_table,
+    cohen_kappa,
+    generator_preference,
+    judge_label,
+)
 from prefdelta.review.sample import allocate, bucket_edges, stratified_sample
 
 C, R, S = "chosen", "rejected", "same"
@@ -151,11 +158,50 @@ def test_sample_takes_everything_when_n_is_large_and_skips_missing() -> None:
     with_gaps: list[float | None] = list(deltas)
     with_gaps[0] = None
     with_gaps[1] = float("nan")
-    s = stratified_sample(ids, with_gaps, pairs, 500)
+    s = stratified_sample(ids, with_gaps, pairs, 500, unscored=False)
     assert s.missing == 2
     assert s.indices == list(range(2, 10))
     with pytest.raises(ValueError):
         stratified_sample(ids, deltas, pairs, 0)
+
+
+def test_pairs_without_a_score_are_a_stratum_per_generator_pair() -> None:
+    ids = [f"p{i}" for i in range(12)]
+    pairs = ["a vs b"] * 6 + ["a vs c"] * 6
+    deltas: list[float | None] = [None, None, None, 1.0, 2.0, 3.0] + [None] * 6
+    s = stratified_sample(ids, deltas, pairs, 6, bins=1, seed=0)
+    got = {(x.generator_pair, x.label): (x.available, x.sampled) for x in s.strata}
+    # three strata of 3, 3 and 6 rows share 6 draws equally
+    assert got == {
+        ("a vs b", "no score"): (3, 2),
+        ("a vs b", "[+1.00, +3.00]"): (3, 2),
+        ("a vs c", "no score"): (6, 2),
+    }
+    assert s.missing == 9 and s.unscored and len(s) == 6
+    # a build whose judge scored nothing can still be reviewed, by generator pair alone
+    none = stratified_sample(ids, [None] * 12, pairs, 4, seed=0)
+    assert [(x.generator_pair, x.label, x.sampled) for x in none.strata] == [
+        ("a vs b", "no score", 2),
+        ("a vs c", "no score", 2),
+    ]
+    assert len(stratified_sample(ids, [None] * 12, pairs, 4, unscored=False)) == 0
+
+
+def test_generator_preference_counts_overall_answers_per_pair() -> None:
+    rows = [
+        {"generator_pair": "a vs b", "overall": "chosen"},
+        {"generator_pair": "a vs b", "overall": "chosen"},
+        {"generator_pair": "a vs b", "overall": "same"},
+        {"generator_pair": "a vs c", "overall": "rejected"},
+        {"generator_pair": "a vs c", "overall": None},  # not answered: not counted
+    ]
+    got = generator_preference(rows)
+    assert got == [
+        GeneratorPreference("a vs b", chosen=2, rejected=0, tie=1),
+        GeneratorPreference("a vs c", chosen=0, rejected=1, tie=0),
+    ]
+    assert got[0].n == 3 and got[0].chosen_share == pytest.approx(2 / 3)
+    assert generator_preference([]) == []
 
 
 def test_sample_pairs_on_a_dataset() -> None:

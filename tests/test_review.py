@@ -21,7 +21,7 @@ from build_fixtures import make_build
 from hub_server import HubServer
 from prefdelta.cli import app
 from prefdelta.push import publish_build
-from prefdelta.review.agreement import judge_label
+from prefdelta.review.agreement import GeneratorPreference, judge_label
 from prefdelta.review.pull import pull_reviews
 from prefdelta.review.push import ArgillaUnreachable, ReviewError, push_review
 from prefdelta.review.stack import ArgillaStack
@@ -304,6 +304,10 @@ def test_pull_unblinds_and_scores_agreement_by_hand(
     assert "## Human review" in card.text
     assert "| overall | 6 | 0.667 | 0.333 | 4 / 1 / 1 | 4 / 2 / 0 |" in card.text
     assert "| factuality | 6 | 0.667 | 0.500 | 4 / 1 / 1 | 2 / 2 / 2 |" in card.text
+    # the generator-level check: reviewers preferred the strong generator's trace 4 times in 6
+    assert {r["generator_pair"] for r in result.rows} == {"strong vs weak"}
+    assert result.preference == [GeneratorPreference("strong vs weak", 4, 2, 0)]
+    assert "| strong vs weak | 6 | 4 | 2 | 0 | 67% |" in card.text
     assert "## Columns of `pairs`" in card.text  # the rest of the card is intact
 
     # A second reviewer submits: pulling again rewrites the section, never duplicates it.
@@ -325,6 +329,37 @@ def test_pull_unblinds_and_scores_agreement_by_hand(
     assert len(fresh) == 7
     unchanged = pull_reviews(target, dataset_name="by-hand", **api)
     assert unchanged.published is not None and not unchanged.published.changed
+
+
+def test_pairs_the_judge_could_not_score_are_still_reviewed(
+    target: Path, owner: Any, api: dict[str, str]
+) -> None:
+    """A build whose judge scored nothing: the review checks the generator-level delta."""
+    unscored = _hand_pairs().map(
+        lambda r: {"delta": None, "delta_factuality": None, "delta_step_coherence": None}
+    )
+    with pytest.raises(ReviewError, match="nothing to review"):
+        push_review(target, n=4, dataset_name="no-scores", pairs=unscored, unscored=False, **api)
+    result = push_review(target, n=4, dataset_name="no-scores", pairs=unscored, **api)
+    assert [(s.generator_pair, s.label, s.available, s.sampled) for s in result.sample.strata] == [
+        ("strong vs weak", "no score", 6, 4)
+    ]
+    records = _records(owner, "no-scores")
+    assert len(records) == 4
+    assert all(not r.suggestions for r in records.values())  # no judge view to suggest
+    assert all("delta" not in r.metadata for r in records.values())
+    alice = _annotator(owner, "alice")
+    meant = dict(zip(sorted(records), ["chosen", "chosen", "rejected", "same"], strict=True))
+    for pid, overall in meant.items():
+        a_is = records[pid].metadata["a_is"]
+        answer = _ab(overall, a_is, tie="tie")
+        _answer(
+            alice, records[pid], {"overall": answer, "factuality": "same", "step_coherence": "same"}
+        )
+
+    pulled = pull_reviews(target, dataset_name="no-scores", publish=False, **api)
+    assert [a.n for a in pulled.agreement] == [0, 0, 0]  # nothing to agree with
+    assert pulled.preference == [GeneratorPreference("strong vs weak", 2, 1, 1)]
 
 
 def test_pull_without_answers_publishes_nothing(target: Path, api: dict[str, str]) -> None:

@@ -336,6 +336,14 @@ def review_push(
         str, typer.Option(help="delta column to stratify by: delta or a dimension")
     ] = "delta",
     bins: Annotated[int, typer.Option(help="delta buckets across its range")] = 5,
+    scored_only: Annotated[
+        bool,
+        typer.Option(
+            "--scored-only",
+            help="leave out pairs the judge could not score (default: a 'no score' stratum "
+            "per generator pair)",
+        ),
+    ] = False,
     split: Annotated[str, typer.Option(help="split of the pairs config")] = "train",
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
@@ -357,6 +365,7 @@ def review_push(
             seed=seed,
             dimension=dimension,
             bins=bins,
+            unscored=not scored_only,
             split=split,
             api_url=api_url,
             api_key=api_key,
@@ -368,10 +377,9 @@ def review_push(
     for name in ("generator pair", result.sample.column, "pairs", "sampled"):
         table.add_column(name, justify="left" if name == "generator pair" else "right")
     for s in result.sample.strata:
-        bucket = f"[{s.low:+.2f}, {s.high:+.2f}]" if s.high > s.low else f"{s.low:+.2f}"
-        table.add_row(s.generator_pair, bucket, str(s.available), str(s.sampled))
+        table.add_row(s.generator_pair, s.label, str(s.available), str(s.sampled))
     out.print(table)
-    if result.sample.missing:
+    if result.sample.missing and not result.sample.unscored:
         out.print(f"{result.sample.missing} pair(s) without {result.sample.column} were left out")
     shown = "shown" if result.suggestions else "hidden"
     out.print(
@@ -405,7 +413,7 @@ def review_pull(
     from huggingface_hub.errors import HfHubHTTPError
 
     from prefdelta.push import PublishError
-    from prefdelta.review.pull import agreement_rich_table, pull_reviews
+    from prefdelta.review.pull import agreement_rich_table, preference_rich_table, pull_reviews
     from prefdelta.review.push import ReviewError
 
     try:
@@ -431,6 +439,7 @@ def review_pull(
         )
         return
     out.print(agreement_rich_table(result))
+    out.print(preference_rich_table(result))
     if result.published is not None:
         p = result.published
         where = p.target if p.commit is None else f"{p.target}@{p.commit[:12]}"

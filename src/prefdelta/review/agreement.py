@@ -14,6 +14,10 @@ what to read when one category dominates (the judge usually prefers ``chosen``).
 
 Each submitted response is one comparison with the judge: a pair reviewed by two people
 counts twice.
+
+The generator-level check needs no judge: per generator pair, how often reviewers found
+the chosen generator's trace the better one overall (:func:`generator_preference`). It
+covers the pairs the judge could not score as well.
 """
 
 from __future__ import annotations
@@ -115,3 +119,36 @@ def agreement_table(
         ]
         out.append(agreement(q, pairs))
     return out
+
+
+@dataclass(frozen=True)
+class GeneratorPreference:
+    """Reviewers' overall answers for one generator pair, in un-blinded terms."""
+
+    generator_pair: str
+    chosen: int  # the chosen generator's trace was the better one
+    rejected: int
+    tie: int
+
+    @property
+    def n(self) -> int:
+        return self.chosen + self.rejected + self.tie
+
+    @property
+    def chosen_share(self) -> float | None:
+        return self.chosen / self.n if self.n else None
+
+
+def generator_preference(
+    reviews: Iterable[Mapping[str, str | None]], question: str = OVERALL
+) -> list[GeneratorPreference]:
+    """Per generator pair (sorted by name), the reviewers' answers to ``question``."""
+    counts: dict[str, Counter[str]] = {}
+    for r in reviews:
+        answer = r.get(question)
+        if answer is not None:
+            counts.setdefault(str(r.get("generator_pair")), Counter())[answer] += 1
+    return [
+        GeneratorPreference(pair, c["chosen"], c["rejected"], c["same"])
+        for pair, c in sorted(counts.items())
+    ]

@@ -19,10 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from prefdelta.review.agreement import OVERALL, Agreement, agreement_table, judge_label
+from prefdelta.review.agreement import (
+    OVERALL,
+    Agreement,
+    GeneratorPreference,
+    agreement_table,
+    generator_preference,
+    judge_label,
+)
 from prefdelta.review.push import (
     BLINDING,
     DEFAULT_WORKSPACE,
+    GENERATOR_PAIR,
     NOTE,
     SIDES,
     ReviewError,
@@ -51,6 +59,7 @@ class PullResult:
     dimensions: list[str]
     rows: list[dict[str, Any]]
     agreement: list[Agreement]
+    preference: list[GeneratorPreference]  # overall answers per generator pair
     records: int  # records in the Argilla dataset
     suggested: int  # reviewed records that showed the judge's suggestions
     published: ReviewsPublishResult | None = None
@@ -68,6 +77,7 @@ def reviews_schema(dims: Sequence[str]) -> pa.Schema:
         [
             ("pair_id", pa.string()),
             ("annotator", pa.string()),
+            (GENERATOR_PAIR, pa.string()),
             *[(q, pa.string()) for q in questions],
             (NOTE, pa.string()),
             *[(f"judge_{q}", pa.string()) for q in questions],
@@ -115,6 +125,7 @@ def collect_reviews(
             row: dict[str, Any] = {
                 "pair_id": str(record.id),
                 "annotator": usernames.get(user_id, user_id),
+                GENERATOR_PAIR: record.metadata.get(GENERATOR_PAIR),
             }
             for q in (OVERALL, *dims):
                 row[q] = from_ab(answers.get(q), a_is)
@@ -160,6 +171,7 @@ def pull_reviews(
         dimensions=dims,
         rows=rows,
         agreement=agreement_table(rows, [OVERALL, *dims]),
+        preference=generator_preference(rows),
         records=records,
         suggested=suggested,
         annotators=sorted({r["annotator"] for r in rows}),
@@ -208,6 +220,7 @@ def agreement_section(result: PullResult, ref: str) -> str:
             f"| {a.question} | {a.n} | {_fmt(a.accuracy)} | {_fmt(a.kappa)} "
             f"| {_counts(a.judge)} | {_counts(a.human)} |"
         )
+    lines += ["", *preference_lines(result.preference)]
     lines += [
         "",
         "Both raters use three categories: the chosen trace is better, the rejected one is, or "
@@ -223,6 +236,23 @@ def agreement_section(result: PullResult, ref: str) -> str:
         "```",
     ]
     return "\n".join(lines)
+
+
+def preference_lines(preference: list[GeneratorPreference]) -> list[str]:
+    """The generator-level check as Markdown: does the chosen generator write the better trace?"""
+    lines = [
+        "Per generator pair, how often reviewers found the chosen generator's trace the better "
+        "reasoning overall (pairs the judge could not score included):",
+        "",
+        "| generator pair | reviews | chosen better | rejected better | tie | chosen share |",
+        "|---|---|---|---|---|---|",
+    ]
+    for g in preference:
+        lines.append(
+            f"| {g.generator_pair} | {g.n} | {g.chosen} | {g.rejected} | {g.tie} "
+            f"| {_fmt(g.chosen_share, '.0%')} |"
+        )
+    return lines
 
 
 def agreement_rich_table(result: PullResult) -> Any:
@@ -250,5 +280,25 @@ def agreement_rich_table(result: PullResult) -> Any:
             _fmt(a.kappa),
             _counts(a.judge),
             _counts(a.human),
+        )
+    return table
+
+
+def preference_rich_table(result: PullResult) -> Any:
+    """The generator-level check for the terminal."""
+    from rich.table import Table
+
+    table = Table(title="reviewers' overall answer per generator pair")
+    table.add_column("generator pair")
+    for name in ("reviews", "chosen better", "rejected better", "tie", "chosen share"):
+        table.add_column(name, justify="right")
+    for g in result.preference:
+        table.add_row(
+            g.generator_pair,
+            str(g.n),
+            str(g.chosen),
+            str(g.rejected),
+            str(g.tie),
+            _fmt(g.chosen_share, ".0%"),
         )
     return table

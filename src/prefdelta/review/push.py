@@ -434,6 +434,7 @@ def push_review(
     seed: int = 0,
     dimension: str = "delta",
     bins: int = 5,
+    unscored: bool = True,
     split: str = "train",
     api_url: str | None = None,
     api_key: str | None = None,
@@ -442,6 +443,8 @@ def push_review(
     """Send a stratified, blinded sample of ``dataset``'s pairs to Argilla (upsert by pair id).
 
     ``dataset`` is a Hub id or a published folder; ``pairs`` may pass its pairs already loaded.
+    ``unscored``: also sample pairs the judge could not score (see
+    :mod:`prefdelta.review.sample`).
     """
     import httpx
     from huggingface_hub.errors import HfHubHTTPError
@@ -452,13 +455,18 @@ def push_review(
     try:
         if pairs is None:
             pairs = load_pairs(dataset, split=split)
-        sampled, sample = sample_pairs(pairs, n, dimension=dimension, bins=bins, seed=seed)
+        sampled, sample = sample_pairs(
+            pairs, n, dimension=dimension, bins=bins, seed=seed, unscored=unscored
+        )
     except (PairsLoadError, ValueError) as exc:
         raise ReviewError(_short(exc)) from None
     except (HfHubHTTPError, httpx.HTTPError, OSError) as exc:
         raise ReviewError(f"cannot read the pairs of {dataset}: {_short(exc)}") from None
     if not len(sampled):
-        raise ReviewError(f"no pair of {dataset} has a value in {sample.column}: nothing to review")
+        raise ReviewError(
+            f"no pair of {dataset} has a value in {sample.column}: nothing to review "
+            "(leave out --scored-only to review the pairs the judge could not score)"
+        )
     dims = dimensions_of(sampled.column_names)
     name = dataset_name or default_dataset_name(dataset)
 

@@ -12,8 +12,11 @@ the bulk of the distribution and misses the tails, so strata get equal shares he
 - within a stratum, pairs are drawn by a seeded RNG over pair ids sorted first, so the same
   data and seed give the same sample whatever the row order.
 
-Pairs without a value in the delta column cannot be placed in a bucket; they are counted in
-``missing`` and never sampled.
+Pairs without a value in the delta column (the judge could not score one of the traces)
+cannot be placed in a bucket. By default they form one more stratum per generator pair,
+"no score": a reviewer's answer there still says whether the stronger generator's trace is
+the better one (the generator-level delta), and a build whose judge scored nothing can still
+be reviewed. With ``unscored=False`` they are only counted, in ``missing``.
 """
 
 from __future__ import annotations
@@ -30,13 +33,24 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Stratum:
-    """One delta bucket of one generator pair: how many pairs it holds and how many were drawn."""
+    """One delta bucket of one generator pair: how many pairs it holds and how many were drawn.
 
-    low: float
-    high: float
+    ``low`` and ``high`` are None for the bucket of pairs without a score.
+    """
+
+    low: float | None
+    high: float | None
     generator_pair: str
     available: int
     sampled: int
+
+    @property
+    def label(self) -> str:
+        if self.low is None or self.high is None:
+            return "no score"
+        return (
+            f"[{self.low:+.2f}, {self.high:+.2f}]" if self.high > self.low else f"{self.low:+.2f}"
+        )
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,8 @@ class StratifiedSample:
     indices: list[int]
     strata: list[Stratum]
     column: str
-    missing: int = 0
+    missing: int = 0  # pairs without a value in ``column``
+    unscored: bool = True  # whether those were sampled (as "no score" strata)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -66,6 +81,9 @@ def bucket_edges(values: Sequence[float], bins: int) -> list[float]:
         return [low, high]
     width = (high - low) / bins
     return [low + i * width for i in range(bins)] + [high]
+
+
+_NO_SCORE = -1  # bucket index of pairs without a value: sorts before the buckets
 
 
 def _bucket(value: float, edges: list[float]) -> int:
@@ -105,6 +123,7 @@ def stratified_sample(
     bins: int = 5,
     seed: int = 0,
     column: str = "delta",
+    unscored: bool = True,
 ) -> StratifiedSample:
     """Draw ``n`` rows stratified by delta bucket x generator pair (see the module docstring)."""
     if n < 1:
@@ -117,13 +136,16 @@ def stratified_sample(
         if d is not None and not (isinstance(d, float) and math.isnan(d))
     ]
     missing = len(pair_ids) - len(known)
-    if not known:
-        return StratifiedSample([], [], column, missing)
-    edges = bucket_edges([float(deltas[i]) for i in known], bins)  # type: ignore[arg-type]
     members: dict[tuple[str, int], list[int]] = {}
-    for i in known:
-        key = (generator_pairs[i], _bucket(float(deltas[i]), edges))  # type: ignore[arg-type]
-        members.setdefault(key, []).append(i)
+    edges: list[float] = []
+    if known:
+        edges = bucket_edges([float(deltas[i]) for i in known], bins)  # type: ignore[arg-type]
+        for i in known:
+            key = (generator_pairs[i], _bucket(float(deltas[i]), edges))  # type: ignore[arg-type]
+            members.setdefault(key, []).append(i)
+    if unscored:
+        for i in sorted(set(range(len(pair_ids))) - set(known)):
+            members.setdefault((generator_pairs[i], _NO_SCORE), []).append(i)
     keys = sorted(members)
     rng = random.Random(seed)
     counts = allocate([len(members[k]) for k in keys], n, rng)
@@ -133,8 +155,9 @@ def stratified_sample(
         rows = sorted(members[key], key=lambda i: pair_ids[i])
         indices.extend(rng.sample(rows, k))
         pair, b = key
-        strata.append(Stratum(edges[b], edges[b + 1], pair, len(rows), k))
-    return StratifiedSample(sorted(indices), strata, column, missing)
+        low, high = (None, None) if b == _NO_SCORE else (edges[b], edges[b + 1])
+        strata.append(Stratum(low, high, pair, len(rows), k))
+    return StratifiedSample(sorted(indices), strata, column, missing, unscored)
 
 
 def sample_pairs(
@@ -144,6 +167,7 @@ def sample_pairs(
     dimension: str = "delta",
     bins: int = 5,
     seed: int = 0,
+    unscored: bool = True,
 ) -> tuple[datasets.Dataset, StratifiedSample]:
     """Stratified sample of a ``pairs`` dataset (as :func:`prefdelta.load_pairs` returns it).
 
@@ -172,5 +196,6 @@ def sample_pairs(
         bins=bins,
         seed=seed,
         column=column,
+        unscored=unscored,
     )
     return pairs.select(sample.indices), sample
