@@ -463,9 +463,10 @@ def push_review(
     except (HfHubHTTPError, httpx.HTTPError, OSError) as exc:
         raise ReviewError(f"cannot read the pairs of {dataset}: {_short(exc)}") from None
     if not len(sampled):
+        hint = " (without --scored-only, the pairs the judge could not score are sampled)"
         raise ReviewError(
-            f"no pair of {dataset} has a value in {sample.column}: nothing to review "
-            "(leave out --scored-only to review the pairs the judge could not score)"
+            f"no pair of {dataset} has a value in {sample.column}: nothing to review"
+            + ("" if unscored else hint)
         )
     dims = dimensions_of(sampled.column_names)
     name = dataset_name or default_dataset_name(dataset)
