@@ -381,7 +381,8 @@ def review_push(
     out.print(table)
     if result.sample.missing and not result.sample.unscored:
         out.print(f"{result.sample.missing} pair(s) without {result.sample.column} were left out")
-    shown = "shown" if result.suggestions else "hidden"
+    scored = sum(s.sampled for s in result.sample.strata if s.low is not None)
+    shown = f"shown on the {scored} with a score" if result.suggestions else "hidden"
     out.print(
         f"pushed {len(result.sample)} pairs to {result.workspace}/{result.dataset_name} "
         f"({result.created} new, {result.updated} updated, {result.total} in the dataset; "
