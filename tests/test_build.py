@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from distilabel.constants import STEP_ATTR_NAME
+from rich.console import Console
 
 from model_fixtures import tiny_model_dir  # noqa: F401
 from prefdelta.builders.build import SUMMARY, run_build
@@ -104,7 +106,8 @@ def test_build_writes_every_trace_and_reuses_everything_on_rerun(
 ) -> None:
     recipe = load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=3))
     out = tmp_path / "out"
-    first = run_build(recipe, out)
+    log = io.StringIO()
+    first = run_build(recipe, out, console=Console(file=log, width=200))
 
     traces = pq.read_table(out / "traces.parquet").to_pylist()
     assert len(traces) == 3 * (2 + 1) == first["traces"]
@@ -121,6 +124,7 @@ def test_build_writes_every_trace_and_reuses_everything_on_rerun(
     assert sum(first["judge_status"].values()) == len(traces)
     # each prompt still gives its generator pair (strong sample 0 vs weak), without deltas
     assert first["pairs"] == 3 and first["judged_pairs"] == 0
+    assert "no pair has sample-level deltas" in log.getvalue()  # and the summary says why
     assert sum(first["unjudged_pairs"].values()) == 3 == first["unjudged_pairs_kept"]
     pairs = pq.read_table(out / "pairs.parquet").to_pylist()
     assert [p["delta"] for p in pairs] == [None] * 3

@@ -441,6 +441,12 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         f"ties dropped: {summary['ties_dropped']}, ties kept: {summary['ties_kept']}, "
         f"prompts without a pair: {summary['prompts_without_pair']}"
     )
+    if summary["pairs"] and not summary["judged_pairs"]:
+        console.print(
+            "[yellow]no pair has sample-level deltas: the judge scored no pair's two traces "
+            "(its raw answers are in traces.parquet, column judge_raw). The pairs are still "
+            "generator-level pairs; deltas need a judge model that can follow the rubric.[/]"
+        )
     table = Table(title="mean delta, chosen - rejected")
     table.add_column("")
     pairs = summary["generator_pairs"]
