@@ -18,9 +18,10 @@ from rich.console import Console
 
 from model_fixtures import tiny_model_dir  # noqa: F401
 from prefdelta.builders.build import SUMMARY, run_build
+from prefdelta.builders.generate import model_group
 from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
-from prefdelta.recipe import load_recipe
+from prefdelta.recipe import GenerationParams, GeneratorConfig, load_recipe
 
 RECIPE = """
 name: tiny-build
@@ -92,6 +93,12 @@ def test_generators_on_one_model_share_one_step(
         "generate_api": ["api"],
         "generate_other": ["other"],  # another batch size: another loaded pipeline
     }
+    # vLLM generators of one model share one engine too (one copy on the GPU)
+    vllm = {"model": "org/m", "backend": "vllm"}
+    hot = GeneratorConfig(**vllm, generation=GenerationParams(temperature=1.3))
+    assert model_group(GeneratorConfig(**vllm)) == model_group(hot) is not None
+    assert model_group(GeneratorConfig(**vllm, tensor_parallel_size=2)) != model_group(hot)
+    assert model_group(recipe.generators["api"]) is None
     # two local models side by side: each gets its share of the cores
     threads = [
         pipeline.dag.get_step(n)[STEP_ATTR_NAME].llm.cpu_threads
