@@ -26,6 +26,7 @@ import gc
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -412,6 +413,7 @@ def _release_memory() -> None:
 
 def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Plan, train, evaluate; write results.csv, results.md and results.png; return the rows."""
+    from prefdelta.loading import PairsLoadError, _delta_column
     from prefdelta.train.configs import DataArguments, KTODataArguments, TrainConfigError
     from prefdelta.train.data import dataset_source, pairs_column_names
 
@@ -432,19 +434,22 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
         raise SweepError([str(exc)]) from None
     split = base.get("split", "train")
     dimension = config.delta.dimension if config.delta else base.get("dimension", "delta")
-    column = "delta" if dimension == "delta" else f"delta_{dimension}"
     wanted = ["chosen_generator", "rejected_generator"]
-    # an unknown dimension is left to the runs' own load, which lists the delta columns
+    column: str | None = None
     try:
-        if config.delta is not None and column in pairs_column_names(source, split):
-            wanted.append(column)
+        if config.delta is not None:
+            # the same name resolution as load_pairs; an unknown dimension is left to the
+            # runs' own load, which lists the delta columns
+            with suppress(PairsLoadError):
+                column = _delta_column(dimension, pairs_column_names(source, split))
+                wanted.append(column)
     except TrainConfigError as exc:
         raise SweepError([str(exc)]) from None
     values = _pairs_values(source, split, wanted)
     pairs = zip(values["chosen_generator"], values["rejected_generator"], strict=True)
     runs = plan_runs(config, sorted({f"{c}:{r}" for c, r in pairs}))
     notes: list[str] = []
-    if column in values:
+    if column is not None:
         runs, note = drop_unrankable(runs, column, values[column])
         if note:
             log(note)
