@@ -10,7 +10,10 @@ token), ``max_length`` 1024. Variants, each at per-device batch 8 and 32:
 - ``trl_precompute``: the same with TRL's ``precompute_ref_log_probs`` (batch 32);
 - ``prefdelta``: :class:`prefdelta.train.dpo.PrefDeltaDPOTrainer` as ``prefdelta train``
   builds it: reference log-probs from the shared cache (``precompute_ref_log_probs``, no
-  reference model in memory) and length-grouped batches.
+  reference model in memory) and length-grouped batches;
+- ``prefdelta_packed``: the same with ``padding_free=True`` (each batch's sequences packed
+  into one row, :mod:`prefdelta.train.packing`) and ``flex_attention`` on the GPU, so
+  no padding is computed at all (``sdpa`` on CPU, where flex attention compiles slowly).
 
 Measured: real (non-padding) tokens per second over the steady steps (the attention
 masks of the batches actually trained on, steps ``WARM`` to the last), and MFU against
@@ -146,12 +149,14 @@ def pairs(shape: Shape, n: int, seed: int = 0) -> Any:
     return Dataset.from_list(rows)
 
 
-def build_model(shape: Shape, device: str) -> Any:
+def build_model(shape: Shape, device: str, attention: str = "sdpa") -> Any:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(**shape.model))
+    config = Qwen2Config(**shape.model)
+    config._attn_implementation = attention
+    model = Qwen2ForCausalLM(config)
     return model.to(torch.bfloat16) if device == "cuda" else model
 
 
@@ -200,8 +205,9 @@ def make_trainer(
     from prefdelta.train.dpo import PrefDeltaDPOTrainer
     from prefdelta.train.ref_cache import RefCacheLocation
 
-    model = build_model(shape, device)
     gpu = device == "cuda"
+    packed = variant == "prefdelta_packed"
+    model = build_model(shape, device, "flex_attention" if packed and gpu else "sdpa")
     kw: dict[str, Any] = dict(
         output_dir=tempfile.mkdtemp(prefix=f"bench-{variant}-"),
         per_device_train_batch_size=batch,
@@ -218,10 +224,12 @@ def make_trainer(
     )
     if variant != "trl_default":
         kw.update(precompute_ref_log_probs=True, precompute_ref_batch_size=32)
+    if packed:
+        kw.update(padding_free=True)
     args = DPOConfig(**kw)
     tok = tokenizer(shape)
     t0 = time.perf_counter()
-    if variant == "prefdelta":
+    if variant.startswith("prefdelta"):
         trainer = PrefDeltaDPOTrainer(
             model=model,
             args=args,
@@ -351,7 +359,7 @@ def report(results: list[dict[str, Any]], device: str) -> None:
     """A table per measurement kind, with prefdelta's ratios to each TRL variant."""
     print()
     print(
-        f"{'kind':7s} {'variant':15s} {'batch':>5s} {'real tok/s':>11s} {'MFU':>6s} "
+        f"{'kind':7s} {'variant':17s} {'batch':>5s} {'real tok/s':>11s} {'MFU':>6s} "
         f"{'setup s':>8s} {'wall s':>8s}"
     )
     for r in results:
@@ -359,20 +367,20 @@ def report(results: list[dict[str, Any]], device: str) -> None:
         setup = r["setup_s"] if isinstance(r["setup_s"], float) else sum(r["setup_s"])
         wall = r.get("train_wall_s", r.get("wall_s"))
         print(
-            f"{r['kind']:7s} {r['variant']:15s} {r['batch']:>5d} {r['real_tokens_per_s']:>11,d} "
+            f"{r['kind']:7s} {r['variant']:17s} {r['batch']:>5d} {r['real_tokens_per_s']:>11,d} "
             f"{mfu:>6s} {setup:>8.1f} {wall:>8.1f}"
         )
     print()
     index = {(r["kind"], r["variant"], r["batch"]): r for r in results}
     for (kind, variant, batch), r in sorted(index.items()):
-        if variant != "prefdelta":
+        if not variant.startswith("prefdelta"):
             continue
         for base in ("trl_default", "trl_precompute"):
             other = index.get((kind, base, batch))
             if other:
                 ratio = r["real_tokens_per_s"] / other["real_tokens_per_s"]
                 what = "steady real tok/s" if kind == "single" else "sweep tok/s incl. setup"
-                print(f"{kind} batch {batch}: prefdelta / {base} = {ratio:.2f}x ({what})")
+                print(f"{kind} batch {batch}: {variant} / {base} = {ratio:.2f}x ({what})")
             quoted = ANCHOR.get((base, batch))
             if kind == "single" and quoted and device == "cuda":
                 print(
@@ -388,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", help="per-device batch sizes")
     parser.add_argument("--steps", type=int, help="steps per single run")
     parser.add_argument(
-        "--variants", nargs="+", default=["trl_default", "trl_precompute", "prefdelta"]
+        "--variants",
+        nargs="+",
+        default=["trl_default", "trl_precompute", "prefdelta", "prefdelta_packed"],
     )
     parser.add_argument("--no-sweep", action="store_true", help="single runs only")
     parser.add_argument(

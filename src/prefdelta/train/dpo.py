@@ -10,8 +10,9 @@ Differences from ``trl/scripts/dpo.py``, each for the paper's experiments: the d
 selected by :class:`~prefdelta.train.configs.DataArguments`; reference log-probs come from
 a cache shared by every run on the same dataset revision and reference model
 (:mod:`prefdelta.train.ref_cache`); pairs of similar length are batched together (less
-padding; ``length_grouping: false`` restores random batches); the model card records the
-selection (:mod:`prefdelta.train.model_card`).
+padding; ``length_grouping: false`` restores random batches); ``padding_free: true``, which
+TRL 1.16 switches off for DPO, packs each batch into one row (:mod:`prefdelta.train.packing`);
+the model card records the selection (:mod:`prefdelta.train.model_card`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from prefdelta.train.common import (
     script_main,
     trainer_kwargs,
 )
-from prefdelta.train.configs import DataArguments
+from prefdelta.train.configs import DataArguments, TrainConfigError
 from prefdelta.train.data import load_dpo_selection
 from prefdelta.train.model_card import CardMixin
 from prefdelta.train.ref_cache import RefCacheMixin
@@ -36,16 +37,44 @@ DATACLASSES = (DataArguments, DPOConfig, ModelConfig)
 
 
 class PrefDeltaDPOTrainer(PrefDeltaTrainerMixin, RefCacheMixin, CardMixin, DPOTrainer):
-    """``DPOTrainer`` with the shared reference log-prob cache, length grouping and our card.
+    """``DPOTrainer`` with the shared reference log-prob cache, length grouping, packing
+    and our card.
 
     ``length_grouping``: transformers' ``LengthGroupedSampler`` over the longest sequence
-    of each pair, so a batch pads to similar lengths.
+    of each pair, so a batch pads to similar lengths. ``args.padding_free``: the batch's
+    sequences run packed into one row (the reference pass too), with TRL's loss unchanged.
     """
 
     def __init__(self, *args: Any, length_grouping: bool = False, **kwargs: Any) -> None:
         self._length_grouping = length_grouping
         self._train_lengths: list[int] | None = None
-        super().__init__(*args, **kwargs)
+        training_args = kwargs["args"]
+        self._padding_free = bool(training_args.padding_free)
+        if self._padding_free:
+            _check_packable(kwargs.get("peft_config"))
+        # TRL 1.16 would warn and switch it off; the packing here replaces its own
+        training_args.padding_free = False
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            training_args.padding_free = self._padding_free  # the record says what ran
+        self._install_packing()
+
+    def _install_packing(self) -> None:
+        """Pack the policy's (and a kept reference's) fused forward; after TRL adds it."""
+        if not self._padding_free:
+            return
+        from accelerate.utils import is_peft_model
+
+        from prefdelta.train.packing import pack_sequences
+
+        pack_sequences(self.model.get_base_model() if is_peft_model(self.model) else self.model)
+        if self.ref_model is not None:
+            pack_sequences(self.ref_model)
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        self._install_packing()  # TRL runs the reference pass from inside its __init__
+        return super()._precompute_ref_logps(dataset, name, batch_size)
 
     def _ref_columns(self) -> list[tuple[str, str, str]]:
         return [
@@ -79,6 +108,14 @@ class PrefDeltaDPOTrainer(PrefDeltaTrainerMixin, RefCacheMixin, CardMixin, DPOTr
 
         batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
         return LengthGroupedSampler(batch, lengths=lengths)
+
+
+def _check_packable(peft_config: Any) -> None:
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        raise TrainConfigError(
+            "padding_free: prompt-learning PEFT methods prepend virtual tokens to every "
+            "sequence, which a packed row cannot hold; use LoRA or set padding_free: false"
+        )
 
 
 def main(
