@@ -16,9 +16,11 @@ first token), and the per-token outputs are scattered back to the padded layout 
 loss code expects. The loss, the metrics and the reference pass are TRL's own, unchanged.
 
 Attention must be one that skips the other sequences' tokens instead of masking them:
-``flex_attention`` (ships with torch) or ``flash_attention_2``. ``sdpa`` and ``eager``
-give the same numbers but materialise a mask over the whole packed row, so their cost
-grows with the square of the batch's total length (fine on CPU for small tests).
+``flex_attention`` (ships with torch) or ``flash_attention_2``, on a GPU. ``sdpa`` and
+``eager`` give the same numbers but materialise a mask over the whole packed row, so
+their cost grows with the square of the batch's total length: fine for small CPU runs.
+(On CPU, torch 2.13's inductor fails to compile flex attention's backward, so CPU
+training with packing uses ``sdpa``.)
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ def pack_sequences(model: Any) -> bool:
     if attention not in SPARSE_ATTENTION and not str(attention).startswith("kernels-"):
         logger.warning(
             "padding_free with attn_implementation=%s attends over the whole packed row, "
-            "so attention costs grow with the square of a batch's total tokens; set "
-            "`attn_implementation: flex_attention` (or flash_attention_2) for speed",
+            "so attention costs grow with the square of a batch's total tokens; on a GPU "
+            "set `attn_implementation: flex_attention` (or flash_attention_2)",
             attention,
         )
     inner = model.forward
