@@ -11,9 +11,10 @@ token), ``max_length`` 1024. Variants, each at per-device batch 8 and 32:
 - ``prefdelta``: :class:`prefdelta.train.dpo.PrefDeltaDPOTrainer` as ``prefdelta train``
   builds it: reference log-probs from the shared cache (``precompute_ref_log_probs``, no
   reference model in memory) and length-grouped batches;
-- ``prefdelta_packed``: the same with ``padding_free=True`` (each batch's sequences packed
-  into one row, :mod:`prefdelta.train.packing`) and ``flex_attention`` on the GPU, so
-  no padding is computed at all (``sdpa`` on CPU, where flex attention compiles slowly).
+- ``prefdelta_packed``: the same with ``padding_free=True`` (:mod:`prefdelta.train.packing`)
+  and ``flex_attention`` on the GPU, so each batch runs as one row with no padding at all
+  (``sdpa`` on CPU, where flex attention's backward does not compile: rows no wider than
+  the padded batch, first-fit decreasing).
 
 Measured: real (non-padding) tokens per second over the steady steps (the attention
 masks of the batches actually trained on, steps ``WARM`` to the last), and MFU against

@@ -11,7 +11,8 @@ selected by :class:`~prefdelta.train.configs.DataArguments`; reference log-probs
 a cache shared by every run on the same dataset revision and reference model
 (:mod:`prefdelta.train.ref_cache`); pairs of similar length are batched together (less
 padding; ``length_grouping: false`` restores random batches); ``padding_free: true``, which
-TRL 1.16 switches off for DPO, packs each batch into one row (:mod:`prefdelta.train.packing`);
+TRL 1.16 switches off for DPO, packs each batch's sequences end to end
+(:mod:`prefdelta.train.packing`);
 the model card records the selection (:mod:`prefdelta.train.model_card`).
 """
 
@@ -42,7 +43,7 @@ class PrefDeltaDPOTrainer(PrefDeltaTrainerMixin, RefCacheMixin, CardMixin, DPOTr
 
     ``length_grouping``: transformers' ``LengthGroupedSampler`` over the longest sequence
     of each pair, so a batch pads to similar lengths. ``args.padding_free``: the batch's
-    sequences run packed into one row (the reference pass too), with TRL's loss unchanged.
+    sequences run packed end to end (the reference pass too), with TRL's loss unchanged.
     """
 
     def __init__(self, *args: Any, length_grouping: bool = False, **kwargs: Any) -> None:
