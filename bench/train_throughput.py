@@ -52,6 +52,8 @@ ANCHOR = {
     ("trl_precompute", 32): (51_000, 0.15),
 }
 PEAK_FLOPS = 989e12
+# attention of the packed variant per device (``--packed-attention`` sets the GPU's)
+PACKED_ATTENTION = {"cuda": "flex_attention", "cpu": "sdpa"}
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,7 @@ def make_trainer(
 
     gpu = device == "cuda"
     packed = variant == "prefdelta_packed"
-    model = build_model(shape, device, "flex_attention" if packed and gpu else "sdpa")
+    model = build_model(shape, device, PACKED_ATTENTION[device] if packed else "sdpa")
     kw: dict[str, Any] = dict(
         output_dir=tempfile.mkdtemp(prefix=f"bench-{variant}-"),
         per_device_train_batch_size=batch,
@@ -278,6 +280,7 @@ def single_run(variant: str, shape: Shape, device: str, batch: int, params: int)
         variant=variant,
         batch=batch,
         device=_device_name(device),
+        attention=trainer.model.config._attn_implementation,
         params=params,
         real_tokens_per_s=round(tps),
         mfu=round(flops_per_token * tps / PEAK_FLOPS, 4),
@@ -390,6 +393,20 @@ def report(results: list[dict[str, Any]], device: str) -> None:
                 )
 
 
+def _guarded(measure: Any, variant: str, *args: Any) -> list[dict[str, Any]]:
+    """One measurement, printed as a JSON line; a variant that fails is reported, not fatal."""
+    try:
+        result = measure(variant, *args)
+    except Exception as exc:  # one GPU window: the other variants must still run
+        import traceback
+
+        traceback.print_exc()
+        print(json.dumps({"variant": variant, "error": f"{type(exc).__name__}: {exc}"[:500]}))
+        return []
+    print(json.dumps(result), flush=True)
+    return [result]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -402,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         default=["trl_default", "trl_precompute", "prefdelta", "prefdelta_packed"],
     )
     parser.add_argument("--no-sweep", action="store_true", help="single runs only")
+    parser.add_argument(
+        "--packed-attention",
+        default=PACKED_ATTENTION["cuda"],
+        help="GPU attention of prefdelta_packed: flex_attention (one row per batch), "
+        "flash_attention_2 (one row; needs flash-attn), or sdpa (rows no wider than the batch)",
+    )
     parser.add_argument(
         "--random-fingerprints",
         action="store_true",
@@ -416,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                 "no CUDA device: run with --device cpu --tiny for the smoke test", file=sys.stderr
             )
             return 0
+    PACKED_ATTENTION["cuda"] = opts.packed_attention
     shape = TINY if opts.tiny else GPU
     if opts.steps:
         shape = Shape(**{**shape.__dict__, "steps": opts.steps})
@@ -432,12 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for batch in opts.batches or shape.batches:
         for variant in opts.variants:
-            results.append(single_run(variant, shape, opts.device, batch, params))
-            print(json.dumps(results[-1]), flush=True)
+            results += _guarded(single_run, variant, shape, opts.device, batch, params)
         if not opts.no_sweep:
             for variant in opts.variants:
-                results.append(sweep(variant, shape, opts.device, batch))
-                print(json.dumps(results[-1]), flush=True)
+                results += _guarded(sweep, variant, shape, opts.device, batch)
     report(results, opts.device)
     return 0
 
