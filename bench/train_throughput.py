@@ -14,7 +14,8 @@ token), ``max_length`` 1024. Variants, each at per-device batch 8 and 32:
 - ``prefdelta_packed``: the same with ``padding_free=True`` (:mod:`prefdelta.train.packing`)
   and ``flex_attention`` on the GPU, so each batch runs as one row with no padding at all
   (``sdpa`` on CPU, where flex attention's backward does not compile: rows no wider than
-  the padded batch, first-fit decreasing).
+  the padded batch, first-fit decreasing);
+- ``prefdelta_packed_compile`` (not run by default): the same under ``torch_compile``.
 
 Measured: real (non-padding) tokens per second over the steady steps (the attention
 masks of the batches actually trained on, steps ``WARM`` to the last), and MFU against
@@ -209,7 +210,7 @@ def make_trainer(
     from prefdelta.train.ref_cache import RefCacheLocation
 
     gpu = device == "cuda"
-    packed = variant == "prefdelta_packed"
+    packed = variant.startswith("prefdelta_packed")
     model = build_model(shape, device, PACKED_ATTENTION[device] if packed else "sdpa")
     kw: dict[str, Any] = dict(
         output_dir=tempfile.mkdtemp(prefix=f"bench-{variant}-"),
@@ -229,6 +230,8 @@ def make_trainer(
         kw.update(precompute_ref_log_probs=True, precompute_ref_batch_size=32)
     if packed:
         kw.update(padding_free=True)
+    if variant.endswith("_compile"):
+        kw.update(torch_compile=True)
     args = DPOConfig(**kw)
     tok = tokenizer(shape)
     t0 = time.perf_counter()
