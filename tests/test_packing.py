@@ -24,6 +24,7 @@ from prefdelta.push import publish_build
 from prefdelta.train import dpo
 from prefdelta.train.configs import DataArguments, TrainConfigError
 from prefdelta.train.packing import pack_sequences, plan_rows
+from prefdelta.train.ref_cache import CACHE_DIR_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -124,7 +125,20 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "published"
 
 
-def _run(published: Path, model_dir: Path, out: Path, **over: Any) -> Any:
+def _stored_ref_logps(run: Path) -> dict[bytes, float]:
+    """Every reference log-prob a run stored beside its copy of the dataset."""
+    import pyarrow.parquet as pq
+
+    out: dict[bytes, float] = {}
+    for shard in (run / "data" / CACHE_DIR_NAME).rglob("*.parquet"):
+        table = pq.read_table(shard)
+        out.update(zip(table["key"].to_pylist(), table["logp"].to_pylist(), strict=True))
+    return out
+
+
+def _run(
+    published: Path, model_dir: Path, out: Path, model: dict[str, Any] | None = None, **over: Any
+) -> Any:
     data = out / "data"
     shutil.copytree(published, data)  # each run computes its own reference log-probs
     config = DPOConfig(
@@ -143,15 +157,12 @@ def _run(published: Path, model_dir: Path, out: Path, **over: Any) -> Any:
         **over,
     )
     args = DataArguments(dataset=str(data), length_grouping=False)
-    return dpo.main(args, config, ModelConfig(model_name_or_path=str(model_dir)))
+    return dpo.main(args, config, ModelConfig(model_name_or_path=str(model_dir), **(model or {})))
 
 
-def test_padding_free_dpo_trains_to_the_same_losses_as_padded(
-    published: Path,
-    tiny_model_dir: Path,  # noqa: F811
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def packed_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many packed forwards ran, with gradients (training) and without (reference)."""
     from prefdelta.train import packing
 
     calls = {"grad": 0, "no_grad": 0}
@@ -162,6 +173,16 @@ def test_padding_free_dpo_trains_to_the_same_losses_as_padded(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(packing, "_forward_packed", counting)
+    return calls
+
+
+def test_padding_free_dpo_trains_to_the_same_losses_as_padded(
+    published: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    packed_calls: dict[str, int],
+) -> None:
+    calls = packed_calls
     padded = _run(published, tiny_model_dir, tmp_path / "padded")
     assert calls == {"grad": 0, "no_grad": 0}
     packed = _run(published, tiny_model_dir, tmp_path / "packed", padding_free=True)
@@ -174,9 +195,28 @@ def test_padding_free_dpo_trains_to_the_same_losses_as_padded(
     assert packed.losses[-1] < packed.losses[0] - 0.01
     # the reference pass ran packed as well and stored the same values
     assert packed.ref_cache["sequences_computed"] == padded.ref_cache["sequences_computed"] > 0
+    want, got = _stored_ref_logps(tmp_path / "padded"), _stored_ref_logps(tmp_path / "packed")
+    assert got.keys() == want.keys() and len(got) > 0
+    assert [got[k] for k in want] == pytest.approx(list(want.values()), rel=1e-5, abs=1e-4)
     # the card records the option as it ran, not as TRL 1.16 would have reset it
     card = (packed.output_dir / "README.md").read_text()
     assert "padding_free: true" in card
+
+
+def test_padding_free_dpo_with_lora_matches_padded(
+    published: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    packed_calls: dict[str, int],
+) -> None:
+    # LoRA: the packing sits under PEFT's wrapper; the reference is the adapter disabled
+    lora = dict(use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
+    padded = _run(published, tiny_model_dir, tmp_path / "padded", model=lora)
+    assert packed_calls == {"grad": 0, "no_grad": 0}
+    packed = _run(published, tiny_model_dir, tmp_path / "packed", model=lora, padding_free=True)
+    assert packed_calls["grad"] == 4 and packed_calls["no_grad"] >= 1
+    assert packed.losses == pytest.approx(padded.losses, rel=1e-4, abs=1e-5)
+    assert packed.losses[-1] < packed.losses[0]
 
 
 def test_padding_free_refuses_prompt_learning_peft(

@@ -49,16 +49,18 @@ class PrefDeltaDPOTrainer(PrefDeltaTrainerMixin, RefCacheMixin, CardMixin, DPOTr
     def __init__(self, *args: Any, length_grouping: bool = False, **kwargs: Any) -> None:
         self._length_grouping = length_grouping
         self._train_lengths: list[int] | None = None
-        training_args = kwargs["args"]
-        self._padding_free = bool(training_args.padding_free)
-        if self._padding_free:
-            _check_packable(kwargs.get("peft_config"))
+        training_args = kwargs.get("args")
+        self._padding_free = bool(getattr(training_args, "padding_free", False))
+        if not self._padding_free:
+            super().__init__(*args, **kwargs)
+            return
+        _check_packable(kwargs.get("peft_config"))
         # TRL 1.16 would warn and switch it off; the packing here replaces its own
         training_args.padding_free = False
         try:
             super().__init__(*args, **kwargs)
         finally:
-            training_args.padding_free = self._padding_free  # the record says what ran
+            training_args.padding_free = True  # the record says what ran
         self._install_packing()
 
     def _install_packing(self) -> None:
