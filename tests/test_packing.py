@@ -1,9 +1,11 @@
 """Padding-free DPO: a packed batch computes what the padded batch computes, minus the padding.
 
-TRL 1.16 switches ``padding_free`` off for DPO; prefdelta packs each batch into one row
-under TRL's fused LM head. These tests hold the packed forward to the padded one (values
-and gradients, sequences of different lengths, a sequence that fills the row), and a
-whole DPO run with ``padding_free: true`` to the same losses as the padded run.
+TRL 1.16 switches ``padding_free`` off for DPO; prefdelta packs each batch's sequences
+end to end under TRL's fused LM head (one row, or rows no wider than the batch for dense
+attention). These tests hold the packed forward to the padded one (values and gradients,
+sequences of different lengths, a sequence that fills the row, both row layouts), and
+whole DPO runs with ``padding_free: true`` (full and LoRA) to the padded runs' losses and
+stored reference log-probs.
 """
 
 from __future__ import annotations
