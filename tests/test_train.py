@@ -251,6 +251,22 @@ def test_reference_logps_are_computed_once_and_reused_by_other_filters(
         )
 
 
+def test_a_rerun_from_cached_reference_logps_trains_exactly_as_the_first_run(
+    fresh: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # computing reference log-probs iterates a data loader, which draws from torch's
+    # random state; a cached rerun must still shuffle its batches the same way
+    def run(name: str) -> Any:
+        args = DataArguments(dataset=str(fresh), dimension="step_coherence", top_fraction=0.5)
+        return dpo.main(args, _dpo_config(tmp_path / name), _model(tiny_model_dir))
+
+    first, rerun = run("first"), run("rerun")
+    assert first.ref_cache["sequences_computed"] > 0 and rerun.ref_cache["sequences_computed"] == 0
+    assert rerun.losses == pytest.approx(first.losses, rel=1e-6, abs=1e-7)
+
+
 # --------------------------------------------------------------------------- KTO
 
 

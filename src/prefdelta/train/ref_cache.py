@@ -292,7 +292,21 @@ class RefCacheMixin:
     def _compute_missing(
         self, subset: datasets.Dataset, name: str, batch_size: int
     ) -> list[list[float]]:
-        """TRL's own reference pass (``compute_ref_log_probs``) over ``subset``, in order."""
+        """TRL's own reference pass (``compute_ref_log_probs``) over ``subset``, in order.
+
+        The pass leaves torch's random state as it found it: iterating a data loader
+        draws from it, so a run whose log-probs were all cached would otherwise shuffle
+        its batches differently from the same run computing them, and a rerun would not
+        train on the same order.
+        """
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            return self._reference_pass(subset, name, batch_size)
+
+    def _reference_pass(
+        self, subset: datasets.Dataset, name: str, batch_size: int
+    ) -> list[list[float]]:
         from torch.utils.data import DataLoader
         from tqdm.auto import tqdm
 
