@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -144,6 +145,39 @@ def test_build_writes_every_trace_and_reuses_everything_on_rerun(
     again = run_build(recipe, out)
     assert again["reused"] == {"generations": 9, "generated": 0, "judgments": 9, "judged": 0}
     assert pq.read_table(out / "traces.parquet").to_pylist() == traces
+
+
+def test_a_generator_whose_calls_raise_fails_alone_and_the_build_says_why(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """strong and weak share one step: weak's error must not cost strong its traces."""
+    from prefdelta.builders.build import BuildIncomplete
+    from prefdelta.builders.generators import LocalTransformersLLM
+
+    original = LocalTransformersLLM.generate
+
+    @functools.wraps(original)  # distilabel reads generate's parameters from its signature
+    def flaky(self: LocalTransformersLLM, *args: object, **kwargs: object) -> object:
+        if kwargs.get("temperature") == 1.3:  # weak's calls (inherited by the forked step)
+            raise RuntimeError("probability tensor contains either inf, nan or element < 0")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LocalTransformersLLM, "generate", flaky)
+    recipe = load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=2))
+    out = tmp_path / "out"
+    with pytest.raises(BuildIncomplete) as failed:
+        run_build(recipe, out, console=Console(file=io.StringIO()))
+    message = str(failed.value)
+    assert message.startswith("2 of 6 generations failed (weak: 2)")
+    assert "; weak: RuntimeError: probability tensor contains either inf, nan" in message
+    store = ResultStore(out / "store.sqlite")
+    assert store.count_all("generation") == 4  # strong's 2 x 2 samples are kept
+
+    monkeypatch.setattr(LocalTransformersLLM, "generate", original)  # the fault is gone
+    done = run_build(recipe, out, console=Console(file=io.StringIO()))
+    assert done["reused"]["generations"] == 4 and done["reused"]["generated"] == 2
 
 
 def test_changing_only_the_judge_generates_nothing(

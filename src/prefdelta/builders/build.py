@@ -106,7 +106,8 @@ def run_build(
     if missing:
         raise BuildIncomplete(
             f"{len(missing)} of {len(planned)} generations failed "
-            f"({_by_generator(missing)}); finished work is kept in {store_path}: rerun to retry"
+            f"({_by_generator(missing)}){_first_errors(store, missing)}; finished work is "
+            f"kept in {store_path}: rerun to retry"
         )
 
     # ---- judging
@@ -227,6 +228,16 @@ def _complete_generators(store: ResultStore, planned: list[PlannedTrace]) -> set
     done = store.existing("generation", [t.key for t in planned])
     names = {t.generator for t in planned}
     return {n for n in names if all(t.key in done for t in planned if t.generator == n)}
+
+
+def _first_errors(store: ResultStore, missing: list[PlannedTrace]) -> str:
+    """``; <generator>: <its first error>`` for each generator whose calls raised."""
+    errors = store.get_many("failure", [t.key for t in missing])
+    first: dict[str, str] = {}
+    for t in missing:
+        if t.key in errors:
+            first.setdefault(t.generator, errors[t.key]["error"])
+    return "".join(f"; {name}: {error[:300]}" for name, error in first.items())
 
 
 def _by_generator(traces: list[PlannedTrace]) -> str:

@@ -112,28 +112,23 @@ class TraceGeneration(Task):
             missing = [(row, key) for row, _, key in wanted if key not in done]
             fresh: dict[str, dict[str, Any]] = {}
             if missing:
-                with self._random_stream(config):
-                    outputs = self.llm.generate_outputs(
-                        inputs=[
-                            self.format_input({**row, "generator": name}) for row, _ in missing
-                        ],
-                        num_generations=1,
-                        **generation_kwargs(config.backend, config.generation),
-                    )
+                outputs = self._generate(name, config, [row for row, _ in missing])
                 budget = config.generation.max_new_tokens
                 for (_, key), output in zip(missing, outputs, strict=True):
                     fresh[key] = _trace_record(output, budget)
-                # failed calls are not stored: the next run retries them
-                store.put_many(
-                    "generation",
-                    {k: v for k, v in fresh.items() if v["generation_status"] == "ok"},
+                # failed calls are not stored: the next run retries them; their errors are
+                # kept apart, for the build to report
+                ok = {k: v for k, v in fresh.items() if v["generation_status"] == "ok"}
+                store.put_many("generation", ok)
+                store.put_failures(
+                    {k: v["error"] for k, v in fresh.items() if v["generation_status"] != "ok"}
                 )
             for row, sample, key in wanted:
                 record = done.get(key) or fresh[key]
                 rows.append(
                     {
                         **row,
-                        **record,
+                        **{k: v for k, v in record.items() if k != "error"},
                         "generator": name,
                         "sample": sample,
                         "trace_key": key,
@@ -142,6 +137,23 @@ class TraceGeneration(Task):
                     }
                 )
         yield rows
+
+    def _generate(
+        self, name: str, config: GeneratorConfig, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """One call for ``rows``; an exception fails these rows only, with its message,
+        and the step goes on to its other generators (a shared step holds several)."""
+        try:
+            with self._random_stream(config):
+                return self.llm.generate_outputs(
+                    inputs=[self.format_input({**row, "generator": name}) for row in rows],
+                    num_generations=1,
+                    **generation_kwargs(config.backend, config.generation),
+                )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._logger.warning(f"Generator '{name}': LLM call failed: {error}")
+            return [{"generations": [None], "error": error}] * len(rows)
 
     def _random_stream(self, config: GeneratorConfig) -> Any:
         if isinstance(self.llm, LocalTransformersLLM):
@@ -158,6 +170,7 @@ def _trace_record(output: dict[str, Any], budget: int) -> dict[str, Any]:
             "finish_reason": "error",
             "output_tokens": 0,
             "generation_status": "error",
+            "error": output.get("error") or "the LLM returned no output",
         }
     finish = "length" if tokens is not None and tokens >= budget else "stop"
     return {

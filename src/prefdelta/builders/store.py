@@ -4,7 +4,8 @@ Resuming a build must not rest on distilabel's own cache, which hangs when it re
 interrupted run. Every model call is keyed by what determines its result (the generator's
 or judge's config plus its input) and every finished result is committed here at once, so
 a build killed at any point reruns only the calls that never finished, and a rerun with
-only the judge changed regenerates nothing.
+only the judge changed regenerates nothing. A call that failed is not a result: only its
+last error is kept (``failure``), so the build can say why it is incomplete.
 
 SQLite in WAL mode: distilabel runs each step in its own process, and they all write here
 concurrently; a crash can lose at most the batch in flight, never corrupt what is written.
@@ -21,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-Kind = Literal["generation", "judgment"]
-_KINDS: tuple[Kind, ...] = ("generation", "judgment")
+Kind = Literal["generation", "judgment", "failure"]
+_KINDS: tuple[Kind, ...] = ("generation", "judgment", "failure")
 
 
 def content_key(*parts: Any) -> str:
@@ -88,6 +89,22 @@ class ResultStore:
             db.execute("BEGIN IMMEDIATE")
             db.executemany(
                 f"INSERT OR IGNORE INTO {kind} (key, ref, value, created) VALUES (?, ?, ?, ?)", rows
+            )
+            db.execute("COMMIT")
+
+    def put_failures(self, errors: dict[str, str]) -> None:
+        """The last error of each failed call, by the key its result would have had."""
+        if not errors:
+            return
+        now = time.time()
+        rows = [
+            (k, None, json.dumps({"error": e}, ensure_ascii=False), now) for k, e in errors.items()
+        ]
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(
+                "INSERT OR REPLACE INTO failure (key, ref, value, created) VALUES (?, ?, ?, ?)",
+                rows,
             )
             db.execute("COMMIT")
 
