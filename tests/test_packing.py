@@ -27,6 +27,7 @@ from prefdelta.train import dpo
 from prefdelta.train.configs import DataArguments, TrainConfigError
 from prefdelta.train.packing import pack_sequences, plan_rows
 from prefdelta.train.ref_cache import CACHE_DIR_NAME
+from train_fixtures import dpo_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -143,21 +144,7 @@ def _run(
 ) -> Any:
     data = out / "data"
     shutil.copytree(published, data)  # each run computes its own reference log-probs
-    config = DPOConfig(
-        output_dir=str(out / "model"),
-        use_cpu=True,
-        bf16=False,
-        max_steps=4,
-        per_device_train_batch_size=4,
-        learning_rate=5e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        max_length=256,
-        seed=0,
-        dataloader_pin_memory=False,
-        **over,
-    )
+    config = dpo_config(out / "model", **over)
     args = DataArguments(dataset=str(data), length_grouping=False)
     return dpo.main(args, config, ModelConfig(model_name_or_path=str(model_dir), **(model or {})))
 

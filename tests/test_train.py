@@ -20,7 +20,7 @@ import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trl import DPOConfig, DPOTrainer, KTOConfig, ModelConfig
+from trl import DPOConfig, DPOTrainer, ModelConfig
 from typer.testing import CliRunner
 
 from build_fixtures import make_build
@@ -42,10 +42,9 @@ from prefdelta.train.data import (
     load_kto_selection,
 )
 from prefdelta.train.ref_cache import CACHE_DIR_NAME, RefCacheLocation
+from train_fixtures import BATCH, dpo_config, kto_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
-
-BATCH = 4
 
 
 @pytest.fixture(scope="module")
@@ -65,44 +64,6 @@ def fresh(published: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _dpo_config(out: Path, **over: Any) -> DPOConfig:
-    kw: dict[str, Any] = dict(
-        output_dir=str(out),
-        use_cpu=True,
-        bf16=False,
-        max_steps=4,
-        per_device_train_batch_size=BATCH,
-        learning_rate=5e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        max_length=256,
-        seed=0,
-        dataloader_pin_memory=False,
-    )
-    kw.update(over)
-    return DPOConfig(**kw)
-
-
-def _kto_config(out: Path, **over: Any) -> KTOConfig:
-    kw: dict[str, Any] = dict(
-        output_dir=str(out),
-        use_cpu=True,
-        bf16=False,
-        max_steps=4,
-        per_device_train_batch_size=BATCH,
-        learning_rate=5e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        max_length=256,
-        seed=0,
-        dataloader_pin_memory=False,
-    )
-    kw.update(over)
-    return KTOConfig(**kw)
-
-
 def _model(path: Path) -> ModelConfig:
     return ModelConfig(model_name_or_path=str(path))
 
@@ -114,7 +75,7 @@ def _model(path: Path) -> ModelConfig:
 def dpo_run(published: Path, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:  # noqa: F811
     out = tmp_path_factory.mktemp("dpo-run")
     args = DataArguments(dataset=str(published), dimension="step_coherence", top_fraction=0.5)
-    return dpo.main(args, _dpo_config(out / "model"), _model(tiny_model_dir))
+    return dpo.main(args, dpo_config(out / "model"), _model(tiny_model_dir))
 
 
 def test_dpo_trains_on_the_filtered_pairs_and_the_loss_moves(published: Path, dpo_run: Any) -> None:
@@ -160,7 +121,7 @@ def test_dpo_batches_pairs_of_similar_length(
     sel = load_dpo_selection(DataArguments(dataset=str(published)))
     trainer = dpo.PrefDeltaDPOTrainer(
         model=str(tiny_model_dir),
-        args=_dpo_config(tmp_path),
+        args=dpo_config(tmp_path),
         train_dataset=sel.dataset,
         length_grouping=True,
     )
@@ -208,7 +169,7 @@ def test_reference_logps_are_computed_once_and_reused_by_other_filters(
 
     def run(name: str, **select: Any) -> Any:
         args = DataArguments(dataset=str(fresh), dimension="step_coherence", **select)
-        return dpo.main(args, _dpo_config(tmp_path / name, max_steps=2), model)
+        return dpo.main(args, dpo_config(tmp_path / name, max_steps=2), model)
 
     first = run("top50", top_fraction=0.5)
     rows = first.counts["pairs_selected"]
@@ -232,12 +193,12 @@ def test_reference_logps_are_computed_once_and_reused_by_other_filters(
     sel = load_dpo_selection(DataArguments(dataset=str(fresh)))
     plain = DPOTrainer(
         model=str(tiny_model_dir),
-        args=_dpo_config(tmp_path / "plain", precompute_ref_log_probs=True),
+        args=dpo_config(tmp_path / "plain", precompute_ref_log_probs=True),
         train_dataset=sel.dataset,
     )
     ours = dpo.PrefDeltaDPOTrainer(
         model=str(tiny_model_dir),
-        args=_dpo_config(tmp_path / "ours"),
+        args=dpo_config(tmp_path / "ours"),
         train_dataset=sel.dataset,
         ref_cache=RefCacheLocation.for_dataset(sel.source),
     )
@@ -260,7 +221,7 @@ def test_a_rerun_from_cached_reference_logps_trains_exactly_as_the_first_run(
     # random state; a cached rerun must still shuffle its batches the same way
     def run(name: str) -> Any:
         args = DataArguments(dataset=str(fresh), dimension="step_coherence", top_fraction=0.5)
-        return dpo.main(args, _dpo_config(tmp_path / name), _model(tiny_model_dir))
+        return dpo.main(args, dpo_config(tmp_path / name), _model(tiny_model_dir))
 
     first, rerun = run("first"), run("rerun")
     assert first.ref_cache["sequences_computed"] > 0 and rerun.ref_cache["sequences_computed"] == 0
@@ -276,7 +237,7 @@ def test_kto_from_pairs_trains_and_the_loss_moves(
     tmp_path: Path,
 ) -> None:
     args = KTODataArguments(dataset=str(published), min_delta=1)
-    result = kto.main(args, _kto_config(tmp_path / "kto"), _model(tiny_model_dir))
+    result = kto.main(args, kto_config(tmp_path / "kto"), _model(tiny_model_dir))
     c = result.counts
     # each chosen trace once, although it recurs in the pairs of both rejected generators
     assert c["desirable"] <= c["pairs_selected"] == c["undesirable"]
@@ -298,7 +259,7 @@ def test_kto_from_traces_uses_score_thresholds_and_balances_weights(
         undesirable_max_score=2,
     )
     with caplog.at_level("WARNING"):
-        result = kto.main(args, _kto_config(tmp_path / "kto"), _model(tiny_model_dir))
+        result = kto.main(args, kto_config(tmp_path / "kto"), _model(tiny_model_dir))
     traces = pq.read_table(next((published / "data/traces").glob("*.parquet"))).to_pylist()
     test_ids = set(
         pq.read_table(next((published / "data/pairs").glob("test-*")))
@@ -499,7 +460,7 @@ def test_push_to_hub_uploads_the_model_with_our_card(
     from huggingface_hub import hf_hub_download
 
     args = DataArguments(dataset=str(published), top_fraction=0.5)
-    config = _dpo_config(
+    config = dpo_config(
         tmp_path / "out", max_steps=1, push_to_hub=True, hub_model_id="tester/tiny-dpo"
     )
     dpo.main(args, config, _model(tiny_model_dir))
@@ -518,7 +479,7 @@ def test_trains_from_a_hub_dataset_pinned_to_a_commit(
     build = make_build(tmp_path / "build", n_prompts=12, seed=4)
     pushed = publish_build(build, "tester/pairs")
     args = DataArguments(dataset="tester/pairs", revision=pushed.commit, top_fraction=0.5)
-    result = dpo.main(args, _dpo_config(tmp_path / "out", max_steps=1), _model(tiny_model_dir))
+    result = dpo.main(args, dpo_config(tmp_path / "out", max_steps=1), _model(tiny_model_dir))
     card = (result.output_dir / "README.md").read_text()
     assert f"| revision | `{pushed.commit}` (requested `{pushed.commit}`) |" in card
     assert "datasets:\n- tester/pairs" in card
