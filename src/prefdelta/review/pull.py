@@ -244,15 +244,33 @@ def preference_lines(preference: list[GeneratorPreference]) -> list[str]:
         "Per generator pair, how often reviewers found the chosen generator's trace the better "
         "reasoning overall (pairs the judge could not score included):",
         "",
-        "| generator pair | reviews | chosen better | rejected better | tie | chosen share |",
-        "|---|---|---|---|---|---|",
+        "| " + " | ".join(PREFERENCE_COLUMNS) + " |",
+        "|" + "---|" * len(PREFERENCE_COLUMNS),
     ]
-    for g in preference:
-        lines.append(
-            f"| {g.generator_pair} | {g.n} | {g.chosen} | {g.rejected} | {g.tie} "
-            f"| {_fmt(g.chosen_share, '.0%')} |"
-        )
+    lines += ["| " + " | ".join(_preference_cells(g)) + " |" for g in preference]
     return lines
+
+
+PREFERENCE_COLUMNS = (
+    "generator pair",
+    "reviews",
+    "chosen better",
+    "rejected better",
+    "tie",
+    "chosen share",
+)
+
+
+def _preference_cells(g: GeneratorPreference) -> list[str]:
+    """One generator pair's row, the same in the card and the terminal."""
+    return [
+        g.generator_pair,
+        str(g.n),
+        str(g.chosen),
+        str(g.rejected),
+        str(g.tie),
+        _fmt(g.chosen_share, ".0%"),
+    ]
 
 
 def agreement_rich_table(result: PullResult) -> Any:
@@ -289,16 +307,10 @@ def preference_rich_table(result: PullResult) -> Any:
     from rich.table import Table
 
     table = Table(title="reviewers' overall answer per generator pair")
-    table.add_column("generator pair")
-    for name in ("reviews", "chosen better", "rejected better", "tie", "chosen share"):
+    first, *counts = PREFERENCE_COLUMNS
+    table.add_column(first)
+    for name in counts:
         table.add_column(name, justify="right")
     for g in result.preference:
-        table.add_row(
-            g.generator_pair,
-            str(g.n),
-            str(g.chosen),
-            str(g.rejected),
-            str(g.tie),
-            _fmt(g.chosen_share, ".0%"),
-        )
+        table.add_row(*_preference_cells(g))
     return table
