@@ -26,6 +26,9 @@ if (( WITH_TESTS )); then "${PIP[@]}" -e ".[test]"; else "${PIP[@]}" -e .; fi
 if (( WITH_TESTS )); then
   # the Argilla server lives in its own environment (it pins click<8.2 and hub<1)
   bash scripts/install-argilla-server.sh
+  # a real OpenAI-compatible server (llama-cpp-python) running SmolLM2 for the judge's
+  # structured-output tests; its own venv, so its server deps never touch prefdelta's
+  bash scripts/install-llamacpp-server.sh
   # Debian's chromium for the web-UI test, driven by Playwright through its path
   bash scripts/install-browser.sh
 fi

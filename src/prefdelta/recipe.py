@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from prefdelta.judge_schema import min_structured_tokens
 from prefdelta.rubrics import BUILTIN_RUBRICS
 
 Backend = Literal["transformers", "gguf", "vllm", "openai", "inference-endpoints"]
@@ -193,7 +194,19 @@ class JudgeConfig(ModelEndpoint):
         description="built-in names and/or custom {name, rubric}",
     )
     samples: int = Field(1, gt=0, le=32, description=">1: repeated judgments, scores averaged")
-    max_retries: int = Field(2, ge=0, le=10, description="re-asks for an unparseable judgment")
+    max_retries: int = Field(2, ge=0, le=10, description="re-asks for an unusable judgment")
+    structured: Literal["auto", "off"] = Field(
+        "auto", description="auto: the decoder enforces the answer's JSON schema; off: prose"
+    )
+    scoring: Literal["expected", "sampled"] = Field(
+        "expected",
+        description="expected: probability-weighted score where the backend gives token "
+        "probabilities; sampled: the integer written",
+    )
+    response_format: Literal["auto", "json_schema", "json_object"] = Field(
+        "auto",
+        description="openai: how the schema is sent; auto tries json_schema, then json_object",
+    )
 
     @field_validator("dimensions", mode="before")
     @classmethod
@@ -236,6 +249,16 @@ class JudgeConfig(ModelEndpoint):
             raise ValueError(
                 "samples > 1 needs generation.temperature > 0: greedy judgments repeat exactly"
             )
+        if self.response_format != "auto" and self.backend != "openai":
+            raise ValueError(f"response_format applies to backend 'openai', not {self.backend!r}")
+        if self.structured == "auto":
+            need = min_structured_tokens(self.dimension_names, self.scale)
+            if self.generation.max_new_tokens < need:
+                raise ValueError(
+                    f"generation.max_new_tokens {self.generation.max_new_tokens} is too small "
+                    f"for a structured judgment of {len(self.dimensions)} dimensions: give at "
+                    f"least {need} (rationales are bounded to fit the budget), or structured: off"
+                )
         return self
 
     @property

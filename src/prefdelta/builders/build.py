@@ -32,6 +32,7 @@ from rich.table import Table
 
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
 from prefdelta.builders.generate import trace_key
+from prefdelta.builders.judge import AnswerReader, reader_for
 from prefdelta.builders.pairs import make_pairs
 from prefdelta.builders.pipelines import (
     generation_pipeline,
@@ -42,6 +43,7 @@ from prefdelta.builders.pipelines import (
 )
 from prefdelta.builders.prompts import Prompt, load_prompts
 from prefdelta.builders.store import ResultStore
+from prefdelta.builders.validity import judge_validity, validity_rows
 from prefdelta.builders.verify import is_correct
 from prefdelta.recipe import BuildRecipe
 
@@ -142,8 +144,12 @@ def run_build(
             f"finished work is kept in {store_path}: rerun to retry"
         )
 
-    # ---- tables
-    traces = [_trace_row(recipe, t, generations[t.key], judgments[jkeys[t.key]]) for t in planned]
+    # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild
+    reader = reader_for(recipe.judge)
+    traces = [
+        _trace_row(recipe, t, generations[t.key], _reread(judgments[jkeys[t.key]], reader))
+        for t in planned
+    ]
     dims = recipe.judge.dimension_names
     means = generator_means(traces, dims, recipe.delta)
     gen_pairs = _generator_pairs(recipe)
@@ -245,6 +251,13 @@ def _by_generator(traces: list[PlannedTrace]) -> str:
     return ", ".join(f"{g}: {n}" for g, n in sorted(counts.items()))
 
 
+def _reread(stored: dict[str, Any], reader: AnswerReader) -> dict[str, Any]:
+    """A stored judgment's columns, read from its raw answers by today's reader."""
+    if "judge_answers" not in stored:  # written before answers were kept: as it was read
+        return stored
+    return reader.outputs(stored["judge_answers"])
+
+
 def _generator_pairs(recipe: BuildRecipe) -> list[tuple[str, str]]:
     pairing = recipe.pairing
     if pairing.strategy == "generators":
@@ -276,6 +289,9 @@ def _trace_row(
         "scores": scores,
         "aggregate": aggregate(scores, dims, recipe.delta) if ok else None,
         "score_spread": {d: (judged["score_spread"] or {}).get(d) for d in dims},
+        "score_kind": judged.get("score_kind"),
+        "score_probs": {d: (judged.get("score_probs") or {}).get(d) for d in dims},
+        "score_fallback": judged.get("score_fallback"),
         "rationales": {d: (judged["rationales"] or {}).get(d) for d in dims},
         "judge_status": judged["judge_status"],
         "judge_problem": judged.get("judge_problem"),
@@ -306,6 +322,9 @@ def traces_schema(dims: list[str]) -> pa.Schema:
             ("scores", _dim_struct(dims, pa.float64())),
             ("aggregate", pa.float64()),
             ("score_spread", _dim_struct(dims, pa.float64())),
+            ("score_kind", pa.string()),
+            ("score_probs", _dim_struct(dims, pa.list_(pa.float64()))),
+            ("score_fallback", pa.string()),
             ("rationales", _dim_struct(dims, pa.string())),
             ("judge_status", pa.string()),
             ("judge_problem", pa.string()),
@@ -412,6 +431,9 @@ def _summary(
         "pairs": len(pairs),
         "judged_pairs": len(judged_pairs),
         "judge_status": dict(Counter(t["judge_status"] for t in traces)),
+        "score_kind": dict(Counter(t["score_kind"] for t in traces if t["score_kind"])),
+        "score_fallback": dict(Counter(t["score_fallback"] for t in traces if t["score_fallback"])),
+        "judge_validity": judge_validity(traces, pairs, dims, recipe.pairing.strategy),
         "finish_reason": dict(Counter(t["finish_reason"] for t in traces)),
         "ties_dropped": report.ties_dropped,
         "ties_kept": report.ties_kept,
@@ -444,6 +466,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         )
     status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
     console.print(f"judge status: {status}")
+    kinds = summary.get("score_kind") or {}
+    if kinds:
+        console.print("scores: " + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())))
+    for why, n in (summary.get("score_fallback") or {}).items():
+        console.print(f"  sampled, not expected ({n}): {why}")
     if summary["unjudged_pairs"]:
         lost = ", ".join(f"{k}: {v}" for k, v in summary["unjudged_pairs"].items())
         fate = "kept without deltas" if summary["unjudged_pairs_kept"] else "dropped"
@@ -473,6 +500,13 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     for d in [*summary["dimensions"], "delta"]:
         table.add_row(d, *[f(info["mean_delta"][d]) for info in pairs.values()])
     console.print(table)
+    if summary.get("judge_validity"):
+        validity = Table(title="judge validity (measures the judge, not the data)")
+        for column in ("check", "value [95% CI]", "n", "verdict"):
+            validity.add_column(column, overflow="fold")
+        for row in validity_rows(summary["judge_validity"]):
+            validity.add_row(*row)
+        console.print(validity)
 
 
 @contextmanager

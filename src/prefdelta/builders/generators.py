@@ -26,12 +26,24 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import openai
 from distilabel.models.llms import InferenceEndpointsLLM, OpenAILLM, TransformersLLM
 from distilabel.models.llms.base import LLM, merge_responses
+from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr
 
+from prefdelta.builders.structured import (
+    TOP_LOGPROBS,
+    ResponseFormatDialect,
+    chat_choice_tokens,
+    digit_tokens,
+    rejects_field,
+    response_format,
+    vllm_output_tokens,
+    vllm_structured_outputs,
+)
 from prefdelta.local_models import gguf_to_pretrained
 from prefdelta.recipe import (
     Backend,
@@ -74,8 +86,11 @@ class LocalTransformersLLM(TransformersLLM):
     batch_size: int = Field(8, gt=0)
     cpu_threads: int | None = Field(None, gt=0)
     seed: int | None = None
+    json_schema: dict[str, Any] | None = None
+    logprobs: bool = False
 
     _streams: dict[int, tuple[Any, Any]] = PrivateAttr(default_factory=dict)
+    _grammars: Any = PrivateAttr(default=None)
 
     def load(self) -> None:
         import torch
@@ -89,6 +104,72 @@ class LocalTransformersLLM(TransformersLLM):
             torch.set_num_threads(self.cpu_threads)
         super().load()
         self._pipeline._batch_size = self.batch_size  # type: ignore[union-attr]
+        if self.json_schema is not None:
+            from prefdelta.builders.constrained import GrammarCache
+
+            model = self._pipeline.model  # type: ignore[union-attr]
+            self._grammars = GrammarCache(
+                self._pipeline.tokenizer,  # type: ignore[union-attr]
+                vocab_size=model.config.get_text_config().vocab_size,
+            )
+            self._grammars.get(self.json_schema)  # a schema xgrammar rejects fails at load
+
+    def generate(  # type: ignore[override]
+        self,
+        inputs: list[Any],
+        num_generations: int = 1,
+        max_new_tokens: int = 128,
+        temperature: float = 0.1,
+        repetition_penalty: float = 1.1,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        do_sample: bool = True,
+    ) -> list[Any]:
+        """distilabel's pipeline path, unless a schema or log-probs are asked for: then
+        grammar-constrained batched ``generate`` (:mod:`prefdelta.builders.constrained`),
+        whose outputs carry ``token_logprobs`` beside the usual generations."""
+        if self.json_schema is None and not self.logprobs:
+            return super().generate(
+                inputs,
+                num_generations=num_generations,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                repetition_penalty=repetition_penalty,
+                top_p=top_p,
+                top_k=top_k,
+                do_sample=do_sample,
+            )
+        if repetition_penalty != 1.0 or top_k != 0:
+            raise ValueError("constrained decoding supports temperature and top_p only")
+        from prefdelta.builders.constrained import generate_local
+
+        pipeline = self._pipeline
+        assert pipeline is not None
+        grammar = None if self.json_schema is None else self._grammars.get(self.json_schema)
+        generated = generate_local(
+            pipeline.model,
+            pipeline.tokenizer,
+            [self.prepare_input(i) for i in inputs],
+            num_generations=num_generations,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+            batch_size=self.batch_size,
+            grammar=grammar,
+            logprobs=self.logprobs,
+        )
+        return [
+            {
+                "generations": [g.text for g in row],
+                "statistics": {
+                    "input_tokens": [0] * len(row),
+                    "output_tokens": [g.output_tokens for g in row],
+                },
+                "token_logprobs": [g.token_logprobs for g in row],
+            }
+            for row in generated
+        ]
 
     @contextmanager
     def random_stream(self, seed: int) -> Iterator[None]:
@@ -143,15 +224,310 @@ class _BoundedConcurrency:
 
 
 class BoundedOpenAILLM(_BoundedConcurrency, OpenAILLM):
-    """``OpenAILLM`` with at most ``max_concurrency`` requests in flight (module docstring)."""
+    """``OpenAILLM`` with at most ``max_concurrency`` requests in flight (module docstring).
+
+    For the judge, ``json_schema`` is sent as ``response_format`` in ``schema_dialect``
+    (``auto``: ``json_schema`` first; a server that refuses it, as llama-cpp-python's does
+    with a 500 naming the field, is asked in ``json_object`` from then on, with a logged
+    note) and ``logprobs`` asks for the alternatives of each token (dropped, with a note,
+    by a server that refuses them). Such outputs carry ``token_logprobs``.
+    """
 
     max_concurrency: int = Field(8, gt=0)
+    json_schema: dict[str, Any] | None = None
+    schema_dialect: Literal["auto", "json_schema", "json_object"] = "auto"
+    logprobs: bool = False
+
+    _dialect: ResponseFormatDialect | None = PrivateAttr(default=None)
+    _logprobs_refused: bool = PrivateAttr(default=False)
+    _probe: tuple[Any, asyncio.Lock] | None = PrivateAttr(default=None)
+
+    async def agenerate(  # type: ignore[override]
+        self,
+        input: Any,
+        num_generations: int = 1,
+        max_new_tokens: int = 128,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
+        echo: bool = False,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: str | list[str] | None = None,
+        response_format: dict[str, str] | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> Any:
+        if self.json_schema is None and not self.logprobs:
+            return await super().agenerate(
+                input=input,
+                num_generations=num_generations,
+                max_new_tokens=max_new_tokens,
+                logprobs=logprobs,
+                top_logprobs=top_logprobs,
+                echo=echo,
+                frequency_penalty=frequency_penalty,
+                presence_penalty=presence_penalty,
+                temperature=temperature,
+                top_p=top_p,
+                stop=stop,
+                response_format=response_format,
+                extra_body=extra_body,
+            )
+        request = {
+            "messages": input,
+            "model": self.model,
+            "max_tokens": max_new_tokens,
+            "n": num_generations,
+            "frequency_penalty": frequency_penalty,
+            "presence_penalty": presence_penalty,
+            "temperature": temperature,
+            "top_p": top_p,
+            "stop": stop,
+            "extra_body": extra_body,
+        }
+        completion = await self._structured_completion(request)
+        generations, token_logprobs = [], []
+        for choice in completion.choices:
+            text = choice.message.content
+            tokens = chat_choice_tokens(choice)
+            generations.append(text)
+            token_logprobs.append(
+                None if text is None or tokens is None else digit_tokens(tokens, text)
+            )
+        stats = self._get_llm_statistics(completion)
+        output = prepare_output(
+            generations, input_tokens=stats["input_tokens"], output_tokens=stats["output_tokens"]
+        )
+        output["token_logprobs"] = token_logprobs  # type: ignore[typeddict-unknown-key]
+        return output
+
+    async def _structured_completion(self, request: dict[str, Any]) -> Any:
+        """The completion, the schema sent in the dialect this server takes."""
+        if self.json_schema is None:
+            return await self._send(request, None)
+        fixed = self._dialect or (None if self.schema_dialect == "auto" else self.schema_dialect)
+        if fixed is not None:
+            return await self._send(request, fixed)  # type: ignore[arg-type]
+        async with self._probe_lock():  # the first request finds the dialect; others wait
+            if self._dialect is not None:
+                return await self._send(request, self._dialect)
+            try:
+                completion = await self._send(request, "json_schema", retries=False)
+            except openai.APIError as exc:
+                if not (rejects_field(exc, "response_format") or rejects_field(exc, "json_schema")):
+                    return await self._send(request, "json_schema")  # an ordinary failure
+                self._logger.warning(  # type: ignore[attr-defined]
+                    f"{self.base_url} refused response_format json_schema "
+                    f"({getattr(exc, 'status_code', '?')}); sending the judge's schema as "
+                    "json_object from now on (set judge.response_format to choose)"
+                )
+                self._dialect = "json_object"
+                return await self._send(request, "json_object")
+            self._dialect = "json_schema"
+            return completion
+
+    async def _send(
+        self, request: dict[str, Any], dialect: ResponseFormatDialect | None, retries: bool = True
+    ) -> Any:
+        body = dict(request)
+        if dialect is not None and self.json_schema is not None:
+            body["response_format"] = response_format(dialect, self.json_schema)
+        if self.logprobs and not self._logprobs_refused:
+            body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+        client = self._aclient if retries else self._aclient.with_options(max_retries=0)  # type: ignore[union-attr]
+        try:
+            return await client.chat.completions.create(**body)
+        except openai.APIError as exc:
+            if "logprobs" not in body or not rejects_field(exc, "logprobs"):
+                raise
+        self._logprobs_refused = True
+        self._logger.warning(  # type: ignore[attr-defined]
+            f"{self.base_url} refused logprobs; its judgments keep the sampled scores"
+        )
+        return await self._send(request, dialect, retries)
+
+    def _probe_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._probe is None or self._probe[0] is not loop:  # distilabel runs a loop per batch
+            self._probe = (loop, asyncio.Lock())
+        return self._probe[1]
 
 
 class BoundedInferenceEndpointsLLM(_BoundedConcurrency, InferenceEndpointsLLM):
-    """``InferenceEndpointsLLM`` with at most ``max_concurrency`` requests in flight."""
+    """``InferenceEndpointsLLM`` with at most ``max_concurrency`` requests in flight.
+
+    For the judge, ``json_schema`` goes to TGI's grammar (``response_format`` of type
+    ``json`` on its chat route) and ``logprobs`` asks for each token's alternatives; such
+    outputs carry ``token_logprobs``. A failed call yields no text, as distilabel's does.
+    """
 
     max_concurrency: int = Field(8, gt=0)
+    json_schema: dict[str, Any] | None = None
+    logprobs: bool = False
+
+    async def agenerate(  # type: ignore[override]
+        self,
+        input: Any,
+        max_new_tokens: int = 128,
+        frequency_penalty: float | None = None,
+        logit_bias: list[float] | None = None,
+        logprobs: bool = False,
+        presence_penalty: float | None = None,
+        seed: int | None = None,
+        stop_sequences: list[str] | None = None,
+        temperature: float = 1.0,
+        tool_choice: dict[str, str] | Literal["auto"] | None = None,
+        tool_prompt: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        top_logprobs: int | None = None,
+        top_n_tokens: int | None = None,
+        top_p: float | None = None,
+        do_sample: bool = False,
+        repetition_penalty: float | None = None,
+        return_full_text: bool = False,
+        top_k: int | None = None,
+        typical_p: float | None = None,
+        watermark: bool = False,
+        num_generations: int = 1,
+    ) -> Any:
+        if self.json_schema is None and not self.logprobs:
+            return await super().agenerate(
+                input=input,
+                max_new_tokens=max_new_tokens,
+                frequency_penalty=frequency_penalty,
+                logit_bias=logit_bias,
+                logprobs=logprobs,
+                presence_penalty=presence_penalty,
+                seed=seed,
+                stop_sequences=stop_sequences,
+                temperature=temperature,
+                tool_choice=tool_choice,
+                tool_prompt=tool_prompt,
+                tools=tools,
+                top_logprobs=top_logprobs,
+                top_n_tokens=top_n_tokens,
+                top_p=top_p,
+                do_sample=do_sample,
+                repetition_penalty=repetition_penalty,
+                return_full_text=return_full_text,
+                top_k=top_k,
+                typical_p=typical_p,
+                watermark=watermark,
+                num_generations=num_generations,
+            )
+        extra: dict[str, Any] = {}
+        if self.json_schema is not None:
+            extra["response_format"] = {"type": "json", "value": self.json_schema}
+        if self.logprobs:
+            extra |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+        text, tokens, usage = None, None, None
+        try:
+            completion = await self._aclient.chat_completion(  # type: ignore[union-attr]
+                messages=input,
+                max_tokens=max_new_tokens,
+                seed=seed,
+                stop=stop_sequences,
+                temperature=temperature,
+                top_p=top_p,
+                **extra,
+            )
+            choice = completion.choices[0]
+            text, tokens, usage = (
+                choice.message.content,
+                chat_choice_tokens(choice),
+                completion.usage,
+            )
+        except Exception as exc:  # distilabel's own contract: no text, the reason logged
+            self._logger.warning(  # type: ignore[attr-defined]
+                f"Inference endpoint {self.base_url} failed: {type(exc).__name__}: {exc}"
+            )
+        output = prepare_output(
+            [text],
+            input_tokens=[usage.prompt_tokens] if usage else None,
+            output_tokens=[usage.completion_tokens] if usage else None,
+        )
+        output["token_logprobs"] = [  # type: ignore[typeddict-unknown-key]
+            None if text is None or tokens is None else digit_tokens(tokens, text)
+        ]
+        return output
+
+
+def structured_vllm_class() -> type[LLM]:
+    """distilabel's ``vLLM`` with the judge's schema (``StructuredOutputsParams``) and
+    ``logprobs``; built on demand because importing distilabel's class needs no vLLM but
+    the subclass is only useful where vLLM is installed."""
+    from distilabel.models.llms import vLLM
+
+    class StructuredvLLM(vLLM):  # type: ignore[misc, valid-type]
+        json_schema: dict[str, Any] | None = None
+        logprobs: bool = False
+
+        _tokens: list[Any] = PrivateAttr(default_factory=list)
+
+        def generate(  # type: ignore[override]
+            self,
+            inputs: list[Any],
+            num_generations: int = 1,
+            max_new_tokens: int = 128,
+            presence_penalty: float = 0.0,
+            frequency_penalty: float = 0.0,
+            repetition_penalty: float = 1.0,
+            temperature: float = 1.0,
+            top_p: float = 1.0,
+            top_k: int = -1,
+            min_p: float = 0.0,
+            logprobs: int | None = None,
+            stop: list[str] | None = None,
+            stop_token_ids: list[int] | None = None,
+            include_stop_str_in_output: bool = False,
+            skip_special_tokens: bool = True,
+            logits_processors: Any = None,
+            extra_sampling_params: dict[str, Any] | None = None,
+            echo: bool = False,
+        ) -> list[Any]:
+            extra = dict(extra_sampling_params or {})
+            if self.json_schema is not None:
+                extra["structured_outputs"] = vllm_structured_outputs(self.json_schema)
+            self._tokens = []
+            outputs = super().generate(
+                inputs=inputs,
+                num_generations=num_generations,
+                max_new_tokens=max_new_tokens,
+                presence_penalty=presence_penalty,
+                frequency_penalty=frequency_penalty,
+                repetition_penalty=repetition_penalty,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k,
+                min_p=min_p,
+                logprobs=TOP_LOGPROBS if self.logprobs else logprobs,
+                stop=stop,
+                stop_token_ids=stop_token_ids,
+                include_stop_str_in_output=include_stop_str_in_output,
+                skip_special_tokens=skip_special_tokens,
+                logits_processors=logits_processors,
+                extra_sampling_params=extra,
+                echo=echo,
+            )
+            for output, tokens in zip(outputs, self._tokens, strict=True):
+                output["token_logprobs"] = tokens
+            return outputs
+
+        def _process_outputs(
+            self, input: str, outputs: Any, prompt_logprobs: Any, echo: bool = False
+        ) -> Any:
+            self._tokens.append(
+                [
+                    None
+                    if (tokens := vllm_output_tokens(out)) is None
+                    else digit_tokens(tokens, out.text)
+                    for out in outputs.outputs
+                ]
+            )
+            return super()._process_outputs(input, outputs, prompt_logprobs, echo)
+
+    return StructuredvLLM
 
 
 def generation_kwargs(backend: Backend, generation: GenerationParams) -> dict[str, Any]:
@@ -192,6 +568,9 @@ def make_llm(
     base_dir: Path,
     *,
     cpu_threads: int | None = None,
+    json_schema: dict[str, Any] | None = None,
+    logprobs: bool = False,
+    schema_dialect: Literal["auto", "json_schema", "json_object"] = "auto",
 ) -> LLM:
     """The distilabel LLM for one generator or the judge, not yet loaded.
 
@@ -203,7 +582,10 @@ def make_llm(
     once, in the parent process (cached; see :func:`gguf_to_pretrained`), so step replicas
     only load the converted folder. ``cpu_threads`` (local backends on CPU): torch threads
     per step process; pass ``cores // local steps running at once`` when several run side
-    by side (default: torch's own choice, all cores).
+    by side (default: torch's own choice, all cores). ``json_schema``: every answer is
+    decoded under it, by each backend's own means; ``logprobs``: outputs carry the
+    alternatives of each digit token (``token_logprobs``); ``schema_dialect``: how an
+    OpenAI-compatible server is sent the schema.
     """
     kwargs = generation_kwargs(endpoint.backend, generation)
     dtype = endpoint.dtype
@@ -224,6 +606,8 @@ def make_llm(
             cpu_threads=cpu_threads,
             seed=sampling_seed(endpoint, generation),
             generation_kwargs=kwargs,
+            json_schema=json_schema,
+            logprobs=logprobs,
         )
     if endpoint.backend == "vllm":
         if not _installed("vllm"):
@@ -231,13 +615,13 @@ def make_llm(
                 f"backend 'vllm' for {endpoint.model!r} needs vLLM, which is not installed: "
                 "pip install vllm (on a CUDA machine)"
             )
-        from distilabel.models.llms import vLLM
-
-        return vLLM(
+        return structured_vllm_class()(
             model=_local_or_hub(endpoint.model, base_dir),
             dtype=dtype,
             extra_kwargs={"tensor_parallel_size": endpoint.tensor_parallel_size},
             generation_kwargs=kwargs,
+            json_schema=json_schema,
+            logprobs=logprobs,
         )
     if endpoint.backend == "openai":
         key = _api_key(endpoint)
@@ -251,6 +635,9 @@ def make_llm(
             timeout=API_TIMEOUT_S,
             max_concurrency=endpoint.concurrency,
             generation_kwargs=kwargs,
+            json_schema=json_schema,
+            schema_dialect=schema_dialect,
+            logprobs=logprobs,
             **extra,
         )
     if endpoint.backend == "inference-endpoints":
@@ -262,6 +649,8 @@ def make_llm(
             api_key=key,
             max_concurrency=endpoint.concurrency,
             generation_kwargs=kwargs,
+            json_schema=json_schema,
+            logprobs=logprobs,
         )
     raise ValueError(f"unknown backend {endpoint.backend!r}")
 

@@ -12,9 +12,10 @@ score with its status and raw outputs: nothing the judge failed on disappears.
 
 import importlib.resources as importlib_resources
 import inspect
+import json
 import statistics
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from distilabel.constants import DISTILABEL_METADATA_KEY
 from distilabel.steps.base import StepInput
@@ -24,6 +25,8 @@ from pydantic import Field, NonNegativeInt, PositiveInt, PrivateAttr, field_vali
 from typing_extensions import override
 
 from prefdelta.builders.judge_parsing import JudgeStatus, Judgment, parse_judgment
+from prefdelta.builders.structured import expected_score, schema_problem, score_distributions
+from prefdelta.judge_schema import judgment_schema
 from prefdelta.rubrics import BUILTIN_RUBRICS
 
 if TYPE_CHECKING:
@@ -32,15 +35,29 @@ if TYPE_CHECKING:
 
     from prefdelta.recipe import JudgeConfig
 
-__all__ = ["JUDGE_OUTPUTS", "ReasoningJudge", "judge_from_config", "template_source"]
+__all__ = [
+    "JUDGE_OUTPUTS",
+    "AnswerReader",
+    "ReasoningJudge",
+    "judge_from_config",
+    "reader_for",
+    "schema_for",
+    "template_source",
+]
+
+ScoreKind = Literal["expected", "sampled"]
 
 JUDGE_OUTPUTS: tuple[str, ...] = (
     "scores",
     "score_spread",
+    "score_kind",
+    "score_probs",
+    "score_fallback",
     "rationales",
     "judge_status",
     "judge_problem",
     "judge_raw",
+    "judge_answers",
     "judge_attempts",
     "judge_samples",
     "model_name",
@@ -66,6 +83,135 @@ def template_source() -> str:
     return path.read_text(encoding="utf-8")
 
 
+def schema_for(config: "JudgeConfig") -> dict[str, Any] | None:
+    """The schema a recipe's judge answers in; None when ``structured: off``."""
+    if config.structured == "off":
+        return None
+    return judgment_schema(
+        config.dimension_names, tuple(config.scale), config.generation.max_new_tokens
+    )
+
+
+@dataclass(frozen=True)
+class AnswerReader:
+    """Reads stored answers into judgments: the one place where raw text becomes scores.
+
+    The build keeps every raw answer (text, token count, digit-token log-probs) in its store
+    and reads the tables through this, so a fix here reaches a rebuild without calling the
+    judge again. ``schema``: answers must conform to it (``schema_violation`` otherwise) and
+    are read as JSON; None: prose answers, read by the lenient parser. ``budget``: the
+    token budget, to tell a truncated answer from a malformed one.
+    """
+
+    dimensions: tuple[str, ...]
+    scale: tuple[int, int]
+    schema: dict[str, Any] | None = None
+    scoring: ScoreKind = "expected"
+    budget: int | None = None
+
+    def read(self, attempt: dict[str, Any]) -> tuple[Judgment, str | None]:
+        """One attempt ``{text, tokens, error, logprobs}`` -> (judgment, why not expected)."""
+        text, tokens, error = attempt.get("text"), attempt.get("tokens"), attempt.get("error")
+        if text is None:
+            return Judgment("parse_error", problem=error or "the LLM returned no output"), None
+        truncated = (
+            tokens is not None
+            and self.budget is not None
+            and tokens >= self.budget * (1 - _TRUNCATION_SLACK)
+        )
+        if self.schema is None:
+            judgment = parse_judgment(text, self.dimensions, self.scale, truncated=truncated)
+        else:
+            judgment = self._read_structured(text, truncated)
+        if not judgment.ok or self.scoring != "expected":
+            return judgment, None
+        logprobs = attempt.get("logprobs")
+        if logprobs is None:
+            return judgment, "the backend returned no token probabilities"
+        try:
+            probs, why = score_distributions(text, logprobs, self.dimensions, self.scale)
+        except (KeyError, TypeError, ValueError) as exc:
+            probs, why = None, f"unreadable token probabilities ({exc})"
+        if probs is None:
+            return judgment, why
+        return Judgment("ok", judgment.scores, judgment.rationales, probs=probs), None
+
+    def _read_structured(self, text: str, truncated: bool) -> Judgment:
+        problem = schema_problem(text, self.schema or {})
+        if problem is not None:
+            status: JudgeStatus = "truncated" if truncated else "schema_violation"
+            return Judgment(status, problem=f"answer does not match the schema: {problem}")
+        value = json.loads(text)
+        return Judgment(
+            "ok",
+            scores={d: float(value[d]["score"]) for d in self.dimensions},
+            rationales={d: value[d]["rationale"] for d in self.dimensions},
+        )
+
+    def outputs(self, slots: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        """The judge's output columns for one trace from its slots' attempts.
+
+        A slot is one requested judgment (``samples`` per trace) and holds its attempts in
+        order; its first usable attempt counts. Scores average over usable slots; they are
+        expected scores only if every usable slot has them (never a mix within a trace).
+        """
+        names = self.dimensions
+        ok: list[tuple[Judgment, str | None]] = []
+        failure: Judgment | None = None
+        for attempts in slots:
+            read = [self.read(a) for a in attempts]
+            usable = next((r for r in read if r[0].ok), None)
+            if usable is not None:
+                ok.append(usable)
+            elif read and failure is None:
+                failure = read[-1][0]
+        if not slots:
+            failure = Judgment("parse_error", problem="no trace to judge (generation is missing)")
+        raw = [a.get("text") or "" for attempts in slots for a in attempts]
+        out: dict[str, Any] = {
+            "scores": dict.fromkeys(names),
+            "score_spread": dict.fromkeys(names),
+            "score_kind": None,
+            "score_probs": dict.fromkeys(names),
+            "score_fallback": None,
+            "rationales": dict.fromkeys(names),
+            "judge_status": "ok" if ok else (failure.status if failure else "parse_error"),
+            "judge_problem": None if ok else (failure.problem if failure else None),
+            "judge_raw": raw,
+            "judge_answers": slots,
+            "judge_attempts": len(raw),
+            "judge_samples": len(ok),
+        }
+        if not ok:
+            return out
+        expected = all(j.probs is not None for j, _ in ok)
+        out["score_kind"] = "expected" if expected else "sampled"
+        if self.scoring == "expected" and not expected:
+            out["score_fallback"] = next((why for _, why in ok if why), None)
+        for name in names:
+            if expected:
+                dists = [j.probs[name] for j, _ in ok if j.probs is not None]
+                values = [expected_score(p, self.scale) for p in dists]
+                out["score_probs"][name] = [statistics.fmean(p) for p in zip(*dists, strict=True)]
+            else:  # the integers the judge wrote
+                values = [j.scores[name] for j, _ in ok]
+            out["scores"][name] = statistics.fmean(values)
+            out["score_spread"][name] = statistics.pstdev(values)
+            out["rationales"][name] = ok[0][0].rationales.get(name, "")
+        return out
+
+
+def reader_for(config: "JudgeConfig") -> AnswerReader:
+    """The reader of a recipe's judge answers."""
+    return AnswerReader(
+        dimensions=tuple(config.dimension_names),
+        scale=tuple(config.scale),  # type: ignore[arg-type]
+        schema=schema_for(config),
+        scoring=config.scoring,
+        budget=config.generation.max_new_tokens,
+    )
+
+
 class ReasoningJudge(Task):
     """Scores one reasoning trace on every recipe dimension in a single LLM call.
 
@@ -75,9 +221,13 @@ class ReasoningJudge(Task):
         scale: ``(low, high)`` integer scale; out-of-scale answers are errors, not clamped.
         samples: judgments per trace; >1 averages scores per dimension and records their
             standard deviation (needs a sampling temperature to mean anything).
-        max_retries: re-asks for a judgment that could not be parsed, each round batched
+        max_retries: re-asks for a judgment that could not be used, each round batched
             across all rows that still need one. (``num_generations`` must stay 1: use
             ``samples``.)
+        json_schema: the schema the LLM enforces (see ``prefdelta.judge_schema``); answers
+            must conform to it. None: answers are prose, read by the lenient parser.
+        scoring: ``expected`` reads probability-weighted scores where the LLM returns token
+            log-probs (``token_logprobs`` in its outputs), ``sampled`` the integers written.
 
     Input columns:
         - instruction (`str`): the problem.
@@ -87,10 +237,16 @@ class ReasoningJudge(Task):
         - scores (`dict[str, float | None]`): mean score per dimension; every dimension is
           present, all ``None`` unless ``judge_status == "ok"``.
         - score_spread (`dict[str, float | None]`): population std over the ok samples.
+        - score_kind (`str | None`): ``expected`` or ``sampled``: what ``scores`` hold.
+        - score_probs (`dict[str, list[float] | None]`): per dimension, the probability of
+          each scale value (low to high), for expected scores.
+        - score_fallback (`str | None`): why expected scores were asked for but not read.
         - rationales (`dict[str, str | None]`): the first ok sample's rationales.
-        - judge_status (`str`): ok | parse_error | refused | truncated.
+        - judge_status (`str`): ok | parse_error | refused | truncated | schema_violation.
         - judge_problem (`str | None`): why the last attempt failed; ``None`` when ok.
         - judge_raw (`list[str]`): the raw output of every attempt, sample by sample.
+        - judge_answers (`list[list[dict]]`): per sample, every attempt as
+          ``{text, tokens, error, logprobs}``: what :class:`AnswerReader` reads.
         - judge_attempts (`int`): LLM generations spent on the row.
         - judge_samples (`int`): ok samples averaged into ``scores``.
         - model_name (`str`): the judge model.
@@ -102,6 +258,8 @@ class ReasoningJudge(Task):
     scale: tuple[int, int] = (1, 5)
     samples: PositiveInt = 1
     max_retries: NonNegativeInt = 2
+    json_schema: dict[str, Any] | None = None
+    scoring: ScoreKind = "expected"
 
     _template: Template | None = PrivateAttr(default=None)
 
@@ -169,16 +327,31 @@ class ReasoningJudge(Task):
     def outputs(self) -> list[str]:
         return list(JUDGE_OUTPUTS)
 
+    @property
+    def reader(self) -> AnswerReader:
+        return AnswerReader(
+            dimensions=tuple(self.dimension_names),
+            scale=self.scale,
+            schema=self.json_schema,
+            scoring=self.scoring,
+            budget=self._token_budget(),
+        )
+
     def format_input(self, input: dict[str, Any]) -> "ChatType":
         """One user turn: rubrics, the problem, the trace and the JSON shape to answer in."""
         if self._template is None:  # rendering needs no LLM: let prompts be built unloaded
             self._template = Template(template_source())
+        rationale_chars = None
+        if self.json_schema is not None:
+            first = self.json_schema["properties"][self.dimension_names[0]]
+            rationale_chars = first["properties"]["rationale"]["maxLength"]
         content = self._template.render(
             dimensions=self.dimensions,
             low=self.scale[0],
             high=self.scale[1],
             instruction=input["instruction"],
             generation=input["generation"],
+            rationale_chars=rationale_chars,
         )
         return [{"role": "user", "content": content.strip()}]
 
@@ -186,31 +359,15 @@ class ReasoningJudge(Task):
         self, output: str | None, input: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """One raw answer as output columns (``process`` adds retries and samples)."""
-        judgment = parse_judgment(output, self.dimension_names, self.scale)
-        return self._row_outputs([judgment] if judgment.ok else [], judgment, [output or ""])
+        return self.reader.outputs([[{"text": output, "tokens": None, "error": None}]])
 
     @override
     def get_structured_output(self) -> dict[str, Any]:
-        """JSON schema of the answer, for backends that can enforce it."""
-        entry = {
-            "type": "object",
-            "properties": {
-                "score": {
-                    "type": "integer",
-                    "minimum": self.scale[0],
-                    "maximum": self.scale[1],
-                },
-                "rationale": {"type": "string"},
-            },
-            "required": ["score", "rationale"],
-        }
-        names = self.dimension_names
-        return {
-            "type": "object",
-            "properties": {n: entry for n in names},
-            "required": names,
-            "title": "Judgment",
-        }
+        """JSON schema of the answer (the one a structured judge enforces)."""
+        if self.json_schema is not None:
+            return self.json_schema
+        budget = self._token_budget() or 1024
+        return judgment_schema(self.dimension_names, self.scale, budget)
 
     # ----------------------------------------------------------------------- process
 
@@ -222,7 +379,7 @@ class ReasoningJudge(Task):
         fails is retried on its own, so one bad sample never costs the others.
         """
         rows = list(inputs)
-        budget = self._token_budget()
+        reader = self.reader
         slots = [
             _Slot(row=i)
             for i, row in enumerate(rows)
@@ -237,8 +394,8 @@ class ReasoningJudge(Task):
                 by_row.setdefault(slot.row, []).append(slot)
             for n, i in enumerate(first):
                 generated = self._unpack(outputs, n, self.samples)
-                for slot, (text, tokens, error) in zip(by_row[i], generated, strict=True):
-                    slot.record(text, tokens, self._parse(text, tokens, budget, error))
+                for slot, attempt in zip(by_row[i], generated, strict=True):
+                    slot.record(attempt, reader.read(attempt)[0])
 
         for _ in range(self.max_retries):
             pending = [s for s in slots if not s.ok]
@@ -247,13 +404,13 @@ class ReasoningJudge(Task):
             retry_inputs = [self._retry_input(rows[s.row], s) for s in pending]
             outputs = self._generate(retry_inputs, 1)
             for n, slot in enumerate(pending):
-                text, tokens, error = self._unpack(outputs, n, 1)[0]
-                slot.record(text, tokens, self._parse(text, tokens, budget, error))
+                attempt = self._unpack(outputs, n, 1)[0]
+                slot.record(attempt, reader.read(attempt)[0])
 
         results: list[dict[str, Any]] = []
         for i, row in enumerate(rows):
             mine = [s for s in slots if s.row == i]
-            results.append({**row, **self._aggregate(row, mine)})
+            results.append({**row, **self._row_outputs(row, mine, reader)})
         yield results
 
     def _generate(self, inputs: list["ChatType"], num_generations: int) -> Any:
@@ -271,34 +428,29 @@ class ReasoningJudge(Task):
     @staticmethod
     def _unpack(
         outputs: list["GenerateOutput"] | Exception, n: int, count: int
-    ) -> list[tuple[str | None, int | None, str | None]]:
-        """(text, output tokens, error) for each of the ``count`` generations of input n."""
+    ) -> list[dict[str, Any]]:
+        """The ``count`` attempts of input n as ``{text, tokens, error, logprobs}``."""
         if isinstance(outputs, Exception):
             error = f"LLM call failed: {type(outputs).__name__}: {outputs}"
-            return [(None, None, error)] * count
+            return [_attempt(None, None, error)] * count
         if n >= len(outputs):
-            return [(None, None, "the LLM returned fewer outputs than inputs")] * count
+            return [_attempt(None, None, "the LLM returned fewer outputs than inputs")] * count
         output = normalize_statistics(outputs[n])
         generations = list(output.get("generations") or [])
         tokens = list((output.get("statistics") or {}).get("output_tokens") or [])
+        logprobs = list(output.get("token_logprobs") or [])  # type: ignore[attr-defined]
         unpacked = []
         for k in range(count):
             text = generations[k] if k < len(generations) else None
-            n_tokens = tokens[k] if k < len(tokens) else None
             unpacked.append(
-                (text, n_tokens, None if text is not None else "the LLM returned no output")
+                _attempt(
+                    text,
+                    tokens[k] if k < len(tokens) else None,
+                    None if text is not None else "the LLM returned no output",
+                    logprobs[k] if k < len(logprobs) else None,
+                )
             )
         return unpacked
-
-    def _parse(
-        self, text: str | None, tokens: int | None, budget: int | None, error: str | None
-    ) -> Judgment:
-        if text is None:
-            return Judgment("parse_error", problem=error or "the LLM returned no output")
-        truncated = (
-            tokens is not None and budget is not None and tokens >= budget * (1 - _TRUNCATION_SLACK)
-        )
-        return parse_judgment(text, self.dimension_names, self.scale, truncated=truncated)
 
     def _token_budget(self) -> int | None:
         """max_new_tokens in effect: the LLM's generation_kwargs, else generate()'s default."""
@@ -316,7 +468,7 @@ class ReasoningJudge(Task):
         decoding (the same prompt would give the same answer)."""
         messages = self.format_input(row)
         last = slot.judgments[-1]
-        raw = slot.raw[-1]
+        raw = slot.attempts[-1].get("text") or ""
         if last.status == "truncated":
             messages[-1] = {"role": "user", "content": messages[-1]["content"] + _SHORTER_REQUEST}
             return messages
@@ -325,53 +477,25 @@ class ReasoningJudge(Task):
         fix = _FIX_REQUEST.format(problem=last.problem, low=self.scale[0], high=self.scale[1])
         return [*messages, {"role": "assistant", "content": raw}, {"role": "user", "content": fix}]
 
-    def _aggregate(self, row: dict[str, Any], slots: list["_Slot"]) -> dict[str, Any]:
-        if not slots:
-            failed = Judgment("parse_error", problem="no trace to judge (generation is missing)")
-            return self._row_outputs([], failed, [], row=row)
-        ok = [s.judgments[-1] for s in slots if s.ok]
-        last_failure = next((s.judgments[-1] for s in slots if not s.ok), slots[0].judgments[-1])
-        raw = [text for s in slots for text in s.raw]
-        out = self._row_outputs(ok, last_failure, raw, row=row)
-        tokens = [t for s in slots for t in s.tokens if t is not None]
+    def _row_outputs(
+        self, row: dict[str, Any], slots: list["_Slot"], reader: AnswerReader
+    ) -> dict[str, Any]:
+        out = reader.outputs([s.attempts for s in slots])
+        out["model_name"] = self.llm.model_name
+        meta = dict(row.get(DISTILABEL_METADATA_KEY) or {})
+        if self.add_raw_input and isinstance(row.get("generation"), str):
+            meta[f"raw_input_{self.name}"] = self.format_input(row)
+        tokens = [a["tokens"] for s in slots for a in s.attempts if a["tokens"] is not None]
         if tokens:
-            meta = out[DISTILABEL_METADATA_KEY]
             meta[f"statistics_{self.name}"] = {"output_tokens": sum(tokens)}
+        out[DISTILABEL_METADATA_KEY] = meta
         return out
 
-    def _row_outputs(
-        self,
-        ok: list[Judgment],
-        failure: Judgment,
-        raw: list[str],
-        row: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        names = self.dimension_names
-        status: JudgeStatus = "ok" if ok else failure.status
-        scores: dict[str, float | None] = dict.fromkeys(names)
-        spread: dict[str, float | None] = dict.fromkeys(names)
-        rationales: dict[str, str | None] = dict.fromkeys(names)
-        if ok:
-            for name in names:
-                values = [j.scores[name] for j in ok]
-                scores[name] = statistics.fmean(values)
-                spread[name] = statistics.pstdev(values)
-                rationales[name] = ok[0].rationales.get(name, "")
-        meta = dict((row or {}).get(DISTILABEL_METADATA_KEY) or {})
-        if self.add_raw_input and row is not None and isinstance(row.get("generation"), str):
-            meta[f"raw_input_{self.name}"] = self.format_input(row)
-        return {
-            "scores": scores,
-            "score_spread": spread,
-            "rationales": rationales,
-            "judge_status": status,
-            "judge_problem": None if ok else failure.problem,
-            "judge_raw": raw,
-            "judge_attempts": len(raw),
-            "judge_samples": len(ok),
-            "model_name": self.llm.model_name,
-            DISTILABEL_METADATA_KEY: meta,
-        }
+
+def _attempt(
+    text: str | None, tokens: int | None, error: str | None, logprobs: Any = None
+) -> dict[str, Any]:
+    return {"text": text, "tokens": tokens, "error": error, "logprobs": logprobs}
 
 
 @dataclass
@@ -379,17 +503,15 @@ class _Slot:
     """One requested judgment of one row, across its attempts."""
 
     row: int
-    raw: list[str] = field(default_factory=list)
-    tokens: list[int | None] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     judgments: list[Judgment] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return bool(self.judgments) and self.judgments[-1].ok
 
-    def record(self, text: str | None, tokens: int | None, judgment: Judgment) -> None:
-        self.raw.append(text or "")
-        self.tokens.append(tokens)
+    def record(self, attempt: dict[str, Any], judgment: Judgment) -> None:
+        self.attempts.append(attempt)
         self.judgments.append(judgment)
 
 
@@ -404,8 +526,9 @@ def judge_from_config(
 
     ``task_class`` lets a subclass (e.g. one that consults a result store first) get the
     same configuration; ``step_kwargs`` (name, input_mappings, input_batch_size, the
-    subclass's own fields) go to the step. The LLM's generation parameters stay the
-    caller's: they belong to the backend that built ``llm``.
+    subclass's own fields) go to the step. The LLM's generation parameters, and the
+    enforcement of the schema, stay the caller's: they belong to the backend that built
+    ``llm`` (:func:`prefdelta.builders.generators.make_judge_llm`).
     """
     return task_class(
         llm=llm,
@@ -413,5 +536,7 @@ def judge_from_config(
         scale=tuple(judge_config.scale),
         samples=judge_config.samples,
         max_retries=judge_config.max_retries,
+        json_schema=schema_for(judge_config),
+        scoring=judge_config.scoring,
         **step_kwargs,
     )

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-JudgeStatus = Literal["ok", "parse_error", "refused", "truncated"]
-JUDGE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "refused", "truncated")
+JudgeStatus = Literal["ok", "parse_error", "refused", "truncated", "schema_violation"]
+JUDGE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "refused", "truncated", "schema_violation")
 
 __all__ = ["JUDGE_STATUSES", "JudgeStatus", "Judgment", "parse_judgment"]
 
@@ -37,6 +37,7 @@ class Judgment:
     scores: dict[str, float] = field(default_factory=dict)
     rationales: dict[str, str] = field(default_factory=dict)
     problem: str | None = None
+    probs: dict[str, list[float]] | None = None  # per dimension over the scale, when known
 
     @property
     def ok(self) -> bool:

@@ -19,12 +19,24 @@ from distilabel.steps import LoadDataFromDicts, StepInput
 from distilabel.typing import StepOutput
 
 from prefdelta.builders.generate import TraceGeneration, model_group
-from prefdelta.builders.judge import ReasoningJudge, judge_from_config, template_source
+from prefdelta.builders.judge import (
+    ReasoningJudge,
+    judge_from_config,
+    schema_for,
+    template_source,
+)
 from prefdelta.builders.store import ResultStore, content_key
 from prefdelta.recipe import BuildRecipe, JudgeConfig
 
 LOCAL_BACKENDS = frozenset({"transformers", "gguf"})
-_OPERATIONAL = {"batch_size", "concurrency", "base_url", "api_key", "max_retries"}
+_OPERATIONAL = {
+    "batch_size",
+    "concurrency",
+    "base_url",
+    "api_key",
+    "max_retries",
+    "response_format",  # how the schema travels, not what it says
+}
 
 
 def judge_fingerprint(config: JudgeConfig) -> str:
@@ -138,9 +150,17 @@ def judge_pipeline(
     judge = recipe.judge
     with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
         load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=judge.batch_size)
+        llm = make_llm(
+            judge,
+            judge.generation,
+            recipe.base_dir,
+            json_schema=schema_for(judge),
+            logprobs=judge.scoring == "expected",
+            schema_dialect=judge.response_format,
+        )
         step = judge_from_config(
             judge,
-            make_llm(judge, judge.generation, recipe.base_dir),
+            llm,
             task_class=CachedReasoningJudge,
             name="judge",
             fingerprint=judge_fingerprint(judge),
