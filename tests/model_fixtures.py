@@ -118,10 +118,14 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
 
 @dataclass
 class ChatServerState:
-    """What the server saw, and how it misbehaves (tests set ``delay_s``/``fail_first``)."""
+    """What the server saw, and how it behaves (tests set ``delay_s``, ``fail_first``,
+    ``content`` and ``refuse_types``). It ignores ``response_format`` as some servers do."""
 
     delay_s: float = 0.05  # long enough for concurrent requests to overlap
     fail_first: int = 0  # answer this many requests with 429 before serving
+    content: str | None = None  # the answer to every request; default: an echo
+    refuse_types: set[str] = field(default_factory=set)  # response_format types to refuse
+    refused: int = 0
     requests: int = 0
     rate_limited: int = 0
     in_flight: int = 0
@@ -155,13 +159,20 @@ class ChatServer:
                 status_code=429,
                 headers={"retry-after-ms": "10"},
             )
+        kind = (body.get("response_format") or {}).get("type")
+        if kind in state.refuse_types:  # as llama-cpp-python's server refuses json_schema
+            state.refused += 1
+            message = f"response_format.type: Input should be 'text' or 'json_object', got {kind!r}"
+            return JSONResponse(
+                {"error": {"message": message, "type": "internal_server_error"}}, status_code=500
+            )
         state.in_flight += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
             await asyncio.sleep(state.delay_s)
         finally:
             state.in_flight -= 1
-        text = f"echo: {body['messages'][-1]['content']}"
+        text = state.content or f"echo: {body['messages'][-1]['content']}"
         choices = [
             {
                 "index": i,

@@ -226,6 +226,12 @@ class JudgeConfig(ModelEndpoint):
             raise ValueError(f"dimension listed twice: {', '.join(dupes)}")
         return v
 
+    @field_validator("structured", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        """YAML reads a bare ``off`` as false (and ``on`` as true)."""
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
     @field_validator("scale", mode="before")
     @classmethod
     def _scale_shape(cls, v: Any) -> Any:

@@ -223,7 +223,7 @@ def _digit_tokens(
                         "token": piece,
                         "logprob": recorder.chosen[step][row],
                         "top": [
-                            (tokenizer.decode([a], skip_special_tokens=True), v)
+                            {"token": tokenizer.decode([a], skip_special_tokens=True), "logprob": v}
                             for a, v in zip(alt_ids[row], values[row], strict=True)
                             if v > float("-inf")  # masked out by the grammar
                         ],

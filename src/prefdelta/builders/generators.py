@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import openai
-from distilabel.models.llms import InferenceEndpointsLLM, OpenAILLM, TransformersLLM
+from distilabel.models.llms import InferenceEndpointsLLM, OpenAILLM, TransformersLLM, vLLM
 from distilabel.models.llms.base import LLM, merge_responses
 from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr
@@ -453,81 +453,77 @@ class BoundedInferenceEndpointsLLM(_BoundedConcurrency, InferenceEndpointsLLM):
         return output
 
 
-def structured_vllm_class() -> type[LLM]:
-    """distilabel's ``vLLM`` with the judge's schema (``StructuredOutputsParams``) and
-    ``logprobs``; built on demand because importing distilabel's class needs no vLLM but
-    the subclass is only useful where vLLM is installed."""
-    from distilabel.models.llms import vLLM
+class StructuredvLLM(vLLM):
+    """distilabel's ``vLLM`` with the judge's schema (``StructuredOutputsParams``, passed
+    through ``extra_sampling_params``) and token log-probs; such outputs carry
+    ``token_logprobs``. Importing distilabel's class needs no vLLM; using it does."""
 
-    class StructuredvLLM(vLLM):  # type: ignore[misc, valid-type]
-        json_schema: dict[str, Any] | None = None
-        logprobs: bool = False
+    json_schema: dict[str, Any] | None = None
+    logprobs: bool = False
 
-        _tokens: list[Any] = PrivateAttr(default_factory=list)
+    _tokens: list[Any] = PrivateAttr(default_factory=list)
 
-        def generate(  # type: ignore[override]
-            self,
-            inputs: list[Any],
-            num_generations: int = 1,
-            max_new_tokens: int = 128,
-            presence_penalty: float = 0.0,
-            frequency_penalty: float = 0.0,
-            repetition_penalty: float = 1.0,
-            temperature: float = 1.0,
-            top_p: float = 1.0,
-            top_k: int = -1,
-            min_p: float = 0.0,
-            logprobs: int | None = None,
-            stop: list[str] | None = None,
-            stop_token_ids: list[int] | None = None,
-            include_stop_str_in_output: bool = False,
-            skip_special_tokens: bool = True,
-            logits_processors: Any = None,
-            extra_sampling_params: dict[str, Any] | None = None,
-            echo: bool = False,
-        ) -> list[Any]:
-            extra = dict(extra_sampling_params or {})
-            if self.json_schema is not None:
-                extra["structured_outputs"] = vllm_structured_outputs(self.json_schema)
-            self._tokens = []
-            outputs = super().generate(
-                inputs=inputs,
-                num_generations=num_generations,
-                max_new_tokens=max_new_tokens,
-                presence_penalty=presence_penalty,
-                frequency_penalty=frequency_penalty,
-                repetition_penalty=repetition_penalty,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                min_p=min_p,
-                logprobs=TOP_LOGPROBS if self.logprobs else logprobs,
-                stop=stop,
-                stop_token_ids=stop_token_ids,
-                include_stop_str_in_output=include_stop_str_in_output,
-                skip_special_tokens=skip_special_tokens,
-                logits_processors=logits_processors,
-                extra_sampling_params=extra,
-                echo=echo,
-            )
-            for output, tokens in zip(outputs, self._tokens, strict=True):
-                output["token_logprobs"] = tokens
-            return outputs
+    def generate(  # type: ignore[override]
+        self,
+        inputs: list[Any],
+        num_generations: int = 1,
+        max_new_tokens: int = 128,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repetition_penalty: float = 1.0,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = -1,
+        min_p: float = 0.0,
+        logprobs: int | None = None,
+        stop: list[str] | None = None,
+        stop_token_ids: list[int] | None = None,
+        include_stop_str_in_output: bool = False,
+        skip_special_tokens: bool = True,
+        logits_processors: Any = None,
+        extra_sampling_params: dict[str, Any] | None = None,
+        echo: bool = False,
+    ) -> list[Any]:
+        extra = dict(extra_sampling_params or {})
+        if self.json_schema is not None:
+            extra["structured_outputs"] = vllm_structured_outputs(self.json_schema)
+        self._tokens = []
+        outputs = super().generate(
+            inputs=inputs,
+            num_generations=num_generations,
+            max_new_tokens=max_new_tokens,
+            presence_penalty=presence_penalty,
+            frequency_penalty=frequency_penalty,
+            repetition_penalty=repetition_penalty,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
+            logprobs=TOP_LOGPROBS if self.logprobs else logprobs,
+            stop=stop,
+            stop_token_ids=stop_token_ids,
+            include_stop_str_in_output=include_stop_str_in_output,
+            skip_special_tokens=skip_special_tokens,
+            logits_processors=logits_processors,
+            extra_sampling_params=extra,
+            echo=echo,
+        )
+        for output, tokens in zip(outputs, self._tokens, strict=True):
+            output["token_logprobs"] = tokens
+        return outputs
 
-        def _process_outputs(
-            self, input: str, outputs: Any, prompt_logprobs: Any, echo: bool = False
-        ) -> Any:
-            self._tokens.append(
-                [
-                    None
-                    if (tokens := vllm_output_tokens(out)) is None
-                    else digit_tokens(tokens, out.text)
-                    for out in outputs.outputs
-                ]
-            )
-            return super()._process_outputs(input, outputs, prompt_logprobs, echo)
-
-    return StructuredvLLM
+    def _process_outputs(
+        self, input: str, outputs: Any, prompt_logprobs: Any, echo: bool = False
+    ) -> Any:
+        self._tokens.append(
+            [
+                None
+                if (tokens := vllm_output_tokens(out)) is None
+                else digit_tokens(tokens, out.text)
+                for out in outputs.outputs
+            ]
+        )
+        return super()._process_outputs(input, outputs, prompt_logprobs, echo)
 
 
 def generation_kwargs(backend: Backend, generation: GenerationParams) -> dict[str, Any]:
@@ -615,7 +611,7 @@ def make_llm(
                 f"backend 'vllm' for {endpoint.model!r} needs vLLM, which is not installed: "
                 "pip install vllm (on a CUDA machine)"
             )
-        return structured_vllm_class()(
+        return StructuredvLLM(
             model=_local_or_hub(endpoint.model, base_dir),
             dtype=dtype,
             extra_kwargs={"tensor_parallel_size": endpoint.tensor_parallel_size},

@@ -30,6 +30,7 @@ from typing import Any, Literal, TypedDict
 
 __all__ = [
     "TOP_LOGPROBS",
+    "Alternative",
     "ResponseFormatDialect",
     "TokenLogprobs",
     "chat_choice_tokens",
@@ -47,13 +48,18 @@ TOP_LOGPROBS = 20
 """Alternatives asked for per token: OpenAI's maximum, and more than any 1-digit scale."""
 
 
+class Alternative(TypedDict):
+    token: str
+    logprob: float
+
+
 class TokenLogprobs(TypedDict):
-    """One generated token that contains a digit, with its alternatives."""
+    """One generated token that contains a digit, with its alternatives (any order)."""
 
     offset: int  # character offset of the token in the answer text
     token: str
     logprob: float
-    top: list[tuple[str, float]]  # (token text, logprob), any order
+    top: list[Alternative]
 
 
 def digit_tokens(
@@ -77,7 +83,7 @@ def digit_tokens(
                     "offset": offset,
                     "token": token,
                     "logprob": float(logprob),
-                    "top": [(str(t), float(lp)) for t, lp in top],
+                    "top": [{"token": str(t), "logprob": float(lp)} for t, lp in top],
                 }
             )
         offset += len(token)
@@ -105,8 +111,8 @@ def schema_problem(text: str, schema: dict[str, Any]) -> str | None:
     where = ".".join(str(p) for p in first.absolute_path) or "the answer"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     message = " ".join(first.message.split())
-    if len(message) > 160:
-        message = message[:157] + "..."
+    if len(message) > 160:  # jsonschema quotes the whole value; its verdict comes last
+        message = message[:90] + " ... " + message[-60:]
     return f"{where}: {message}{more}"
 
 
@@ -150,7 +156,10 @@ def score_distributions(
         prefix = token["token"][: start - token["offset"]]
         suffix = token["token"][end - token["offset"] :]
         found: dict[int, float] = {}
-        for alt, logprob in [*token["top"], (token["token"], token["logprob"])]:
+        for alt, logprob in [
+            *((a["token"], a["logprob"]) for a in token["top"]),
+            (token["token"], token["logprob"]),
+        ]:
             if not (alt.startswith(prefix) and alt.endswith(suffix)):
                 continue
             middle = alt[len(prefix) : len(alt) - len(suffix)]
