@@ -45,6 +45,7 @@ judge:
   backend: transformers
   dimensions: [step_coherence, factuality]
   max_retries: {retries}
+  structured: {structured}
   generation: {{temperature: 0.0, max_new_tokens: {judge_tokens}}}
 """
 
@@ -54,15 +55,22 @@ def write_recipe(
     model: Path,
     prompts: int,
     tokens: int = 12,
-    judge_tokens: int = 8,
+    judge_tokens: int = 160,
     retries: int = 0,
+    structured: str = "auto",
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = [{"problem": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(prompts)]
     (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = folder / "recipe.yaml"
     path.write_text(
-        RECIPE.format(model=model, tokens=tokens, judge_tokens=judge_tokens, retries=retries)
+        RECIPE.format(
+            model=model,
+            tokens=tokens,
+            judge_tokens=judge_tokens,
+            retries=retries,
+            structured=f'"{structured}"',
+        )
     )
     return path
 
@@ -112,7 +120,10 @@ def test_build_writes_every_trace_and_reuses_everything_on_rerun(
     tmp_path: Path,
     tiny_model_dir: Path,  # noqa: F811
 ) -> None:
-    recipe = load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=3))
+    """Judged in prose (``structured: off``), a random model scores nothing: kept, said."""
+    recipe = load_recipe(
+        write_recipe(tmp_path, tiny_model_dir, prompts=3, judge_tokens=8, structured="off")
+    )
     out = tmp_path / "out"
     log = io.StringIO()
     first = run_build(recipe, out, console=Console(file=log, width=200))
@@ -144,6 +155,44 @@ def test_build_writes_every_trace_and_reuses_everything_on_rerun(
 
     again = run_build(recipe, out)
     assert again["reused"] == {"generations": 9, "generated": 0, "judgments": 9, "judged": 0}
+    assert pq.read_table(out / "traces.parquet").to_pylist() == traces
+
+
+def test_a_structured_judge_scores_every_trace_and_the_tables_reread_its_answers(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """The same random model, decoded under the schema: every trace judged, every pair with
+    deltas, the judge measured. The store keeps the raw answers and the tables are read from
+    them, so a change to the stored reading reaches a rebuild with no judge call."""
+    recipe = load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=4))
+    out = tmp_path / "out"
+    first = run_build(recipe, out, console=Console(file=io.StringIO(), width=200))
+    assert first["judge_status"] == {"ok": 12} and first["score_kind"] == {"expected": 12}
+    assert first["pairs"] == 4 == first["judged_pairs"]
+    pairs = pq.read_table(out / "pairs.parquet").to_pylist()
+    assert all(p["delta_step_coherence"] is not None and p["delta"] is not None for p in pairs)
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    for t in traces:
+        assert len(t["score_probs"]["factuality"]) == 5
+        assert sum(t["score_probs"]["factuality"]) == pytest.approx(1.0)
+    validity = first["judge_validity"]
+    assert validity["verifier_agreement"]["n_judged"] == 12
+    assert validity["generator_order"]["overall"]["n_pairs"] == 4
+    assert validity["length_bias"]["aggregate"]["n"] == 4
+
+    # spoil the columns the judge step stored (as a reading bug would have): the rebuild
+    # reads the raw answers again and restores them, without calling the judge
+    store = ResultStore(out / "store.sqlite")
+    with store._connect() as db:
+        rows = db.execute("SELECT key, value FROM judgment").fetchall()
+        for key, value in rows:
+            stored = json.loads(value)
+            stored["scores"] = dict.fromkeys(stored["scores"], 1.0)
+            stored["judge_status"] = "parse_error"
+            db.execute("UPDATE judgment SET value = ? WHERE key = ?", (json.dumps(stored), key))
+    again = run_build(recipe, out)
+    assert again["reused"]["judged"] == 0 and again["judge_status"] == {"ok": 12}
     assert pq.read_table(out / "traces.parquet").to_pylist() == traces
 
 
@@ -188,7 +237,7 @@ def test_changing_only_the_judge_generates_nothing(
     run_build(load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=2)), out)
     before = {t["trace_key"]: t["trace"] for t in pq.read_table(out / "traces.parquet").to_pylist()}
 
-    changed = load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=2, judge_tokens=6))
+    changed = load_recipe(write_recipe(tmp_path, tiny_model_dir, prompts=2, judge_tokens=200))
     summary = run_build(changed, out)
     assert summary["reused"]["generated"] == 0
     assert summary["reused"]["generations"] == 6

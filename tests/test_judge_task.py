@@ -128,7 +128,7 @@ def test_prompt_shows_every_rubric_the_scale_and_the_shape() -> None:
     assert "from 0 (worst) to 10 (best)" in text
     assert "length" in text and "style" in text
     assert "JSON object keyed by the dimension names" in text
-    assert '{"factuality": {"score": <0-10>, "rationale": "..."}, ...}' in text
+    assert '{"factuality": {"rationale": "...", "score": <0-10>}, ...}' in text
 
 
 def test_retries_are_batched_and_show_the_problem() -> None:

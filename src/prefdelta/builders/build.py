@@ -431,8 +431,10 @@ def _summary(
         "pairs": len(pairs),
         "judged_pairs": len(judged_pairs),
         "judge_status": dict(Counter(t["judge_status"] for t in traces)),
-        "score_kind": dict(Counter(t["score_kind"] for t in traces if t["score_kind"])),
-        "score_fallback": dict(Counter(t["score_fallback"] for t in traces if t["score_fallback"])),
+        "score_kind": dict(Counter(t.get("score_kind") for t in traces if t.get("score_kind"))),
+        "score_fallback": dict(
+            Counter(t.get("score_fallback") for t in traces if t.get("score_fallback"))
+        ),
         "judge_validity": judge_validity(traces, pairs, dims, recipe.pairing.strategy),
         "finish_reason": dict(Counter(t["finish_reason"] for t in traces)),
         "ties_dropped": report.ties_dropped,

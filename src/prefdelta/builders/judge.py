@@ -362,12 +362,10 @@ class ReasoningJudge(Task):
         return self.reader.outputs([[{"text": output, "tokens": None, "error": None}]])
 
     @override
-    def get_structured_output(self) -> dict[str, Any]:
-        """JSON schema of the answer (the one a structured judge enforces)."""
-        if self.json_schema is not None:
-            return self.json_schema
-        budget = self._token_budget() or 1024
-        return judgment_schema(self.dimension_names, self.scale, budget)
+    def get_structured_output(self) -> dict[str, Any] | None:
+        """The schema the LLM enforces (None for prose answers). The backend, not
+        distilabel's default structured output, enforces it: see ``make_llm``."""
+        return self.json_schema
 
     # ----------------------------------------------------------------------- process
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from prefdelta.builders.validity import validity_markdown
 from prefdelta.push.card_template import CARD_TEMPLATE
 from prefdelta.push.layout import PAIRS, TRACES, size_category
 
@@ -150,6 +151,10 @@ def render_card(
         summary=summary,
         splits=splits,
         judge_status=sorted((summary.get("judge_status") or {}).items()),
+        score_kinds=sorted((summary.get("score_kind") or {}).items()),
+        validity=validity_markdown(summary["judge_validity"])
+        if summary.get("judge_validity")
+        else None,
         lost=sorted((summary.get("unjudged_pairs") or {}).items()),
         test_note=test_note,
         delta_stats=[(c, s or empty) for c, s in ordered],

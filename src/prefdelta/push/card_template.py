@@ -72,7 +72,17 @@ Pairing: **{{ pairing }}**; ties (equal aggregate scores) are {{ "dropped" if ti
 `{{ judge.model }}` ({{ judge.backend }}), one call per trace scoring every dimension on an
 integer scale from {{ judge.scale[0] }} to {{ judge.scale[1] }}{% if judge.samples > 1 %},
 {{ judge.samples }} samples averaged{% endif %}, temperature {{ judge.generation.temperature }}.
+{% if judge.structured == "auto" %}Its answers were decoded under a JSON schema (each
+dimension a rationale and an integer score), and every answer was checked against it.
+{% else %}Its answers were free text, read by a lenient parser.
+{% endif %}{% if score_kinds %}Scores: {% for kind, n in score_kinds %}{{ n }} {{ kind }}{{ ", " if not loop.last }}{% endfor %}
+(expected: the probability-weighted mean of the scale values at the score token, so scores
+and deltas are continuous; sampled: the integer the judge wrote).
+{% endif %}
+{% if validity %}### Judge validity
 
+{{ validity }}
+{% endif %}
 ### Rubric
 
 {% for d in judge.dimensions -%}
