@@ -108,7 +108,7 @@ def test_sweep_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa
 
 
 def test_a_build_without_scored_pairs_still_sweeps_what_it_can(tmp_path: Path) -> None:
-    """The demo's weak judge scores nothing: no top-k runs, the rest of the sweep stays."""
+    """A build whose judge scored nothing: no top-k runs, the rest of the sweep stays."""
     (tmp_path / "train.yaml").write_text("dataset: x\n")
     sweep = tmp_path / "s.yaml"
     sweep.write_text(
