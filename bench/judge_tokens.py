@@ -209,7 +209,7 @@ def load_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-def _offline_llm() -> Any:
+def offline_llm() -> Any:
     """A do-nothing LLM: the tasks need one to load, the bench never generates."""
     from distilabel.models.llms.base import LLM
 
@@ -251,12 +251,12 @@ def main() -> int:
     # the judge as a recipe's defaults make it: schema-enforced answers, 1024-token budget
     config = JudgeConfig(model="judge", backend="openai")
     schema = schema_for(config)
-    ours = ReasoningJudge(llm=_offline_llm(), json_schema=schema)
+    ours = ReasoningJudge(llm=offline_llm(), json_schema=schema)
     ours.load()
     for example in (OURS_CHOSEN, OURS_REJECTED):  # the answers counted are valid judgments
         problem = schema_problem(example, schema or {})
         assert problem is None, problem
-    baseline = {a: UltraFeedback(llm=_offline_llm(), aspect=a) for a in ASPECTS}
+    baseline = {a: UltraFeedback(llm=offline_llm(), aspect=a) for a in ASPECTS}
     for task in baseline.values():
         task.load()
 

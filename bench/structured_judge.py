@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from judge_tokens import offline_llm  # bench/ is on sys.path when a bench runs
+
 GOAL = 1.10
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = [
@@ -39,8 +41,6 @@ TRACES = [
 
 def judge_prompts() -> tuple[list[str], Any, dict[str, Any]]:
     """16 judge prompts (8 demo problems x 2 traces), the judge step, and its schema."""
-    from distilabel.models.llms.base import LLM
-
     from prefdelta.builders.judge import judge_from_config, schema_for
     from prefdelta.recipe import load_recipe
 
@@ -52,18 +52,7 @@ def judge_prompts() -> tuple[list[str], Any, dict[str, Any]]:
         for line in (ROOT / "recipes" / "data" / "demo-prompts.jsonl").read_text().splitlines()
     ][:8]
 
-    class NoLLM(LLM):  # rendering the prompt needs no model
-        def load(self) -> None:
-            super().load()
-
-        @property
-        def model_name(self) -> str:
-            return "none"
-
-        def generate(self, inputs: list[Any], num_generations: int = 1) -> list[Any]:
-            raise RuntimeError("the bench renders prompts only")
-
-    judge = judge_from_config(recipe.judge, NoLLM())
+    judge = judge_from_config(recipe.judge, offline_llm())  # rendering needs no model
     chats = [
         judge.format_input(
             {"instruction": r["problem"], "generation": t.format(q=r["problem"], a=r["answer"])}

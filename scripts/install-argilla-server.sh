@@ -9,24 +9,11 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PREFDELTA_ARGILLA_VENV:-$ROOT/.venv-argilla}"
-PYTHON="${PYTHON:-python3}"
-REQUIREMENTS="$ROOT/scripts/argilla-server-requirements.txt"
-STAMP="$VENV/.prefdelta-requirements.sha256"
+source "$ROOT/scripts/server-venv.sh"
 
-want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
-if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
-    echo "Argilla server venv is up to date: $VENV"
-    exit 0
-fi
-
-echo "Installing the Argilla server venv into $VENV ..."
-start=$SECONDS
-"$PYTHON" -m venv "$VENV"
-echo '*' > "$VENV/.gitignore"  # keep the venv out of git, wherever it lives
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-"$VENV/bin/python" -m pip check --disable-pip-version-check
 # Prove the CLI runs (the click pin) and the osmem binary is there; also warms the .pyc cache.
-(cd "$VENV" && "$VENV/bin/python" -I -m argilla_server --help > /dev/null)
-"$VENV/bin/python" -I -c "import fakeredis, osmem_server; osmem_server.resolve_binary()"
-echo "$want" > "$STAMP"
-echo "Argilla server venv ready in $((SECONDS - start)) s: $VENV"
+check() {
+    (cd "$VENV" && "$VENV/bin/python" -I -m argilla_server --help > /dev/null)
+    "$VENV/bin/python" -I -c "import fakeredis, osmem_server; osmem_server.resolve_binary()"
+}
+server_venv "Argilla server" "$VENV" "$ROOT/scripts/argilla-server-requirements.txt" check

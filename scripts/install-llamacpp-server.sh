@@ -13,23 +13,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PREFDELTA_LLAMACPP_VENV:-$ROOT/.venv-llamacpp}"
-PYTHON="${PYTHON:-python3}"
-REQUIREMENTS="$ROOT/scripts/llamacpp-server-requirements.txt"
-STAMP="$VENV/.prefdelta-requirements.sha256"
+source "$ROOT/scripts/server-venv.sh"
 
-want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
-if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
-    echo "llama.cpp server venv is up to date: $VENV"
-    exit 0
-fi
-
-echo "Installing the llama.cpp server venv into $VENV (a first install compiles llama.cpp) ..."
-start=$SECONDS
-"$PYTHON" -m venv "$VENV"
-echo '*' > "$VENV/.gitignore"  # keep the venv out of git, wherever it lives
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-"$VENV/bin/python" -m pip check --disable-pip-version-check
-# Prove the server module imports (it loads libllama.so); also warms the .pyc cache.
-"$VENV/bin/python" -I -c "import llama_cpp.server, llama_cpp.server.app"
-echo "$want" > "$STAMP"
-echo "llama.cpp server venv ready in $((SECONDS - start)) s: $VENV"
+# The server module imports (it loads libllama.so); also warms the .pyc cache.
+check() { "$VENV/bin/python" -I -c "import llama_cpp.server, llama_cpp.server.app"; }
+server_venv "llama.cpp server" "$VENV" "$ROOT/scripts/llamacpp-server-requirements.txt" check

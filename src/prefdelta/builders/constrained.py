@@ -53,11 +53,11 @@ class GrammarCache:
 
 @dataclass
 class LocalGeneration:
-    """One generated sequence: its text, token count, whether it ran out, its digit tokens."""
+    """One generated sequence: its text, token counts and its digit tokens' alternatives."""
 
     text: str
+    input_tokens: int
     output_tokens: int
-    hit_limit: bool
     token_logprobs: list[TokenLogprobs] | None = field(default=None)
 
 
@@ -113,10 +113,10 @@ def generate_local(
             if recorder is not None:
                 recorder.finish(new)
             stops = set(_stop_ids(model, tokenizer))
-            rows = [
-                _sequence(tokenizer, ids, stops, max_new_tokens, recorder, r)
-                for r, ids in enumerate(new)
-            ]
+            prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+            rows = [_sequence(tokenizer, ids, stops, recorder, r) for r, ids in enumerate(new)]
+            for r, row in enumerate(rows):
+                row.input_tokens = int(prompt_tokens[r // num_generations])
             for i in range(len(chunk)):
                 results.append(rows[i * num_generations : (i + 1) * num_generations])
         return results
@@ -189,18 +189,16 @@ def _sequence(
     tokenizer: Any,
     ids: list[int],
     stops: set[int],
-    max_new_tokens: int,
     recorder: _Recorder | None,
     row: int,
 ) -> LocalGeneration:
     end = next((i for i, t in enumerate(ids) if t in stops), None)
     kept = ids if end is None else ids[:end]
     text = tokenizer.decode(kept, skip_special_tokens=True)
-    hit_limit = end is None and len(ids) >= max_new_tokens
     token_logprobs = None
     if recorder is not None:
         token_logprobs = _digit_tokens(tokenizer, kept, text, recorder, row)
-    return LocalGeneration(text, len(kept), hit_limit, token_logprobs)
+    return LocalGeneration(text, 0, len(kept), token_logprobs)
 
 
 def _digit_tokens(

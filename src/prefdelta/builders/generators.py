@@ -163,7 +163,7 @@ class LocalTransformersLLM(TransformersLLM):
             {
                 "generations": [g.text for g in row],
                 "statistics": {
-                    "input_tokens": [0] * len(row),
+                    "input_tokens": [g.input_tokens for g in row],
                     "output_tokens": [g.output_tokens for g in row],
                 },
                 "token_logprobs": [g.token_logprobs for g in row],

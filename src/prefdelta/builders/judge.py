@@ -5,9 +5,13 @@ Asking for all dimensions at once, per trace, is what keeps judging affordable (
 the chosen-minus-rejected delta a difference of two absolute judgments rather than a
 comparison the judge could bias by position or length.
 
-Judges fail in ordinary ways (prose instead of JSON, refusals, running out of tokens), so
-the Task re-asks inside the step, batched across rows, and keeps every row it could not
-score with its status and raw outputs: nothing the judge failed on disappears.
+The answer's shape is enforced by the backend's decoder where the recipe says so (the
+default; see ``prefdelta.judge_schema``), and every answer is checked against that schema.
+Judges still fail in ways a schema cannot prevent (a server that ignores it, refusals,
+errors), so the Task re-asks inside the step, batched across rows, and keeps every row it
+could not score with its status and raw outputs: nothing the judge failed on disappears.
+How raw answers become scores lives in one place, :class:`AnswerReader`, which the build
+also uses to read its stored answers again.
 """
 
 import importlib.resources as importlib_resources
