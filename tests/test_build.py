@@ -314,3 +314,31 @@ def test_ray_runs_the_same_build(
     local.write_text(recipe_path.read_text().replace("ray: true", ""))
     again = run_build(load_recipe(local), out)
     assert again["reused"] == {"generations": 9, "generated": 0, "judgments": 9, "judged": 0}
+
+
+def test_a_build_never_overwrites_a_folder_that_is_not_a_build(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """`-o` at a user's folder or at a file: one line, exit 1, nothing written."""
+    from typer.testing import CliRunner
+
+    from prefdelta.cli import app
+
+    recipe = write_recipe(tmp_path, tiny_model_dir, prompts=1)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text("my summary")
+    (mine / "traces.parquet").write_text("my data")
+    result = CliRunner().invoke(app, ["build", str(recipe), "-o", str(mine)])
+    assert result.exit_code == 1, result.output
+    assert "refusing to build into" in result.output and "not a prefdelta build" in result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in mine.iterdir()) == ["summary.json", "traces.parquet"]
+    assert (mine / "summary.json").read_text() == "my summary"
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = CliRunner().invoke(app, ["build", str(recipe), "-o", str(afile)])
+    assert result.exit_code == 1 and "is a file" in result.output, result.output
+    assert afile.read_text() == "x"

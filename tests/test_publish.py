@@ -191,13 +191,76 @@ def test_folder_replace_is_whole_and_refuses_foreign_folders(build: Path, tmp_pa
     publish_build(build, out, test_size=0.25)
     publish_build(build, out)  # a different layout replaces the old one entirely
     assert not (out / "data/pairs/test-00000-of-00001.parquet").exists()
+    owned = json.loads((out / ".prefdelta-manifest.json").read_text())["files"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
+        [*owned, ".prefdelta-manifest.json"]
+    )
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(PublishError, match="refusing to replace"):
+    with pytest.raises(PublishError, match=r"refusing to publish into .*notes\.txt"):
         publish_build(build, foreign)
-    assert (foreign / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_a_project_folder_keeps_every_file_prefdelta_did_not_write(
+    build: Path, tmp_path: Path
+) -> None:
+    """`--to "$PWD"` from a project: refused; with --overwrite, only its own files written."""
+    project = tmp_path / "proj"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("print('hi')\n")
+    (project / "notes.txt").write_text("mine")
+    (project / "prompts.jsonl").write_text("{}\n")
+    (project / "empty").mkdir()
+    before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    with pytest.raises(PublishError, match="not a published dataset") as err:
+        publish_build(build, project)
+    assert "--overwrite" in str(err.value) and "\n" not in str(err.value)
+    assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
+
+    publish_build(build, project, overwrite=True)
+    assert {p: p.read_bytes() for p in before} == before and (project / "empty").is_dir()
+    assert (project / "README.md").is_file() and (project / "data").is_dir()
+    pairs = datasets.load_dataset(str(project), "pairs", split="train")
+    assert pairs.num_rows == len(build_pairs(build))
+
+
+def test_republishing_keeps_a_users_files_and_removes_only_its_own(
+    build: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "published"
+    publish_build(build, out, test_size=0.25)
+    (out / "MY_NOTES.md").write_text("notes")
+    (out / "analysis").mkdir()
+    (out / "analysis" / "plot.ipynb").write_text("{}")
+    publish_build(build, out)  # no test split now: its file goes, the user's stay
+    assert (out / "MY_NOTES.md").read_text() == "notes"
+    assert (out / "analysis" / "plot.ipynb").read_text() == "{}"
+    assert not (out / "data/pairs/test-00000-of-00001.parquet").exists()
+    assert (out / "data/pairs/train-00000-of-00001.parquet").is_file()
+    # a user's file where a publish writes is not overwritten unless asked
+    (out / "plots" / "delta.png").unlink()
+    (out / "plots" / "delta.png").write_text("my own plot")
+    manifest = json.loads((out / ".prefdelta-manifest.json").read_text())
+    manifest["files"].remove("plots/delta.png")
+    (out / ".prefdelta-manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PublishError, match=r"plots/delta\.png\) where a publish writes"):
+        publish_build(build, out, test_size=0.25)
+    assert (out / "plots" / "delta.png").read_text() == "my own plot"
+    publish_build(build, out, test_size=0.25, overwrite=True)
+    assert (out / "plots" / "delta.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "MY_NOTES.md").read_text() == "notes"
+
+
+def test_a_publish_never_swallows_its_own_build(build: Path, tmp_path: Path) -> None:
+    """`publish: {folder: ..}` at the folder that holds the build (and its store)."""
+    with pytest.raises(PublishError, match="which holds it"):
+        publish_build(build, build.parent, overwrite=True)
+    with pytest.raises(PublishError, match="which holds it"):
+        publish_build(build, build)
+    assert (build / "summary.json").is_file()
 
 
 def _add_reviews(target: str | Path, build: Path, n: int = 3) -> list[str]:
@@ -299,6 +362,17 @@ def test_cli_publish_to_folder(build: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["publish", str(tmp_path / "nope"), "--to", str(target)])
     assert bad.exit_code == 1
     assert "no such build folder" in bad.output and "Traceback" not in bad.output
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "main.py").write_text("code")
+    refused = runner.invoke(app, ["publish", str(build), "--to", str(project)])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "refusing to publish into" in refused.output and "main.py" in refused.output
+    assert [p.name for p in project.iterdir()] == ["main.py"]
+    forced = runner.invoke(app, ["publish", str(build), "--to", str(project), "--overwrite"])
+    assert forced.exit_code == 0, forced.output
+    assert (project / "main.py").read_text() == "code" and (project / "README.md").is_file()
 
 
 def test_cli_publish_defaults_to_recipe_repo(build: Path, hub: HubServer) -> None:

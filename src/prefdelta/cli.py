@@ -126,13 +126,18 @@ def build(
     Rerun to resume: every finished generation and judgment is reused.
     """
     _quiet_libraries()
-    from prefdelta.builders.build import BuildIncomplete, build_dir_for, run_build
+    from prefdelta.builders.build import (
+        BuildIncomplete,
+        OutputDirError,
+        build_dir_for,
+        run_build,
+    )
     from prefdelta.builders.generators import BackendUnavailableError
 
     r = _load(recipe)
     try:
         run_build(r, output_dir, console=err)
-    except (BuildIncomplete, BackendUnavailableError, RecipeError) as exc:
+    except (BuildIncomplete, OutputDirError, BackendUnavailableError, RecipeError) as exc:
         _fail(str(exc))
     if r.publish is not None and not no_publish:
         settings = r.publish
@@ -143,6 +148,7 @@ def build(
             revision=settings.revision,
             tag=settings.tag,
             test_size=settings.test_size,
+            overwrite=settings.overwrite,
         )
 
 
@@ -175,6 +181,14 @@ def publish(
             "recipe's publish.sort_by, else delta); filters on it skip whole row groups",
         ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="publish into a folder holding files prefdelta did not write: files at "
+            "the paths it writes are replaced, all others kept",
+        ),
+    ] = False,
 ) -> None:
     """Publish a build to the Hub (one atomic commit) or a local folder, with its card."""
     from prefdelta.push import PublishError
@@ -205,6 +219,7 @@ def publish(
         tag=not no_tag and (settings.tag if settings else True),
         test_size=test_size if test_size is not None else (settings and settings.test_size),
         sort_by=sort_by,
+        overwrite=overwrite or bool(settings and settings.overwrite),
     )
 
 
@@ -222,6 +237,7 @@ def _publish(
     tag: bool,
     test_size: float | None,
     sort_by: str | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Publish and say where; a failure is one line and exit status 1."""
     from huggingface_hub.errors import HfHubHTTPError
@@ -238,6 +254,7 @@ def _publish(
             test_size=test_size,
             console=err,
             sort_by=sort_by,
+            overwrite=overwrite,
         )
     except (PublishError, HfHubHTTPError, OSError) as exc:
         _fail(" ".join(str(exc).split()))

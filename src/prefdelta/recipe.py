@@ -382,6 +382,11 @@ class PublishConfig(StrictModel):
         description="delta column the pairs are stored in, highest first: filters on it "
         "read only the row groups they need",
     )
+    overwrite: bool = Field(
+        False,
+        description="folder: publish into it although it holds files prefdelta did not "
+        "write (those at the paths it writes are replaced, all others kept)",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> PublishConfig:

@@ -54,6 +54,30 @@ class BuildIncomplete(RuntimeError):
     """Some model calls failed; what finished is kept, and a rerun retries the rest."""
 
 
+class OutputDirError(ValueError):
+    """The build folder is a file, or a folder of someone else's files."""
+
+
+STORE = "store.sqlite"
+
+
+def claim_build_dir(out: Path) -> None:
+    """Refuse a build folder that would overwrite what is not a build's: a file, or a
+    non-empty folder without a build's store (a build writes ``store.sqlite`` first)."""
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"build folder {out} is a file; choose a folder (-o/--output-dir)")
+    if out.is_dir() and not (out / STORE).is_file():
+        foreign = sorted(p.name for p in out.iterdir())
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (
+                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            )
+            raise OutputDirError(
+                f"refusing to build into {out}: it holds files that are not a prefdelta build "
+                f"({shown}); choose an empty or new folder (-o/--output-dir)"
+            )
+
+
 @dataclass(frozen=True)
 class PlannedTrace:
     prompt: Prompt
@@ -81,9 +105,10 @@ def run_build(
     console = console or Console(stderr=True)
     started = time.monotonic()
     out = build_dir_for(recipe, output_dir)
+    claim_build_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / SUMMARY).unlink(missing_ok=True)  # the folder is not a finished build until the end
-    store_path = out / "store.sqlite"
+    store_path = out / STORE
     store = ResultStore(store_path)
 
     prompts, duplicates = load_prompts(recipe)

@@ -36,6 +36,8 @@ PAIRS, TRACES = "pairs", "traces"
 # Paths a publish owns: files under these that the new layout lacks are deleted on the Hub.
 MANAGED_DIRS = ("data/", "plots/")
 MANAGED_FILES = ("README.md", "recipe.yaml")
+# In a published folder: the files its publish wrote, the only ones a republish touches.
+FOLDER_MANIFEST = ".prefdelta-manifest.json"
 # Row groups of about this many uncompressed bytes. A filtered load decodes one whole row
 # group at a time, so this bounds its memory (bench/filter_load.py: 1M pairs, ~75k-row groups
 # peaked ~250 MB above the import baseline, ~19k-row groups ~145 MB, at the same speed);
@@ -313,3 +315,25 @@ def manifest(root: Path) -> dict[str, str]:
 def is_managed(path: str) -> bool:
     """Whether a repo path belongs to the published layout (stale ones may be deleted)."""
     return path in MANAGED_FILES or path.startswith(MANAGED_DIRS)
+
+
+def read_folder_manifest(root: Path) -> set[str] | None:
+    """The files a publish (or a review pull) wrote into the folder ``root``; None when it
+    has no manifest."""
+    path = root / FOLDER_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8"))["files"]
+        return {str(f) for f in listed}
+    except (ValueError, KeyError, TypeError):
+        raise PublishError(
+            f"{path} is not a prefdelta manifest; remove it or choose another folder"
+        ) from None
+
+
+def write_folder_manifest(root: Path, files: set[str] | dict[str, str]) -> None:
+    """Write the manifest of ``root`` atomically."""
+    tmp = root / f".{FOLDER_MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"files": sorted(files)}, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, root / FOLDER_MANIFEST)

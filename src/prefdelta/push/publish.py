@@ -7,6 +7,14 @@ commit call itself, so this module does: after any failure it re-reads the head,
 repo already holds exactly our files (a commit that landed although its response was lost),
 it stops there. Publishing an unchanged build again finds nothing to change and makes no
 commit. A local folder is staged beside the target and renamed into place.
+
+A folder publish owns exactly the files it writes, listed in the folder's manifest
+(``.prefdelta-manifest.json``): it replaces or removes only those. A folder that holds
+nothing else is swapped whole (atomic); one that also holds other files (a user's notes
+beside a published dataset) has each of its own files replaced in place, each atomically,
+the manifest last, and the other files are left as they are. A folder that holds files
+prefdelta did not write at paths it would write, or that is not a published dataset at
+all, is refused unless ``overwrite`` says to publish into it.
 """
 
 from __future__ import annotations
@@ -34,16 +42,18 @@ from rich.console import Console
 
 from prefdelta.push.card import REVIEWS
 from prefdelta.push.layout import (
+    FOLDER_MANIFEST,
     Build,
     LayoutOptions,
     PublishError,
     StagedLayout,
     data_path,
     is_managed,
-    manifest,
     read_build,
+    read_folder_manifest,
     sha256_file,
     stage_layout,
+    write_folder_manifest,
 )
 
 T = TypeVar("T")
@@ -94,10 +104,12 @@ def publish_build(
     console: Console | None = None,
     license: str | None = None,
     sort_by: str | None = None,
+    overwrite: bool = False,
 ) -> PublishResult:
     """Publish the build in ``build_dir`` to a Hub dataset repo ``org/name`` or a folder.
 
-    ``private``, ``revision`` and ``tag`` apply to the Hub only. ``test_size`` holds out that
+    ``private``, ``revision`` and ``tag`` apply to the Hub only; ``overwrite`` to a folder
+    that holds files prefdelta did not write (see the module docstring). ``test_size`` holds out that
     fraction of prompts (all their pairs) as a ``test`` split. ``license`` and ``sort_by``
     (the delta column pairs are stored by, highest first) default to the recipe's
     ``publish`` section (else apache-2.0 and ``delta``).
@@ -112,22 +124,24 @@ def publish_build(
     )
     if is_hub_target(target):
         return _publish_hub(build, str(target), private, revision, tag, options, console)
-    return _publish_folder(build, Path(target), options, console)
+    return _publish_folder(build, Path(target), options, console, overwrite)
 
 
 # --------------------------------------------------------------------------- folder
 
 
 def _publish_folder(
-    build: Build, target: Path, options: LayoutOptions, console: Console
+    build: Build, target: Path, options: LayoutOptions, console: Console, overwrite: bool
 ) -> PublishResult:
     if target.exists() and not target.is_dir():
         raise PublishError(f"{target} exists and is not a folder")
+    _refuse_enclosing(build, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:
         staged = stage_layout(build, staging, options=options, dataset_ref=str(target))
-        if _looks_published(target):
+        owned = owned_files(target)
+        if owned:
             staged = _keep_reviews_from_folder(staged, target, console)
         result = PublishResult(
             target=str(target),
@@ -138,19 +152,87 @@ def _publish_folder(
             traces=staged.traces,
             files=tuple(staged.files),
         )
-        if target.is_dir() and manifest(target) == staged.files:
+        present = _entries(target)
+        others = sorted(present - owned - _parents(owned) - {FOLDER_MANIFEST})
+        if not others and {p: sha256_file(target / p) for p in owned} == staged.files:
             console.print(f"{target} already holds this build; nothing to do")
             return replace(result, changed=False)
-        if target.is_dir() and any(target.iterdir()) and not _looks_published(target):
-            raise PublishError(
-                f"refusing to replace {target}: it is not empty and not a published dataset "
-                "(no README.md, recipe.yaml and data/); choose another folder"
+        in_the_way = [p for p in others if p in staged.files or p in _parents(staged.files)]
+        if not overwrite and (in_the_way or (others and not owned)):
+            listed = in_the_way or others
+            shown = ", ".join(listed[:3]) + (
+                f" and {len(listed) - 3} more" if len(listed) > 3 else ""
             )
-        _move_into_place(staging, target)
+            why = "where a publish writes" if in_the_way else "and is not a published dataset"
+            raise PublishError(
+                f"refusing to publish into {target}: it holds files prefdelta did not write "
+                f"({shown}) {why}; choose another folder, or pass --overwrite to publish "
+                "into it (files at the paths it writes are replaced, all others kept)"
+            )
+        write_folder_manifest(staging, staged.files)
+        if not others:
+            _move_into_place(staging, target)
+        else:
+            _replace_in_place(staging, target, staged.files, stale=owned - set(staged.files))
+            kept = ", ".join(o for o in others if o not in in_the_way)
+            if kept:
+                console.print(f"kept what prefdelta did not write in {target}: {kept}")
         console.print(f"published {_describe(staged)} to {target}")
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _refuse_enclosing(build: Build, target: Path) -> None:
+    """A publish target may not be, or hold, the build folder it publishes."""
+    source, dest = build.path.resolve(), target.resolve()
+    if source == dest or dest in source.parents:
+        raise PublishError(
+            f"refusing to publish {build.path} into {target}, which holds it; "
+            "publish to a folder of its own"
+        )
+
+
+def owned_files(root: Path) -> set[str]:
+    """The files a previous publish wrote into ``root``: its manifest, or, for a folder
+    published before manifests existed, the layout's own paths."""
+    listed = read_folder_manifest(root)
+    if listed is not None:
+        return {f for f in listed if (root / f).is_file()}
+    if _looks_published(root):
+        return {p for p in _entries(root) if is_managed(p) and (root / p).is_file()}
+    return set()
+
+
+def _entries(root: Path) -> set[str]:
+    """Every file, link and empty folder under ``root``, as relative posix paths."""
+    if not root.is_dir():
+        return set()
+    out = set()
+    for path in root.rglob("*"):
+        if path.is_symlink() or path.is_file() or (path.is_dir() and not any(path.iterdir())):
+            out.add(path.relative_to(root).as_posix())
+    return out
+
+
+def _parents(paths: set[str] | dict[str, str]) -> set[str]:
+    return {p.rsplit("/", k)[0] for p in paths for k in range(1, p.count("/") + 1)}
+
+
+def _replace_in_place(staging: Path, target: Path, files: dict[str, str], stale: set[str]) -> None:
+    """Move each staged file over its target path (one rename each), remove the files a
+    previous publish wrote that this one does not, and write the manifest last."""
+    for name in files:
+        dest = target / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, dest)
+    for name in stale:
+        (target / name).unlink(missing_ok=True)
+        for parent in (target / name).parents:
+            if parent == target or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    os.replace(staging / FOLDER_MANIFEST, target / FOLDER_MANIFEST)
 
 
 def _keep_reviews_from_folder(staged: StagedLayout, target: Path, console: Console) -> StagedLayout:

@@ -46,7 +46,9 @@ from prefdelta.push.layout import (
     StagedLayout,
     data_path,
     manifest,
+    read_folder_manifest,
     sha256_file,
+    write_folder_manifest,
     write_table,
 )
 from prefdelta.push.publish import (
@@ -129,6 +131,9 @@ def _to_folder(
     dest.parent.mkdir(parents=True, exist_ok=True)
     _replace(dest, parquet.read_bytes())
     _replace(card_path, card.encode("utf-8"))
+    owned = read_folder_manifest(root)
+    if owned is not None:  # the reviews are prefdelta's too: a republish may replace them
+        write_folder_manifest(root, owned | {data_path(REVIEWS, "train")})
     console.print(f"published {rows} review(s) to {root}")
     return ReviewsPublishResult(str(root), "folder", True, rows)
 
