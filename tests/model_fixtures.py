@@ -125,6 +125,9 @@ class ChatServerState:
     fail_first: int = 0  # answer this many requests with 429 before serving
     content: str | None = None  # the answer to every request; default: an echo
     refuse_types: set[str] = field(default_factory=set)  # response_format types to refuse
+    # by a text in the last user message: answer that HTTP status, or "" / None as content
+    fail_when: dict[str, int] = field(default_factory=dict)
+    blank_when: dict[str, str | None] = field(default_factory=dict)
     refused: int = 0
     requests: int = 0
     rate_limited: int = 0
@@ -159,6 +162,13 @@ class ChatServer:
                 status_code=429,
                 headers={"retry-after-ms": "10"},
             )
+        last = str(body["messages"][-1]["content"])
+        for needle, status in state.fail_when.items():
+            if needle in last:
+                return JSONResponse(
+                    {"error": {"message": f"no: {needle}", "type": "invalid_request_error"}},
+                    status_code=status,
+                )
         kind = (body.get("response_format") or {}).get("type")
         if kind in state.refuse_types:  # as llama-cpp-python's server refuses json_schema
             state.refused += 1
@@ -173,6 +183,9 @@ class ChatServer:
         finally:
             state.in_flight -= 1
         text = state.content or f"echo: {body['messages'][-1]['content']}"
+        for needle, blank in state.blank_when.items():
+            if needle in last:
+                text = blank  # type: ignore[assignment]
         choices = [
             {
                 "index": i,

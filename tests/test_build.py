@@ -17,7 +17,7 @@ import pytest
 from distilabel.constants import STEP_ATTR_NAME
 from rich.console import Console
 
-from model_fixtures import tiny_model_dir  # noqa: F401
+from model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
 from prefdelta.builders.build import SUMMARY, run_build
 from prefdelta.builders.generate import model_group
 from prefdelta.builders.pipelines import generation_pipeline
@@ -342,3 +342,40 @@ def test_a_build_never_overwrites_a_folder_that_is_not_a_build(
     result = CliRunner().invoke(app, ["build", str(recipe), "-o", str(afile)])
     assert result.exit_code == 1 and "is a file" in result.output, result.output
     assert afile.read_text() == "x"
+
+
+def test_a_judge_request_that_fails_costs_only_its_own_traces(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A judge server that answers 400 for one prompt: every other judgment of the same
+    batch is stored, the failures are in the store with the HTTP status and named by the
+    build; a rerun without the fault judges only those."""
+    from prefdelta.builders.build import BuildIncomplete
+
+    path = write_recipe(tmp_path, tiny_model_dir, prompts=3)
+    text = path.read_text().replace(
+        f"judge:\n  model: {tiny_model_dir}\n  backend: transformers\n",
+        f"judge:\n  model: served\n  backend: openai\n  base_url: {chat_server.url}\n",
+    )
+    path.write_text(text)
+    recipe = load_recipe(path)
+    chat_server.state.content = json.dumps(
+        {d: {"rationale": "ok", "score": 3} for d in ("step_coherence", "factuality")}
+    )
+    chat_server.state.fail_when = {"What is 1 plus 1?": 400}
+    out = tmp_path / "out"
+    with pytest.raises(BuildIncomplete) as err:
+        run_build(recipe, out, console=Console(file=io.StringIO()))
+    message = str(err.value)
+    assert "the judge call failed for 3 of 9 traces" in message and "HTTP 400" in message
+    store = ResultStore(out / "store.sqlite")
+    assert store.count_all("judgment") == 6
+    failures = store.all_values("failure")
+    assert len(failures) == 3 and all("HTTP 400" in f["error"] for f in failures.values())
+
+    chat_server.state.fail_when = {}
+    summary = run_build(recipe, out, console=Console(file=io.StringIO()))
+    assert summary["reused"]["judgments"] == 6 and summary["reused"]["judged"] == 3
+    assert summary["judge_status"] == {"ok": 9}

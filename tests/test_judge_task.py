@@ -254,7 +254,7 @@ def test_llm_exception_keeps_rows_and_first_results() -> None:
     judge, _ = make_judge(script, max_retries=1, fail_calls=[2])
     ok, bad = run(judge, ["ok", "bad"])
     assert ok["judge_status"] == "ok"
-    assert bad["judge_status"] == "parse_error"
+    assert bad["judge_status"] == "failed"  # its last attempt: the call itself failed
     assert "judge server went away" in bad["judge_problem"]
     assert bad["judge_raw"] == ["junk", ""]
 

@@ -271,7 +271,7 @@ def test_tiny_random_model_answers_in_schema_only_under_the_grammar(
     model = str(tiny_model_dir if backend == "transformers" else tiny_gguf)
     schema = judgment_schema(DIMS, SCALE, 420)
     free = _judge_rows(model, backend, "off")
-    assert not [r for r in free if r["judge_status"] not in ("parse_error", "truncated")]
+    assert not [r for r in free if r["judge_status"] == "ok"]
     assert all(schema_problem(r["judge_raw"][0], schema) for r in free)
     constrained = _judge_rows(model, backend, "auto")
     assert [r["judge_status"] for r in constrained] == ["ok"] * 6
@@ -454,3 +454,28 @@ def test_vllm_gets_structured_outputs_params(monkeypatch: pytest.MonkeyPatch) ->
     # chosen 3 at e^-0.1, alternative 4 at 0.25: renormalised
     p3 = math.exp(-0.1) / (math.exp(-0.1) + 0.25)
     assert row["scores"]["factuality"] == pytest.approx(3 * p3 + 4 * (1 - p3))
+
+
+def test_one_failing_request_fails_only_its_own_row(chat_server: ChatServer) -> None:  # noqa: F811
+    """400 and 500 on chosen rows, an empty and a null answer on others: the rest are
+    judged in the same batch, and each failed row says why."""
+    chat_server.state.content = judgment([4, 4, 4, 4, 4])
+    chat_server.state.fail_when = {"trace-400": 400, "trace-500": 500}
+    chat_server.state.blank_when = {"trace-empty": "", "trace-null": None}
+    judge = _openai_judge(chat_server)
+    judge.llm.max_retries = 1  # the client retries a 500 itself; one retry keeps this short
+    judge.llm.load()
+    names = ["trace-ok", "trace-400", "trace-500", "trace-empty", "trace-null", "trace-ok2"]
+    rows = next(judge.process([{"instruction": "p", "generation": n} for n in names]))
+    status = {n: r["judge_status"] for n, r in zip(names, rows, strict=True)}
+    assert status == {
+        "trace-ok": "ok",
+        "trace-400": "failed",
+        "trace-500": "failed",
+        "trace-empty": "empty",
+        "trace-null": "empty",
+        "trace-ok2": "ok",
+    }
+    assert rows[1]["judge_problem"].startswith("HTTP 400: ")
+    assert rows[2]["judge_problem"].startswith("HTTP 500: ")
+    assert rows[3]["judge_raw"] == [""] and rows[0]["scores"]["factuality"] == 4.0

@@ -164,9 +164,12 @@ def run_build(
     judgments = store.get_many("judgment", jkeys.values())
     unjudged = [t for t in planned if jkeys[t.key] not in judgments]
     if unjudged:
+        errors = store.get_many("failure", [jkeys[t.key] for t in unjudged])
+        first = next((e["error"] for e in errors.values()), None)
         raise BuildIncomplete(
-            f"the judge call failed for {len(unjudged)} of {len(planned)} traces; "
-            f"finished work is kept in {store_path}: rerun to retry"
+            f"the judge call failed for {len(unjudged)} of {len(planned)} traces"
+            + (f" (first error: {first[:300]})" if first else "")
+            + f"; finished work is kept in {store_path}: rerun to retry"
         )
 
     # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild

@@ -170,7 +170,9 @@ def _trace_record(output: dict[str, Any], budget: int) -> dict[str, Any]:
             "finish_reason": "error",
             "output_tokens": 0,
             "generation_status": "error",
-            "error": output.get("error") or "the LLM returned no output",
+            "error": output.get("error")
+            or next(iter(output.get("errors") or []), None)
+            or "the LLM returned no output",
         }
     finish = "length" if tokens is not None and tokens >= budget else "stop"
     return {

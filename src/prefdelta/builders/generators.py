@@ -201,8 +201,17 @@ class LocalTransformersLLM(TransformersLLM):
             restore(outer)
 
 
+def describe_error(exc: BaseException) -> str:
+    """One line for a failed request: the HTTP status and the server's message, if any."""
+    status = getattr(exc, "status_code", None)
+    message = " ".join(str(getattr(exc, "message", None) or exc).split())[:300]
+    return f"HTTP {status}: {message}" if status else f"{type(exc).__name__}: {message}"
+
+
 class _BoundedConcurrency:
-    """Replaces ``AsyncLLM._agenerate``: the same gather, at most ``max_concurrency`` in flight."""
+    """Replaces ``AsyncLLM._agenerate``: the same gather, at most ``max_concurrency`` in
+    flight, and a request that still fails after the client's retries fails only its own
+    row (its outputs are None, with the reason under ``errors``), never the whole batch."""
 
     max_concurrency: int
     _num_generations_param_supported: bool
@@ -214,13 +223,33 @@ class _BoundedConcurrency:
 
         async def one(input: Any, **call_kwargs: Any) -> Any:
             async with semaphore:
-                return await self.agenerate(input=input, **call_kwargs)  # type: ignore[attr-defined]
+                try:
+                    return await self.agenerate(input=input, **call_kwargs)  # type: ignore[attr-defined]
+                except Exception as exc:  # after the client's own retries: this row only
+                    n = call_kwargs.get("num_generations", 1)
+                    error = describe_error(exc)
+                    self._logger.warning(f"request failed: {error}")  # type: ignore[attr-defined]
+                    return {
+                        "generations": [None] * n,
+                        "statistics": {"input_tokens": [0] * n, "output_tokens": [0] * n},
+                        "errors": [error] * n,
+                    }
 
         if self._num_generations_param_supported:
             calls = [one(i, num_generations=num_generations, **kwargs) for i in inputs]
-            return list(await asyncio.gather(*calls))
+            return _same_keys(list(await asyncio.gather(*calls)))
         calls = [one(i, **kwargs) for i in inputs for _ in range(num_generations)]
-        return merge_responses(list(await asyncio.gather(*calls)), n=num_generations)
+        return merge_responses(_same_keys(list(await asyncio.gather(*calls))), n=num_generations)
+
+
+def _same_keys(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give every output the extra keys any has (failed rows lack ``token_logprobs``, the
+    others ``errors``): distilabel's merge reads the first output's keys from all."""
+    keys = {k for o in outputs for k in o} - {"generations", "statistics"}
+    for output in outputs:
+        for key in keys:
+            output.setdefault(key, [None] * len(output["generations"]))
+    return outputs
 
 
 class BoundedOpenAILLM(_BoundedConcurrency, OpenAILLM):
@@ -289,7 +318,7 @@ class BoundedOpenAILLM(_BoundedConcurrency, OpenAILLM):
         completion = await self._structured_completion(request)
         generations, token_logprobs = [], []
         for choice in completion.choices:
-            text = choice.message.content
+            text = choice.message.content or ""  # the call succeeded: no content is empty
             tokens = chat_choice_tokens(choice)
             generations.append(text)
             token_logprobs.append(

@@ -117,7 +117,9 @@ class AnswerReader:
         """One attempt ``{text, tokens, error, logprobs}`` -> (judgment, why not expected)."""
         text, tokens, error = attempt.get("text"), attempt.get("tokens"), attempt.get("error")
         if text is None:
-            return Judgment("parse_error", problem=error or "the LLM returned no output"), None
+            return Judgment("failed", problem=error or "the LLM returned no output"), None
+        if not text.strip():
+            return Judgment("empty", problem="the judge answered with no text"), None
         truncated = (
             tokens is not None
             and self.budget is not None
@@ -246,7 +248,8 @@ class ReasoningJudge(Task):
           each scale value (low to high), for expected scores.
         - score_fallback (`str | None`): why expected scores were asked for but not read.
         - rationales (`dict[str, str | None]`): the first ok sample's rationales.
-        - judge_status (`str`): ok | parse_error | refused | truncated | schema_violation.
+        - judge_status (`str`): ok | parse_error | refused | truncated | schema_violation |
+          empty (the call succeeded with no text) | failed (the call failed).
         - judge_problem (`str | None`): why the last attempt failed; ``None`` when ok.
         - judge_raw (`list[str]`): the raw output of every attempt, sample by sample.
         - judge_answers (`list[list[dict]]`): per sample, every attempt as
@@ -441,14 +444,18 @@ class ReasoningJudge(Task):
         generations = list(output.get("generations") or [])
         tokens = list((output.get("statistics") or {}).get("output_tokens") or [])
         logprobs = list(output.get("token_logprobs") or [])  # type: ignore[attr-defined]
+        errors = list(output.get("errors") or [])  # type: ignore[attr-defined]
         unpacked = []
         for k in range(count):
             text = generations[k] if k < len(generations) else None
+            error = None
+            if text is None:
+                error = (errors[k] if k < len(errors) else None) or "the LLM returned no output"
             unpacked.append(
                 _attempt(
                     text,
                     tokens[k] if k < len(tokens) else None,
-                    None if text is not None else "the LLM returned no output",
+                    error,
                     logprobs[k] if k < len(logprobs) else None,
                 )
             )

@@ -18,8 +18,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-JudgeStatus = Literal["ok", "parse_error", "refused", "truncated", "schema_violation"]
-JUDGE_STATUSES: tuple[str, ...] = ("ok", "parse_error", "refused", "truncated", "schema_violation")
+JudgeStatus = Literal[
+    "ok", "parse_error", "refused", "truncated", "schema_violation", "empty", "failed"
+]
+JUDGE_STATUSES: tuple[str, ...] = (
+    "ok",
+    "parse_error",
+    "refused",
+    "truncated",
+    "schema_violation",
+    "empty",  # the call succeeded with no text
+    "failed",  # the call itself failed (after the client's retries)
+)
 
 __all__ = ["JUDGE_STATUSES", "JudgeStatus", "Judgment", "parse_judgment"]
 

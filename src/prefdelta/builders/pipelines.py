@@ -74,13 +74,19 @@ class CachedReasoningJudge(ReasoningJudge):
                     key = judgment_key(self.fingerprint, row["instruction"], row["generation"])
                     fresh[key] = {c: row[c] for c in self.outputs}
                     refs[key] = judged_ref(self.fingerprint, row["trace_key"])
-            # a round whose LLM call failed outright produced no text: retry it next run
-            store.put_many(
-                "judgment",
-                {k: v for k, v in fresh.items() if any(raw for raw in v["judge_raw"])},
-                refs,
+            # a judgment whose every call failed is not a result: a rerun retries it, and
+            # its last error is kept for the build to name
+            answered = {k: v for k, v in fresh.items() if _answered(v)}
+            store.put_many("judgment", answered, refs)
+            store.put_failures(
+                {k: v["judge_problem"] or "failed" for k, v in fresh.items() if k not in answered}
             )
         yield [{**row, **(done.get(k) or fresh[k])} for row, k in zip(inputs, keys, strict=True)]
+
+
+def _answered(judged: dict[str, Any]) -> bool:
+    """Some call for this judgment returned (text, even empty): it is a result."""
+    return any(a.get("text") is not None for slot in judged["judge_answers"] for a in slot)
 
 
 def _maybe_ray(pipeline: Pipeline, recipe: BuildRecipe) -> Any:
