@@ -13,7 +13,9 @@ import json
 import logging
 import logging.handlers
 import os
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -104,6 +106,7 @@ def run_build(
     """
     console = console or Console(stderr=True)
     started = time.monotonic()
+    workers_die_with_their_parent()
     out = build_dir_for(recipe, output_dir)
     claim_build_dir(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +208,41 @@ def run_build(
 
 
 # --------------------------------------------------------------------------- helpers
+
+_PR_SET_PDEATHSIG = 1
+_fork_parent: int | None = None
+
+
+def workers_die_with_their_parent() -> None:
+    """Every process forked from here on is killed when the process that forked it dies.
+
+    distilabel runs each step in a forked, non-daemon worker (and a manager process); a
+    build killed with ``kill -9`` cannot stop them, and they would go on holding memory (a
+    GPU's, on a GPU) and writing to the store. Linux's parent-death signal does it in the
+    kernel, so it holds whatever kills the build: each forked child asks for SIGKILL when
+    its parent goes (``prctl(PR_SET_PDEATHSIG)``; the fork hooks are inherited, so a step's
+    own workers follow the step), and exits at once if the parent is already gone. A
+    watchdog thread in each worker would need polling and could be starved; the kernel
+    signal cannot. Elsewhere than Linux this does nothing. Registered once per process.
+    """
+    global _fork_parent
+    if _fork_parent is not None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def before() -> None:
+        global _fork_parent
+        _fork_parent = os.getpid()
+
+    def in_child() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != _fork_parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    _fork_parent = os.getpid()
+    os.register_at_fork(before=before, after_in_child=in_child)
 
 
 @contextmanager
