@@ -154,7 +154,7 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     (
         "bad prompt file type",
         _set("prompts.path", "p.txt"),
-        "prompts",
+        "prompts.path",
         ".jsonl, .json, .parquet or .csv",
     ),
     ("zero limit", _set("prompts.limit", 0), "prompts.limit", "expected greater than 0, got 0"),

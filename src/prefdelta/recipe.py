@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -57,9 +58,21 @@ class RecipeError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors: a typo must never silently fall back to a default."""
+    """Unknown keys are errors: a typo must never silently fall back to a default. A number
+    is never given as true/false (pydantic would read ``limit: true`` as 1), and no float
+    is infinite or NaN."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, bool) and info.field_name in cls.model_fields:
+            allowed = set(typing.get_args(cls.model_fields[info.field_name].annotation))
+            allowed.add(cls.model_fields[info.field_name].annotation)
+            if bool not in allowed and allowed & {int, float}:
+                raise ValueError(f"expected a number, got {str(v).lower()}")
+        return v
 
 
 class PromptsConfig(StrictModel):
@@ -77,19 +90,21 @@ class PromptsConfig(StrictModel):
         None, description="column with reference answers; enables the math-verify check"
     )
     limit: int | None = Field(None, gt=0, description="use at most this many prompts")
-    seed: int = Field(0, description="shuffle seed applied before `limit`")
+    seed: int = Field(0, ge=0, description="shuffle seed applied before `limit`")
+
+    @field_validator("path")
+    @classmethod
+    def _known_format(cls, v: str | None) -> str | None:
+        if v is not None and Path(v).suffix.lower() not in {".jsonl", ".json", ".parquet", ".csv"}:
+            raise ValueError(f"must end in .jsonl, .json, .parquet or .csv, got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> PromptsConfig:
         if (self.dataset is None) == (self.path is None):
             raise ValueError("give exactly one of `dataset` (a Hub id) or `path` (a local file)")
-        if self.path is not None:
-            if Path(self.path).suffix.lower() not in {".jsonl", ".json", ".parquet", ".csv"}:
-                raise ValueError(
-                    f"path must end in .jsonl, .json, .parquet or .csv, got {self.path!r}"
-                )
-            if self.subset is not None or self.revision is not None:
-                raise ValueError("`subset` and `revision` apply to Hub datasets, not local files")
+        if self.path is not None and (self.subset is not None or self.revision is not None):
+            raise ValueError("`subset` and `revision` apply to Hub datasets, not local files")
         return self
 
 
@@ -354,8 +369,11 @@ class DeltaConfig(StrictModel):
         if self.aggregate == "mean" and self.weights:
             raise ValueError("`weights` given but aggregate is 'mean'; drop one of them")
         if self.weights is not None:
-            if any(w < 0 for w in self.weights.values()):
-                raise ValueError("weights must be >= 0")
+            for name, w in self.weights.items():
+                if not math.isfinite(w):
+                    raise ValueError(f"weights.{name}: must be a finite number, got {w}")
+                if w < 0:
+                    raise ValueError(f"weights.{name}: must be >= 0, got {w}")
             if not any(w > 0 for w in self.weights.values()):
                 raise ValueError("at least one weight must be > 0")
         return self
@@ -466,26 +484,42 @@ class _Located:
     def __init__(self, text: str, source: str) -> None:
         self.source = source
         self.lines: dict[tuple[Any, ...], int] = {}
-        loader = yaml.SafeLoader(text)
+        loader = None
         try:
+            loader = yaml.SafeLoader(text)
             node = loader.get_single_node()
             if node is None:
                 raise RecipeError([f"{source}:1: the file is empty; expected a YAML mapping"])
-            self._walk(node, ())
+            _check_size(node, source)
+            self._walk(node, (), set())
             self.data = loader.construct_document(node)
+        except yaml.reader.ReaderError as exc:
+            line = text[: exc.position].count("\n") + 1
+            char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+            raise RecipeError(
+                [f"{source}:{line}: character U+{char:04X} is not allowed in YAML"]
+            ) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark else 1
             raise RecipeError([f"{source}:{line}: YAML syntax error: {exc.problem}"]) from None
         except yaml.YAMLError as exc:
             raise RecipeError([f"{source}:1: YAML error: {exc}"]) from None
+        except RecursionError:
+            raise RecipeError(
+                [f"{source}:1: the YAML nests deeper than {MAX_YAML_DEPTH} levels"]
+            ) from None
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
         if not isinstance(self.data, dict):
             raise RecipeError([f"{source}:1: expected a YAML mapping at the top level"])
 
-    def _walk(self, node: yaml.Node, path: tuple[Any, ...]) -> None:
+    def _walk(self, node: yaml.Node, path: tuple[Any, ...], seen_nodes: set[int]) -> None:
         self.lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins
+        if id(node) in seen_nodes:  # an alias: its lines were taken where it was defined
+            return
+        seen_nodes.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: set[Any] = set()
             for key_node, value_node in node.value:
@@ -499,16 +533,65 @@ class _Located:
                     )
                 seen.add(key)
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
-                self._walk(value_node, (*path, key))
+                self._walk(value_node, (*path, key), seen_nodes)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                self._walk(item, (*path, i))
+                self._walk(item, (*path, i), seen_nodes)
 
     def line_of(self, loc: tuple[Any, ...]) -> int:
         for end in range(len(loc), -1, -1):
             if loc[:end] in self.lines:
                 return self.lines[loc[:end]]
         return 1
+
+
+MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 64
+
+
+def _check_size(root: yaml.Node, source: str) -> None:
+    """Refuse a document whose aliases expand to more values than any recipe holds (a
+    "billion laughs" bomb would hang validation), that refers to itself, or that nests
+    absurdly deep. Each node is sized once, so the check is linear in the file; it walks
+    with its own stack, so a deep document cannot exhaust Python's."""
+    size: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, level, children_done = stack.pop()
+        line = node.start_mark.line + 1
+        if children_done:
+            on_path.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for c in _children(node))
+            if size[id(node)] > MAX_YAML_VALUES:
+                raise RecipeError(
+                    [
+                        f"{source}:{line}: the YAML expands to more than {MAX_YAML_VALUES} "
+                        "values (aliases repeated inside aliases); a recipe is far smaller"
+                    ]
+                )
+            continue
+        if id(node) in size:
+            continue
+        if level > MAX_YAML_DEPTH:
+            raise RecipeError(
+                [f"{source}:{line}: the YAML nests deeper than {MAX_YAML_DEPTH} levels"]
+            )
+        on_path.add(id(node))
+        stack.append((node, level, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                raise RecipeError([f"{source}:{line}: a YAML alias refers to itself"])
+            if id(child) not in size:
+                stack.append((child, level + 1, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -690,6 +773,28 @@ def _check_files(recipe: BuildRecipe, base_dir: Path) -> Iterator[tuple[tuple[An
                 locate_model_file(endpoint.model, base_dir)
             except FileNotFoundError as exc:
                 yield (*loc, "model"), str(exc)
+        elif endpoint.backend in ("transformers", "vllm"):
+            problem = _model_folder_problem(endpoint.model, base_dir)
+            if problem is not None:
+                yield (*loc, "model"), problem
+
+
+def _model_folder_problem(model: str, base_dir: Path) -> str | None:
+    """A local model folder must exist and hold a model; a Hub id is left to the Hub.
+
+    A name counts as local when it exists, or is written as a path (``./m``, ``../m``,
+    ``/m``, ``~/m``), which a Hub id never is.
+    """
+    path = resolve_path(model, base_dir)
+    if not path.exists():
+        if model.startswith((".", "/", "~")):
+            return f"model folder not found: {path}"
+        return None
+    if not path.is_dir():
+        return f"{path} is a file; a transformers model is a folder with config.json"
+    if not (path / "config.json").is_file():
+        return f"model folder {path} has no config.json; it does not hold a transformers model"
+    return None
 
 
 def resolve_path(path: str, base_dir: Path) -> Path:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefdelta.recipe import BuildRecipe, RecipeError, resolve_path
 
@@ -17,6 +22,92 @@ class Prompt:
 
 def prompt_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_KINDS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_LABELS = {"json": "JSON lines", "csv": "CSV", "parquet": "parquet"}
+
+
+def check_text_file(path: Path, kind: str) -> None:
+    """A local prompts file that cannot be text of its format is refused in one line:
+    empty, not UTF-8 (Latin-1, UTF-16), or holding NUL bytes."""
+    if not path.is_file():
+        raise RecipeError([f"prompts.path: file not found: {path}"])
+    if path.stat().st_size == 0:
+        raise RecipeError([f"prompts.path: {path} is empty; expected {_LABELS[kind]} rows"])
+    if kind == "parquet":
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            if chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and offset == 0:
+                raise RecipeError([f"prompts.path: {path} is UTF-16 text; save it as UTF-8"])
+            try:
+                text = decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                raise RecipeError(
+                    [
+                        f"prompts.path: {path} is not UTF-8 text (byte 0x{chunk[exc.start]:02x} "
+                        f"at offset {offset + exc.start}); save it as UTF-8"
+                    ]
+                ) from None
+            if "\x00" in text:
+                raise RecipeError([f"prompts.path: {path} holds NUL bytes; it is not a text file"])
+            offset += len(chunk)
+    if path.suffix.lower() == ".jsonl":
+        _check_json_lines(path)
+
+
+def _check_json_lines(path: Path) -> None:
+    """Name the first line that is not a JSON object (datasets only says "trailing data")."""
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise RecipeError(
+                    [f"prompts.path: {path}:{number}: not a JSON object ({exc.msg})"]
+                ) from None
+            if not isinstance(row, dict):
+                raise RecipeError(
+                    [
+                        f"prompts.path: {path}:{number}: expected a JSON object, got {type(row).__name__}"
+                    ]
+                )
+            for key, value in row.items():
+                if isinstance(value, str):
+                    try:
+                        value.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise RecipeError(
+                            [
+                                f"prompts.path: {path}:{number}: {key!r} holds a lone surrogate "
+                                "escape (\\ud800-\\udfff); it is not text"
+                            ]
+                        ) from None
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    from datasets.utils import logging as ds_logging
+
+    was_on = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            ds_logging.enable_progress_bar()
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return message[:300]
 
 
 def load_prompts(recipe: BuildRecipe) -> tuple[list[Prompt], int]:
@@ -33,10 +124,18 @@ def load_prompts(recipe: BuildRecipe) -> tuple[list[Prompt], int]:
     if cfg.path is not None:
         path = resolve_path(cfg.path, recipe.base_dir)
         where = str(path)
-        kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}[
-            path.suffix.lower()
-        ]
-        ds = load_dataset(kind, data_files=str(path), split="train")
+        kind = _KINDS[path.suffix.lower()]
+        check_text_file(path, kind)
+        try:
+            with _quiet_datasets():  # a local file reads in moments: no progress bars
+                ds = load_dataset(kind, data_files=str(path), split="train")
+        except Exception as exc:  # datasets wraps the reader's own error: say that one
+            cause = _root_cause(exc)
+            if "corresponds to no data" in cause:
+                raise RecipeError([f"prompts.path: {path} has no rows"]) from None
+            raise RecipeError(
+                [f"prompts.path: cannot read {path} as {_LABELS[kind]}: {cause}"]
+            ) from None
     else:
         where = f"{cfg.dataset} (split {cfg.split})"
         ds = load_dataset(cfg.dataset, cfg.subset, split=cfg.split, revision=cfg.revision)
