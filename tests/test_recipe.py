@@ -457,13 +457,30 @@ def mutated_recipes(draw: st.DrawFn) -> str:
         pos = draw(st.integers(0, len(text)))
         text = (
             text[:pos]
-            + draw(st.sampled_from(["", ":", "- ", "{", "]", "\t", "'", "&a *a"]))
+            + draw(
+                st.sampled_from(
+                    [
+                        "",
+                        ":",
+                        "- ",
+                        "{",
+                        "]",
+                        "\t",
+                        "'",
+                        "&a *a",
+                        "&b [*b]",
+                        "\x00",
+                        " .inf",
+                        " true",
+                    ]
+                )
+            )
             + text[pos:]
         )
     return text
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=mutated_recipes())
 def test_mutations_only_ever_raise_recipe_errors(text: str) -> None:
     try:
