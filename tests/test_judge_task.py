@@ -400,7 +400,7 @@ def test_real_tiny_model_garbage_is_kept_not_scored(tmp_path: Path) -> None:
     assert len(out) == 3
     for row, original in zip(out, rows, strict=True):
         assert row["generation"] == original["generation"]
-        assert row["judge_status"] in {"parse_error", "truncated", "refused"}
+        assert row["judge_status"] in {"parse_error", "truncated", "refused", "empty"}
         assert row["judge_problem"]
         assert row["judge_attempts"] == 4 == len(row["judge_raw"])  # 2 samples x (1 + 1 retry)
         assert all(isinstance(raw, str) for raw in row["judge_raw"])
