@@ -525,3 +525,27 @@ def test_hub_errors_are_one_line(build: Path, hub: HubServer) -> None:
     hub.set_faults(rate=1.0, paths=(r"/api/repos/create",), statuses=(401,), kinds=("status",))
     with pytest.raises(PublishError, match=f"cannot create or reach {REPO}"):
         publish_build(fresh, REPO, **PUBLIC)
+
+
+def test_a_killed_publish_leaves_no_staging_folder_for_good(build: Path, tmp_path: Path) -> None:
+    """A publish killed mid-way leaves ``.NAME.staging-*`` beside its target: the next
+    publish removes those whose process has ended, and no other."""
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = socket.gethostname()
+    out = tmp_path / "published"
+    abandoned = tmp_path / f".published.staging-{host}-{int(dead.stdout)}-abc123"
+    running = tmp_path / f".published.staging-{host}-{os.getpid()}-def456"
+    for folder in (abandoned, running):
+        (folder / "data").mkdir(parents=True)
+    publish_build(build, out)
+    assert not abandoned.exists() and running.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir() if "staging" in p.name) == [running.name]

@@ -18,13 +18,13 @@ import json
 import logging
 import os
 import shutil
-import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
+
+from prefdelta.scratch import make_scratch, remove_abandoned
 
 logger = logging.getLogger(__name__)
 
@@ -165,30 +165,6 @@ def _cache_key(identity: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_abandoned(root: Path, key: str) -> None:
-    """Delete temp folders that a killed conversion of this file left on this host."""
-    host = socket.gethostname()
-    for tmp in root.glob(f".tmp-{key}-*"):
-        parts = tmp.name.split("-")
-        # .tmp-<key>-<host>-<pid>-<random>; a host name may itself contain dashes
-        try:
-            pid = int(parts[-2])
-        except (IndexError, ValueError):
-            continue
-        if "-".join(parts[2:-2]) == host and not _pid_alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def gguf_to_pretrained(
     gguf_path: str | os.PathLike[str], *, cache_root: str | os.PathLike[str] | None = None
 ) -> Path:
@@ -215,10 +191,8 @@ def gguf_to_pretrained(
         return final
 
     root.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(root, key)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".tmp-{key}-{socket.gethostname()}-{os.getpid()}-", dir=root)
-    )
+    remove_abandoned(f".tmp-{key}-", root)  # what a killed conversion of this file left
+    tmp = make_scratch(f".tmp-{key}-", root)
     try:
         logger.info("converting %s once to %s (about half a minute)", gguf.name, final)
         _convert(gguf, tmp)

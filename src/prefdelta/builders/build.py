@@ -13,10 +13,10 @@ import json
 import logging
 import logging.handlers
 import os
+import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -48,6 +48,7 @@ from prefdelta.builders.store import ResultStore
 from prefdelta.builders.validity import judge_validity, validity_rows
 from prefdelta.builders.verify import is_correct
 from prefdelta.recipe import BuildRecipe
+from prefdelta.scratch import make_scratch, remove_abandoned
 
 SUMMARY = "summary.json"
 
@@ -254,7 +255,8 @@ def _scratch(ray: bool = False) -> Iterator[Path]:
     dump, which holds the LLMs' tokens and keys in clear, never lands in the build folder.
     With ``ray``, a local Ray runtime that the run started is shut down after it.
     """
-    with tempfile.TemporaryDirectory(prefix="prefdelta-distilabel-") as folder, _own_logging():
+    remove_abandoned(SCRATCH_PREFIX)  # folders of builds killed before they could clean up
+    with _scratch_folder() as folder, _own_logging():
         ray_module = None
         if ray:
             try:
@@ -270,6 +272,18 @@ def _scratch(ray: bool = False) -> Iterator[Path]:
         finally:
             if ours and ray_module.is_initialized():
                 ray_module.shutdown()
+
+
+SCRATCH_PREFIX = "prefdelta-distilabel-"
+
+
+@contextmanager
+def _scratch_folder() -> Iterator[str]:
+    folder = make_scratch(SCRATCH_PREFIX)
+    try:
+        yield str(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextmanager

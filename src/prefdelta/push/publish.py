@@ -55,6 +55,7 @@ from prefdelta.push.layout import (
     stage_layout,
     write_folder_manifest,
 )
+from prefdelta.scratch import make_scratch, remove_abandoned
 
 T = TypeVar("T")
 REPO_TYPE = "dataset"
@@ -137,7 +138,8 @@ def _publish_folder(
         raise PublishError(f"{target} exists and is not a folder")
     _refuse_enclosing(build, target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    remove_abandoned(f".{target.name}.staging-", target.parent)  # a killed publish's
+    staging = make_scratch(f".{target.name}.staging-", target.parent)
     try:
         staged = stage_layout(build, staging, options=options, dataset_ref=str(target))
         owned = owned_files(target)
