@@ -549,3 +549,13 @@ def test_a_killed_publish_leaves_no_staging_folder_for_good(build: Path, tmp_pat
     publish_build(build, out)
     assert not abandoned.exists() and running.is_dir()
     assert sorted(p.name for p in tmp_path.iterdir() if "staging" in p.name) == [running.name]
+
+
+@pytest.mark.parametrize("target", ["bad id/with space", "a/b/c", "name"])
+def test_a_target_that_is_neither_repo_nor_path_is_refused(
+    build: Path, tmp_path: Path, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PublishError, match="neither a Hub repo id"):
+        publish_build(build, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]  # nothing written

@@ -94,6 +94,21 @@ def is_hub_target(target: str | os.PathLike[str]) -> bool:
     return bool(_REPO_ID.match(text))
 
 
+def _check_target(target: str | os.PathLike[str]) -> None:
+    """A target given as text must be a Hub repo id (``org/name``) or a path that says it
+    is one (``./x``, ``../x``, ``/x``, ``~/x``, or a folder that exists): a typo such as
+    ``bad id/with space`` or ``a/b/c`` must not silently become a local folder."""
+    if isinstance(target, os.PathLike) or is_hub_target(target):
+        return
+    text = str(target)
+    if text.startswith((".", "/", "~")) or Path(text).exists():
+        return
+    raise PublishError(
+        f"publish target {text!r} is neither a Hub repo id (org/name) nor a folder path "
+        "(./name, /path); write ./ before a local folder"
+    )
+
+
 def publish_build(
     build_dir: str | os.PathLike[str],
     target: str | os.PathLike[str],
@@ -116,6 +131,7 @@ def publish_build(
     ``publish`` section (else apache-2.0 and ``delta``).
     """
     console = console or Console(stderr=True)
+    _check_target(target)
     build = read_build(build_dir)
     settings = build.recipe.publish
     options = LayoutOptions(
