@@ -409,3 +409,27 @@ def test_a_judge_request_that_fails_costs_only_its_own_traces(
     summary = run_build(recipe, out, console=Console(file=io.StringIO()))
     assert summary["reused"]["judgments"] == 6 and summary["reused"]["judged"] == 3
     assert summary["judge_status"] == {"ok": 9}
+
+
+def test_a_second_build_into_a_busy_folder_stops_at_once(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    import fcntl
+
+    from typer.testing import CliRunner
+
+    from prefdelta.cli import app
+
+    recipe = write_recipe(tmp_path, tiny_model_dir, prompts=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    ResultStore(out / "store.sqlite")  # a build folder, as the first build makes it
+    with (out / ".lock").open("a+") as held:  # the first build, still running
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write("4242")
+        held.flush()
+        result = CliRunner().invoke(app, ["build", str(recipe), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "another build is running" in result.output and "pid 4242" in result.output
+    assert not (out / "traces.parquet").exists()

@@ -307,7 +307,12 @@ def test_openai_backend_kwargs(chat_server: ChatServer, monkeypatch: pytest.Monk
     assert isinstance(llm, OpenAILLM)
     assert (llm.model, llm.base_url, llm.max_concurrency) == ("served-model", chat_server.url, 5)
     assert llm.api_key is not None and llm.api_key.get_secret_value() == "sk-test-123"
-    assert (llm.max_retries, llm.timeout) == (generators.API_MAX_RETRIES, generators.API_TIMEOUT_S)
+    assert (llm.max_retries, llm.timeout) == (6, 600)  # the recipe's defaults
+    tuned = ModelEndpoint(
+        model="m", backend="openai", base_url=chat_server.url, request_timeout=30, request_retries=1
+    )
+    tuned_llm = make_llm(tuned, GREEDY, Path("."))
+    assert (tuned_llm.max_retries, tuned_llm.timeout) == (1, 30)
     assert llm.generation_kwargs == generation_kwargs("openai", GREEDY)
     # distilabel ships steps to worker processes by pickling; its YAML dump omits the key
     assert pickle.loads(pickle.dumps(llm)).api_key.get_secret_value() == "sk-test-123"

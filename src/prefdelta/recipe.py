@@ -134,6 +134,12 @@ class ModelEndpoint(StrictModel):
     api_key: str | None = Field(None, description="environment reference, e.g. ${OPENAI_API_KEY}")
     batch_size: int = Field(8, gt=0, le=4096, description="requests per batch")
     concurrency: int = Field(8, gt=0, le=1024, description="parallel requests (API backends)")
+    request_timeout: float = Field(
+        600.0, gt=0, le=86_400, description="seconds one request may take (API backends)"
+    )
+    request_retries: int = Field(
+        6, ge=0, le=50, description="retries of a failed request, with backoff (API backends)"
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype (local backends)"
     )

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +40,10 @@ from prefdelta.builders.pipelines import (
     generation_pipeline,
     judge_fingerprint,
     judge_pipeline,
-    judged_ref,
     judgment_key,
 )
 from prefdelta.builders.prompts import Prompt, load_prompts
-from prefdelta.builders.store import ResultStore
+from prefdelta.builders.store import Kind, ResultStore
 from prefdelta.builders.validity import judge_validity, validity_rows
 from prefdelta.builders.verify import is_correct
 from prefdelta.recipe import BuildRecipe
@@ -70,7 +69,7 @@ def claim_build_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"build folder {out} is a file; choose a folder (-o/--output-dir)")
     if out.is_dir() and not (out / STORE).is_file():
-        foreign = sorted(p.name for p in out.iterdir())
+        foreign = sorted(p.name for p in out.iterdir() if p.name != ".lock")
         if foreign:
             shown = ", ".join(foreign[:3]) + (
                 f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
@@ -106,11 +105,46 @@ def run_build(
     subprocess otherwise (as ``bench/build_overhead.py`` does).
     """
     console = console or Console(stderr=True)
-    started = time.monotonic()
     workers_die_with_their_parent()
     out = build_dir_for(recipe, output_dir)
     claim_build_dir(out)
     out.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out):
+        return _run_build(recipe, out, console)
+
+
+@contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """One build at a time per folder: a second one stops at once and says who holds it.
+
+    ``flock`` on ``.lock`` in the folder: the kernel drops it when the holder dies, however
+    it dies, so a killed build never leaves the folder locked.
+    """
+    import fcntl
+
+    path = out / ".lock"
+    with path.open("a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise OutputDirError(
+                f"another build is running in {out} (pid {holder}); wait for it to finish, "
+                "or build into another folder (-o)"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, Any]:
+    started = time.monotonic()
     (out / SUMMARY).unlink(missing_ok=True)  # the folder is not a finished build until the end
     store_path = out / STORE
     store = ResultStore(store_path)
@@ -127,7 +161,10 @@ def run_build(
     # ---- generation
     gen_reused = store.count("generation", [t.key for t in planned])
     todo = sorted({t.generator for t in planned} - _complete_generators(store, planned))
-    with _progress(console, "generate", planned, store) as _:
+    by_generator: dict[str, list[str]] = {}
+    for t in planned:
+        by_generator.setdefault(f"generate {t.generator}", []).append(t.key)
+    with _progress(console, "generation", by_generator, store):
         if todo:
             rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt} for p in prompts]
             with _scratch(recipe.ray) as scratch:
@@ -148,7 +185,7 @@ def run_build(
     }
     judged_before = store.existing("judgment", jkeys.values())
     judge_reused = len(judged_before)
-    with _progress(console, "judge", planned, store, fingerprint) as _:
+    with _progress(console, "judgment", {"judge": list(jkeys.values())}, store):
         traces_in = [
             {
                 "prompt_id": t.prompt.prompt_id,
@@ -594,24 +631,18 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
 @contextmanager
 def _progress(
     console: Console,
-    stage: str,
-    planned: list[PlannedTrace],
+    kind: Kind,
+    groups: dict[str, list[str]],
     store: ResultStore,
-    fingerprint: str | None = None,
 ) -> Iterator[None]:
-    """A progress bar per generator (or one for the judge), polled from the store.
+    """A progress bar per group of result keys (per generator, or one for the judge),
+    polled from the store.
 
     distilabel runs the steps in other processes; the store is what they all write to, so
     counting finished keys there shows real progress without reaching into distilabel.
+    Keys are counted once each: traces with identical text share one judgment.
     """
-    groups: dict[str, list[str]] = {}
-    for t in planned:
-        label = f"generate {t.generator}" if stage == "generate" else "judge"
-        key = t.key if fingerprint is None else judged_ref(fingerprint, t.key)
-        groups.setdefault(label, []).append(key)
-    kind = "generation" if stage == "generate" else "judgment"
-    by = "key" if fingerprint is None else "ref"
-    counter: Callable[[list[str]], int] = lambda keys: store.count(kind, keys, by=by)  # noqa: E731
+    groups = {label: sorted(set(keys)) for label, keys in groups.items()}
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -626,7 +657,7 @@ def _progress(
     def poll() -> None:
         while True:
             for label, keys in groups.items():
-                progress.update(tasks[label], completed=counter(keys))
+                progress.update(tasks[label], completed=store.count(kind, keys))
             if stop.wait(1.0):
                 return
 
@@ -639,4 +670,4 @@ def _progress(
             stop.set()
             thread.join()
             for label, keys in groups.items():
-                progress.update(tasks[label], completed=counter(keys))
+                progress.update(tasks[label], completed=store.count(kind, keys))

@@ -36,7 +36,15 @@ TRACE_COLUMNS = [
 ]
 
 # What changes a trace. Batch size, concurrency, URLs and keys only change how it is fetched.
-_OPERATIONAL = {"batch_size", "concurrency", "base_url", "api_key", "description"}
+_OPERATIONAL = {
+    "batch_size",
+    "concurrency",
+    "base_url",
+    "api_key",
+    "description",
+    "request_timeout",
+    "request_retries",
+}
 
 
 def generator_fingerprint(config: GeneratorConfig) -> dict[str, Any]:

@@ -55,10 +55,6 @@ from prefdelta.recipe import (
     resolve_secret,
 )
 
-# Retries back off exponentially and honour Retry-After (openai client); the timeout is per
-# request and must cover a long reasoning trace.
-API_MAX_RETRIES = 6
-API_TIMEOUT_S = 600
 # OpenAI-compatible servers without auth (a local vLLM, TGI) still need a non-empty key.
 NO_AUTH_KEY = "EMPTY"
 
@@ -656,8 +652,8 @@ def make_llm(
         return BoundedOpenAILLM(
             model=endpoint.model,
             api_key=key,
-            max_retries=API_MAX_RETRIES,
-            timeout=API_TIMEOUT_S,
+            max_retries=endpoint.request_retries,
+            timeout=endpoint.request_timeout,
             max_concurrency=endpoint.concurrency,
             generation_kwargs=kwargs,
             json_schema=json_schema,

@@ -36,6 +36,8 @@ _OPERATIONAL = {
     "api_key",
     "max_retries",
     "response_format",  # how the schema travels, not what it says
+    "request_timeout",
+    "request_retries",
 }
 
 
