@@ -222,8 +222,20 @@ def test_a_generator_whose_calls_raise_fails_alone_and_the_build_says_why(
     message = str(failed.value)
     assert message.startswith("2 of 6 generations failed (weak: 2)")
     assert "; weak: RuntimeError: probability tensor contains either inf, nan" in message
+    assert "rows marked failed" in message
     store = ResultStore(out / "store.sqlite")
     assert store.count_all("generation") == 4  # strong's 2 x 2 samples are kept
+    # the build still finished: every planned trace is a row, the failed ones marked
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["failed"] == {"generations": 2, "judgments": 0, "by_generator": {"weak": 2}}
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    assert len(traces) == 6
+    failed_rows = [t for t in traces if t["finish_reason"] == "error"]
+    assert [t["generator"] for t in failed_rows] == ["weak", "weak"]
+    assert all(t["judge_status"] == "failed" for t in failed_rows)
+    assert "probability tensor" in failed_rows[0]["judge_problem"]
+    assert all(t["judge_status"] == "ok" for t in traces if t["finish_reason"] != "error")
+    assert pq.read_table(out / "pairs.parquet").num_rows == 0  # weak has no trace to pair
 
     monkeypatch.setattr(LocalTransformersLLM, "generate", original)  # the fault is gone
     done = run_build(recipe, out, console=Console(file=io.StringIO()))
@@ -404,6 +416,11 @@ def test_a_judge_request_that_fails_costs_only_its_own_traces(
     assert store.count_all("judgment") == 6
     failures = store.all_values("failure")
     assert len(failures) == 3 and all("HTTP 400" in f["error"] for f in failures.values())
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    statuses = sorted(t["judge_status"] for t in traces)
+    assert statuses == ["failed"] * 3 + ["ok"] * 6
+    assert all("HTTP 400" in t["judge_problem"] for t in traces if t["judge_status"] == "failed")
+    assert json.loads((out / SUMMARY).read_text())["failed"]["judgments"] == 3
 
     chat_server.state.fail_when = {}
     summary = run_build(recipe, out, console=Console(file=io.StringIO()))

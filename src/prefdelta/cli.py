@@ -137,7 +137,10 @@ def build(
     r = _load(recipe)
     try:
         run_build(r, output_dir, console=err)
-    except (BuildIncomplete, OutputDirError, BackendUnavailableError, RecipeError) as exc:
+    except BuildIncomplete as exc:
+        unpublished = " Not published." if r.publish is not None and not no_publish else ""
+        _fail(f"{exc}{unpublished}")
+    except (OutputDirError, BackendUnavailableError, RecipeError) as exc:
         _fail(str(exc))
     if r.publish is not None and not no_publish:
         settings = r.publish

@@ -171,17 +171,12 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
                 generation_pipeline(recipe, rows, todo, store_path, scratch).run(use_cache=False)
     generations = store.get_many("generation", [t.key for t in planned])
     missing = [t for t in planned if t.key not in generations]
-    if missing:
-        raise BuildIncomplete(
-            f"{len(missing)} of {len(planned)} generations failed "
-            f"({_by_generator(missing)}){_first_errors(store, missing)}; finished work is "
-            f"kept in {store_path}: rerun to retry"
-        )
+    generated = [t for t in planned if t.key in generations]
 
-    # ---- judging
+    # ---- judging: every trace that exists; a failed generation is not judged
     jkeys = {
         t.key: judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
-        for t in planned
+        for t in generated
     }
     judged_before = store.existing("judgment", jkeys.values())
     judge_reused = len(judged_before)
@@ -193,7 +188,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
                 "trace": generations[t.key]["trace"],
                 "trace_key": t.key,
             }
-            for t in planned
+            for t in generated
             if jkeys[t.key] not in judged_before
         ]
         # longest first: batches of like lengths pad least (and on a GPU, memory runs out
@@ -203,37 +198,46 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
             with _scratch(recipe.ray) as scratch:
                 judge_pipeline(recipe, traces_in, store_path, scratch).run(use_cache=False)
     judgments = store.get_many("judgment", jkeys.values())
-    unjudged = [t for t in planned if jkeys[t.key] not in judgments]
-    if unjudged:
-        errors = store.get_many("failure", [jkeys[t.key] for t in unjudged])
-        first = next((e["error"] for e in errors.values()), None)
-        raise BuildIncomplete(
-            f"the judge call failed for {len(unjudged)} of {len(planned)} traces"
-            + (f" (first error: {first[:300]})" if first else "")
-            + f"; finished work is kept in {store_path}: rerun to retry"
-        )
+    unjudged = [t for t in generated if jkeys[t.key] not in judgments]
 
-    # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild
+    # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild;
+    # what failed for good is a row marked failed, never a row left out
     reader = reader_for(recipe.judge)
-    traces = [
-        _trace_row(recipe, t, generations[t.key], _reread(judgments[jkeys[t.key]], reader))
-        for t in planned
-    ]
+    gen_errors = store.get_many("failure", [t.key for t in missing])
+    judge_errors = store.get_many("failure", [jkeys[t.key] for t in unjudged])
+    traces = []
+    for t in planned:
+        if t.key not in generations:
+            error = (gen_errors.get(t.key) or {}).get("error") or "the call returned no trace"
+            gen = {"trace": "", "finish_reason": "error", "output_tokens": 0}
+            judged = _failed(reader, f"not judged: the generation failed: {error}")
+        elif jkeys[t.key] not in judgments:
+            error = (judge_errors.get(jkeys[t.key]) or {}).get("error") or "no answer"
+            gen, judged = generations[t.key], _failed(reader, error)
+        else:
+            gen, judged = generations[t.key], _reread(judgments[jkeys[t.key]], reader)
+        traces.append(_trace_row(recipe, t, gen, judged))
     dims = recipe.judge.dimension_names
     means = generator_means(traces, dims, recipe.delta)
     gen_pairs = _generator_pairs(recipe)
     gaps = {pair: generator_gap(means, *pair) for pair in gen_pairs}
-    report = make_pairs(traces, recipe, gaps)
+    # a trace that was never generated has no text to train on: it makes no pair
+    report = make_pairs([t for t in traces if t["finish_reason"] != "error"], recipe, gaps)
 
     _write_parquet(out / "traces.parquet", traces, traces_schema(dims))
     _write_parquet(out / "pairs.parquet", report.pairs, pairs_schema(dims))
     (out / "recipe.yaml").write_text(recipe.source_text, encoding="utf-8")
     summary = _summary(recipe, prompts, duplicates, traces, report, gaps, means)
+    summary["failed"] = {
+        "generations": len(missing),
+        "judgments": len(unjudged),
+        "by_generator": dict(Counter(t.generator for t in missing)),
+    }
     summary["reused"] = {
         "generations": gen_reused,
-        "generated": len(planned) - gen_reused,
+        "generated": len(generated) - gen_reused,
         "judgments": judge_reused,
-        "judged": len(set(jkeys.values())) - judge_reused,
+        "judged": len(set(jkeys.values())) - judge_reused - len({jkeys[t.key] for t in unjudged}),
     }
     summary["seconds"] = round(time.monotonic() - started, 1)
     summary["files"] = {
@@ -242,6 +246,23 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     }
     _atomic_write(out / SUMMARY, json.dumps(summary, indent=2).encode())
     print_summary(summary, console)
+    if missing or unjudged:
+        problems = []
+        if missing:
+            problems.append(
+                f"{len(missing)} of {len(planned)} generations failed "
+                f"({_by_generator(missing)}){_first_errors(store, missing)}"
+            )
+        if unjudged:
+            first = next((e["error"] for e in judge_errors.values()), None)
+            problems.append(
+                f"the judge call failed for {len(unjudged)} of {len(generated)} traces"
+                + (f" (first error: {first[:300]})" if first else "")
+            )
+        raise BuildIncomplete(
+            "; ".join(problems) + f". The tables in {out} are written with those rows marked "
+            "failed (judge_status failed); rerun to retry them (finished work is kept)"
+        )
     return summary
 
 
@@ -366,6 +387,11 @@ def _first_errors(store: ResultStore, missing: list[PlannedTrace]) -> str:
 def _by_generator(traces: list[PlannedTrace]) -> str:
     counts = Counter(t.generator for t in traces)
     return ", ".join(f"{g}: {n}" for g, n in sorted(counts.items()))
+
+
+def _failed(reader: AnswerReader, error: str) -> dict[str, Any]:
+    """The judge columns of a trace whose judgment failed for good (status ``failed``)."""
+    return reader.outputs([[{"text": None, "tokens": None, "error": error}]])
 
 
 def _reread(stored: dict[str, Any], reader: AnswerReader) -> dict[str, Any]:
