@@ -236,6 +236,7 @@ def test_republishing_keeps_a_users_files_and_removes_only_its_own(
     (out / "analysis").mkdir()
     (out / "analysis" / "plot.ipynb").write_text("{}")
     publish_build(build, out)  # no test split now: its file goes, the user's stay
+    assert not publish_build(build, out).changed  # the same build again: nothing to do
     assert (out / "MY_NOTES.md").read_text() == "notes"
     assert (out / "analysis" / "plot.ipynb").read_text() == "{}"
     assert not (out / "data/pairs/test-00000-of-00001.parquet").exists()

@@ -172,7 +172,7 @@ def _publish_folder(
         )
         present = _entries(target)
         others = sorted(present - owned - _parents(owned) - {FOLDER_MANIFEST})
-        if not others and {p: sha256_file(target / p) for p in owned} == staged.files:
+        if owned and {p: sha256_file(target / p) for p in owned} == staged.files:
             console.print(f"{target} already holds this build; nothing to do")
             return replace(result, changed=False)
         in_the_way = [p for p in others if p in staged.files or p in _parents(staged.files)]
@@ -192,9 +192,12 @@ def _publish_folder(
             _move_into_place(staging, target)
         else:
             _replace_in_place(staging, target, staged.files, stale=owned - set(staged.files))
-            kept = ", ".join(o for o in others if o not in in_the_way)
+            kept = [o for o in others if o not in in_the_way]
             if kept:
-                console.print(f"kept what prefdelta did not write in {target}: {kept}")
+                more = f" and {len(kept) - 10} more" if len(kept) > 10 else ""
+                console.print(
+                    f"kept what prefdelta did not write in {target}: {', '.join(kept[:10])}{more}"
+                )
         console.print(f"published {_describe(staged)} to {target}")
         return result
     finally:
