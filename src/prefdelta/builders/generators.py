@@ -662,7 +662,7 @@ def make_llm(
             **extra,
         )
     if endpoint.backend == "inference-endpoints":
-        # base_url= only: model_id= is broken in distilabel (#1140, DESIGN.md)
+        # base_url= only: model_id= is broken in distilabel (its issue #1140)
         key = _api_key(endpoint) or os.environ.get("HF_TOKEN") or NO_AUTH_KEY
         return BoundedInferenceEndpointsLLM(
             base_url=endpoint.base_url,
