@@ -479,3 +479,23 @@ def test_one_failing_request_fails_only_its_own_row(chat_server: ChatServer) -> 
     assert rows[1]["judge_problem"].startswith("HTTP 400: ")
     assert rows[2]["judge_problem"].startswith("HTTP 500: ")
     assert rows[3]["judge_raw"] == [""] and rows[0]["scores"]["factuality"] == 4.0
+
+
+def test_a_failing_tgi_request_fails_only_its_row_with_its_status(chat_server: ChatServer) -> None:  # noqa: F811
+    chat_server.state.content = judgment([3, 3, 3, 3, 3])
+    chat_server.state.fail_when = {"trace-400": 400}
+    cfg = JudgeConfig(
+        model="tgi",
+        backend="inference-endpoints",
+        base_url=chat_server.url.removesuffix("/v1"),
+        max_retries=0,
+        generation={"temperature": 0.0, "max_new_tokens": 600},
+    )
+    llm = make_llm(cfg, cfg.generation, Path("."), json_schema=schema_for(cfg), logprobs=True)
+    judge = judge_from_config(cfg, llm, name="judge")
+    judge.load()
+    rows = next(
+        judge.process([{"instruction": "p", "generation": g} for g in ("trace-ok", "trace-400")])
+    )
+    assert [r["judge_status"] for r in rows] == ["ok", "failed"]
+    assert rows[1]["judge_problem"].startswith("HTTP 400: ")

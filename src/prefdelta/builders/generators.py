@@ -199,7 +199,9 @@ class LocalTransformersLLM(TransformersLLM):
 
 def describe_error(exc: BaseException) -> str:
     """One line for a failed request: the HTTP status and the server's message, if any."""
-    status = getattr(exc, "status_code", None)
+    status = getattr(exc, "status_code", None)  # openai's errors
+    if status is None:  # huggingface_hub's and httpx's carry the response
+        status = getattr(getattr(exc, "response", None), "status_code", None)
     message = " ".join(str(getattr(exc, "message", None) or exc).split())[:300]
     return f"HTTP {status}: {message}" if status else f"{type(exc).__name__}: {message}"
 
@@ -317,9 +319,7 @@ class BoundedOpenAILLM(_BoundedConcurrency, OpenAILLM):
             text = choice.message.content or ""  # the call succeeded: no content is empty
             tokens = chat_choice_tokens(choice)
             generations.append(text)
-            token_logprobs.append(
-                None if text is None or tokens is None else digit_tokens(tokens, text)
-            )
+            token_logprobs.append(None if tokens is None else digit_tokens(tokens, text))
         stats = self._get_llm_statistics(completion)
         output = prepare_output(
             generations, input_tokens=stats["input_tokens"], output_tokens=stats["output_tokens"]
@@ -384,7 +384,7 @@ class BoundedInferenceEndpointsLLM(_BoundedConcurrency, InferenceEndpointsLLM):
 
     For the judge, ``json_schema`` goes to TGI's grammar (``response_format`` of type
     ``json`` on its chat route) and ``logprobs`` asks for each token's alternatives; such
-    outputs carry ``token_logprobs``. A failed call yields no text, as distilabel's does.
+    outputs carry ``token_logprobs``.
     """
 
     max_concurrency: int = Field(8, gt=0)
@@ -446,34 +446,25 @@ class BoundedInferenceEndpointsLLM(_BoundedConcurrency, InferenceEndpointsLLM):
             extra["response_format"] = {"type": "json", "value": self.json_schema}
         if self.logprobs:
             extra |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
-        text, tokens, usage = None, None, None
-        try:
-            completion = await self._aclient.chat_completion(  # type: ignore[union-attr]
-                messages=input,
-                max_tokens=max_new_tokens,
-                seed=seed,
-                stop=stop_sequences,
-                temperature=temperature,
-                top_p=top_p,
-                **extra,
-            )
-            choice = completion.choices[0]
-            text, tokens, usage = (
-                choice.message.content,
-                chat_choice_tokens(choice),
-                completion.usage,
-            )
-        except Exception as exc:  # distilabel's own contract: no text, the reason logged
-            self._logger.warning(  # type: ignore[attr-defined]
-                f"Inference endpoint {self.base_url} failed: {type(exc).__name__}: {exc}"
-            )
+        completion = await self._aclient.chat_completion(  # type: ignore[union-attr]
+            messages=input,
+            max_tokens=max_new_tokens,
+            seed=seed,
+            stop=stop_sequences,
+            temperature=temperature,
+            top_p=top_p,
+            **extra,
+        )  # a failure fails this row only (see _BoundedConcurrency), with its reason
+        choice = completion.choices[0]
+        text = choice.message.content or ""  # the call succeeded: no content is empty
+        tokens, usage = chat_choice_tokens(choice), completion.usage
         output = prepare_output(
             [text],
             input_tokens=[usage.prompt_tokens] if usage else None,
             output_tokens=[usage.completion_tokens] if usage else None,
         )
         output["token_logprobs"] = [  # type: ignore[typeddict-unknown-key]
-            None if text is None or tokens is None else digit_tokens(tokens, text)
+            None if tokens is None else digit_tokens(tokens, text)
         ]
         return output
 
