@@ -299,11 +299,13 @@ def test_tiny_random_model_answers_in_schema_only_under_the_grammar(
 # --------------------------------------------------------------------------- API backends
 
 
-def _openai_judge(server: ChatServer, **config: Any) -> Any:
+def _api_judge(server: ChatServer, backend: str = "openai", **config: Any) -> Any:
+    """A loaded judge on the loopback server; TGI's client adds ``/v1`` itself."""
+    base_url = server.url if backend == "openai" else server.url.removesuffix("/v1")
     cfg = JudgeConfig(
         model="served",
-        backend="openai",
-        base_url=server.url,
+        backend=backend,
+        base_url=base_url,
         max_retries=0,
         generation={"temperature": 0.0, "max_new_tokens": 600},
         **config,
@@ -323,7 +325,7 @@ def _openai_judge(server: ChatServer, **config: Any) -> Any:
 
 def test_openai_sends_a_strict_json_schema_and_asks_for_logprobs(chat_server: ChatServer) -> None:  # noqa: F811
     chat_server.state.content = judgment([4, 3, 4, 3, 4])
-    judge = _openai_judge(chat_server)
+    judge = _api_judge(chat_server)
     [row] = next(judge.process([{"instruction": "p", "generation": "t"}]))
     body = chat_server.state.bodies[0]
     assert body["response_format"] == response_format("json_schema", judge.json_schema)
@@ -337,7 +339,7 @@ def test_openai_sends_a_strict_json_schema_and_asks_for_logprobs(chat_server: Ch
 def test_a_server_that_ignores_the_schema_yields_schema_violations(chat_server: ChatServer) -> None:  # noqa: F811
     """The loopback server answers 200 whatever response_format says: its prose answers
     must be counted as schema violations, not read leniently into scores."""
-    judge = _openai_judge(chat_server)
+    judge = _api_judge(chat_server)
     rows = next(judge.process([{"instruction": "p", "generation": f"t{i}"} for i in range(3)]))
     assert [r["judge_status"] for r in rows] == ["schema_violation"] * 3
     assert all(r["judge_raw"][0].startswith("echo: ") for r in rows)
@@ -349,7 +351,7 @@ def test_auto_falls_back_once_to_json_object_when_json_schema_is_refused(
 ) -> None:
     chat_server.state.refuse_types = {"json_schema"}  # as llama-cpp-python's server does
     chat_server.state.content = judgment([2, 2, 2, 2, 2])
-    judge = _openai_judge(chat_server)
+    judge = _api_judge(chat_server)
     rows = next(judge.process([{"instruction": "p", "generation": f"t{i}"} for i in range(4)]))
     assert [r["judge_status"] for r in rows] == ["ok"] * 4
     kinds = [b.get("response_format", {}).get("type") for b in chat_server.state.bodies]
@@ -360,7 +362,7 @@ def test_auto_falls_back_once_to_json_object_when_json_schema_is_refused(
 
 def test_a_fixed_dialect_is_sent_as_is(chat_server: ChatServer) -> None:  # noqa: F811
     chat_server.state.content = judgment([2, 2, 2, 2, 2])
-    judge = _openai_judge(chat_server, response_format="json_object", scoring="sampled")
+    judge = _api_judge(chat_server, response_format="json_object", scoring="sampled")
     next(judge.process([{"instruction": "p", "generation": "t"}]))
     [body] = chat_server.state.bodies
     assert body["response_format"]["type"] == "json_object" and "logprobs" not in body
@@ -368,7 +370,7 @@ def test_a_fixed_dialect_is_sent_as_is(chat_server: ChatServer) -> None:  # noqa
 
 def test_structured_off_sends_no_schema(chat_server: ChatServer) -> None:  # noqa: F811
     chat_server.state.content = judgment([2, 2, 2, 2, 2])
-    judge = _openai_judge(chat_server, structured="off", scoring="sampled")
+    judge = _api_judge(chat_server, structured="off", scoring="sampled")
     [row] = next(judge.process([{"instruction": "p", "generation": "t"}]))
     assert "response_format" not in chat_server.state.bodies[0]
     assert row["judge_status"] == "ok"
@@ -377,16 +379,7 @@ def test_structured_off_sends_no_schema(chat_server: ChatServer) -> None:  # noq
 def test_tgi_gets_its_grammar(chat_server: ChatServer) -> None:  # noqa: F811
     """TGI's chat route takes its grammar as ``response_format: {type: json, value}``."""
     chat_server.state.content = judgment([5, 5, 5, 5, 5])
-    cfg = JudgeConfig(
-        model="tgi",
-        backend="inference-endpoints",
-        base_url=chat_server.url.removesuffix("/v1"),
-        max_retries=0,
-        generation={"temperature": 0.0, "max_new_tokens": 600},
-    )
-    llm = make_llm(cfg, cfg.generation, Path("."), json_schema=schema_for(cfg), logprobs=True)
-    judge = judge_from_config(cfg, llm, name="judge")
-    judge.load()
+    judge = _api_judge(chat_server, "inference-endpoints")
     [row] = next(judge.process([{"instruction": "p", "generation": "t"}]))
     body = chat_server.state.bodies[0]
     assert body["response_format"] == {"type": "json", "value": judge.json_schema}
@@ -462,7 +455,7 @@ def test_one_failing_request_fails_only_its_own_row(chat_server: ChatServer) -> 
     chat_server.state.content = judgment([4, 4, 4, 4, 4])
     chat_server.state.fail_when = {"trace-400": 400, "trace-500": 500}
     chat_server.state.blank_when = {"trace-empty": "", "trace-null": None}
-    judge = _openai_judge(chat_server)
+    judge = _api_judge(chat_server)
     judge.llm.max_retries = 1  # the client retries a 500 itself; one retry keeps this short
     judge.llm.load()
     names = ["trace-ok", "trace-400", "trace-500", "trace-empty", "trace-null", "trace-ok2"]
@@ -484,16 +477,7 @@ def test_one_failing_request_fails_only_its_own_row(chat_server: ChatServer) -> 
 def test_a_failing_tgi_request_fails_only_its_row_with_its_status(chat_server: ChatServer) -> None:  # noqa: F811
     chat_server.state.content = judgment([3, 3, 3, 3, 3])
     chat_server.state.fail_when = {"trace-400": 400}
-    cfg = JudgeConfig(
-        model="tgi",
-        backend="inference-endpoints",
-        base_url=chat_server.url.removesuffix("/v1"),
-        max_retries=0,
-        generation={"temperature": 0.0, "max_new_tokens": 600},
-    )
-    llm = make_llm(cfg, cfg.generation, Path("."), json_schema=schema_for(cfg), logprobs=True)
-    judge = judge_from_config(cfg, llm, name="judge")
-    judge.load()
+    judge = _api_judge(chat_server, "inference-endpoints")
     rows = next(
         judge.process([{"instruction": "p", "generation": g} for g in ("trace-ok", "trace-400")])
     )
