@@ -215,7 +215,8 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
             error = (judge_errors.get(jkeys[t.key]) or {}).get("error") or "no answer"
             gen, judged = generations[t.key], _failed(reader, error)
         else:
-            gen, judged = generations[t.key], _reread(judgments[jkeys[t.key]], reader)
+            gen = generations[t.key]
+            judged = reader.outputs(judgments[jkeys[t.key]]["judge_answers"])
         traces.append(_trace_row(recipe, t, gen, judged))
     dims = recipe.judge.dimension_names
     means = generator_means(traces, dims, recipe.delta)
@@ -251,7 +252,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         if missing:
             problems.append(
                 f"{len(missing)} of {len(planned)} generations failed "
-                f"({_by_generator(missing)}){_first_errors(store, missing)}"
+                f"({_by_generator(missing)}){_first_errors(gen_errors, missing)}"
             )
         if unjudged:
             first = next((e["error"] for e in judge_errors.values()), None)
@@ -374,9 +375,9 @@ def _complete_generators(store: ResultStore, planned: list[PlannedTrace]) -> set
     return {n for n in names if all(t.key in done for t in planned if t.generator == n)}
 
 
-def _first_errors(store: ResultStore, missing: list[PlannedTrace]) -> str:
-    """``; <generator>: <its first error>`` for each generator whose calls raised."""
-    errors = store.get_many("failure", [t.key for t in missing])
+def _first_errors(errors: dict[str, dict[str, Any]], missing: list[PlannedTrace]) -> str:
+    """``; <generator>: <its first error>`` for each generator whose calls raised
+    (``errors``: the store's failure rows of ``missing``)."""
     first: dict[str, str] = {}
     for t in missing:
         if t.key in errors:
@@ -392,13 +393,6 @@ def _by_generator(traces: list[PlannedTrace]) -> str:
 def _failed(reader: AnswerReader, error: str) -> dict[str, Any]:
     """The judge columns of a trace whose judgment failed for good (status ``failed``)."""
     return reader.outputs([[{"text": None, "tokens": None, "error": error}]])
-
-
-def _reread(stored: dict[str, Any], reader: AnswerReader) -> dict[str, Any]:
-    """A stored judgment's columns, read from its raw answers by today's reader."""
-    if "judge_answers" not in stored:  # written before answers were kept: as it was read
-        return stored
-    return reader.outputs(stored["judge_answers"])
 
 
 def _generator_pairs(recipe: BuildRecipe) -> list[tuple[str, str]]:
