@@ -23,7 +23,7 @@ from prefdelta.builders.build import SUMMARY, run_build
 from prefdelta.builders.generate import model_group
 from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
-from prefdelta.recipe import GenerationParams, GeneratorConfig, load_recipe
+from prefdelta.recipe import GenerationParams, GeneratorConfig, RecipeError, load_recipe
 
 RECIPE = """
 name: tiny-build
@@ -334,6 +334,19 @@ def test_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(
         assert by_key[key] == value["trace"]
     assert store.count_all("generation") == planned
 
+    # and every sampled trace is the one an uninterrupted build writes
+    whole = tmp_path / "uninterrupted"
+    cmd[-1] = str(whole)
+    uninterrupted = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert uninterrupted.returncode == 0, (
+        uninterrupted.stdout[-3000:] + uninterrupted.stderr[-3000:]
+    )
+    expected = {
+        t["trace_key"]: t["trace"] for t in pq.read_table(whole / "traces.parquet").to_pylist()
+    }
+    differing = sorted(k for k in expected if expected[k] != by_key[k])
+    assert not differing, f"{len(differing)} of {planned} traces differ after the resume"
+
 
 @pytest.mark.slow
 def test_ray_runs_the_same_build(
@@ -450,3 +463,43 @@ def test_a_second_build_into_a_busy_folder_stops_at_once(
     assert result.exit_code == 1, result.output
     assert "another build is running" in result.output and "pid 4242" in result.output
     assert not (out / "traces.parquet").exists()
+
+
+def test_prompts_over_a_generators_context_are_refused_one_by_one_before_any_call(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """One prompt beyond the tiny model's 512-token context is named and left out; the
+    others build as if it were not there. ``prompts.max_tokens`` bounds lower still."""
+    path = write_recipe(tmp_path, tiny_model_dir, prompts=2)
+    prompts = tmp_path / "prompts.jsonl"
+    long = "seven " * 2000
+    prompts.write_text(prompts.read_text() + json.dumps({"problem": long, "answer": "7"}) + "\n")
+    log = io.StringIO()
+    out = tmp_path / "out"
+    summary = run_build(load_recipe(path), out, console=Console(file=log, width=80))
+    [refused] = summary["refused_prompts"]
+    assert refused["generator"] == "strong" and refused["tokens"] > 2000
+    assert (refused["bound"], refused["why"]) == (500, "context 512 - max_new_tokens 12")
+    assert summary["prompts"] == 2 and summary["traces"] == 2 * 3
+    assert refused["prompt_id"][:12] in log.getvalue()
+    assert "forked, after parallelism" not in log.getvalue()
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    assert all(t["prompt_id"] != refused["prompt_id"] for t in traces)
+
+    # a lower bound of the recipe's own: a prompt within the context but over it
+    medium = json.dumps({"problem": "seven " * 200, "answer": "7"}) + "\n"
+    prompts.write_text(prompts.read_text() + medium)
+    bounded = tmp_path / "bounded.yaml"
+    bounded.write_text(
+        path.read_text().replace(
+            "reference_column: answer}", "reference_column: answer, max_tokens: 100}"
+        )
+    )
+    summary = run_build(load_recipe(bounded), tmp_path / "b", console=Console(file=io.StringIO()))
+    assert summary["prompts"] == 2
+    assert [r["why"] for r in summary["refused_prompts"]] == ["prompts.max_tokens"] * 2
+
+    prompts.write_text(json.dumps({"problem": long, "answer": "7"}) + "\n")
+    with pytest.raises(RecipeError, match=r"every prompt is too long.*context 512"):
+        run_build(load_recipe(path), tmp_path / "c", console=Console(file=io.StringIO()))

@@ -151,44 +151,37 @@ def test_local_sampling_is_seeded_per_configuration(tiny_model_dir: Path) -> Non
     assert llm().seed != llm(batch_size=2).seed
 
 
-def test_random_streams_of_one_model_do_not_depend_on_each_other(
+def test_a_sampled_row_depends_on_its_seed_only_not_on_its_batch(
     tiny_model_dir: Path,  # noqa: F811
 ) -> None:
-    """One loaded model serving two generators samples as two separately loaded models."""
-    endpoint = ModelEndpoint(model=str(tiny_model_dir), backend="transformers", dtype="float32")
-
-    def draw(llm: Any) -> list[Any]:
-        return [
-            o["generations"]
-            for o in llm.generate_outputs(
-                inputs=_chats(3), num_generations=1, **generation_kwargs("transformers", SAMPLED)
-            )
-        ]
-
-    shared = make_llm(endpoint, SAMPLED, Path("."), cpu_threads=1)
-    alone = make_llm(endpoint, SAMPLED, Path("."), cpu_threads=1)
+    """What a resumed build relies on: a row sampled alone, or in another batch beside other
+    rows, or after other calls, is the text it was in the uninterrupted run."""
+    endpoint = ModelEndpoint(
+        model=str(tiny_model_dir), backend="transformers", dtype="float32", batch_size=4
+    )
+    kwargs = generation_kwargs("transformers", SAMPLED)
+    llm = make_llm(endpoint, SAMPLED, Path("."), cpu_threads=1)
+    assert generators.takes_row_seeds(llm)
     threads = torch.get_num_threads()
-    shared.load()
-    alone.load()
+    llm.load()
     try:
-        torch.manual_seed(123)
-        outer = torch.rand(1)
-        torch.manual_seed(123)
-        with shared.random_stream(1):
-            a1 = draw(shared)
-        with shared.random_stream(2):
-            b1 = draw(shared)
-        with shared.random_stream(1):
-            a2 = draw(shared)
-        assert torch.rand(1) == outer  # the caller's stream is left where it was
-        with alone.random_stream(1):
-            assert draw(alone) == a1
-        with alone.random_stream(1):
-            assert draw(alone) == a2  # resumed, not restarted
-        assert a1 != a2 and a1 != b1
+
+        def texts(rows: list[int], seeds: list[int]) -> list[str]:
+            chats = _chats(6)
+            out = llm.generate_outputs(
+                inputs=[chats[r] for r in rows], num_generations=1, seeds=seeds, **kwargs
+            )
+            return [o["generations"][0] for o in out]
+
+        whole = texts([0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15])
+        assert len(set(whole)) > 1  # it does sample
+        assert texts([4, 5], [14, 15]) == whole[4:]  # resumed: other batch, other padding
+        assert texts([3], [13]) == [whole[3]]  # alone
+        assert texts([5, 0, 2], [15, 10, 12]) == [whole[5], whole[0], whole[2]]
+        # another seed, another sample; the same seed for another prompt is not the same draw
+        assert texts([1, 1, 1, 1], [11, 21, 31, 41]) != [whole[1]] * 4
     finally:
-        shared.unload()
-        alone.unload()
+        llm.unload()
         torch.set_num_threads(threads)
 
 
@@ -262,8 +255,8 @@ def test_cli_build_on_ray_without_ray_says_what_to_install(
         "name: on-ray\n"
         "prompts: {path: prompts.jsonl}\n"
         "generators:\n"
-        f"  a: {{model: {tiny_model_dir}, backend: transformers}}\n"
-        f"  b: {{model: {tiny_model_dir}, backend: transformers}}\n"
+        f"  a: {{model: {tiny_model_dir}, backend: transformers, generation: {{max_new_tokens: 16}}}}\n"
+        f"  b: {{model: {tiny_model_dir}, backend: transformers, generation: {{max_new_tokens: 16}}}}\n"
         "pairing: {chosen: a, rejected: [b]}\n"
         f"judge: {{model: {tiny_model_dir}, backend: transformers}}\n"
         "ray: true\n"
@@ -334,6 +327,28 @@ def test_openai_generates_against_a_real_server(
         0.3,
         0.8,
     )
+
+
+def test_openai_sends_each_row_its_own_seed(
+    chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A row's seed goes with its request, plain or under the judge's schema: a server that
+    samples reproducibly per seed gives a resumed row the text it gave before."""
+    monkeypatch.setenv("PREFDELTA_TEST_API_KEY", "sk-test-123")
+    for schema in (None, {"type": "object"}):
+        llm = _openai(chat_server, temperature=0.7)
+        llm.json_schema = schema
+        llm.load()
+        chat_server.state.bodies.clear()
+        try:
+            llm.generate_outputs(inputs=_chats(3), seeds=[5, 6, 7], **llm.get_generation_kwargs())
+            llm.generate_outputs(inputs=_chats(3)[2:], seeds=[7], **llm.get_generation_kwargs())
+        finally:
+            llm.unload()
+        sent = {b["messages"][-1]["content"]: b["seed"] for b in chat_server.state.bodies[:3]}
+        assert len(set(sent.values())) == 3
+        assert chat_server.state.bodies[3]["seed"] == sent["question 2"]  # resumed: same seed
 
 
 def test_openai_retries_after_429(chat_server: ChatServer, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811

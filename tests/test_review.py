@@ -131,6 +131,33 @@ def test_push_sends_a_blinded_stratified_sample(
     assert sides == {"chosen", "rejected"}  # the order really varies
 
 
+def test_two_pushes_at_once_make_one_dataset_and_neither_fails(
+    published: Path, owner: Any, api: dict[str, str]
+) -> None:
+    """The second push finds the dataset half created, or loses the race to create it: it
+    waits for the first to finish, then upserts the same records (no "other questions")."""
+    import threading
+
+    start = threading.Barrier(2)
+    results: list[Any] = []
+
+    def push() -> None:
+        start.wait()
+        try:
+            results.append(push_review(published, n=8, dataset_name="raced", **api))
+        except Exception as exc:  # kept for the assertion, with its message
+            results.append(exc)
+
+    threads = [threading.Thread(target=push) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sorted(r.created + r.updated for r in results) == [8, 8]
+    assert len(_records(owner, "raced")) == 8
+
+
 def test_annotators_cannot_see_the_blinding(
     owner: Any, api: dict[str, str], published: Path
 ) -> None:

@@ -91,6 +91,13 @@ class PromptsConfig(StrictModel):
     )
     limit: int | None = Field(None, gt=0, description="use at most this many prompts")
     seed: int = Field(0, ge=0, description="shuffle seed applied before `limit`")
+    max_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="refuse longer prompts (chat template included, in each local "
+        "generator's tokens); each local model's context less its max_new_tokens applies "
+        "anyway",
+    )
 
     @field_validator("path")
     @classmethod

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from prefdelta.builders.pipelines import (
     judge_pipeline,
     judgment_key,
 )
+from prefdelta.builders.prompt_length import refuse_long_prompts
 from prefdelta.builders.prompts import Prompt, load_prompts
 from prefdelta.builders.store import Kind, ResultStore
 from prefdelta.builders.validity import judge_validity, validity_rows
@@ -150,6 +151,12 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     store = ResultStore(store_path)
 
     prompts, duplicates = load_prompts(recipe)
+    names = recipe.pairing.generator_names
+    prompts, refused = refuse_long_prompts(
+        prompts, {n: recipe.generators[n] for n in names}, recipe.prompts, recipe.base_dir
+    )
+    for r in refused:
+        console.print(f"[yellow]refused[/] {r.describe()}", soft_wrap=True)
     planned = [
         PlannedTrace(p, name, s, trace_key(recipe.generators[name], p.prompt, s))
         for p in prompts
@@ -229,6 +236,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     _write_parquet(out / "pairs.parquet", report.pairs, pairs_schema(dims))
     (out / "recipe.yaml").write_text(recipe.source_text, encoding="utf-8")
     summary = _summary(recipe, prompts, duplicates, traces, report, gaps, means)
+    summary["refused_prompts"] = [asdict(r) for r in refused]
     summary["failed"] = {
         "generations": len(missing),
         "judgments": len(unjudged),
@@ -602,6 +610,14 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(
             f"reused {reused['generations']} generations and {reused['judgments']} judgments; "
             f"made {reused['generated']} generations and {reused['judged']} judgments"
+        )
+    refused = summary.get("refused_prompts") or []
+    if refused:
+        console.print(
+            f"[yellow]{len(refused)} prompts refused as too long[/] (not generated; listed "
+            "under refused_prompts in summary.json): "
+            + ", ".join(r["prompt_id"][:12] for r in refused),
+            soft_wrap=True,
         )
     status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
     console.print(f"judge status: {status}")

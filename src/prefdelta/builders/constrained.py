@@ -21,13 +21,14 @@ distilabel forks its workers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefdelta.builders.structured import TOP_LOGPROBS, TokenLogprobs
 
-__all__ = ["GrammarCache", "LocalGeneration", "generate_local"]
+__all__ = ["GrammarCache", "LocalGeneration", "generate_local", "row_seed"]
 
 
 class GrammarCache:
@@ -74,12 +75,15 @@ def generate_local(
     batch_size: int,
     grammar: Any | None = None,
     logprobs: bool = False,
+    seeds: list[int] | None = None,
 ) -> list[list[LocalGeneration]]:
     """``num_generations`` sequences per prompt (chat templates already applied).
 
     ``grammar``: a compiled grammar (:class:`GrammarCache`) every sequence must follow;
     ``logprobs``: report the alternatives of each digit-bearing token (what the grammar
-    allowed, at temperature 1).
+    allowed, at temperature 1); ``seeds``: one per prompt, so that a sampled sequence
+    depends on its prompt's seed only, never on which prompts share its batch (a resumed
+    build then samples what the uninterrupted one did; see :class:`_RowSampler`).
     Prompts run ``batch_size`` at a time, each batch with a fresh grammar matcher (xgrammar's
     processor serves a single ``generate`` call).
     """
@@ -95,13 +99,18 @@ def generate_local(
             enc = {k: v.to(model.device) for k, v in enc.items()}
             recorder = _Recorder(TOP_LOGPROBS) if logprobs else None
             processors = _processors(recorder, grammar, do_sample, temperature, top_p)
+            sampler_draws = do_sample
+            if do_sample and seeds is not None:
+                chunk_seeds = seeds[start : start + batch_size]
+                processors.append(_RowSampler(chunk_seeds, num_generations))
+                sampler_draws = False  # the row sampler draws; generate takes its argmax
             # transformers' own warpers stay neutral (they would run before the mask)
-            neutral = {"temperature": 1.0, "top_p": 1.0, "top_k": 0} if do_sample else {}
+            neutral = {"temperature": 1.0, "top_p": 1.0, "top_k": 0} if sampler_draws else {}
             with torch.inference_mode():
                 sequences = model.generate(
                     **enc,
                     max_new_tokens=max_new_tokens,
-                    do_sample=do_sample,
+                    do_sample=sampler_draws,
                     num_return_sequences=num_generations,
                     repetition_penalty=1.0,
                     logits_processor=processors,
@@ -150,6 +159,42 @@ def _processors(
         if top_p < 1.0:
             processors.append(TopPLogitsWarper(top_p))
     return LogitsProcessorList(processors)
+
+
+def row_seed(key: str, index: int = 0) -> int:
+    """A 63-bit seed for sequence ``index`` of the row named by ``key`` (a trace key, or a
+    hash of what was asked): the same row draws the same numbers in every run."""
+    digest = hashlib.sha256(f"{key}#{index}".encode()).hexdigest()
+    return int(digest[:16], 16) >> 1
+
+
+class _RowSampler:
+    """The last logits processor: adds Gumbel noise from each row's own generator to the
+    row's log-probabilities, so that ``generate``'s argmax is an exact sample of the
+    (masked, warped) distribution (the Gumbel-max trick).
+
+    transformers samples a whole batch from the one global stream, so a row's text
+    depends on the rows beside it and on how many ran before; here each row draws from a
+    generator seeded by :func:`row_seed`, one vector per step, whatever its batch.
+    """
+
+    def __init__(self, seeds: list[int], num_generations: int) -> None:
+        self.seeds = [row_seed(str(s), k) for s in seeds for k in range(num_generations)]
+        self._generators: list[Any] | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self._generators is None:
+            self._generators = [
+                torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds
+            ]
+        width = scores.shape[-1]
+        uniform = torch.stack(
+            [torch.rand(width, generator=g, device=scores.device) for g in self._generators]
+        )
+        gumbel = -torch.log(-torch.log(uniform.clamp(min=1e-20, max=1.0 - 1e-7)))
+        return torch.log_softmax(scores.float(), dim=-1) + gumbel
 
 
 class _Recorder:

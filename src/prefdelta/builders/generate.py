@@ -13,14 +13,14 @@ generator and step batch, and their results are committed before the rows move o
 build killed at any point keeps every trace it finished.
 """
 
-from contextlib import nullcontext
 from typing import Any
 
 from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from distilabel.typing import ChatType, StepColumns, StepOutput
 
-from prefdelta.builders.generators import LocalTransformersLLM, generation_kwargs, sampling_seed
+from prefdelta.builders.constrained import row_seed
+from prefdelta.builders.generators import generation_kwargs, takes_row_seeds
 from prefdelta.builders.store import ResultStore, content_key
 from prefdelta.recipe import GeneratorConfig
 
@@ -56,6 +56,15 @@ def trace_key(config: GeneratorConfig, prompt: str, sample: int) -> str:
     return content_key("generation", generator_fingerprint(config), prompt, sample)
 
 
+def chat_for(config: GeneratorConfig, prompt: str) -> ChatType:
+    """The chat a generator sends for ``prompt``: its system prompt, then its template."""
+    messages: ChatType = []
+    if config.system_prompt:
+        messages.append({"role": "system", "content": config.system_prompt})
+    messages.append({"role": "user", "content": config.prompt_template.replace("{prompt}", prompt)})
+    return messages
+
+
 def model_group(config: GeneratorConfig) -> tuple[Any, ...] | None:
     """What loading a generator's model depends on; generators equal in it share one step.
 
@@ -76,9 +85,9 @@ def model_group(config: GeneratorConfig) -> tuple[Any, ...] | None:
 class TraceGeneration(Task):
     """Generate reasoning traces for the named generators, which share ``llm``.
 
-    Each generator decodes with its own parameters and, on local models, its own random
-    stream (seeded from its config), so its traces do not depend on which other
-    generators share the model.
+    Each generator decodes with its own parameters, and each trace samples from a seed of
+    its own key, so its text depends neither on which other generators share the model
+    nor on which rows share its batch.
     """
 
     generators: dict[str, GeneratorConfig]
@@ -94,13 +103,7 @@ class TraceGeneration(Task):
 
     def format_input(self, input: dict[str, Any]) -> ChatType:
         """The chat for ``input["prompt"]`` as generator ``input["generator"]`` asks it."""
-        config = self.generators[input["generator"]]
-        messages: ChatType = []
-        if config.system_prompt:
-            messages.append({"role": "system", "content": config.system_prompt})
-        user = config.prompt_template.replace("{prompt}", input["prompt"])
-        messages.append({"role": "user", "content": user})
-        return messages
+        return chat_for(self.generators[input["generator"]], input["prompt"])
 
     def format_output(
         self, output: str | None, input: dict[str, Any] | None = None
@@ -120,7 +123,7 @@ class TraceGeneration(Task):
             missing = [(row, key) for row, _, key in wanted if key not in done]
             fresh: dict[str, dict[str, Any]] = {}
             if missing:
-                outputs = self._generate(name, config, [row for row, _ in missing])
+                outputs = self._generate(name, config, missing)
                 budget = config.generation.max_new_tokens
                 for (_, key), output in zip(missing, outputs, strict=True):
                     fresh[key] = _trace_record(output, budget)
@@ -147,26 +150,26 @@ class TraceGeneration(Task):
         yield rows
 
     def _generate(
-        self, name: str, config: GeneratorConfig, rows: list[dict[str, Any]]
+        self, name: str, config: GeneratorConfig, missing: list[tuple[dict[str, Any], str]]
     ) -> list[dict[str, Any]]:
-        """One call for ``rows``; an exception fails these rows only, with its message,
-        and the step goes on to its other generators (a shared step holds several)."""
+        """One call for the ``(row, trace key)`` pairs in ``missing``; an exception fails
+        these rows only, with its message, and the step goes on to its other generators
+        (a shared step holds several). Each trace samples from a seed of its own key, so a
+        resumed build draws what the uninterrupted one did, whatever batch a row lands in."""
+        seeds = {}
+        if takes_row_seeds(self.llm):
+            seeds = {"seeds": [row_seed(key) for _, key in missing]}
         try:
-            with self._random_stream(config):
-                return self.llm.generate_outputs(
-                    inputs=[self.format_input({**row, "generator": name}) for row in rows],
-                    num_generations=1,
-                    **generation_kwargs(config.backend, config.generation),
-                )
+            return self.llm.generate_outputs(
+                inputs=[self.format_input({**row, "generator": name}) for row, _ in missing],
+                num_generations=1,
+                **generation_kwargs(config.backend, config.generation),
+                **seeds,
+            )
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._logger.warning(f"Generator '{name}': LLM call failed: {error}")
-            return [{"generations": [None], "error": error}] * len(rows)
-
-    def _random_stream(self, config: GeneratorConfig) -> Any:
-        if isinstance(self.llm, LocalTransformersLLM):
-            return self.llm.random_stream(sampling_seed(config, config.generation))
-        return nullcontext()
+            return [{"generations": [None], "error": error}] * len(missing)
 
 
 def _trace_record(output: dict[str, Any], budget: int) -> dict[str, Any]:

@@ -23,10 +23,8 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import openai
 from distilabel.models.llms import InferenceEndpointsLLM, OpenAILLM, TransformersLLM, vLLM
@@ -34,6 +32,7 @@ from distilabel.models.llms.base import LLM, merge_responses
 from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr
 
+from prefdelta.builders.constrained import row_seed
 from prefdelta.builders.structured import (
     TOP_LOGPROBS,
     ResponseFormatDialect,
@@ -74,11 +73,12 @@ class LocalTransformersLLM(TransformersLLM):
     distilabel runs each step in its own process, and more threads than free cores make
     each one crawl (same test, one prompt at a time, cores busy with other work: 6 tok/s
     with 2 threads, 11 with 1; idle cores: 12 and 11). ``seed`` seeds the step's process:
-    forked from one parent, every step would otherwise sample from the same random stream,
-    and two generators' traces would share their noise. When one loaded model serves
-    several generators, :meth:`random_stream` gives each its own stream instead.
+    forked from one parent, every step would otherwise sample from the same random stream.
+    Callers that name their rows pass ``seeds`` instead (:func:`takes_row_seeds`): each
+    sampled row then draws from its own stream, whatever shares its batch or its model.
     """
 
+    per_row_seeds: ClassVar[bool] = True
     batch_size: int = Field(8, gt=0)
     cpu_threads: int | None = Field(None, gt=0)
     seed: int | None = None
@@ -120,11 +120,13 @@ class LocalTransformersLLM(TransformersLLM):
         top_p: float = 1.0,
         top_k: int = 0,
         do_sample: bool = True,
+        seeds: list[int] | None = None,
     ) -> list[Any]:
-        """distilabel's pipeline path, unless a schema or log-probs are asked for: then
-        grammar-constrained batched ``generate`` (:mod:`prefdelta.builders.constrained`),
-        whose outputs carry ``token_logprobs`` beside the usual generations."""
-        if self.json_schema is None and not self.logprobs:
+        """distilabel's pipeline path, unless a schema, log-probs or per-row ``seeds`` (for
+        sampling) are asked for: then batched ``generate`` (:mod:`prefdelta.builders.
+        constrained`), whose outputs carry ``token_logprobs`` beside the usual generations."""
+        row_seeded = do_sample and seeds is not None
+        if self.json_schema is None and not self.logprobs and not row_seeded:
             return super().generate(
                 inputs,
                 num_generations=num_generations,
@@ -154,6 +156,7 @@ class LocalTransformersLLM(TransformersLLM):
             batch_size=self.batch_size,
             grammar=grammar,
             logprobs=self.logprobs,
+            seeds=seeds if row_seeded else None,
         )
         return [
             {
@@ -167,34 +170,11 @@ class LocalTransformersLLM(TransformersLLM):
             for row in generated
         ]
 
-    @contextmanager
-    def random_stream(self, seed: int) -> Iterator[None]:
-        """Sample inside from the stream named by ``seed``: seeded on first use, then resumed.
 
-        Calls under one seed draw the same numbers whatever other streams ran in between,
-        as if the model were loaded for that seed alone; the caller's stream is restored.
-        """
-        import torch
-
-        def state() -> tuple[Any, Any]:
-            cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-            return torch.get_rng_state(), cuda
-
-        def restore(saved: tuple[Any, Any]) -> None:
-            torch.set_rng_state(saved[0])
-            if saved[1] is not None:
-                torch.cuda.set_rng_state_all(saved[1])
-
-        outer = state()
-        if seed in self._streams:
-            restore(self._streams[seed])
-        else:
-            torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            self._streams[seed] = state()
-            restore(outer)
+def takes_row_seeds(llm: LLM) -> bool:
+    """Whether ``llm``'s ``generate_outputs`` takes ``seeds``, one per input, that make each
+    row's sample its own (the LLMs built here do, except vLLM; others may not)."""
+    return bool(getattr(llm, "per_row_seeds", False))
 
 
 def describe_error(exc: BaseException) -> str:
@@ -209,13 +189,20 @@ def describe_error(exc: BaseException) -> str:
 class _BoundedConcurrency:
     """Replaces ``AsyncLLM._agenerate``: the same gather, at most ``max_concurrency`` in
     flight, and a request that still fails after the client's retries fails only its own
-    row (its outputs are None, with the reason under ``errors``), never the whole batch."""
+    row (its outputs are None, with the reason under ``errors``), never the whole batch.
+    ``seeds`` (one per input) go out as each request's ``seed``, which servers that sample
+    reproducibly (OpenAI's, llama.cpp's, TGI) honour per request."""
 
+    per_row_seeds: ClassVar[bool] = True
     max_concurrency: int
     _num_generations_param_supported: bool
 
     async def _agenerate(
-        self, inputs: list[Any], num_generations: int = 1, **kwargs: Any
+        self,
+        inputs: list[Any],
+        num_generations: int = 1,
+        seeds: list[int] | None = None,
+        **kwargs: Any,
     ) -> list[Any]:
         semaphore = asyncio.Semaphore(self.max_concurrency)
 
@@ -233,10 +220,20 @@ class _BoundedConcurrency:
                         "errors": [error] * n,
                     }
 
+        def seed(i: int, k: int = 0) -> dict[str, Any]:
+            return {} if seeds is None else {"seed": row_seed(str(seeds[i]), k) >> 32}
+
         if self._num_generations_param_supported:
-            calls = [one(i, num_generations=num_generations, **kwargs) for i in inputs]
+            calls = [
+                one(x, num_generations=num_generations, **kwargs, **seed(i))
+                for i, x in enumerate(inputs)
+            ]
             return _same_keys(list(await asyncio.gather(*calls)))
-        calls = [one(i, **kwargs) for i in inputs for _ in range(num_generations)]
+        calls = [
+            one(x, **kwargs, **seed(i, k))
+            for i, x in enumerate(inputs)
+            for k in range(num_generations)
+        ]
         return merge_responses(_same_keys(list(await asyncio.gather(*calls))), n=num_generations)
 
 
@@ -284,7 +281,10 @@ class BoundedOpenAILLM(_BoundedConcurrency, OpenAILLM):
         stop: str | list[str] | None = None,
         response_format: dict[str, str] | None = None,
         extra_body: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Any:
+        if seed is not None:  # distilabel's request has no seed field; the body takes it
+            extra_body = {**(extra_body or {}), "seed": seed}
         if self.json_schema is None and not self.logprobs:
             return await super().agenerate(
                 input=input,
@@ -607,12 +607,8 @@ def make_llm(
         # Importing starts no torch thread pool, so the forked steps stay safe (run_build).
         import transformers.pipelines  # noqa: F401
 
-        if endpoint.backend == "gguf":
-            model = str(gguf_to_pretrained(locate_model_file(endpoint.model, base_dir)))
-        else:
-            model = _local_or_hub(endpoint.model, base_dir)
         return LocalTransformersLLM(
-            model=model,
+            model=local_model_path(endpoint, base_dir),
             torch_dtype=dtype,
             batch_size=endpoint.batch_size,
             cpu_threads=cpu_threads,
@@ -677,6 +673,14 @@ def sampling_seed(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
         [endpoint.model_dump(mode="json"), generation.model_dump(mode="json")], sort_keys=True
     )
     return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16)
+
+
+def local_model_path(endpoint: ModelEndpoint, base_dir: Path) -> str:
+    """What transformers loads for a local backend: a GGUF's converted folder (converted
+    once, cached), a folder relative to the recipe, or else a Hub id."""
+    if endpoint.backend == "gguf":
+        return str(gguf_to_pretrained(locate_model_file(endpoint.model, base_dir)))
+    return _local_or_hub(endpoint.model, base_dir)
 
 
 def _local_or_hub(model: str, base_dir: Path) -> str:

@@ -28,6 +28,8 @@ from jinja2 import Template
 from pydantic import Field, NonNegativeInt, PositiveInt, PrivateAttr, field_validator
 from typing_extensions import override
 
+from prefdelta.builders.constrained import row_seed
+from prefdelta.builders.generators import takes_row_seeds
 from prefdelta.builders.judge_parsing import JudgeStatus, Judgment, parse_judgment
 from prefdelta.builders.structured import expected_score, schema_problem, score_distributions
 from prefdelta.judge_schema import judgment_schema
@@ -393,7 +395,8 @@ class ReasoningJudge(Task):
         ]
         first = [i for i in range(len(rows)) if isinstance(rows[i].get("generation"), str)]
         if first:
-            outputs = self._generate([self.format_input(rows[i]) for i in first], self.samples)
+            asked = [self.format_input(rows[i]) for i in first]
+            outputs = self._generate(asked, self.samples, [0] * len(asked))
             by_row: dict[int, list[_Slot]] = {}
             for slot in slots:
                 by_row.setdefault(slot.row, []).append(slot)
@@ -407,7 +410,7 @@ class ReasoningJudge(Task):
             if not pending:
                 break
             retry_inputs = [self._retry_input(rows[s.row], s) for s in pending]
-            outputs = self._generate(retry_inputs, 1)
+            outputs = self._generate(retry_inputs, 1, [len(s.attempts) for s in pending])
             for n, slot in enumerate(pending):
                 attempt = self._unpack(outputs, n, 1)[0]
                 slot.record(attempt, reader.read(attempt)[0])
@@ -418,13 +421,26 @@ class ReasoningJudge(Task):
             results.append({**row, **self._row_outputs(row, mine, reader)})
         yield results
 
-    def _generate(self, inputs: list["ChatType"], num_generations: int) -> Any:
-        """All prompts of one round in one call; an exception marks the round as failed."""
+    def _generate(self, inputs: list["ChatType"], num_generations: int, attempts: list[int]) -> Any:
+        """All prompts of one round in one call; an exception marks the round as failed.
+
+        An LLM that takes per-row seeds samples each input from a seed of what it asks and
+        its attempt number: a resumed build judges as the uninterrupted one, and a re-ask
+        of the same prompt draws anew."""
+        seeds = {}
+        if takes_row_seeds(self.llm):
+            seeds = {
+                "seeds": [
+                    row_seed(json.dumps(chat, sort_keys=True), attempt)
+                    for chat, attempt in zip(inputs, attempts, strict=True)
+                ]
+            }
         try:
             return self.llm.generate_outputs(
                 inputs=inputs,
                 num_generations=num_generations,
                 **(self.llm.get_generation_kwargs() or {}),
+                **seeds,
             )
         except Exception as exc:  # the rows stay, with the failure in judge_problem
             self._logger.warning(f"Judge '{self.name}': LLM call failed: {exc!r}")

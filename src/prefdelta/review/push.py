@@ -27,7 +27,8 @@ import functools
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,6 +345,52 @@ def review_settings(dims: Sequence[str], rubrics: Mapping[str, str]) -> rg.Setti
     )
 
 
+# How long a push waits for another push's dataset to finish being created (a handful of
+# API calls, normally well under a second).
+CREATION_WAIT_S = 120.0
+
+
+def open_review_dataset(
+    client: rg.Argilla,
+    name: str,
+    workspace: rg.Workspace,
+    dims: Sequence[str],
+    settings: Callable[[], rg.Settings],
+) -> tuple[rg.Dataset, bool]:
+    """The review dataset ready for records, and whether this call created it.
+
+    Argilla creates a dataset in steps (the dataset, then each field, question and
+    metadata property, then publishing it), so a second push at the same moment can find
+    it half made, or lose the race to create it. Either way it waits, as long as the
+    dataset stays a draft, for the other push to publish it, and only then compares the
+    questions: a dataset that is merely unfinished is never called incompatible.
+    """
+    import argilla as rg
+    from argilla._exceptions import ConflictError
+
+    ds = get_dataset(client, name, workspace.name)
+    if ds is None:
+        try:
+            fresh = rg.Dataset(name=name, workspace=workspace, settings=settings(), client=client)
+            return fresh.create(), True
+        except ConflictError:  # another push created it first
+            ds = get_dataset(client, name, workspace.name)
+            if ds is None:
+                raise
+    waited_until = time.monotonic() + CREATION_WAIT_S
+    while client.api.datasets.get(ds.id).status != "ready":
+        if time.monotonic() > waited_until:
+            raise ReviewError(
+                f"Argilla dataset {name!r} has been a draft for {CREATION_WAIT_S:.0f} s: another "
+                "push is creating it, or one was interrupted while creating it (delete it in "
+                "Argilla, or pick another --dataset-name)"
+            )
+        time.sleep(0.25)
+    ds = get_dataset(client, name, workspace.name) or ds  # re-read its finished settings
+    check_compatible(ds, dims)
+    return ds, False
+
+
 def check_compatible(dataset: rg.Dataset, dims: Sequence[str]) -> None:
     """Refuse to upsert into a dataset whose questions or blinding are not this review's."""
     have = {q.name for q in dataset.settings.questions}
@@ -473,15 +520,11 @@ def push_review(
 
     with _quiet_sdk(), argilla_errors(client.api_url):
         ws = get_workspace(client, workspace, create=True)
-        ds = get_dataset(client, name, workspace)
-        if ds is None:
-            import argilla as rg
-
-            settings = review_settings(dims, rubrics_for(dataset, dims))
-            ds = rg.Dataset(name=name, workspace=ws, settings=settings, client=client).create()
-            existing: dict[str, _Existing] = {}
-        else:
-            check_compatible(ds, dims)
+        ds, created = open_review_dataset(
+            client, name, ws, dims, lambda: review_settings(dims, rubrics_for(dataset, dims))
+        )
+        existing: dict[str, _Existing] = {}
+        if not created:
             existing = _existing_records(ds, with_suggestions=hide_suggestions)
 
         records = []
