@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prefdelta.errors import PrefdeltaError
+from prefdelta.locations import is_local_path
+
 if TYPE_CHECKING:
     import datasets
     import pyarrow as pa
@@ -32,7 +35,7 @@ CORRECTNESS: dict[str, tuple[tuple[str, bool], ...]] = {
 }
 
 
-class PairsLoadError(ValueError):
+class PairsLoadError(PrefdeltaError, ValueError):
     """A selection that cannot be made; the message says what is available instead."""
 
 
@@ -165,9 +168,7 @@ class _Source:
     def __init__(self, ref: str | os.PathLike[str], split: str, revision: str | None) -> None:
         self.split = split
         local = Path(ref).expanduser()
-        self.local = (
-            isinstance(ref, os.PathLike) or str(ref).startswith((".", "/", "~")) or local.is_dir()
-        )
+        self.local = is_local_path(ref)
         if self.local:
             if not local.is_dir():
                 raise PairsLoadError(f"{local}: no such folder")

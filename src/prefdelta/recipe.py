@@ -36,7 +36,9 @@ from pydantic import (
     model_validator,
 )
 
+from prefdelta.errors import PrefdeltaError
 from prefdelta.judge_schema import min_structured_tokens
+from prefdelta.locations import REPO_ID_PATTERN
 from prefdelta.rubrics import BUILTIN_RUBRICS
 
 Backend = Literal["transformers", "gguf", "vllm", "openai", "inference-endpoints"]
@@ -44,12 +46,12 @@ API_BACKENDS: frozenset[str] = frozenset({"openai", "inference-endpoints"})
 
 _NAME = r"^[a-z0-9][a-z0-9._-]*$"
 _DIMENSION_NAME = r"^[a-z][a-z0-9_]*$"
-_REPO_ID = r"^[A-Za-z0-9][\w.-]*/[\w.-]+$"
+_REPO_ID = REPO_ID_PATTERN
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
 
-class RecipeError(ValueError):
+class RecipeError(PrefdeltaError, ValueError):
     """A recipe that cannot be used; ``str()`` is one line per problem."""
 
     def __init__(self, lines: list[str]) -> None:

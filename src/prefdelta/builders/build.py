@@ -47,17 +47,19 @@ from prefdelta.builders.prompts import Prompt, load_prompts
 from prefdelta.builders.store import Kind, ResultStore
 from prefdelta.builders.validity import judge_validity, validity_rows
 from prefdelta.builders.verify import is_correct
+from prefdelta.errors import PrefdeltaError
+from prefdelta.files import atomic_write
 from prefdelta.recipe import BuildRecipe
 from prefdelta.scratch import make_scratch, remove_abandoned
 
 SUMMARY = "summary.json"
 
 
-class BuildIncomplete(RuntimeError):
+class BuildIncomplete(PrefdeltaError, RuntimeError):
     """Some model calls failed; what finished is kept, and a rerun retries the rest."""
 
 
-class OutputDirError(ValueError):
+class OutputDirError(PrefdeltaError, ValueError):
     """The build folder is a file, or a folder of someone else's files."""
 
 
@@ -253,7 +255,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         name: hashlib.sha256((out / name).read_bytes()).hexdigest()
         for name in ("traces.parquet", "pairs.parquet", "recipe.yaml")
     }
-    _atomic_write(out / SUMMARY, json.dumps(summary, indent=2).encode())
+    atomic_write(out / SUMMARY, json.dumps(summary, indent=2).encode())
     print_summary(summary, console)
     if missing or unjudged:
         problems = []
@@ -508,12 +510,6 @@ def pairs_schema(dims: list[str]) -> pa.Schema:
             ("rejected_trace_key", pa.string()),
         ]
     )
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:

@@ -43,6 +43,7 @@ from prefdelta.builders.structured import (
     vllm_output_tokens,
     vllm_structured_outputs,
 )
+from prefdelta.errors import PrefdeltaError
 from prefdelta.local_models import gguf_to_pretrained
 from prefdelta.recipe import (
     Backend,
@@ -58,7 +59,7 @@ from prefdelta.recipe import (
 NO_AUTH_KEY = "EMPTY"
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(PrefdeltaError, RuntimeError):
     """A backend whose optional package is not installed; the message says what to install."""
 
 

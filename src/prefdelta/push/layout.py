@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import ValidationError
 
+from prefdelta.errors import PrefdeltaError
 from prefdelta.recipe import BuildRecipe
 
 SUMMARY = "summary.json"
@@ -49,7 +50,7 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
-class PublishError(RuntimeError):
+class PublishError(PrefdeltaError, RuntimeError):
     """A publish that cannot go ahead; ``str()`` is one line a user can act on."""
 
 

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import shutil
 import tempfile
 import time
@@ -40,6 +39,7 @@ from huggingface_hub import CommitOperation, CommitOperationAdd, CommitOperation
 from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 from rich.console import Console
 
+from prefdelta.locations import is_hub_id, is_local_path
 from prefdelta.push.card import REVIEWS
 from prefdelta.push.layout import (
     FOLDER_MANIFEST,
@@ -59,7 +59,6 @@ from prefdelta.scratch import make_scratch, remove_abandoned
 
 T = TypeVar("T")
 REPO_TYPE = "dataset"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Attempts for one Hub call that fails with a 5xx or a dropped connection; the commit loop
 # has its own budget since each round re-reads the head first.
 CALL_ATTEMPTS = 8
@@ -85,24 +84,17 @@ class PublishResult:
 
 
 def is_hub_target(target: str | os.PathLike[str]) -> bool:
-    """``org/name`` is a Hub repo; a Path, ``./x``, ``/x``, ``~/x`` or an existing folder is not."""
-    if isinstance(target, os.PathLike):
-        return False
-    text = str(target)
-    if text.startswith((".", "/", "~")) or Path(text).exists():
-        return False
-    return bool(_REPO_ID.match(text))
+    """A publish target is a Hub repo exactly when :func:`is_hub_id` says so."""
+    return is_hub_id(target)
 
 
 def _check_target(target: str | os.PathLike[str]) -> None:
     """A target given as text must be a Hub repo id (``org/name``) or a path that says it
     is one (``./x``, ``../x``, ``/x``, ``~/x``, or a folder that exists): a typo such as
     ``bad id/with space`` or ``a/b/c`` must not silently become a local folder."""
-    if isinstance(target, os.PathLike) or is_hub_target(target):
+    if is_local_path(target) or is_hub_id(target):
         return
     text = str(target)
-    if text.startswith((".", "/", "~")) or Path(text).exists():
-        return
     raise PublishError(
         f"publish target {text!r} is neither a Hub repo id (org/name) nor a folder path "
         "(./name, /path); write ./ before a local folder"

@@ -34,6 +34,7 @@ from huggingface_hub import (
 )
 from rich.console import Console
 
+from prefdelta.files import atomic_write
 from prefdelta.push.card import (
     REVIEWS,
     REVIEWS_SECTION_END,
@@ -129,19 +130,13 @@ def _to_folder(
         console.print(f"{root} already holds these reviews; nothing to do")
         return ReviewsPublishResult(str(root), "folder", False, rows)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _replace(dest, parquet.read_bytes())
-    _replace(card_path, card.encode("utf-8"))
+    atomic_write(dest, parquet.read_bytes())
+    atomic_write(card_path, card.encode("utf-8"))
     owned = read_folder_manifest(root)
     if owned is not None:  # the reviews are prefdelta's too: a republish may replace them
         write_folder_manifest(root, owned | {data_path(REVIEWS, "train")})
     console.print(f"published {rows} review(s) to {root}")
     return ReviewsPublishResult(str(root), "folder", True, rows)
-
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _to_hub(

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prefdelta.errors import PrefdeltaError
 from prefdelta.review.agreement import OVERALL, judge_label
 from prefdelta.review.sample import StratifiedSample, generator_pair_name, sample_pairs
 
@@ -69,7 +70,7 @@ them, do not copy them.
 """
 
 
-class ReviewError(RuntimeError):
+class ReviewError(PrefdeltaError, RuntimeError):
     """A review step that cannot go ahead; ``str()`` is one line a user can act on."""
 
 

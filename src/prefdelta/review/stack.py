@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from prefdelta.errors import PrefdeltaError
+
 VENV_ENV = "PREFDELTA_ARGILLA_VENV"
 """Environment variable naming the server venv; default: ``.venv-argilla`` in the repo root."""
 
@@ -49,11 +51,11 @@ server.serve_forever()
 """
 
 
-class ArgillaServerNotInstalled(RuntimeError):
+class ArgillaServerNotInstalled(PrefdeltaError, RuntimeError):
     """The server venv is missing: the message says which command makes it."""
 
 
-class ArgillaStackError(RuntimeError):
+class ArgillaStackError(PrefdeltaError, RuntimeError):
     """A component failed to start or died; the message carries the tail of its log."""
 
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefdelta.errors import PrefdeltaError
 from prefdelta.loading import CORRECTNESS
 
 TRAINERS = ("dpo", "kto")
 KTO_SOURCES = ("pairs", "traces")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(PrefdeltaError, ValueError):
     """A training config or dataset that cannot be used; ``str()`` is one line to act on."""
 
 

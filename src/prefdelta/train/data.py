@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefdelta.loading import CORRECTNESS, PairsLoadError, load_pairs
+from prefdelta.locations import is_local_path
 from prefdelta.train.configs import DataArguments, KTODataArguments, TrainConfigError
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ class Selection:
 
 
 def is_local(ref: str) -> bool:
-    """The rule :func:`prefdelta.load_pairs` uses: a path-looking name or an existing folder."""
-    return ref.startswith((".", "/", "~")) or Path(ref).expanduser().is_dir()
+    """The rule :func:`prefdelta.load_pairs` uses (:mod:`prefdelta.locations`)."""
+    return is_local_path(ref)
 
 
 def dataset_source(ref: str, revision: str | None) -> DatasetSource:

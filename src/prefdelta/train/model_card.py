@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from prefdelta.locations import is_hub_id
 from prefdelta.train.data import DatasetSource
 
 _SKIP = {"output_dir", "logging_dir", "hub_token", "push_to_hub_token", "model_init_kwargs"}
@@ -72,9 +73,7 @@ def _version(pkg: str) -> str:
 
 
 def _is_hub_id(name: str) -> bool:
-    return (
-        "/" in name and not name.startswith((".", "/", "~")) and not Path(name).exists()
-    ) and not name.endswith(".gguf")
+    return is_hub_id(name) and not name.endswith(".gguf")
 
 
 def render_card(info: CardInfo, args: Any, model_name: str) -> str:

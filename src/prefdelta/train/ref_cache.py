@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prefdelta.files import atomic_write
+
 if TYPE_CHECKING:
     import datasets
 
@@ -145,7 +147,7 @@ class RefLogpStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta_path = self.folder / META
         if not meta_path.is_file():
-            _atomic_write(meta_path, json.dumps(self.meta, indent=2, sort_keys=True).encode())
+            atomic_write(meta_path, json.dumps(self.meta, indent=2, sort_keys=True).encode())
         shard = self._write_shard(entries)
         shards = sorted(self.folder.glob("part-*.parquet"))
         if len(shards) > COMPACT_AT:
@@ -181,13 +183,6 @@ class RefLogpStore:
         self._write_shard(merged)
         for shard in shards:  # a concurrent reader may miss nothing: the merged shard is in place
             shard.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _row_keys(

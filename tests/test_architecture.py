@@ -1,0 +1,119 @@
+"""The package's shape: imports run one way (no circles) and no module reaches into
+another's private names. Read from the source, so it holds for imports inside functions
+too, which a circle at import time would not reveal."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "prefdelta"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """(module imported, names taken from it, line) for every prefdelta import in ``path``."""
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            if base.split(".")[0] == "prefdelta":
+                found.append((base, [a.name for a in node.names], node.lineno))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "prefdelta":
+                    found.append((alias.name, [], node.lineno))
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        for target, names, _ in _imports(path):
+            # `from pkg import mod` names a module; `from mod import func` names the module
+            for n in names:
+                if f"{target}.{n}" in modules:
+                    graph[name].add(f"{target}.{n}")
+            if target in modules and not all(f"{target}.{n}" in modules for n in names or [""]):
+                graph[name].add(target)
+        graph[name].discard(name)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_has_no_circles() -> None:
+    graph = _graph()
+    # a package's __init__ re-exports its modules; it is not a circle that the modules
+    # import each other through it, so the check runs on modules only
+    modules_only = {
+        m: {t for t in targets if not (PACKAGE / Path(*t.split(".")[1:]) / "__init__.py").exists()}
+        for m, targets in graph.items()
+        if not (PACKAGE / Path(*m.split(".")[1:]) / "__init__.py").exists()
+    }
+    assert _cycles(modules_only) == []
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    offences = [
+        f"{_module_name(path)}:{line} imports {n} from {target}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for target, names, line in _imports(path)
+        for n in names
+        if n.startswith("_") and not n.startswith("__") and target != _module_name(path)
+    ]
+    assert offences == []
+
+
+@pytest.mark.parametrize("module", ["prefdelta.recipe", "prefdelta.judge_schema"])
+def test_the_recipe_layer_imports_nothing_above_it(module: str) -> None:
+    """The recipe is the bottom of cli -> train/review -> loading/push -> builders -> recipe."""
+    above = ("prefdelta.builders", "prefdelta.push", "prefdelta.train", "prefdelta.review")
+    above += ("prefdelta.cli", "prefdelta.loading")
+    assert not [t for t in _graph()[module] if t.startswith(above)]
