@@ -21,7 +21,8 @@ from distilabel.typing import ChatType, StepColumns, StepOutput
 
 from prefdelta.builders.constrained import row_seed
 from prefdelta.builders.generators import generation_kwargs, takes_row_seeds
-from prefdelta.builders.store import ResultStore, content_key
+from prefdelta.builders.keys import trace_key
+from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GeneratorConfig
 
 TRACE_COLUMNS = [
@@ -34,26 +35,6 @@ TRACE_COLUMNS = [
     "generation_status",
     "reused",
 ]
-
-# What changes a trace. Batch size, concurrency, URLs and keys only change how it is fetched.
-_OPERATIONAL = {
-    "batch_size",
-    "concurrency",
-    "base_url",
-    "api_key",
-    "description",
-    "request_timeout",
-    "request_retries",
-}
-
-
-def generator_fingerprint(config: GeneratorConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json", exclude=_OPERATIONAL)
-
-
-def trace_key(config: GeneratorConfig, prompt: str, sample: int) -> str:
-    """Key of one trace: generator config + prompt + sample index."""
-    return content_key("generation", generator_fingerprint(config), prompt, sample)
 
 
 def chat_for(config: GeneratorConfig, prompt: str) -> ChatType:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefdelta.builders.deltas import GeneratorGap, aggregate, pair_deltas
-from prefdelta.builders.store import content_key
+from prefdelta.builders.keys import pair_id
 from prefdelta.recipe import BuildRecipe
 
 Trace = Mapping[str, Any]
@@ -54,7 +54,7 @@ def _pair_row(
     else:
         deltas = {**{f"delta_{d}": None for d in dims}, "delta": None}
     row: dict[str, Any] = {
-        "pair_id": content_key("pair", chosen["trace_key"], rejected["trace_key"])[:32],
+        "pair_id": pair_id(chosen["trace_key"], rejected["trace_key"]),
         "prompt_id": chosen["prompt_id"],
         "prompt": _conversation("user", chosen["prompt"]),
         "chosen": _conversation("assistant", chosen["trace"]),

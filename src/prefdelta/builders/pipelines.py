@@ -8,7 +8,6 @@ so that on a GPU the judge gets the memory the generators held. Each can run on 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from distilabel.pipeline import Pipeline
 from distilabel.steps import LoadDataFromDicts, StepInput
 from distilabel.typing import StepOutput
 
+from prefdelta.builders import keys
 from prefdelta.builders.generate import TraceGeneration, model_group
 from prefdelta.builders.judge import (
     ReasoningJudge,
@@ -25,36 +25,16 @@ from prefdelta.builders.judge import (
     schema_for,
     template_source,
 )
-from prefdelta.builders.store import ResultStore, content_key
+from prefdelta.builders.keys import judged_ref, judgment_key
+from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import BuildRecipe, JudgeConfig
 
 LOCAL_BACKENDS = frozenset({"transformers", "gguf"})
-_OPERATIONAL = {
-    "batch_size",
-    "concurrency",
-    "base_url",
-    "api_key",
-    "max_retries",
-    "response_format",  # how the schema travels, not what it says
-    "request_timeout",
-    "request_retries",
-}
 
 
 def judge_fingerprint(config: JudgeConfig) -> str:
-    """What changes a judgment: the judge's config and the template it is asked with."""
-    template = template_source()
-    body = config.model_dump(mode="json", exclude=_OPERATIONAL)
-    return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
-
-
-def judgment_key(fingerprint: str, prompt: str, trace: str) -> str:
-    return content_key("judgment", fingerprint, prompt, trace)
-
-
-def judged_ref(fingerprint: str, trace_key: str) -> str:
-    """Tag on a stored judgment naming the trace it belongs to, for progress counts."""
-    return content_key("judged", fingerprint, trace_key)
+    """The judge's fingerprint with the template it asks with (:mod:`prefdelta.builders.keys`)."""
+    return keys.judge_fingerprint(config, template_source())
 
 
 class CachedReasoningJudge(ReasoningJudge):

@@ -13,7 +13,6 @@ concurrently; a crash can lose at most the batch in flight, never corrupt what i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -24,12 +23,6 @@ from typing import Any, Literal
 
 Kind = Literal["generation", "judgment", "failure"]
 _KINDS: tuple[Kind, ...] = ("generation", "judgment", "failure")
-
-
-def content_key(*parts: Any) -> str:
-    """sha256 of the canonical JSON of ``parts``: equal inputs, equal key."""
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class ResultStore:

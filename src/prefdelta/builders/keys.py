@@ -1,0 +1,86 @@
+"""Every key of the build's result store, in one place: what makes two results the same.
+
+A key hashes exactly what determines a result; fields that only change how a result is
+fetched (batch sizes, concurrency, URLs, keys, timeouts and retries) are left out, so
+tuning them reuses everything. Change a rule here and every build recomputes what it
+touches, and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from prefdelta.recipe import GeneratorConfig, JudgeConfig
+
+__all__ = [
+    "content_key",
+    "generator_fingerprint",
+    "judge_fingerprint",
+    "judged_ref",
+    "judgment_key",
+    "pair_id",
+    "trace_key",
+]
+
+# Generator fields that change how a trace is fetched, never what it says.
+GENERATOR_OPERATIONAL = frozenset(
+    {
+        "batch_size",
+        "concurrency",
+        "base_url",
+        "api_key",
+        "description",
+        "request_timeout",
+        "request_retries",
+    }
+)
+# Judge fields likewise; the response format is how the schema travels, not what it says.
+JUDGE_OPERATIONAL = frozenset(
+    {
+        "batch_size",
+        "concurrency",
+        "base_url",
+        "api_key",
+        "max_retries",
+        "response_format",
+        "request_timeout",
+        "request_retries",
+    }
+)
+
+
+def content_key(*parts: Any) -> str:
+    """sha256 of the canonical JSON of ``parts``: equal inputs, equal key."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def generator_fingerprint(config: GeneratorConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json", exclude=set(GENERATOR_OPERATIONAL))
+
+
+def trace_key(config: GeneratorConfig, prompt: str, sample: int) -> str:
+    """Key of one trace: generator config + prompt + sample index."""
+    return content_key("generation", generator_fingerprint(config), prompt, sample)
+
+
+def judge_fingerprint(config: JudgeConfig, template: str) -> str:
+    """What changes a judgment: the judge's config and the template it is asked with."""
+    body = config.model_dump(mode="json", exclude=set(JUDGE_OPERATIONAL))
+    return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
+
+
+def judgment_key(fingerprint: str, prompt: str, trace: str) -> str:
+    return content_key("judgment", fingerprint, prompt, trace)
+
+
+def judged_ref(fingerprint: str, trace_key: str) -> str:
+    """Tag on a stored judgment naming the trace it belongs to, for progress counts."""
+    return content_key("judged", fingerprint, trace_key)
+
+
+def pair_id(chosen_trace_key: str, rejected_trace_key: str) -> str:
+    """A pair's id: its two traces, in order."""
+    return content_key("pair", chosen_trace_key, rejected_trace_key)[:32]
