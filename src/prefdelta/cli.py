@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +19,8 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from prefdelta.recipe import BuildRecipe, RecipeError, load_recipe
+from prefdelta.errors import PrefdeltaError
+from prefdelta.recipe import BuildRecipe, load_recipe
 
 app = typer.Typer(
     name="prefdelta",
@@ -60,13 +63,23 @@ ApiKeyOption = Annotated[
 RecipeArg = Annotated[Path, typer.Argument(help="build recipe (YAML)", show_default=False)]
 
 
-def _load(path: Path) -> BuildRecipe:
+@contextmanager
+def user_errors(*also: type[BaseException], prefix: str = "") -> Iterator[None]:
+    """Print an error meant for the user (any :class:`PrefdeltaError`, and the library
+    errors in ``also`` that a command's I/O can raise) as its lines, then exit 1. Any other
+    exception is a bug and keeps its traceback."""
     try:
-        return load_recipe(path)
-    except RecipeError as exc:
-        for line in exc.lines:
-            err.print(line, markup=False, highlight=False)
+        yield
+    except (PrefdeltaError, *also) as exc:
+        lines = getattr(exc, "lines", None) or [" ".join(str(exc).split())]
+        for line in lines:
+            err.print(f"{prefix}{line}", markup=False, highlight=False)
         raise typer.Exit(1) from None
+
+
+def _load(path: Path) -> BuildRecipe:
+    with user_errors():
+        return load_recipe(path)
 
 
 @app.command()
@@ -126,22 +139,15 @@ def build(
     Rerun to resume: every finished generation and judgment is reused.
     """
     _quiet_libraries()
-    from prefdelta.builders.build import (
-        BuildIncomplete,
-        OutputDirError,
-        build_dir_for,
-        run_build,
-    )
-    from prefdelta.builders.generators import BackendUnavailableError
+    from prefdelta.builders.build import BuildIncomplete, build_dir_for, run_build
 
     r = _load(recipe)
-    try:
-        run_build(r, output_dir, console=err)
-    except BuildIncomplete as exc:
-        unpublished = " Not published." if r.publish is not None and not no_publish else ""
-        _fail(f"{exc}{unpublished}")
-    except (OutputDirError, BackendUnavailableError, RecipeError) as exc:
-        _fail(str(exc))
+    with user_errors():
+        try:
+            run_build(r, output_dir, console=err)
+        except BuildIncomplete as exc:
+            unpublished = " Not published." if r.publish is not None and not no_publish else ""
+            _fail(f"{exc}{unpublished}")
     if r.publish is not None and not no_publish:
         settings = r.publish
         _publish(
