@@ -145,6 +145,10 @@ def test_build_writes_every_trace_and_reuses_everything_on_rerun(
     # each prompt still gives its generator pair (strong sample 0 vs weak), without deltas
     assert first["pairs"] == 3 and first["judged_pairs"] == 0
     assert "no pair has sample-level deltas" in log.getvalue()  # and the summary says why
+    # a log that is not a terminal gets plain progress lines, and cut-off traces are said
+    assert "generate strong: 6/6 (100%)" in log.getvalue() and "━━━━ 6/6" not in log.getvalue()
+    cut = first["finish_reason"].get("length", 0)
+    assert cut > 0 and f"{cut} of 9 generations stopped at max_new_tokens" in log.getvalue()
     assert sum(first["unjudged_pairs"].values()) == 3 == first["unjudged_pairs_kept"]
     pairs = pq.read_table(out / "pairs.parquet").to_pylist()
     assert [p["delta"] for p in pairs] == [None] * 3

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import statistics
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
@@ -36,10 +34,11 @@ from prefdelta.builders.pipelines import (
     judge_fingerprint,
     judge_pipeline,
 )
+from prefdelta.builders.progress import store_progress
 from prefdelta.builders.prompt_length import refuse_long_prompts
 from prefdelta.builders.prompts import Prompt, load_prompts
 from prefdelta.builders.runtime import pipeline_scratch, workers_die_with_their_parent
-from prefdelta.builders.store import Kind, ResultStore
+from prefdelta.builders.store import ResultStore
 from prefdelta.builders.validity import judge_validity, validity_rows
 from prefdelta.builders.verify import is_correct
 from prefdelta.errors import PrefdeltaError
@@ -167,7 +166,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     by_generator: dict[str, list[str]] = {}
     for t in planned:
         by_generator.setdefault(f"generate {t.generator}", []).append(t.key)
-    with _progress(console, "generation", by_generator, store):
+    with store_progress(console, "generation", by_generator, store):
         if todo:
             rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt} for p in prompts]
             with pipeline_scratch(recipe.ray) as scratch:
@@ -183,7 +182,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     }
     judged_before = store.existing("judgment", jkeys.values())
     judge_reused = len(judged_before)
-    with _progress(console, "judgment", {"judge": list(jkeys.values())}, store):
+    with store_progress(console, "judgment", {"judge": list(jkeys.values())}, store):
         traces_in = [
             {
                 "prompt_id": t.prompt.prompt_id,
@@ -510,6 +509,13 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             + ", ".join(r["prompt_id"][:12] for r in refused),
             soft_wrap=True,
         )
+    cut = summary["finish_reason"].get("length", 0)
+    if cut:
+        console.print(
+            f"[yellow]{cut} of {summary['traces']} generations stopped at max_new_tokens[/] "
+            "(finish_reason length): their traces are cut off; raise the generator's "
+            "generation.max_new_tokens to let them finish"
+        )
     status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
     console.print(f"judge status: {status}")
     kinds = summary.get("score_kind") or {}
@@ -553,48 +559,3 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         for row in validity_rows(summary["judge_validity"]):
             validity.add_row(*row)
         console.print(validity)
-
-
-@contextmanager
-def _progress(
-    console: Console,
-    kind: Kind,
-    groups: dict[str, list[str]],
-    store: ResultStore,
-) -> Iterator[None]:
-    """A progress bar per group of result keys (per generator, or one for the judge),
-    polled from the store.
-
-    distilabel runs the steps in other processes; the store is what they all write to, so
-    counting finished keys there shows real progress without reaching into distilabel.
-    Keys are counted once each: traces with identical text share one judgment.
-    """
-    groups = {label: sorted(set(keys)) for label, keys in groups.items()}
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
-    tasks = {label: progress.add_task(label, total=len(keys)) for label, keys in groups.items()}
-    stop = threading.Event()
-
-    def poll() -> None:
-        while True:
-            for label, keys in groups.items():
-                progress.update(tasks[label], completed=store.count(kind, keys))
-            if stop.wait(1.0):
-                return
-
-    with progress:
-        thread = threading.Thread(target=poll, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
-            for label, keys in groups.items():
-                progress.update(tasks[label], completed=store.count(kind, keys))

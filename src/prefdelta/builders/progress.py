@@ -1,0 +1,131 @@
+"""Progress of a build stage, read from the result store.
+
+distilabel runs the steps in other processes; the store is what they all write to, so
+counting finished keys there shows real progress without reaching into distilabel. Keys
+are counted once each: traces with identical text share one judgment.
+
+On a terminal: a live bar per group. Anywhere else (a file, a CI log, a pipe): a plain
+line per group every ``every`` seconds while it moves, with its rate and time left, so a
+redirected build is never silent for the length of a stage.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from prefdelta.builders.store import Kind, ResultStore
+
+__all__ = ["PLAIN_EVERY_S", "progress_line", "store_progress"]
+
+# Seconds between plain progress lines (PREFDELTA_PROGRESS_EVERY overrides it).
+PLAIN_EVERY_S = 30.0
+
+
+def progress_line(label: str, done: int, total: int, made: int, elapsed: float) -> str:
+    """``label: done/total (pct), rate/s, ETA``; ``made``: what this run finished itself
+    (reused results say nothing about speed)."""
+    pct = 100.0 * done / total if total else 100.0
+    line = f"{label}: {done}/{total} ({pct:.0f}%)"
+    if made > 0 and elapsed > 0:
+        rate = made / elapsed
+        left = (total - done) / rate
+        line += f", {rate:.2f}/s, ETA {_duration(left)}" if done < total else f", {rate:.2f}/s"
+    elif done < total:
+        line += ", rate not known yet"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+@contextmanager
+def store_progress(
+    console: Console,
+    kind: Kind,
+    groups: dict[str, list[str]],
+    store: ResultStore,
+    every: float | None = None,
+) -> Iterator[None]:
+    """Progress per group of result keys (per generator, or one for the judge)."""
+    groups = {label: sorted(set(keys)) for label, keys in groups.items()}
+    if console.is_terminal:
+        with _bars(console, kind, groups, store):
+            yield
+        return
+    interval = every or float(os.environ.get("PREFDELTA_PROGRESS_EVERY", PLAIN_EVERY_S))
+    start = {label: store.count(kind, keys) for label, keys in groups.items()}
+    began = time.monotonic()
+    shown: dict[str, int] = {}
+    stop = threading.Event()
+
+    def report(final: bool) -> None:
+        elapsed = time.monotonic() - began
+        for label, keys in groups.items():
+            done = store.count(kind, keys)
+            if shown.get(label) == done:
+                continue  # nothing new since the last line
+            if final and done == start[label] and label not in shown and done == len(keys):
+                continue  # all of it reused: the summary says so
+            shown[label] = done
+            line = progress_line(label, done, len(keys), done - start[label], elapsed)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def poll() -> None:
+        while not stop.wait(interval):
+            report(final=False)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        report(final=True)
+
+
+@contextmanager
+def _bars(
+    console: Console, kind: Kind, groups: dict[str, list[str]], store: ResultStore
+) -> Iterator[None]:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks = {label: progress.add_task(label, total=len(keys)) for label, keys in groups.items()}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while True:
+            for label, keys in groups.items():
+                progress.update(tasks[label], completed=store.count(kind, keys))
+            if stop.wait(1.0):
+                return
+
+    with progress:
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            for label, keys in groups.items():
+                progress.update(tasks[label], completed=store.count(kind, keys))

@@ -1,0 +1,44 @@
+"""Progress a user sees when the build's output goes to a file or a CI log."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from prefdelta.builders.progress import progress_line, store_progress
+from prefdelta.builders.store import ResultStore
+
+
+def test_progress_line_says_stage_count_rate_and_time_left() -> None:
+    assert progress_line("generate a", 5, 20, 4, 8.0) == "generate a: 5/20 (25%), 0.50/s, ETA 30 s"
+    assert progress_line("judge", 0, 10, 0, 3.0) == "judge: 0/10 (0%), rate not known yet"
+    assert progress_line("judge", 10, 10, 10, 5.0) == "judge: 10/10 (100%), 2.00/s"
+    assert progress_line("g", 1, 3601, 1, 1.0).endswith("ETA 1 h 00 min")
+
+
+def test_without_a_terminal_the_build_prints_plain_lines_while_the_stage_runs(
+    tmp_path: Path,
+) -> None:
+    """Lines come while the work goes on (not only when the stage ends), only when a
+    count moved, and a last one at the end."""
+    store = ResultStore(tmp_path / "store.sqlite")
+    keys = [f"k{i}" for i in range(4)]
+    store.put_many("generation", {"k0": {"trace": "reused"}})
+    log = io.StringIO()
+    console = Console(file=log, width=60)  # not a terminal
+    with store_progress(console, "generation", {"generate a": keys}, store, every=0.05):
+        store.put_many("generation", {"k1": {"trace": "x"}, "k2": {"trace": "y"}})
+        while "3/4" not in log.getvalue():  # an event, not a deadline
+            time.sleep(0.01)
+        quiet = log.getvalue()
+        time.sleep(0.3)  # nothing moves: nothing is printed
+        assert log.getvalue() == quiet
+        store.put_many("generation", {"k3": {"trace": "z"}})
+    lines = log.getvalue().splitlines()
+    [moving] = [line for line in lines if line.startswith("generate a: 3/4 (75%), ")]
+    assert "/s, ETA" in moving
+    assert lines[-1].startswith("generate a: 4/4 (100%)")
+    assert all("━" not in line for line in lines)
