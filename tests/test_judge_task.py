@@ -427,3 +427,18 @@ def test_subclass_with_postponed_annotations_runs_in_a_pipeline(tmp_path: Path) 
         load >> _Prefixed(llm=ScriptedLLM(script=script))
     [row] = pipeline.run(use_cache=False)["default"]["train"].to_list()
     assert row["judge_status"] == "ok" and row["seen_by_subclass"] is True
+
+
+def test_a_greedy_judge_is_not_asked_the_same_prompt_again() -> None:
+    """An empty answer is re-asked with the same prompt; greedy decoding would answer the
+    same, so that retry is skipped. A parse error is re-asked with the problem shown,
+    which is a new prompt, so it is retried."""
+    judge, llm = make_judge(
+        {"quiet": ["", "never asked"], "garbled": ["no scores here", answer(4, 4, 4, 4, 4)]},
+        max_retries=2,
+    )
+    llm.generation_kwargs = {"max_new_tokens": BUDGET, "temperature": 0.0}
+    quiet, garbled = run(judge, ["quiet", "garbled"])
+    assert quiet["judge_status"] == "empty" and quiet["judge_attempts"] == 1
+    assert garbled["judge_status"] == "ok" and garbled["judge_attempts"] == 2
+    assert len(llm._calls) == 2  # first round, then the one retry that could help

@@ -404,16 +404,27 @@ class ReasoningJudge(Task):
                 generated = self._unpack(outputs, n, self.samples)
                 for slot, attempt in zip(by_row[i], generated, strict=True):
                     slot.record(attempt, reader.read(attempt)[0])
+                    slot.asked.append(asked[n])
 
+        greedy = self._greedy()
         for _ in range(self.max_retries):
-            pending = [s for s in slots if not s.ok]
+            pending = []
+            for slot in (s for s in slots if not s.ok and not s.settled):
+                retry = self._retry_input(rows[slot.row], slot)
+                # greedy decoding of what was already asked gives what it gave: skip it
+                if greedy and retry in slot.asked:
+                    slot.settled = True
+                else:
+                    pending.append((slot, retry))
             if not pending:
                 break
-            retry_inputs = [self._retry_input(rows[s.row], s) for s in pending]
-            outputs = self._generate(retry_inputs, 1, [len(s.attempts) for s in pending])
-            for n, slot in enumerate(pending):
+            outputs = self._generate(
+                [retry for _, retry in pending], 1, [len(s.attempts) for s, _ in pending]
+            )
+            for n, (slot, retry) in enumerate(pending):
                 attempt = self._unpack(outputs, n, 1)[0]
                 slot.record(attempt, reader.read(attempt)[0])
+                slot.asked.append(retry)
 
         results: list[dict[str, Any]] = []
         for i, row in enumerate(rows):
@@ -477,6 +488,12 @@ class ReasoningJudge(Task):
             )
         return unpacked
 
+    def _greedy(self) -> bool:
+        """Whether the LLM decodes greedily (temperature 0, or sampling off): then the same
+        prompt gives the same answer, and asking it again is skipped."""
+        kwargs = self.llm.get_generation_kwargs() or {}
+        return kwargs.get("temperature") == 0 or kwargs.get("do_sample") is False
+
     def _token_budget(self) -> int | None:
         """max_new_tokens in effect: the LLM's generation_kwargs, else generate()'s default."""
         kwargs = self.llm.get_generation_kwargs() or {}
@@ -530,6 +547,8 @@ class _Slot:
     row: int
     attempts: list[dict[str, Any]] = field(default_factory=list)
     judgments: list[Judgment] = field(default_factory=list)
+    asked: list["ChatType"] = field(default_factory=list)  # what each attempt sent
+    settled: bool = False  # no retry could change its answer
 
     @property
     def ok(self) -> bool:
