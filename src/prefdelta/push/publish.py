@@ -3,10 +3,10 @@
 Nobody may ever see half a dataset. On the Hub every file of a publish goes in ONE
 ``create_commit`` against the head read just before (``parent_commit``), so a concurrent
 writer is detected instead of overwritten. huggingface_hub retries uploads but never the
-commit call itself, so this module does: after any failure it re-reads the head, and if the
-repo already holds exactly our files (a commit that landed although its response was lost),
-it stops there. Publishing an unchanged build again finds nothing to change and makes no
-commit. A local folder is staged beside the target and renamed into place.
+commit call itself, so :mod:`prefdelta.push.hub` does: after any failure it re-reads the head,
+and if the repo already holds exactly our files (a commit that landed although its response
+was lost), it stops there. Publishing an unchanged build again finds nothing to change and
+makes no commit. A local folder is staged beside the target and renamed into place.
 
 A folder publish owns exactly the files it writes, listed in the folder's manifest
 (``.prefdelta-manifest.json``): it replaces or removes only those. A folder that holds
