@@ -23,6 +23,7 @@ from prefdelta.builders.build import _summary, pairs_schema, traces_schema
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
 from prefdelta.builders.pairs import make_pairs
 from prefdelta.recipe import BuildRecipe, parse_recipe
+from prefdelta.schema import HASHED_FILES, PAIRS_FILE, RECIPE_FILE, SUMMARY, TRACES_FILE
 
 DIMENSIONS = ("factuality", "strategy_coherence", "step_coherence", "numerical_precision")
 GENERATORS = {  # name -> (model, score range, accuracy)
@@ -142,18 +143,17 @@ def make_build(
     }
     report = make_pairs(traces, recipe, gaps)
     root.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(traces, traces_schema(names)), root / "traces.parquet")
-    pq.write_table(pa.Table.from_pylist(report.pairs, pairs_schema(names)), root / "pairs.parquet")
-    (root / "recipe.yaml").write_text(text, encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist(traces, traces_schema(names)), root / TRACES_FILE)
+    pq.write_table(pa.Table.from_pylist(report.pairs, pairs_schema(names)), root / PAIRS_FILE)
+    (root / RECIPE_FILE).write_text(text, encoding="utf-8")
     summary = _summary(recipe, [None] * n_prompts, 0, traces, report, gaps, means)  # type: ignore[list-item]
     summary["files"] = {
-        f: hashlib.sha256((root / f).read_bytes()).hexdigest()
-        for f in ("traces.parquet", "pairs.parquet", "recipe.yaml")
+        f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in HASHED_FILES
     }
-    (root / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (root / SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return root
 
 
 def build_pairs(root: Path) -> list[dict[str, Any]]:
     """The pairs of a build folder, as rows (what a published `pairs` split must return)."""
-    return pq.read_table(root / "pairs.parquet").to_pylist()
+    return pq.read_table(root / PAIRS_FILE).to_pylist()

@@ -505,9 +505,9 @@ def test_hub_commit_response_lost_is_detected(build: Path, hub: HubServer) -> No
 def test_hub_aborted_commit_leaves_previous_version(
     build: Path, hub: HubServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import prefdelta.push.publish as publish_module
+    import prefdelta.push.hub as hub_module
 
-    monkeypatch.setattr(publish_module, "COMMIT_ATTEMPTS", 3)  # every commit aborts: be quick
+    monkeypatch.setattr(hub_module, "COMMIT_ATTEMPTS", 3)  # every commit aborts: be quick
     first = publish_build(build, REPO, tag=False, **PUBLIC)
     newer = make_build(build.parent / "newer", score_seed=7)
     hub.set_faults(abort_commit_after_ops=3)

@@ -200,8 +200,8 @@ def publish(
     ] = False,
 ) -> None:
     """Publish a build to the Hub (one atomic commit) or a local folder, with its card."""
-    from prefdelta.push import PublishError
-    from prefdelta.push.layout import read_recipe_text
+    from prefdelta.push import PublishError, publish_options, publish_target
+    from prefdelta.push.build_folder import read_recipe_text
 
     settings = None
     recipe_file = build_dir / "recipe.yaml"
@@ -214,22 +214,22 @@ def publish(
     if to is not None:
         target = to
     elif settings is not None:
-        target = settings.repo_id or Path(settings.folder or "")
+        target = publish_target(settings)
     else:
         _fail(
             f"no --to given and {recipe_file} has no publish section; pass --to org/name|./folder"
         )
         return
-    _publish(
-        build_dir,
-        target,
-        private=not public and (settings.private if settings else True),
-        revision=revision or (settings.revision if settings else "main"),
-        tag=not no_tag and (settings.tag if settings else True),
-        test_size=test_size if test_size is not None else (settings and settings.test_size),
+    options = publish_options(
+        settings,
+        private=False if public else None,
+        revision=revision,
+        tag=False if no_tag else None,
+        test_size=test_size,
+        overwrite=True if overwrite else None,
         sort_by=sort_by,
-        overwrite=overwrite or bool(settings and settings.overwrite),
     )
+    _publish(build_dir, target, **options.as_kwargs())
 
 
 def _fail(message: str) -> None:
@@ -247,8 +247,12 @@ def _publish(
     test_size: float | None,
     sort_by: str | None = None,
     overwrite: bool = False,
+    license: str | None = None,
 ) -> None:
-    """Publish and say where; a failure is one line and exit status 1."""
+    """Publish and say where; a failure is one line and exit status 1.
+
+    The options come resolved: :func:`prefdelta.push.publish_options` gives them.
+    """
     from huggingface_hub.errors import HfHubHTTPError
 
     from prefdelta.push import PublishError, publish_build
@@ -262,6 +266,7 @@ def _publish(
             tag=tag,
             test_size=test_size,
             console=err,
+            license=license,
             sort_by=sort_by,
             overwrite=overwrite,
         )

@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from prefdelta.errors import PrefdeltaError
 from prefdelta.locations import is_local_path
+from prefdelta.schema import PAIRS, REPO_TYPE, config_dir
 
 if TYPE_CHECKING:
     import datasets
     import pyarrow as pa
 
-PAIRS = "pairs"
 # correctness -> the (column, value) conditions it requires (verifier results need references)
 CORRECTNESS: dict[str, tuple[tuple[str, bool], ...]] = {
     "chosen_correct": (("chosen_correct", True),),
@@ -76,9 +76,9 @@ def load_pairs(
         )
     wanted_pairs = _check_generator_pairs(generator_pairs)
 
-    source = _Source(repo_or_folder, split, revision)
+    source = PairsSource(repo_or_folder, split, revision)
     schema = source.schema()
-    column = _delta_column(dimension, schema.names)
+    column = delta_column(dimension, schema.names)
     conditions: list[tuple[str, str, Any]] = []
     if min_delta is not None:
         conditions.append((column, ">=", float(min_delta)))
@@ -135,7 +135,8 @@ def _check_generator_pairs(
     return out
 
 
-def _delta_column(dimension: str, columns: list[str]) -> str:
+def delta_column(dimension: str, columns: list[str]) -> str:
+    """The delta column ``dimension`` names: ``"delta"``, a dimension or its ``delta_`` column."""
     available = [c for c in columns if c == "delta" or c.startswith("delta_")]
     column = dimension if dimension in available else f"delta_{dimension}"
     if column not in available:
@@ -145,7 +146,9 @@ def _delta_column(dimension: str, columns: list[str]) -> str:
     return column
 
 
-def _top(ds: datasets.Dataset, column: str, fraction: float, source: _Source) -> datasets.Dataset:
+def _top(
+    ds: datasets.Dataset, column: str, fraction: float, source: PairsSource
+) -> datasets.Dataset:
     from prefdelta.builders.deltas import rank_by_delta
 
     keys = ds.with_format("arrow").select_columns([column, "pair_id"])[:]
@@ -162,7 +165,7 @@ def _top(ds: datasets.Dataset, column: str, fraction: float, source: _Source) ->
     return ds.select(chosen)
 
 
-class _Source:
+class PairsSource:
     """Where the ``pairs`` parquet files of a split are: a folder, or a Hub dataset repo."""
 
     def __init__(self, ref: str | os.PathLike[str], split: str, revision: str | None) -> None:
@@ -183,7 +186,7 @@ class _Source:
         """Local paths of the split's parquet files (downloaded, and cached, from the Hub)."""
         if self._files is not None:
             return self._files
-        prefix = f"data/{PAIRS}/"
+        prefix = config_dir(PAIRS)
         if self.local:
             root = Path(self.path)
             names = sorted(
@@ -195,7 +198,7 @@ class _Source:
             names = sorted(
                 f
                 for f in HfApi().list_repo_files(
-                    self.path, repo_type="dataset", revision=self.revision
+                    self.path, repo_type=REPO_TYPE, revision=self.revision
                 )
                 if f.startswith(prefix) and f.endswith(".parquet")
             )
@@ -215,7 +218,7 @@ class _Source:
             from huggingface_hub import hf_hub_download
 
             self._files = [
-                hf_hub_download(self.path, n, repo_type="dataset", revision=self.revision)
+                hf_hub_download(self.path, n, repo_type=REPO_TYPE, revision=self.revision)
                 for n in mine
             ]
         return self._files
@@ -233,7 +236,7 @@ class _Source:
 
 
 def _nothing_left(
-    source: _Source,
+    source: PairsSource,
     column: str,
     min_delta: float | None,
     wanted: list[tuple[str, str]] | None,
@@ -270,3 +273,9 @@ def _nothing_left(
             )
         parts.append(f"correctness {correctness!r} ({'; '.join(counts)})")
     return "; ".join(parts)
+
+
+# The names these had before they were public; they go when their importers switch
+# (train/data.py imports _Source; review/sample.py and train/sweep.py import _delta_column).
+_Source = PairsSource
+_delta_column = delta_column

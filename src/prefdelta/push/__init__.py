@@ -1,6 +1,20 @@
-"""Publish a finished build: the Hub layout, its dataset card with plots, Hub or folder."""
+"""Publish a finished build: the Hub layout, its dataset card with plots, Hub or folder.
 
-from prefdelta.push.layout import BuildFolderError, PublishError
+Modules, bottom up: ``errors``; ``options`` (the publish defaults); ``build_folder`` (read
+and verify a build); ``plots`` and ``card``; ``layout`` (stage the published files);
+``hub`` (the Hub transport); ``reviews`` (add human reviews); ``publish`` (Hub or folder).
+"""
+
+from prefdelta.push.errors import BuildFolderError, PublishError
+from prefdelta.push.options import PublishOptions, publish_options, publish_target
 from prefdelta.push.publish import PublishResult, publish_build
 
-__all__ = ["BuildFolderError", "PublishError", "PublishResult", "publish_build"]
+__all__ = [
+    "BuildFolderError",
+    "PublishError",
+    "PublishOptions",
+    "PublishResult",
+    "publish_build",
+    "publish_options",
+    "publish_target",
+]

@@ -15,10 +15,10 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from prefdelta.builders.validity import validity_markdown
 from prefdelta.push.card_template import CARD_TEMPLATE
-from prefdelta.push.layout import PAIRS, TRACES, size_category
+from prefdelta.schema import PAIRS, REVIEWS, TRACES, config_dir, size_category
 
 if TYPE_CHECKING:
-    from prefdelta.push.layout import Build
+    from prefdelta.push.build_folder import Build
     from prefdelta.push.plots import Plot
 
 TASK_CATEGORIES = ["text-generation"]
@@ -31,16 +31,15 @@ def configs_metadata(splits: list[str]) -> list[dict[str, Any]]:
         {
             "config_name": PAIRS,
             "default": True,
-            "data_files": [{"split": s, "path": f"data/{PAIRS}/{s}-*"} for s in splits],
+            "data_files": [{"split": s, "path": f"{config_dir(PAIRS)}{s}-*"} for s in splits],
         },
         {
             "config_name": TRACES,
-            "data_files": [{"split": "train", "path": f"data/{TRACES}/train-*"}],
+            "data_files": [{"split": "train", "path": f"{config_dir(TRACES)}train-*"}],
         },
     ]
 
 
-REVIEWS = "reviews"
 # The agreement section `prefdelta review pull` writes (and rewrites) between these markers.
 REVIEWS_SECTION_START = "<!-- prefdelta:reviews:start -->"
 REVIEWS_SECTION_END = "<!-- prefdelta:reviews:end -->"
@@ -50,7 +49,7 @@ def reviews_config() -> dict[str, Any]:
     """The `reviews` entry of the `configs:` block: human answers pulled from Argilla."""
     return {
         "config_name": REVIEWS,
-        "data_files": [{"split": "train", "path": f"data/{REVIEWS}/train-*"}],
+        "data_files": [{"split": "train", "path": f"{config_dir(REVIEWS)}train-*"}],
     }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from prefdelta.push.layout import Build
+    from prefdelta.push.build_folder import Build
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@
 Nobody may ever see half a dataset. On the Hub every file of a publish goes in ONE
 ``create_commit`` against the head read just before (``parent_commit``), so a concurrent
 writer is detected instead of overwritten. huggingface_hub retries uploads but never the
-commit call itself, so this module does: after any failure it re-reads the head, and if the
-repo already holds exactly our files (a commit that landed although its response was lost),
-it stops there. Publishing an unchanged build again finds nothing to change and makes no
-commit. A local folder is staged beside the target and renamed into place.
+commit call itself, so :mod:`prefdelta.push.hub` does: after any failure it re-reads the head,
+and if the repo already holds exactly our files (a commit that landed although its response
+was lost), it stops there. Publishing an unchanged build again finds nothing to change and
+makes no commit. A local folder is staged beside the target and renamed into place.
 
 A folder publish owns exactly the files it writes, listed in the folder's manifest
 (``.prefdelta-manifest.json``): it replaces or removes only those. A folder that holds
@@ -21,48 +21,49 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import json
 import os
-import random
 import shutil
 import tempfile
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
-import httpx
 from huggingface_hub import CommitOperation, CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 from rich.console import Console
 
 from prefdelta.locations import is_hub_id, is_local_path
-from prefdelta.push.card import REVIEWS
+from prefdelta.push.build_folder import Build, read_build, sha256_file
+from prefdelta.push.errors import PublishError
+from prefdelta.push.hub import (
+    REPO_TYPE,
+    RemoteFiles,
+    call,
+    commit_on_head,
+    ensure_tag,
+    is_hub_target,
+    read_head,
+    same_as_remote,
+    short_error,
+)
 from prefdelta.push.layout import (
-    FOLDER_MANIFEST,
-    Build,
     LayoutOptions,
-    PublishError,
     StagedLayout,
-    data_path,
     is_managed,
-    read_build,
     read_folder_manifest,
-    sha256_file,
     stage_layout,
     write_folder_manifest,
 )
+from prefdelta.push.options import publish_options
+from prefdelta.push.reviews import carry_reviews
+from prefdelta.schema import CARD, FOLDER_MANIFEST, REVIEWS, data_path
 from prefdelta.scratch import make_scratch, remove_abandoned
 
-T = TypeVar("T")
-REPO_TYPE = "dataset"
-# Attempts for one Hub call that fails with a 5xx or a dropped connection; the commit loop
-# has its own budget since each round re-reads the head first.
-CALL_ATTEMPTS = 8
-COMMIT_ATTEMPTS = 8
+# REPO_TYPE and is_hub_target were defined here; review/push.py still imports them from here
+# (they go from this module when it imports them from prefdelta.push.hub).
+__all__ = ["REPO_TYPE", "PublishResult", "is_hub_target", "owned_files", "publish_build"]
 
 
 @dataclass(frozen=True)
@@ -81,11 +82,6 @@ class PublishResult:
     url: str | None = None
     recovered: bool = False  # a commit landed although its response was lost
     warnings: tuple[str, ...] = field(default_factory=tuple)
-
-
-def is_hub_target(target: str | os.PathLike[str]) -> bool:
-    """A publish target is a Hub repo exactly when :func:`is_hub_id` says so."""
-    return is_hub_id(target)
 
 
 def _check_target(target: str | os.PathLike[str]) -> None:
@@ -125,12 +121,8 @@ def publish_build(
     console = console or Console(stderr=True)
     _check_target(target)
     build = read_build(build_dir)
-    settings = build.recipe.publish
-    options = LayoutOptions(
-        test_size=test_size,
-        license=license or (settings.license if settings else "apache-2.0"),
-        sort_by=sort_by or (settings.sort_by if settings else "delta"),
-    )
+    recorded = publish_options(build.recipe.publish, license=license, sort_by=sort_by)
+    options = LayoutOptions(test_size=test_size, license=recorded.license, sort_by=recorded.sort_by)
     if is_hub_target(target):
         return _publish_hub(build, str(target), private, revision, tag, options, console)
     return _publish_folder(build, Path(target), options, console, overwrite)
@@ -249,8 +241,6 @@ def _replace_in_place(staging: Path, target: Path, files: dict[str, str], stale:
 
 
 def _keep_reviews_from_folder(staged: StagedLayout, target: Path, console: Console) -> StagedLayout:
-    from prefdelta.push.reviews import CARD, carry_reviews
-
     reviews = target / data_path(REVIEWS, "train")
     card = target / CARD
     if not reviews.is_file() or not card.is_file():
@@ -261,11 +251,9 @@ def _keep_reviews_from_folder(staged: StagedLayout, target: Path, console: Conso
 def _keep_reviews_from_hub(
     staged: StagedLayout, api: HfApi, repo_id: str, commit: str, console: Console
 ) -> StagedLayout:
-    from prefdelta.push.reviews import CARD, carry_reviews
-
     with tempfile.TemporaryDirectory(prefix="prefdelta-old-reviews-") as tmp:
         paths = {
-            name: _call(
+            name: call(
                 f"download the published {name}",
                 lambda name=name: api.hf_hub_download(
                     repo_id, name, repo_type=REPO_TYPE, revision=commit, local_dir=tmp
@@ -314,44 +302,6 @@ def _exchange(a: Path, b: Path) -> bool:
 # --------------------------------------------------------------------------- Hub
 
 
-def _retryable(exc: BaseException) -> bool:
-    """5xx answers and broken connections: the request may or may not have been applied."""
-    if isinstance(exc, HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else None
-        return status is None or status >= 500
-    return isinstance(exc, httpx.TransportError | json.JSONDecodeError)
-
-
-def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _backoff(attempt: int) -> None:
-    time.sleep(min(0.2 * 2**attempt, 4.0) * (0.5 + random.random() / 2))
-
-
-def _call(what: str, fn: Callable[[], T], attempts: int = CALL_ATTEMPTS) -> T:
-    """Run one Hub call, retrying on 5xx and connection errors (the client does not)."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if not _retryable(exc):
-                raise
-            if attempt == attempts - 1:
-                raise PublishError(
-                    f"could not {what} after {attempts} attempts: {_short(exc)}"
-                ) from None
-            _backoff(attempt)
-    raise AssertionError("unreachable")
-
-
-def _git_blob_oid(path: Path) -> str:
-    data = path.read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 def _publish_hub(
     build: Build,
     repo_id: str,
@@ -365,7 +315,7 @@ def _publish_hub(
     with tempfile.TemporaryDirectory(prefix="prefdelta-publish-") as tmp:
         staged = stage_layout(build, Path(tmp), options=options, dataset_ref=repo_id)
         try:
-            url = _call(
+            url = call(
                 "create the repo",
                 lambda: api.create_repo(
                     repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True
@@ -373,20 +323,20 @@ def _publish_hub(
             )
         except HfHubHTTPError as exc:
             raise PublishError(
-                f"cannot create or reach {repo_id} on the Hub: {_short(exc)}"
+                f"cannot create or reach {repo_id} on the Hub: {short_error(exc)}"
             ) from None
         if revision != "main":
             try:
-                _call("read the branch", lambda: _head(api, repo_id, revision))
+                call("read the branch", lambda: read_head(api, repo_id, revision))
             except RevisionNotFoundError:
-                _call(
+                call(
                     "create the branch",
                     lambda: api.create_branch(
                         repo_id, branch=revision, repo_type=REPO_TYPE, exist_ok=True
                     ),
                 )
 
-        start, at_start = _call("read the head", lambda: _head(api, repo_id, revision))
+        start, at_start = call("read the head", lambda: read_head(api, repo_id, revision))
         if data_path(REVIEWS, "train") in at_start and "README.md" in at_start:
             staged = _keep_reviews_from_hub(staged, api, repo_id, start, console)
         title = f"Publish {build.recipe.name} (recipe {build.recipe_hash[:12]})"
@@ -396,9 +346,7 @@ def _publish_hub(
             f"splits: {json.dumps(staged.splits)}"
         )
 
-        def plan(
-            _: str, remote: dict[str, tuple[str, bool]], attempt: int
-        ) -> list[CommitOperation]:
+        def plan(_: str, remote: RemoteFiles, attempt: int) -> list[CommitOperation]:
             adds, deletes = _diff(staged, remote)
             if not adds and not deletes:
                 return []
@@ -429,9 +377,7 @@ def _publish_hub(
         warnings: list[str] = []
         tag_name: str | None = None
         if tag:
-            tag_name, warning = _ensure_tag(
-                api, repo_id, f"recipe-{build.recipe_hash[:12]}", commit
-            )
+            tag_name, warning = ensure_tag(api, repo_id, f"recipe-{build.recipe_hash[:12]}", commit)
             if warning:
                 warnings.append(warning)
                 console.print(f"warning: {warning}")
@@ -453,20 +399,7 @@ def _publish_hub(
         )
 
 
-def _head(api: HfApi, repo_id: str, revision: str) -> tuple[str, dict[str, tuple[str, bool]]]:
-    """The head commit of ``revision`` and its files: path -> (sha256 if LFS else git oid, lfs)."""
-    info = api.repo_info(repo_id, repo_type=REPO_TYPE, revision=revision, files_metadata=True)
-    files: dict[str, tuple[str, bool]] = {}
-    for sib in info.siblings or []:
-        if sib.lfs is not None:
-            files[sib.rfilename] = (sib.lfs.sha256, True)
-        else:
-            files[sib.rfilename] = (sib.blob_id or "", False)
-    assert info.sha is not None
-    return info.sha, files
-
-
-def _diff(staged: StagedLayout, remote: dict[str, tuple[str, bool]]) -> tuple[list[str], list[str]]:
+def _diff(staged: StagedLayout, remote: RemoteFiles) -> tuple[list[str], list[str]]:
     """Files to upload (new or different) and managed files to delete (no longer ours)."""
     adds = [
         path
@@ -477,104 +410,6 @@ def _diff(staged: StagedLayout, remote: dict[str, tuple[str, bool]]) -> tuple[li
     return adds, deletes
 
 
-def same_as_remote(have: tuple[str, bool] | None, local: Path, sha256: str | None = None) -> bool:
-    """Whether the repo file ``have`` (``(oid, is_lfs)`` from :func:`_head`) is ``local``.
-
-    LFS files are named by their sha256, plain ones by their git blob id.
-    """
-    if have is None:
-        return False
-    oid, lfs = have
-    if lfs:
-        return oid == (sha256 or sha256_file(local))
-    return oid == _git_blob_oid(local)
-
-
-def commit_on_head(
-    api: HfApi,
-    repo_id: str,
-    revision: str,
-    plan: Callable[[str, dict[str, tuple[str, bool]], int], list[CommitOperation]],
-    *,
-    message: str,
-    failed: str,
-    description: str | None = None,
-) -> tuple[str, bool]:
-    """Commit what ``plan`` asks for on top of the head it was shown; ``(commit, committed)``.
-
-    Each attempt reads the head, asks ``plan(head, remote files, attempt)`` for the operations
-    (none: nothing to do, the head is returned) and commits them with that head as parent,
-    so a concurrent commit (412) or a transient failure means reading and planning again,
-    never committing over what someone else wrote. After ``COMMIT_ATTEMPTS`` the error
-    ends with ``failed``, which says what state the repo is in.
-    """
-    last_error: BaseException | None = None
-    for attempt in range(COMMIT_ATTEMPTS):
-        head, remote = _call("read the head", lambda: _head(api, repo_id, revision))
-        operations = plan(head, remote, attempt)
-        if not operations:
-            return head, False
-        try:
-            info = api.create_commit(
-                repo_id,
-                operations,
-                commit_message=message,
-                commit_description=description,
-                repo_type=REPO_TYPE,
-                revision=revision,
-                parent_commit=head,
-            )
-        except Exception as exc:
-            # 412: someone committed since we read the head. Either way, re-read and decide.
-            if not (_retryable(exc) or _status(exc) == 412):
-                raise PublishError(f"commit to {repo_id} failed: {_short(exc)}") from None
-            last_error = exc
-            _backoff(attempt)
-            continue
-        return info.oid, True
-    raise PublishError(
-        f"commit to {repo_id} failed after {COMMIT_ATTEMPTS} attempts "
-        f"({_short(last_error)}); {failed}"
-    )
-
-
-def _ensure_tag(api: HfApi, repo_id: str, name: str, commit: str) -> tuple[str | None, str | None]:
-    """Tag ``commit``; an existing tag elsewhere is reported, never moved."""
-
-    def existing() -> str | None:
-        refs = api.list_repo_refs(repo_id, repo_type=REPO_TYPE)
-        return next((t.target_commit for t in refs.tags if t.name == name), None)
-
-    current = _call("read the tags", existing)
-    if current is None:
-        try:
-            _call(
-                "create the tag",
-                lambda: api.create_tag(repo_id, tag=name, revision=commit, repo_type=REPO_TYPE),
-            )
-            return name, None
-        except Exception as exc:
-            if _status(exc) != 409:  # 409: it exists now (perhaps our own lost response)
-                raise PublishError(
-                    f"tagging {commit[:12]} as {name} failed: {_short(exc)}"
-                ) from None
-            current = _call("read the tags", existing)
-    if current == commit:
-        return name, None
-    return None, (
-        f"tag {name} already marks commit {str(current)[:12]}, an earlier publish of the same "
-        f"recipe with different content; it was left there (this publish is {commit[:12]}). "
-        f"Delete the tag and republish to move it."
-    )
-
-
 def _describe(staged: StagedLayout) -> str:
     splits = ", ".join(f"{n} {s}" for s, n in staged.splits.items())
     return f"pairs ({splits}) and {staged.traces} traces"
-
-
-def _short(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no error recorded"
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 200 else text[:197] + "..."

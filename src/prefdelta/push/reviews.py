@@ -35,32 +35,26 @@ from huggingface_hub import (
 from rich.console import Console
 
 from prefdelta.files import atomic_write
-from prefdelta.push.card import (
-    REVIEWS,
-    REVIEWS_SECTION_END,
-    REVIEWS_SECTION_START,
-    reviews_config,
-)
-from prefdelta.push.layout import (
-    PAIRS,
-    PublishError,
-    StagedLayout,
-    data_path,
-    manifest,
-    read_folder_manifest,
-    sha256_file,
-    write_folder_manifest,
-    write_table,
-)
-from prefdelta.push.publish import (
+from prefdelta.push.build_folder import sha256_file
+from prefdelta.push.card import REVIEWS_SECTION_END, REVIEWS_SECTION_START, reviews_config
+from prefdelta.push.errors import PublishError
+from prefdelta.push.hub import (
     REPO_TYPE,
-    _call,
+    RemoteFiles,
+    call,
     commit_on_head,
     is_hub_target,
     same_as_remote,
 )
+from prefdelta.push.layout import (
+    StagedLayout,
+    manifest,
+    read_folder_manifest,
+    write_folder_manifest,
+    write_table,
+)
+from prefdelta.schema import CARD, PAIRS, REVIEWS, data_path
 
-CARD = "README.md"
 # Where the section goes in a card that has none yet: before the column reference.
 _INSERT_BEFORE = "\n## Columns of `pairs`"
 
@@ -145,11 +139,11 @@ def _to_hub(
     api = HfApi()
     path_in_repo = data_path(REVIEWS, "train")
 
-    def plan(head: str, remote: dict[str, tuple[str, bool]], _: int) -> list[CommitOperation]:
+    def plan(head: str, remote: RemoteFiles, _: int) -> list[CommitOperation]:
         if CARD not in remote:
             raise PublishError(f"{repo_id} has no {CARD}: not a published prefdelta dataset")
         old_card = Path(
-            _call(
+            call(
                 "download the card",
                 lambda: hf_hub_download(repo_id, CARD, repo_type=REPO_TYPE, revision=head),
             )
