@@ -81,9 +81,9 @@ def make_dataset(
     import pyarrow as pa
     from huggingface_hub import DatasetCardData
 
-    from prefdelta.builders.build import pairs_schema
     from prefdelta.push.card import configs_metadata
     from prefdelta.push.layout import data_path, sort_pairs, write_table
+    from prefdelta.schema import pairs_schema
 
     rng = np.random.default_rng(seed)
     schema = pairs_schema(DIMENSIONS)

@@ -19,11 +19,12 @@ from distilabel.constants import STEP_ATTR_NAME
 from rich.console import Console
 
 from model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
-from prefdelta.builders.build import SUMMARY, run_build
+from prefdelta.builders.build import run_build
 from prefdelta.builders.generate import model_group
 from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GenerationParams, GeneratorConfig, RecipeError, load_recipe
+from prefdelta.schema import SUMMARY
 
 RECIPE = """
 name: tiny-build

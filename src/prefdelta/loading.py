@@ -149,7 +149,7 @@ def delta_column(dimension: str, columns: list[str]) -> str:
 def _top(
     ds: datasets.Dataset, column: str, fraction: float, source: PairsSource
 ) -> datasets.Dataset:
-    from prefdelta.builders.deltas import rank_by_delta
+    from prefdelta.schema import rank_by_delta
 
     keys = ds.with_format("arrow").select_columns([column, "pair_id"])[:]
     # pairs the judge could not score have no delta: they are never among the top

@@ -17,6 +17,10 @@ bottom of the package: it imports nothing from prefdelta.
 
 from __future__ import annotations
 
+from typing import Any
+
+import pyarrow as pa
+
 __all__ = [
     "CARD",
     "FOLDER_MANIFEST",
@@ -34,7 +38,10 @@ __all__ = [
     "TRACES_FILE",
     "config_dir",
     "data_path",
+    "pairs_schema",
+    "rank_by_delta",
     "size_category",
+    "traces_schema",
 ]
 
 # --------------------------------------------------------------------------- a build folder
@@ -46,6 +53,90 @@ RECIPE_FILE = "recipe.yaml"
 # The files summary.json vouches for (their sha256): a build is published only when they match.
 HASHED_FILES = (TRACES_FILE, PAIRS_FILE, RECIPE_FILE)
 REQUIRED_PAIR_COLUMNS = ("pair_id", "prompt_id", "prompt", "chosen", "rejected", "delta")
+
+# The tables' columns, per judge dimension names ``dims``.
+
+
+def _dim_struct(dims: list[str], kind: pa.DataType) -> pa.DataType:
+    return pa.struct([(d, kind) for d in dims])
+
+
+def traces_schema(dims: list[str]) -> pa.Schema:
+    return pa.schema(
+        [
+            ("trace_key", pa.string()),
+            ("prompt_id", pa.string()),
+            ("prompt", pa.string()),
+            ("reference", pa.string()),
+            ("generator", pa.string()),
+            ("model", pa.string()),
+            ("sample", pa.int32()),
+            ("trace", pa.string()),
+            ("finish_reason", pa.string()),
+            ("output_tokens", pa.int64()),
+            ("correct", pa.bool_()),
+            ("scores", _dim_struct(dims, pa.float64())),
+            ("aggregate", pa.float64()),
+            ("score_spread", _dim_struct(dims, pa.float64())),
+            ("score_kind", pa.string()),
+            ("score_probs", _dim_struct(dims, pa.list_(pa.float64()))),
+            ("score_fallback", pa.string()),
+            ("rationales", _dim_struct(dims, pa.string())),
+            ("judge_status", pa.string()),
+            ("judge_problem", pa.string()),
+            ("judge_raw", pa.list_(pa.string())),
+            ("judge_attempts", pa.int32()),
+            ("judge_model", pa.string()),
+        ]
+    )
+
+
+def pairs_schema(dims: list[str]) -> pa.Schema:
+    message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    return pa.schema(
+        [
+            ("pair_id", pa.string()),
+            ("prompt_id", pa.string()),
+            ("prompt", message),
+            ("chosen", message),
+            ("rejected", message),
+            ("chosen_generator", pa.string()),
+            ("rejected_generator", pa.string()),
+            ("chosen_model", pa.string()),
+            ("rejected_model", pa.string()),
+            ("chosen_scores", _dim_struct(dims, pa.float64())),
+            ("rejected_scores", _dim_struct(dims, pa.float64())),
+            *[(f"delta_{d}", pa.float64()) for d in dims],
+            ("delta", pa.float64()),
+            ("generator_delta", pa.float64()),
+            ("generator_accuracy_delta", pa.float64()),
+            ("chosen_correct", pa.bool_()),
+            ("rejected_correct", pa.bool_()),
+            ("judge_model", pa.string()),
+            ("chosen_judge_status", pa.string()),
+            ("rejected_judge_status", pa.string()),
+            ("chosen_trace_key", pa.string()),
+            ("rejected_trace_key", pa.string()),
+        ]
+    )
+
+
+# The pairs' one order, wherever they are cut or sorted.
+
+
+def rank_by_delta(table: Any, column: str) -> Any:
+    """Row indices of a pyarrow ``table``, highest ``column`` first.
+
+    Pairs without a delta (the judge could not score one side) come last; ties are broken
+    by ``pair_id``, so a top-k cut is the same on every machine and in every run.
+    """
+    import pyarrow.compute as pc
+
+    return pc.sort_indices(
+        table.select([column, "pair_id"]),
+        sort_keys=[(column, "descending", "at_end"), ("pair_id", "ascending", "at_end")],
+    )
+
 
 # --------------------------------------------------------------------------- a published dataset
 

@@ -44,8 +44,15 @@ from prefdelta.builders.verify import is_correct
 from prefdelta.errors import PrefdeltaError
 from prefdelta.files import atomic_write
 from prefdelta.recipe import BuildRecipe
-
-SUMMARY = "summary.json"
+from prefdelta.schema import (
+    HASHED_FILES,
+    PAIRS_FILE,
+    RECIPE_FILE,
+    SUMMARY,
+    TRACES_FILE,
+    pairs_schema,
+    traces_schema,
+)
 
 
 class BuildIncomplete(PrefdeltaError, RuntimeError):
@@ -227,9 +234,9 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     # a trace that was never generated has no text to train on: it makes no pair
     report = make_pairs([t for t in traces if t["finish_reason"] != "error"], recipe, gaps)
 
-    _write_parquet(out / "traces.parquet", traces, traces_schema(dims))
-    _write_parquet(out / "pairs.parquet", report.pairs, pairs_schema(dims))
-    (out / "recipe.yaml").write_text(recipe.source_text, encoding="utf-8")
+    _write_parquet(out / TRACES_FILE, traces, traces_schema(dims))
+    _write_parquet(out / PAIRS_FILE, report.pairs, pairs_schema(dims))
+    (out / RECIPE_FILE).write_text(recipe.source_text, encoding="utf-8")
     summary = _summary(recipe, prompts, duplicates, traces, report, gaps, means)
     summary["refused_prompts"] = [asdict(r) for r in refused]
     summary["failed"] = {
@@ -245,8 +252,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     }
     summary["seconds"] = round(time.monotonic() - started, 1)
     summary["files"] = {
-        name: hashlib.sha256((out / name).read_bytes()).hexdigest()
-        for name in ("traces.parquet", "pairs.parquet", "recipe.yaml")
+        name: hashlib.sha256((out / name).read_bytes()).hexdigest() for name in HASHED_FILES
     }
     atomic_write(out / SUMMARY, json.dumps(summary, indent=2).encode())
     print_summary(summary, console)
@@ -340,70 +346,6 @@ def _trace_row(
         "judge_attempts": int(judged["judge_attempts"]),
         "judge_model": recipe.judge.model,
     }
-
-
-def _dim_struct(dims: list[str], kind: pa.DataType) -> pa.DataType:
-    return pa.struct([(d, kind) for d in dims])
-
-
-def traces_schema(dims: list[str]) -> pa.Schema:
-    return pa.schema(
-        [
-            ("trace_key", pa.string()),
-            ("prompt_id", pa.string()),
-            ("prompt", pa.string()),
-            ("reference", pa.string()),
-            ("generator", pa.string()),
-            ("model", pa.string()),
-            ("sample", pa.int32()),
-            ("trace", pa.string()),
-            ("finish_reason", pa.string()),
-            ("output_tokens", pa.int64()),
-            ("correct", pa.bool_()),
-            ("scores", _dim_struct(dims, pa.float64())),
-            ("aggregate", pa.float64()),
-            ("score_spread", _dim_struct(dims, pa.float64())),
-            ("score_kind", pa.string()),
-            ("score_probs", _dim_struct(dims, pa.list_(pa.float64()))),
-            ("score_fallback", pa.string()),
-            ("rationales", _dim_struct(dims, pa.string())),
-            ("judge_status", pa.string()),
-            ("judge_problem", pa.string()),
-            ("judge_raw", pa.list_(pa.string())),
-            ("judge_attempts", pa.int32()),
-            ("judge_model", pa.string()),
-        ]
-    )
-
-
-def pairs_schema(dims: list[str]) -> pa.Schema:
-    message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    return pa.schema(
-        [
-            ("pair_id", pa.string()),
-            ("prompt_id", pa.string()),
-            ("prompt", message),
-            ("chosen", message),
-            ("rejected", message),
-            ("chosen_generator", pa.string()),
-            ("rejected_generator", pa.string()),
-            ("chosen_model", pa.string()),
-            ("rejected_model", pa.string()),
-            ("chosen_scores", _dim_struct(dims, pa.float64())),
-            ("rejected_scores", _dim_struct(dims, pa.float64())),
-            *[(f"delta_{d}", pa.float64()) for d in dims],
-            ("delta", pa.float64()),
-            ("generator_delta", pa.float64()),
-            ("generator_accuracy_delta", pa.float64()),
-            ("chosen_correct", pa.bool_()),
-            ("rejected_correct", pa.bool_()),
-            ("judge_model", pa.string()),
-            ("chosen_judge_status", pa.string()),
-            ("rejected_judge_status", pa.string()),
-            ("chosen_trace_key", pa.string()),
-            ("rejected_trace_key", pa.string()),
-        ]
-    )
 
 
 def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:

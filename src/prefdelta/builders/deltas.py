@@ -80,17 +80,3 @@ def generator_gap(
     score_gap = None if c_score is None or r_score is None else c_score - r_score
     accuracy_gap = None if c_acc is None or r_acc is None else c_acc - r_acc
     return GeneratorGap(chosen, rejected, score_gap, accuracy_gap, c_n, r_n)
-
-
-def rank_by_delta(table: Any, column: str) -> Any:
-    """Row indices of a pyarrow ``table``, highest ``column`` first.
-
-    Pairs without a delta (the judge could not score one side) come last; ties are broken
-    by ``pair_id``, so a top-k cut is the same on every machine and in every run.
-    """
-    import pyarrow.compute as pc
-
-    return pc.sort_indices(
-        table.select([column, "pair_id"]),
-        sort_keys=[(column, "descending", "at_end"), ("pair_id", "ascending", "at_end")],
-    )

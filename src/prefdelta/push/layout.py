@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prefdelta.builders.deltas import rank_by_delta
 from prefdelta.files import atomic_write
 from prefdelta.push.build_folder import Build, check_no_secrets, sha256_file
 
@@ -35,6 +34,7 @@ from prefdelta.schema import (
     RECIPE_FILE,
     TRACES,
     data_path,
+    rank_by_delta,
 )
 
 # Row groups of about this many uncompressed bytes. A filtered load decodes one whole row
