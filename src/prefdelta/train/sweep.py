@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import yaml
@@ -266,7 +265,7 @@ def eval_prompts(
         if e.prompts.reference_column is None:
             raise SweepError(["eval.prompts.reference_column: required to score answers"])
         unlimited = e.prompts.model_copy(update={"limit": None})
-        loaded, _ = load_prompts(SimpleNamespace(prompts=unlimited, base_dir=base_dir))  # type: ignore[arg-type]
+        loaded, _ = load_prompts(unlimited, base_dir)
         prompts = [
             EvalPrompt(p.prompt_id, p.prompt, p.reference or "")
             for p in loaded
