@@ -37,6 +37,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from prefdelta.recipe import GenerationParams, PromptsConfig, RecipeError, StrictModel
 from prefdelta.train.configs import parse_generator_pairs, read_config, resolve_model
 from prefdelta.train.data import fresh_cache
+from prefdelta.train.run import REGISTRY, TrainerKind, run_script
 
 SELECTION_KEYS = (
     "top_fraction",
@@ -413,14 +414,15 @@ def _release_memory() -> None:
 def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Plan, train, evaluate; write results.csv, results.md and results.png; return the rows."""
     from prefdelta.loading import PairsLoadError, _delta_column
-    from prefdelta.train.configs import DataArguments, KTODataArguments, TrainConfigError
+    from prefdelta.train.configs import TrainConfigError
     from prefdelta.train.data import dataset_source, pairs_column_names
 
     config, train_path = load_sweep(path)
     base_dir = Path(path).parent
     base = read_config(train_path)
     base.update(config.overrides)
-    trainer = base.get("trainer") or "dpo"
+    # an unknown `trainer:` runs as DPO's data arguments, which refuse it by name
+    trainer = REGISTRY.get(base.get("trainer") or "dpo", REGISTRY["dpo"])
     out = Path(config.output_dir or Path("outputs") / "sweeps" / config.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(Path(path).read_text(encoding="utf-8"), encoding="utf-8")
@@ -461,7 +463,6 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
     if config.eval.include_base:
         model = resolve_model(str(base.get("model_name_or_path", "")))
         rows.append(_base_row(model, config, prompts, base_dir, out / "base", eval_key, log))
-    data_type = KTODataArguments if trainer == "kto" else DataArguments
     trained: dict[str, dict[str, Any]] = {}  # selection hash -> the row of the run that has it
     for i, run in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {run.name}"
@@ -469,7 +470,7 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
         # None resets a selection key the base config may set (e.g. its own top_fraction)
         run_cfg = {**base, **run.keys(dimension), "output_dir": str(run_dir)}
         run_cfg = {k: v for k, v in run_cfg.items() if v is not None}
-        selection = _selection_hash(trainer, data_type, run_cfg, tag)
+        selection = _selection_hash(trainer, run_cfg, tag)
         meta = {
             "run": run.name,
             "experiment": run.experiment,
@@ -494,7 +495,7 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
         cfg_file = run_dir / "train.yaml"
         cfg_file.write_text(yaml.safe_dump(run_cfg, sort_keys=False), encoding="utf-8")
         log(f"{tag}: training")
-        result = _train(trainer, cfg_file, data_type)
+        result = run_script(trainer, [str(cfg_file)])
         _release_memory()
         log(f"{tag}: evaluating on {len(prompts)} prompts")
         ev = evaluate_model(str(_merged_for_eval(run_dir)), config.eval, prompts, base_dir)
@@ -518,43 +519,21 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
     return rows
 
 
-def _selection_hash(trainer: str, data_type: type, run_cfg: dict[str, Any], tag: str) -> str:
+def _selection_hash(trainer: TrainerKind, run_cfg: dict[str, Any], tag: str) -> str:
     """Names what a run would train on: its selected examples and every non-selection key."""
     import dataclasses
 
     from prefdelta.train.configs import TrainConfigError
-    from prefdelta.train.data import load_dpo_selection, load_kto_selection
 
+    data_type = trainer.data_arguments
     names = {f.name for f in dataclasses.fields(data_type)}
     try:
         args = data_type(**{k: v for k, v in run_cfg.items() if k in names})
-        if trainer == "kto":
-            sel = load_kto_selection(args, seed=int(run_cfg.get("seed", 42)))
-            ids = sorted(sel.dataset["trace_key"])
-        else:
-            ids = sorted(load_dpo_selection(args).dataset["pair_id"])
+        ids = trainer.selected_ids(args, run_cfg)
     except TrainConfigError as exc:
         raise SweepError([f"{tag}: {exc}"]) from None
     rest = {k: v for k, v in run_cfg.items() if k not in (*SELECTION_KEYS, "output_dir")}
     return _hash(ids, rest)
-
-
-def _train(trainer: str, cfg_file: Path, data_type: type) -> Any:
-    from prefdelta.train.configs import parse_config
-
-    if trainer == "kto":
-        from trl import KTOConfig, ModelConfig
-
-        from prefdelta.train import kto as script
-
-        parsed = parse_config((data_type, KTOConfig, ModelConfig), [str(cfg_file)])
-    else:
-        from trl import DPOConfig, ModelConfig
-
-        from prefdelta.train import dpo as script  # type: ignore[no-redef]
-
-        parsed = parse_config((data_type, DPOConfig, ModelConfig), [str(cfg_file)])
-    return script.main(*parsed)
 
 
 def _base_row(
