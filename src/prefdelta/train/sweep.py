@@ -162,8 +162,8 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
     base_dir = Path(path).parent
     base = read_config(train_path)
     base.update(config.overrides)
-    # an unknown `trainer:` runs as DPO's data arguments, which refuse it by name
-    trainer = REGISTRY.get(base.get("trainer") or "dpo", REGISTRY["dpo"])
+    # an unknown `trainer:` (a list even) gets DPO's data arguments, which refuse it by name
+    trainer = REGISTRY.get(str(base.get("trainer") or "dpo"), REGISTRY["dpo"])
     out = Path(config.output_dir or Path("outputs") / "sweeps" / config.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(Path(path).read_text(encoding="utf-8"), encoding="utf-8")
