@@ -42,8 +42,8 @@ ROWS = [{"problem": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(
 
 def test_limit_takes_a_seeded_sample(tmp_path: Path) -> None:
     r = _recipe(tmp_path, ROWS, limit=5)
-    first, _ = load_prompts(r)
-    again, _ = load_prompts(r)
+    first, _ = load_prompts(r.prompts, r.base_dir)
+    again, _ = load_prompts(r.prompts, r.base_dir)
     assert [p.prompt for p in first] == [p.prompt for p in again]
     assert len(first) == 5
     assert [p.prompt for p in first] != [row["problem"] for row in ROWS[:5]]  # shuffled
@@ -54,12 +54,14 @@ def test_limit_takes_a_seeded_sample(tmp_path: Path) -> None:
 
 def test_duplicates_are_folded_and_counted(tmp_path: Path) -> None:
     rows = ROWS[:3] + ROWS[:2]
-    prompts, duplicates = load_prompts(_recipe(tmp_path, rows))
+    r = _recipe(tmp_path, rows)
+    prompts, duplicates = load_prompts(r.prompts, r.base_dir)
     assert len(prompts) == 3 and duplicates == 2
 
 
 def test_csv(tmp_path: Path) -> None:
-    prompts, _ = load_prompts(_recipe(tmp_path, ROWS[:4], suffix=".csv"))
+    recipe = _recipe(tmp_path, ROWS[:4], suffix=".csv")
+    prompts, _ = load_prompts(recipe.prompts, recipe.base_dir)
     assert sorted(p.prompt for p in prompts) == sorted(r["problem"] for r in ROWS[:4])
 
 
@@ -67,9 +69,11 @@ def test_missing_column_lists_the_columns(tmp_path: Path) -> None:
     with pytest.raises(
         RecipeError, match=r"column 'question' is not in .*; columns: problem, answer"
     ):
-        load_prompts(_recipe(tmp_path, ROWS, column="question"))
+        r = _recipe(tmp_path, ROWS, column="question")
+        load_prompts(r.prompts, r.base_dir)
 
 
 def test_empty_prompt_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"has no text in 'problem'"):
-        load_prompts(_recipe(tmp_path, [{"problem": "  ", "answer": "1"}]))
+        r = _recipe(tmp_path, [{"problem": "  ", "answer": "1"}])
+        load_prompts(r.prompts, r.base_dir)

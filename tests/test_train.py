@@ -29,6 +29,7 @@ from prefdelta.cli import app
 from prefdelta.push import publish_build
 from prefdelta.train import dpo, kto
 from prefdelta.train.configs import (
+    TRAINERS,
     DataArguments,
     KTODataArguments,
     TrainConfigError,
@@ -42,6 +43,7 @@ from prefdelta.train.data import (
     load_kto_selection,
 )
 from prefdelta.train.ref_cache import CACHE_DIR_NAME, RefCacheLocation
+from prefdelta.train.run import REGISTRY
 from train_fixtures import BATCH, dpo_config, kto_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -384,6 +386,16 @@ def test_cli_dataset_lacking_a_column_names_it_and_what_has_it(
     result = CliRunner().invoke(app, ["train", str(cfg)])
     assert result.exit_code == 1
     assert "has no `traces` config" in result.output and "kto_source: pairs" in result.output
+
+
+def test_one_registry_names_every_trainer_and_its_script() -> None:
+    """`prefdelta train` and the sweep dispatch through it; `trainer:` keys are checked
+    against configs.TRAINERS, so the two name the same trainers."""
+    assert tuple(REGISTRY) == TRAINERS
+    for name, kind in REGISTRY.items():
+        script = kind.script()
+        assert kind.name == name and script.__name__ == f"prefdelta.train.{name}"
+        assert script.DATACLASSES[0] is kind.data_arguments and callable(script.main)
 
 
 def test_config_errors_are_one_line(tmp_path: Path) -> None:

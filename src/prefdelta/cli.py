@@ -297,8 +297,8 @@ def train(
 
     For several GPUs: accelerate launch -m prefdelta.train.dpo CONFIG.yaml
     """
-    from prefdelta.train.common import run_config
     from prefdelta.train.configs import TrainConfigError
+    from prefdelta.train.run import run_config
 
     try:
         result = run_config(config, trainer, set_ or [])

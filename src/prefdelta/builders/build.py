@@ -152,7 +152,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     store_path = out / STORE
     store = ResultStore(store_path)
 
-    prompts, duplicates = load_prompts(recipe)
+    prompts, duplicates = load_prompts(recipe.prompts, recipe.base_dir)
     names = recipe.pairing.generator_names
     prompts, refused = refuse_long_prompts(
         prompts, {n: recipe.generators[n] for n in names}, recipe.prompts, recipe.base_dir

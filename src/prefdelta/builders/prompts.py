@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefdelta.recipe import BuildRecipe, RecipeError, resolve_path
+from prefdelta.recipe import PromptsConfig, RecipeError, resolve_path
 
 
 @dataclass(frozen=True)
@@ -110,19 +110,20 @@ def _root_cause(exc: BaseException) -> str:
     return message[:300]
 
 
-def load_prompts(recipe: BuildRecipe) -> tuple[list[Prompt], int]:
+def load_prompts(config: PromptsConfig, base_dir: Path) -> tuple[list[Prompt], int]:
     """The prompts to build from, and how many duplicates were folded into one.
 
     Shuffled with the recipe's seed before ``limit``, so a limit takes a fair sample and
     the same recipe always takes the same one. Duplicate problems are folded (they would
-    give duplicate pairs) and counted.
+    give duplicate pairs) and counted. ``base_dir`` is where a relative ``path`` is found
+    (the recipe's folder).
     """
     from datasets import load_dataset
 
-    cfg = recipe.prompts
+    cfg = config
     where: str
     if cfg.path is not None:
-        path = resolve_path(cfg.path, recipe.base_dir)
+        path = resolve_path(cfg.path, base_dir)
         where = str(path)
         kind = _KINDS[path.suffix.lower()]
         check_text_file(path, kind)

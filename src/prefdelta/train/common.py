@@ -147,32 +147,3 @@ def script_main(
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def run_config(
-    config: str | Path, trainer: str | None = None, overrides: Sequence[str] = ()
-) -> TrainResult:
-    """``prefdelta train``: the script named by ``--trainer`` or the config's ``trainer:``,
-    run in this process. ``overrides`` are ``key=value`` strings, as on TRL's command line."""
-    from prefdelta.train.configs import TRAINERS, read_trainer
-
-    chosen = trainer or read_trainer(config)
-    if chosen is None:
-        raise TrainConfigError(
-            f"{config}: set `trainer: dpo` or `trainer: kto` (or pass --trainer)"
-        )
-    if chosen not in TRAINERS:
-        raise TrainConfigError(f"--trainer: expected one of {', '.join(TRAINERS)}, got {chosen!r}")
-    argv = [str(config)]
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise TrainConfigError(f"--set: expected key=value, got {item!r}")
-        argv += [f"--{key.removeprefix('--')}", value]
-    if trainer is not None:
-        argv += ["--trainer", trainer]
-    if chosen == "kto":
-        from prefdelta.train import kto as script
-    else:
-        from prefdelta.train import dpo as script  # type: ignore[no-redef]
-    return script.main(*parse_config(script.DATACLASSES, argv))
