@@ -19,7 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefdelta.builders.build import _summary, pairs_schema, traces_schema
+from prefdelta.builders.summary import build_summary
+from prefdelta.schema import pairs_schema, traces_schema
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
 from prefdelta.builders.pairs import make_pairs
 from prefdelta.recipe import BuildRecipe, parse_recipe
@@ -146,7 +147,7 @@ def make_build(
     pq.write_table(pa.Table.from_pylist(traces, traces_schema(names)), root / TRACES_FILE)
     pq.write_table(pa.Table.from_pylist(report.pairs, pairs_schema(names)), root / PAIRS_FILE)
     (root / RECIPE_FILE).write_text(text, encoding="utf-8")
-    summary = _summary(recipe, [None] * n_prompts, 0, traces, report, gaps, means)  # type: ignore[list-item]
+    summary = build_summary(recipe, [None] * n_prompts, 0, traces, report, gaps, means)  # type: ignore[list-item]
     summary["files"] = {
         f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in HASHED_FILES
     }

@@ -149,15 +149,12 @@ def build(
             unpublished = " Not published." if r.publish is not None and not no_publish else ""
             _fail(f"{exc}{unpublished}")
     if r.publish is not None and not no_publish:
-        settings = r.publish
+        from prefdelta.push import publish_options, publish_target
+
         _publish(
             build_dir_for(r, output_dir),
-            settings.repo_id or Path(settings.folder or ""),
-            private=settings.private,
-            revision=settings.revision,
-            tag=settings.tag,
-            test_size=settings.test_size,
-            overwrite=settings.overwrite,
+            publish_target(r.publish),
+            **publish_options(r.publish).as_kwargs(),
         )
 
 

@@ -1,0 +1,166 @@
+"""The build's summary: what ``summary.json`` records and what the terminal shows at the
+end of a build (counts, statuses, deltas per generator pair, the judge's validity)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from prefdelta.builders.prompts import Prompt
+from prefdelta.builders.validity import judge_validity, validity_rows
+from prefdelta.recipe import BuildRecipe
+
+__all__ = ["build_summary", "print_summary"]
+
+
+def _stats(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    qs = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return {
+        "mean": statistics.fmean(values),
+        "min": min(values),
+        "q25": qs[0],
+        "median": qs[1],
+        "q75": qs[2],
+        "max": max(values),
+    }
+
+
+def build_summary(
+    recipe: BuildRecipe,
+    prompts: list[Prompt],
+    duplicates: int,
+    traces: list[dict[str, Any]],
+    report: Any,
+    gaps: dict[tuple[str, str], Any],
+    means: dict[str, tuple[float | None, float | None, int]],
+) -> dict[str, Any]:
+    dims = [*recipe.judge.dimension_names]
+    pairs = report.pairs
+    judged_pairs = [p for p in pairs if p["delta"] is not None]
+    per_pair: dict[str, Any] = {}
+    for (c, r), gap in gaps.items():
+        subset = [p for p in pairs if p["chosen_generator"] == c and p["rejected_generator"] == r]
+        judged = [p for p in subset if p["delta"] is not None]
+        if recipe.pairing.strategy == "best-vs-worst" and not subset:
+            continue
+        columns = [*(f"delta_{d}" for d in dims), "delta"]
+        per_pair[f"{c} vs {r}"] = {
+            "pairs": len(subset),
+            "judged_pairs": len(judged),
+            "generator_delta": gap.score_gap,
+            "generator_accuracy_delta": gap.accuracy_gap,
+            "mean_delta": {
+                col.removeprefix("delta_"): (
+                    statistics.fmean(p[col] for p in judged) if judged else None
+                )
+                for col in columns
+            },
+        }
+    return {
+        "name": recipe.name,
+        "recipe_hash": recipe.content_hash(),
+        "prompts": len(prompts),
+        "duplicate_prompts_folded": duplicates,
+        "traces": len(traces),
+        "pairs": len(pairs),
+        "judged_pairs": len(judged_pairs),
+        "judge_status": dict(Counter(t["judge_status"] for t in traces)),
+        "score_kind": dict(Counter(t.get("score_kind") for t in traces if t.get("score_kind"))),
+        "score_fallback": dict(
+            Counter(t.get("score_fallback") for t in traces if t.get("score_fallback"))
+        ),
+        "judge_validity": judge_validity(traces, pairs, dims, recipe.pairing.strategy),
+        "finish_reason": dict(Counter(t["finish_reason"] for t in traces)),
+        "ties_dropped": report.ties_dropped,
+        "ties_kept": report.ties_kept,
+        "unjudged_pairs": dict(report.unjudged),
+        "unjudged_pairs_kept": report.unjudged_kept,
+        "prompts_without_pair": report.prompts_without_pair,
+        "dimensions": dims,
+        "delta_stats": {d: _stats([p[f"delta_{d}"] for p in judged_pairs]) for d in dims}
+        | {"delta": _stats([p["delta"] for p in judged_pairs])},
+        "generator_pairs": per_pair,
+        "generators": {
+            g: {"mean_score": m[0], "accuracy": m[1], "judged_traces": m[2]}
+            for g, m in means.items()
+        },
+    }
+
+
+def print_summary(summary: dict[str, Any], console: Console) -> None:
+    reused = summary.get("reused", {})
+    console.print(
+        f"[bold]{summary['name']}[/]: {summary['pairs']} pairs ({summary['judged_pairs']} judged) "
+        f"from {summary['traces']} traces "
+        f"over {summary['prompts']} prompts"
+        + (f" ({summary['seconds']} s)" if "seconds" in summary else "")
+    )
+    if reused:
+        console.print(
+            f"reused {reused['generations']} generations and {reused['judgments']} judgments; "
+            f"made {reused['generated']} generations and {reused['judged']} judgments"
+        )
+    refused = summary.get("refused_prompts") or []
+    if refused:
+        console.print(
+            f"[yellow]{len(refused)} prompts refused as too long[/] (not generated; listed "
+            "under refused_prompts in summary.json): "
+            + ", ".join(r["prompt_id"][:12] for r in refused),
+            soft_wrap=True,
+        )
+    cut = summary["finish_reason"].get("length", 0)
+    if cut:
+        console.print(
+            f"[yellow]{cut} of {summary['traces']} generations stopped at max_new_tokens[/] "
+            "(finish_reason length): their traces are cut off; raise the generator's "
+            "generation.max_new_tokens to let them finish"
+        )
+    status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
+    console.print(f"judge status: {status}")
+    kinds = summary.get("score_kind") or {}
+    if kinds:
+        console.print("scores: " + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())))
+    for why, n in (summary.get("score_fallback") or {}).items():
+        console.print(f"  sampled, not expected ({n}): {why}")
+    if summary["unjudged_pairs"]:
+        lost = ", ".join(f"{k}: {v}" for k, v in summary["unjudged_pairs"].items())
+        fate = "kept without deltas" if summary["unjudged_pairs_kept"] else "dropped"
+        console.print(f"pairs the judge could not score ({fate}): {lost}")
+    console.print(
+        f"ties dropped: {summary['ties_dropped']}, ties kept: {summary['ties_kept']}, "
+        f"prompts without a pair: {summary['prompts_without_pair']}"
+    )
+    if summary["pairs"] and not summary["judged_pairs"]:
+        console.print(
+            "[yellow]no pair has sample-level deltas: the judge scored no pair's two traces "
+            "(its raw answers are in traces.parquet, column judge_raw). The pairs are still "
+            "generator-level pairs; deltas need a judge model that can follow the rubric.[/]"
+        )
+    table = Table(title="mean delta, chosen - rejected")
+    table.add_column("")
+    pairs = summary["generator_pairs"]
+    for name in pairs:
+        table.add_column(name, justify="right")
+
+    def f(x: float | None) -> str:
+        return "—" if x is None else f"{x:+.2f}"
+
+    table.add_row("pairs", *[str(info["pairs"]) for info in pairs.values()])
+    table.add_row("judged pairs", *[str(info["judged_pairs"]) for info in pairs.values()])
+    table.add_row("generator delta", *[f(info["generator_delta"]) for info in pairs.values()])
+    for d in [*summary["dimensions"], "delta"]:
+        table.add_row(d, *[f(info["mean_delta"][d]) for info in pairs.values()])
+    console.print(table)
+    if summary.get("judge_validity"):
+        validity = Table(title="judge validity (measures the judge, not the data)")
+        for column in ("check", "value [95% CI]", "n", "verdict"):
+            validity.add_column(column, overflow="fold")
+        for row in validity_rows(summary["judge_validity"]):
+            validity.add_row(*row)
+        console.print(validity)
