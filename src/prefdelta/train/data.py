@@ -129,11 +129,12 @@ def fresh_cache(source: DatasetSource) -> Iterator[None]:
 
 def pairs_column_names(source: DatasetSource, split: str) -> list[str]:
     """The columns of a pairs split, from its parquet schema (no rows are read)."""
-    from prefdelta.loading import _Source  # the locator load_pairs uses: same files, same errors
+    # the locator load_pairs uses: same files, same errors
+    from prefdelta.loading import PairsSource
 
     try:
         return list(
-            _Source(source.path, split, source.revision if not source.local else None)
+            PairsSource(source.path, split, source.revision if not source.local else None)
             .schema()
             .names
         )
@@ -144,9 +145,9 @@ def pairs_column_names(source: DatasetSource, split: str) -> list[str]:
 def _pairs_total(source: DatasetSource, split: str) -> int:
     import pyarrow.parquet as pq
 
-    from prefdelta.loading import _Source
+    from prefdelta.loading import PairsSource
 
-    files = _Source(source.path, split, None if source.local else source.revision).files()
+    files = PairsSource(source.path, split, None if source.local else source.revision).files()
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 

@@ -154,7 +154,7 @@ def _release_memory() -> None:
 
 def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Plan, train, evaluate; write results.csv, results.md and results.png; return the rows."""
-    from prefdelta.loading import PairsLoadError, _delta_column
+    from prefdelta.loading import PairsLoadError, delta_column
     from prefdelta.train.configs import TrainConfigError
     from prefdelta.train.data import dataset_source, pairs_column_names
 
@@ -183,7 +183,7 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
             # the same name resolution as load_pairs; an unknown dimension is left to the
             # runs' own load, which lists the delta columns
             with suppress(PairsLoadError):
-                column = _delta_column(dimension, pairs_column_names(source, split))
+                column = delta_column(dimension, pairs_column_names(source, split))
                 wanted.append(column)
     except TrainConfigError as exc:
         raise SweepError([str(exc)]) from None
