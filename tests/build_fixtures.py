@@ -19,12 +19,19 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prefdelta.builders.summary import build_summary
-from prefdelta.schema import pairs_schema, traces_schema
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
 from prefdelta.builders.pairs import make_pairs
+from prefdelta.builders.summary import build_summary
 from prefdelta.recipe import BuildRecipe, parse_recipe
-from prefdelta.schema import HASHED_FILES, PAIRS_FILE, RECIPE_FILE, SUMMARY, TRACES_FILE
+from prefdelta.schema import (
+    HASHED_FILES,
+    PAIRS_FILE,
+    RECIPE_FILE,
+    SUMMARY,
+    TRACES_FILE,
+    pairs_schema,
+    traces_schema,
+)
 
 DIMENSIONS = ("factuality", "strategy_coherence", "step_coherence", "numerical_precision")
 GENERATORS = {  # name -> (model, score range, accuracy)

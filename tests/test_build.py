@@ -508,3 +508,34 @@ def test_prompts_over_a_generators_context_are_refused_one_by_one_before_any_cal
     prompts.write_text(json.dumps({"problem": long, "answer": "7"}) + "\n")
     with pytest.raises(RecipeError, match=r"every prompt is too long.*context 512"):
         run_build(load_recipe(path), tmp_path / "c", console=Console(file=io.StringIO()))
+
+
+def test_best_vs_worst_with_a_judge_that_scores_nothing_says_why_and_keeps_the_build(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """No pair, said in pair counts (not trace counts) with the reason; the publish that
+    cannot split zero pairs fails in one line that says the build is kept."""
+    from typer.testing import CliRunner
+
+    from prefdelta.cli import app
+
+    path = write_recipe(tmp_path, tiny_model_dir, prompts=2, judge_tokens=8, structured="off")
+    text = path.read_text().replace(
+        "pairing: {chosen: strong, rejected: [weak]}",
+        "pairing: {strategy: best-vs-worst, pool: [strong, weak]}\n"
+        "publish: {folder: ./published, test_size: 0.5}",
+    )
+    path.write_text(text)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["build", str(path), "-o", str(out)])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "no pairs: 2 of 2 prompts had fewer than 2 traces the judge scored" in output
+    assert "pairs the judge could not score" not in output  # these are traces, not pairs
+    assert "traces the judge could not score, left out of the pools" in output
+    assert f"The build is complete and kept in {out}" in output and "Traceback" not in output
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["pairs"] == 0 and summary["prompts_too_few_judged"] == 2
+    assert sum(summary["unjudged_traces_left_out"].values()) == 6 and not summary["unjudged_pairs"]
+    assert (out / "traces.parquet").is_file() and not (tmp_path / "published").exists()

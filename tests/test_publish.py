@@ -359,6 +359,11 @@ def test_cli_publish_to_folder(build: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "published" in result.output
     assert (target / "data/pairs/test-00000-of-00001.parquet").is_file()
+    # --test-size 0 turns the split off, whatever the recipe or the last publish said
+    result = runner.invoke(app, ["publish", str(build), "--to", str(target), "--test-size", "0"])
+    assert result.exit_code == 0, result.output
+    assert not (target / "data/pairs/test-00000-of-00001.parquet").exists()
+    assert (target / "data/pairs/train-00000-of-00001.parquet").is_file()
 
     bad = runner.invoke(app, ["publish", str(tmp_path / "nope"), "--to", str(target)])
     assert bad.exit_code == 1

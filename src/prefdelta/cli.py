@@ -117,8 +117,12 @@ def inspect(recipe: RecipeArg) -> None:
         table.add_row(f"generations: {name}", n(count))
     table.add_row("judge calls", n(plan.judge_calls))
     table.add_row("judge calls, worst case with retries", n(plan.max_judge_calls))
-    tie_note = " (before dropped ties)" if r.pairing.tie_policy == "drop" else ""
-    table.add_row(f"pairs ({r.pairing.strategy}){tie_note}", n(plan.pairs))
+    lost = ["traces the judge cannot score"]
+    if r.pairing.tie_policy == "drop":
+        lost.append("dropped ties")
+    table.add_row(
+        f"pairs ({r.pairing.strategy}), at most: before {' and '.join(lost)}", n(plan.pairs)
+    )
     out.print(table)
     if plan.prompts is None:
         out.print("prompt count is known once the Hub dataset is read; set prompts.limit to fix it")
@@ -155,6 +159,7 @@ def build(
             build_dir_for(r, output_dir),
             publish_target(r.publish),
             **publish_options(r.publish).as_kwargs(),
+            after_build=True,
         )
 
 
@@ -177,7 +182,11 @@ def publish(
     ] = False,
     test_size: Annotated[
         float | None,
-        typer.Option("--test-size", help="fraction of prompts held out as a `test` split"),
+        typer.Option(
+            "--test-size",
+            help="fraction of prompts held out as a `test` split; 0: no test split, "
+            "whatever the recipe says",
+        ),
     ] = None,
     sort_by: Annotated[
         str | None,
@@ -245,10 +254,12 @@ def _publish(
     sort_by: str | None = None,
     overwrite: bool = False,
     license: str | None = None,
+    after_build: bool = False,
 ) -> None:
     """Publish and say where; a failure is one line and exit status 1.
 
     The options come resolved: :func:`prefdelta.push.publish_options` gives them.
+    ``after_build``: the failure also says that the build itself is complete and kept.
     """
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -268,7 +279,13 @@ def _publish(
             overwrite=overwrite,
         )
     except (PublishError, HfHubHTTPError, OSError) as exc:
-        _fail(" ".join(str(exc).split()))
+        kept = (
+            f" The build is complete and kept in {build_dir}; publish it once fixed with "
+            f"`prefdelta publish {build_dir}`."
+            if after_build
+            else ""
+        )
+        _fail(" ".join(str(exc).split()) + kept)
         return
     where = result.target if result.commit is None else f"{result.target}@{result.commit[:12]}"
     state = "published" if result.changed else "unchanged"

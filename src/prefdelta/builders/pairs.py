@@ -31,8 +31,11 @@ class PairingReport:
     ties_dropped: int = 0
     ties_kept: int = 0
     unjudged_kept: int = 0  # generator pairs kept with null deltas
-    # judge status -> pairs without deltas (generators) or pool traces left out (best-vs-worst)
+    # judge status -> generator pairs one of whose traces it has (kept or dropped)
     unjudged: Counter[str] = field(default_factory=Counter)
+    # best-vs-worst: judge status -> pool traces left out, and prompts left with < 2 judged
+    unjudged_traces: Counter[str] = field(default_factory=Counter)
+    too_few_judged: int = 0
     prompts_without_pair: int = 0
 
 
@@ -115,8 +118,10 @@ def make_pairs(
             judged = [t for t in pool if t["judge_status"] == "ok"]
             for t in pool:
                 if t["judge_status"] != "ok":
-                    report.unjudged[t["judge_status"]] += 1
-            if len(judged) >= 2:
+                    report.unjudged_traces[t["judge_status"]] += 1
+            if len(judged) < 2:
+                report.too_few_judged += 1
+            else:
                 # stable: among equal scores the earlier (pool order, sample) wins
                 ranked = sorted(judged, key=lambda t: -aggregate(t["scores"], dims, recipe.delta))
                 candidates.append((ranked[0], ranked[-1]))

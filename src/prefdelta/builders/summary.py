@@ -14,7 +14,7 @@ from prefdelta.builders.prompts import Prompt
 from prefdelta.builders.validity import judge_validity, validity_rows
 from prefdelta.recipe import BuildRecipe
 
-__all__ = ["build_summary", "print_summary"]
+__all__ = ["build_summary", "no_pairs_reason", "print_summary"]
 
 
 def _stats(values: list[float]) -> dict[str, float] | None:
@@ -81,6 +81,8 @@ def build_summary(
         "ties_kept": report.ties_kept,
         "unjudged_pairs": dict(report.unjudged),
         "unjudged_pairs_kept": report.unjudged_kept,
+        "unjudged_traces_left_out": dict(report.unjudged_traces),
+        "prompts_too_few_judged": report.too_few_judged,
         "prompts_without_pair": report.prompts_without_pair,
         "dimensions": dims,
         "delta_stats": {d: _stats([p[f"delta_{d}"] for p in judged_pairs]) for d in dims}
@@ -91,6 +93,27 @@ def build_summary(
             for g, m in means.items()
         },
     }
+
+
+def no_pairs_reason(summary: dict[str, Any]) -> str:
+    """Why a build made no pair, in the same words whatever the pairing strategy."""
+    why = []
+    if summary.get("prompts_too_few_judged"):
+        why.append(
+            f"{summary['prompts_too_few_judged']} of {summary['prompts']} prompts had fewer "
+            "than 2 traces the judge scored (best-vs-worst ranks judged traces only)"
+        )
+    dropped = sum(summary["unjudged_pairs"].values()) - summary["unjudged_pairs_kept"]
+    if dropped:
+        why.append(
+            f"{dropped} pairs had a trace the judge could not score (pairing.unjudged: drop)"
+        )
+    if summary["ties_dropped"]:
+        why.append(f"{summary['ties_dropped']} pairs were ties (pairing.ties: drop)")
+    if not why:
+        why.append(f"no prompt gave traces to pair ({summary['traces']} traces)")
+    status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
+    return "; ".join(why) + f". Judge status of the traces: {status} (raw answers: judge_raw)"
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
@@ -132,10 +155,16 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         lost = ", ".join(f"{k}: {v}" for k, v in summary["unjudged_pairs"].items())
         fate = "kept without deltas" if summary["unjudged_pairs_kept"] else "dropped"
         console.print(f"pairs the judge could not score ({fate}): {lost}")
+    left_out = summary.get("unjudged_traces_left_out") or {}
+    if left_out:
+        lost = ", ".join(f"{k}: {v}" for k, v in sorted(left_out.items()))
+        console.print(f"traces the judge could not score, left out of the pools: {lost}")
     console.print(
         f"ties dropped: {summary['ties_dropped']}, ties kept: {summary['ties_kept']}, "
         f"prompts without a pair: {summary['prompts_without_pair']}"
     )
+    if not summary["pairs"]:
+        console.print(f"[yellow]no pairs: {no_pairs_reason(summary)}[/]")
     if summary["pairs"] and not summary["judged_pairs"]:
         console.print(
             "[yellow]no pair has sample-level deltas: the judge scored no pair's two traces "

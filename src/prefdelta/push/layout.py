@@ -78,15 +78,17 @@ def split_pairs(pairs: pa.Table, test_size: float | None, seed: int) -> dict[str
     Hashing prompt ids (not shuffling rows) keeps the split stable when the build grows and
     guarantees that no prompt appears in both splits.
     """
-    if test_size is None:
+    if not test_size:  # None, or 0: no test split
         return {"train": pairs}
     if not 0.0 < test_size < 1.0:
-        raise PublishError(f"test_size must be a fraction in (0, 1), got {test_size}")
+        raise PublishError(
+            f"test_size must be a fraction in (0, 1), or 0 for no test split; got {test_size}"
+        )
     prompt_ids = sorted(set(pairs.column("prompt_id").to_pylist()))
     if len(prompt_ids) < 2:
         raise PublishError(
             f"test_size needs pairs from at least 2 prompts to split by prompt; "
-            f"this build has {len(prompt_ids)}"
+            f"this build has {len(prompt_ids)} (--test-size 0 publishes without a test split)"
         )
     n_test = min(max(1, round(test_size * len(prompt_ids))), len(prompt_ids) - 1)
     ranked = sorted(prompt_ids, key=lambda p: hashlib.sha256(f"{seed}:{p}".encode()).hexdigest())
