@@ -22,6 +22,28 @@ def test_validate_ok() -> None:
     assert "valid recipe 'openr1-math-delta'" in result.output
 
 
+def test_validate_and_inspect_read_a_local_prompts_file_without_models(tmp_path: Path) -> None:
+    """A CSV without the prompt column is caught by validate and inspect, naming the file
+    and its columns; a good one is counted from its rows."""
+    recipe = (ROOT / "recipes" / "demo.yaml").read_text()
+    (tmp_path / "p.csv").write_text("question,answer\nWhat is 1+1?,2\nWhat is 2+2?,4\n")
+    path = tmp_path / "r.yaml"
+    path.write_text(recipe.replace("data/demo-prompts.jsonl", "p.csv"))
+    assert "data/demo-prompts.jsonl" in recipe
+    for command in ("validate", "inspect"):
+        result = runner.invoke(app, [command, str(path)])
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        assert f"prompts.column: column 'problem' is not in {tmp_path / 'p.csv'}" in " ".join(
+            result.output.split()
+        )
+        assert "columns: question, answer" in result.output
+    (tmp_path / "p.csv").write_text("problem,answer\nWhat is 1+1?,2\nWhat is 2+2?,4\n")
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "2 prompts in p.csv" in result.output
+
+
 def test_validate_reports_problems_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nprompts: {path: p.jsonl}\ngenerators: {}\n")

@@ -85,10 +85,15 @@ def _load(path: Path) -> BuildRecipe:
 @app.command()
 def validate(recipe: RecipeArg) -> None:
     """Check a recipe; print every problem as `file:line: field: expected ...`."""
+    from prefdelta.plan import count_local_prompts
+
     r = _load(recipe)
+    with user_errors():
+        rows = count_local_prompts(r)  # a local prompts file is read and its columns checked
     for name in r.unused_generators:
         err.print(f"warning: generator {name!r} is declared but pairing does not use it")
-    out.print(f"ok: {recipe} is a valid recipe '{r.name}' (hash {r.content_hash()[:12]})")
+    read = f"; {rows} prompts in {r.prompts.path}" if r.prompts.path and rows is not None else ""
+    out.print(f"ok: {recipe} is a valid recipe '{r.name}' (hash {r.content_hash()[:12]}){read}")
 
 
 @app.command()
@@ -104,7 +109,8 @@ def inspect(recipe: RecipeArg) -> None:
         if endpoint.api_key:
             state = "set" if endpoint.api_key[2:-1] in os.environ else "NOT SET"
             out.print(f"{where}: api_key {endpoint.api_key} is {state}")
-    plan = plan_build(r)
+    with user_errors():
+        plan = plan_build(r)
 
     def n(x: int | None) -> str:
         return "?" if x is None else f"{x:,}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefdelta.recipe import BuildRecipe, resolve_path
+from prefdelta.builders.prompts import read_prompt_table
+from prefdelta.recipe import BuildRecipe
 
 
 @dataclass(frozen=True)
@@ -22,25 +23,14 @@ class BuildPlan:
 
 
 def count_local_prompts(recipe: BuildRecipe) -> int | None:
-    """Rows in a local prompts file (None for Hub datasets), capped by ``limit``."""
+    """Rows in a local prompts file, read and its columns checked (a missing prompt or
+    reference column is an error naming the file), capped by ``limit``; None for a Hub
+    dataset, which is not read before the build."""
     cfg = recipe.prompts
     if cfg.path is None:
         return cfg.limit
-    path = resolve_path(cfg.path, recipe.base_dir)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.ParquetFile(path).metadata.num_rows
-    elif suffix == ".jsonl":
-        with path.open("rb") as fh:
-            rows = sum(1 for line in fh if line.strip())
-    else:
-        from datasets import load_dataset
-
-        kind = "csv" if suffix == ".csv" else "json"
-        rows = load_dataset(kind, data_files=str(path), split="train").num_rows
-    return rows if cfg.limit is None else min(rows, cfg.limit)
+    ds, _ = read_prompt_table(cfg, recipe.base_dir)
+    return ds.num_rows if cfg.limit is None else min(ds.num_rows, cfg.limit)
 
 
 def plan_build(recipe: BuildRecipe, prompts: int | None = None) -> BuildPlan:

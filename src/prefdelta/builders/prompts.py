@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prefdelta.recipe import PromptsConfig, RecipeError, resolve_path
 
@@ -110,14 +111,10 @@ def _root_cause(exc: BaseException) -> str:
     return message[:300]
 
 
-def load_prompts(config: PromptsConfig, base_dir: Path) -> tuple[list[Prompt], int]:
-    """The prompts to build from, and how many duplicates were folded into one.
-
-    Shuffled with the recipe's seed before ``limit``, so a limit takes a fair sample and
-    the same recipe always takes the same one. Duplicate problems are folded (they would
-    give duplicate pairs) and counted. ``base_dir`` is where a relative ``path`` is found
-    (the recipe's folder).
-    """
+def read_prompt_table(config: PromptsConfig, base_dir: Path) -> tuple[Any, str]:
+    """The prompts' table (a ``datasets.Dataset``) and where it came from, its prompt and
+    reference columns checked: what ``validate`` and ``inspect`` read of a local file
+    without models, and the build reads first."""
     from datasets import load_dataset
 
     cfg = config
@@ -149,6 +146,19 @@ def load_prompts(config: PromptsConfig, base_dir: Path) -> tuple[list[Prompt], i
                     f"columns: {', '.join(ds.column_names)}"
                 ]
             )
+    return ds, where
+
+
+def load_prompts(config: PromptsConfig, base_dir: Path) -> tuple[list[Prompt], int]:
+    """The prompts to build from, and how many duplicates were folded into one.
+
+    Shuffled with the recipe's seed before ``limit``, so a limit takes a fair sample and
+    the same recipe always takes the same one. Duplicate problems are folded (they would
+    give duplicate pairs) and counted. ``base_dir`` is where a relative ``path`` is found
+    (the recipe's folder).
+    """
+    cfg = config
+    ds, where = read_prompt_table(cfg, base_dir)
     ds = ds.shuffle(seed=cfg.seed)
 
     prompts: list[Prompt] = []
