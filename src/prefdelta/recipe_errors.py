@@ -74,6 +74,8 @@ class LocatedYaml:
         if isinstance(node, yaml.MappingNode):
             seen: set[Any] = set()
             for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a list or mapping as a key: loading refuses it (unhashable key)
                 key = key_node.value
                 if key in seen:
                     raise RecipeError(
