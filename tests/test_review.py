@@ -22,8 +22,9 @@ from hub_server import HubServer
 from prefdelta.cli import app
 from prefdelta.push import publish_build
 from prefdelta.review.agreement import GeneratorPreference, judge_label
+from prefdelta.review.argilla_client import ArgillaUnreachable, ReviewError
 from prefdelta.review.pull import pull_reviews
-from prefdelta.review.push import ArgillaUnreachable, ReviewError, push_review
+from prefdelta.review.push import push_review
 from prefdelta.review.stack import ArgillaStack
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

@@ -404,7 +404,8 @@ def review_push(
     from huggingface_hub.errors import HfHubHTTPError
 
     from prefdelta.push import PublishError
-    from prefdelta.review.push import ReviewError, push_review
+    from prefdelta.review.argilla_client import ReviewError
+    from prefdelta.review.push import push_review
 
     try:
         result = push_review(
@@ -465,8 +466,8 @@ def review_pull(
     from huggingface_hub.errors import HfHubHTTPError
 
     from prefdelta.push import PublishError
+    from prefdelta.review.argilla_client import ReviewError
     from prefdelta.review.pull import agreement_rich_table, preference_rich_table, pull_reviews
-    from prefdelta.review.push import ReviewError
 
     try:
         result = pull_reviews(

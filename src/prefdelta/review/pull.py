@@ -27,19 +27,21 @@ from prefdelta.review.agreement import (
     generator_preference,
     judge_label,
 )
-from prefdelta.review.push import (
-    BLINDING,
+from prefdelta.review.argilla_client import (
     DEFAULT_WORKSPACE,
-    GENERATOR_PAIR,
-    NOTE,
-    SIDES,
     ReviewError,
-    _quiet_sdk,
     argilla_errors,
     connect,
     default_dataset_name,
-    from_ab,
     get_dataset,
+    quiet_sdk,
+)
+from prefdelta.review.records import (
+    BLINDING,
+    GENERATOR_PAIR,
+    NOTE,
+    SIDES,
+    from_ab,
     review_dimensions,
 )
 
@@ -89,7 +91,7 @@ def reviews_schema(dims: Sequence[str]) -> pa.Schema:
 def _usernames(client: rg.Argilla) -> dict[str, str]:
     """user id -> username; an admin may not list users, then ids stand in for names."""
     try:
-        with _quiet_sdk():
+        with quiet_sdk():
             return {str(u.id): u.username for u in client.users}
     except Exception:
         return {}
@@ -99,7 +101,7 @@ def collect_reviews(
     dataset: rg.Dataset, dims: Sequence[str], usernames: dict[str, str]
 ) -> tuple[list[dict[str, Any]], int, int]:
     """(rows, records in the dataset, reviewed records that had suggestions)."""
-    with _quiet_sdk():
+    with quiet_sdk():
         records = list(dataset.records(with_suggestions=True, with_responses=True))
     rows: list[dict[str, Any]] = []
     suggested = 0

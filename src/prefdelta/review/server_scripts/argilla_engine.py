@@ -22,7 +22,17 @@ imports third-party engines, so every server-side process (API server, worker) i
     <server-venv>/bin/python -I argilla_engine.py worker --num-workers 1
     <server-venv>/bin/python -I argilla_engine.py <any argilla_server CLI arguments>
 
-``-I`` keeps this file's folder (the rest of prefdelta.review) off ``sys.path``.
+``-I`` keeps this file's folder off ``sys.path``.
+
+Why a script shipped as package data, not a module of prefdelta: the server venv cannot have
+prefdelta installed (argilla-server pins ``typer<0.10`` and ``huggingface_hub<1``, which
+prefdelta's own dependencies contradict), so ``python -m prefdelta.review.argilla_engine``
+cannot work there; and in prefdelta's env ``argilla_server`` is missing, so as a module this
+file would look importable and fail on import. It therefore lives in ``server_scripts/``, a
+folder without ``__init__.py`` (no import system or ``pkgutil.walk_packages`` walks into it),
+listed under ``[tool.setuptools.package-data]`` so that wheels carry it, and
+:mod:`prefdelta.review.stack` runs it by path (``stack.ENGINE_FILE``), from a checkout or an
+installed wheel alike.
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""The Argilla side of a review, shared by ``push`` and ``pull``: where the server is, one SDK
+client, the workspace and dataset lookups, and SDK failures as one-line :class:`ReviewError` s.
+
+Everything here reaches the server through the ``argilla`` SDK, imported when first called so
+that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefdelta.errors import PrefdeltaError
+
+if TYPE_CHECKING:
+    import argilla as rg
+
+API_URL_ENV, API_KEY_ENV = "ARGILLA_API_URL", "ARGILLA_API_KEY"
+DEFAULT_API_URL = "http://localhost:6900"  # the argilla SDK's own default
+DEFAULT_WORKSPACE = "prefdelta"
+
+
+class ReviewError(PrefdeltaError, RuntimeError):
+    """A review step that cannot go ahead; ``str()`` is one line a user can act on."""
+
+
+class ArgillaUnreachable(ReviewError):
+    """No Argilla server answers at the URL."""
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+def resolve_api(api_url: str | None, api_key: str | None) -> tuple[str, str | None]:
+    """The URL and key to use: the arguments, else ARGILLA_API_URL/ARGILLA_API_KEY."""
+    url = api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
+    return url.rstrip("/"), api_key or os.environ.get(API_KEY_ENV)
+
+
+def connect(api_url: str | None = None, api_key: str | None = None) -> rg.Argilla:
+    """An SDK client, or a one-line :class:`ReviewError` saying what to do about it."""
+    import argilla as rg
+    import httpx
+    from argilla._exceptions import ArgillaCredentialsError
+
+    url, key = resolve_api(api_url, api_key)
+    if not key:
+        raise ReviewError(
+            f"no Argilla API key: pass --api-key or set {API_KEY_ENV} "
+            "(`prefdelta review serve` prints one)"
+        )
+    try:
+        with quiet_sdk():
+            return rg.Argilla(api_url=url, api_key=key, timeout=30, retries=1)
+    except ArgillaCredentialsError:
+        raise ReviewError(f"Argilla at {url} rejected the API key") from None
+    except httpx.TransportError as exc:
+        raise ArgillaUnreachable(
+            f"cannot reach Argilla at {url} ({shorten(exc)}): start one with "
+            f"`prefdelta review serve` and pass its URL with --api-url or {API_URL_ENV}"
+        ) from None
+
+
+@contextmanager
+def quiet_sdk() -> Iterator[None]:
+    """The SDK's progress bars and warnings would bury our one-line report."""
+    import logging
+    import warnings
+
+    import argilla.records._dataset_records as records_module
+
+    logger = logging.getLogger("argilla.sdk")
+    level = logger.level
+    bar = records_module.tqdm  # read when imported, so TQDM_DISABLE set now would do nothing
+    records_module.tqdm = functools.partial(bar, disable=True)  # type: ignore[assignment]
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+        records_module.tqdm = bar
+
+
+@contextmanager
+def argilla_errors(api_url: str) -> Iterator[None]:
+    """SDK and transport failures mid-way as one-line :class:`ReviewError` s."""
+    import httpx
+    from argilla._exceptions import ArgillaError
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise ArgillaUnreachable(
+            f"lost Argilla at {api_url} ({shorten(exc)}): is `prefdelta review serve` still running?"
+        ) from None
+    except ArgillaError as exc:
+        raise ReviewError(f"Argilla at {api_url}: {shorten(exc)}") from None
+
+
+def default_dataset_name(dataset: str | os.PathLike[str]) -> str:
+    """The Argilla dataset for a published dataset: ``org/name`` -> ``org-name-review``."""
+    text = str(dataset).rstrip("/")
+    local = isinstance(dataset, os.PathLike) or text.startswith((".", "/", "~"))
+    base = Path(text).expanduser().resolve().name if local else text
+    slug = re.sub(r"[^a-z0-9_-]+", "-", base.lower()).strip("-") or "dataset"
+    return f"{slug}-review"
+
+
+def get_workspace(client: rg.Argilla, name: str, *, create: bool) -> rg.Workspace:
+    """The workspace, created (and joined, so the UI lists it) when asked."""
+    import argilla as rg
+    from argilla._exceptions import ConflictError
+
+    with quiet_sdk():
+        workspace = client.workspaces(name)
+    if workspace is None:
+        if not create:
+            raise ReviewError(f"no workspace {name!r} in Argilla at {client.api_url}")
+        workspace = rg.Workspace(name=name, client=client).create()
+    if create:
+        with suppress(ConflictError):  # already a member
+            workspace.add_user(client.me)
+    return workspace
+
+
+def get_dataset(client: rg.Argilla, name: str, workspace: str) -> rg.Dataset | None:
+    with quiet_sdk():
+        return client.datasets(name=name, workspace=workspace)
+
+
+def shorten(value: object) -> str:
+    """``value`` as one line of at most 200 characters, for an error message."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= 200 else text[:197] + "..."
