@@ -212,16 +212,14 @@ def publish(
     ] = False,
 ) -> None:
     """Publish a build to the Hub (one atomic commit) or a local folder, with its card."""
-    from prefdelta.push import PublishError, publish_options, publish_target
+    from prefdelta.push import publish_options, publish_target
     from prefdelta.push.build_folder import read_recipe_text
 
     settings = None
     recipe_file = build_dir / "recipe.yaml"
-    try:
+    with user_errors():
         if recipe_file.is_file():
             settings = read_recipe_text(recipe_file.read_text("utf-8"), str(recipe_file)).publish
-    except PublishError as exc:
-        _fail(str(exc))
     target: str | Path
     if to is not None:
         target = to
@@ -269,7 +267,7 @@ def _publish(
     """
     from huggingface_hub.errors import HfHubHTTPError
 
-    from prefdelta.push import PublishError, publish_build
+    from prefdelta.push import publish_build
 
     try:
         result = publish_build(
@@ -284,7 +282,7 @@ def _publish(
             sort_by=sort_by,
             overwrite=overwrite,
         )
-    except (PublishError, HfHubHTTPError, OSError) as exc:
+    except (PrefdeltaError, HfHubHTTPError, OSError) as exc:
         kept = (
             f" The build is complete and kept in {build_dir}; publish it once fixed with "
             f"`prefdelta publish {build_dir}`."
@@ -317,14 +315,10 @@ def train(
 
     For several GPUs: accelerate launch -m prefdelta.train.dpo CONFIG.yaml
     """
-    from prefdelta.train.configs import TrainConfigError
     from prefdelta.train.run import run_config
 
-    try:
+    with user_errors(prefix="error: "):
         result = run_config(config, trainer, set_ or [])
-    except TrainConfigError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
     c = result.counts
     n = c.get("pairs_selected", c.get("desirable", 0) + c.get("undesirable", 0))
     loss = "" if result.train_loss is None else f", train loss {result.train_loss:.4f}"
@@ -334,18 +328,10 @@ def train(
 @app.command()
 def sweep(config: Annotated[Path, typer.Argument(help="sweep config (YAML)")]) -> None:
     """The paper's delta and generator-pair sweeps: train, evaluate, table and plot."""
-    from prefdelta.train.configs import TrainConfigError
-    from prefdelta.train.sweep import SweepError, run_sweep
+    from prefdelta.train.sweep import run_sweep
 
-    try:
+    with user_errors(prefix="error: "):
         run_sweep(config, log=lambda line: err.print(line, markup=False, highlight=False))
-    except SweepError as exc:
-        for line in exc.lines:
-            err.print(f"error: {line}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    except TrainConfigError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
 
 
 @review_app.command("serve")
@@ -360,13 +346,10 @@ def review_serve(
     ] = None,
 ) -> None:
     """Start a local Argilla server on loopback (no Docker); Ctrl-C stops it cleanly."""
-    from prefdelta.review.stack import ArgillaServerNotInstalled, ArgillaStackError, serve
+    from prefdelta.review.stack import serve
 
-    try:
+    with user_errors():
         serve(port=port, username=username, password=password, work_dir=work_dir)
-    except (ArgillaServerNotInstalled, ArgillaStackError) as exc:
-        err.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(1) from None
 
 
 @review_app.command("push")
@@ -403,11 +386,9 @@ def review_push(
     _quiet_libraries()
     from huggingface_hub.errors import HfHubHTTPError
 
-    from prefdelta.push import PublishError
-    from prefdelta.review.argilla_client import ReviewError
     from prefdelta.review.push import push_review
 
-    try:
+    with user_errors(HfHubHTTPError, OSError):
         result = push_review(
             dataset,
             n=n,
@@ -422,9 +403,6 @@ def review_push(
             api_url=api_url,
             api_key=api_key,
         )
-    except (ReviewError, PublishError, HfHubHTTPError, OSError) as exc:
-        _fail(" ".join(str(exc).split()))
-        return
     table = Table(title=f"sample by {result.sample.column} bucket and generator pair")
     for name in ("generator pair", result.sample.column, "pairs", "sampled"):
         table.add_column(name, justify="left" if name == "generator pair" else "right")
@@ -465,11 +443,9 @@ def review_pull(
     _quiet_libraries()
     from huggingface_hub.errors import HfHubHTTPError
 
-    from prefdelta.push import PublishError
-    from prefdelta.review.argilla_client import ReviewError
     from prefdelta.review.pull import agreement_rich_table, preference_rich_table, pull_reviews
 
-    try:
+    with user_errors(HfHubHTTPError, OSError):
         result = pull_reviews(
             dataset,
             to=to,
@@ -480,9 +456,6 @@ def review_pull(
             publish=not no_publish,
             console=err,
         )
-    except (ReviewError, PublishError, HfHubHTTPError, OSError) as exc:
-        _fail(" ".join(str(exc).split()))
-        return
     if not result.rows:
         out.print(
             f"no submitted review yet in {result.workspace}/{result.dataset_name} "

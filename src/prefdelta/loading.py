@@ -273,9 +273,3 @@ def _nothing_left(
             )
         parts.append(f"correctness {correctness!r} ({'; '.join(counts)})")
     return "; ".join(parts)
-
-
-# The names these had before they were public; they go when their importers switch
-# (train/data.py imports _Source; review/sample.py and train/sweep.py import _delta_column).
-_Source = PairsSource
-_delta_column = delta_column

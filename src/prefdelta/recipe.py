@@ -529,13 +529,6 @@ def describe_recipe_error(err: Mapping[str, Any]) -> tuple[tuple[Any, ...], str]
     return describe_error(err, BuildRecipe, _PATTERN_MEANING)
 
 
-# Old private names, still imported by prefdelta.train.sweep: they go when it switches to
-# LocatedYaml / dotted_path (prefdelta.recipe_errors) and describe_recipe_error.
-_Located = LocatedYaml
-_dotted = dotted_path
-_describe = describe_recipe_error
-
-
 def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = None) -> BuildRecipe:
     """Validate recipe text; raise :class:`RecipeError` with one line per problem."""
     doc = LocatedYaml(text, source)

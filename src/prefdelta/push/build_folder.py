@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from prefdelta.push.errors import BuildFolderError, PublishError
-from prefdelta.recipe import BuildRecipe
+from prefdelta.recipe import BuildRecipe, interpolate_env
 from prefdelta.schema import (
     HASHED_FILES,
     PAIRS_FILE,
@@ -32,8 +32,6 @@ from prefdelta.schema import (
 
 __all__ = ["Build", "check_no_secrets", "read_build", "read_recipe_text", "sha256_file"]
 
-# The same ${VAR} syntax as recipe.py's; see _resolve_env.
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
@@ -113,30 +111,11 @@ def read_recipe_text(text: str, source: str) -> BuildRecipe:
     """
     try:
         data = yaml.safe_load(text)
-        recipe = BuildRecipe.model_validate(_resolve_env(data, ()))
+        recipe = BuildRecipe.model_validate(interpolate_env(data))
     except (yaml.YAMLError, ValidationError) as exc:
         first = str(exc).strip().splitlines()
         raise BuildFolderError(f"{source}: not a valid recipe ({' '.join(first[:3])})") from None
     return recipe
-
-
-def _resolve_env(value: Any, loc: tuple[Any, ...]) -> Any:
-    """${VAR} as the recipe loader does, but an unset variable stays as written.
-
-    A copy of recipe.py's private ``_interpolate`` (which records an unset variable as an
-    error instead); it goes when recipe.py makes that resolver public.
-    """
-    if isinstance(value, dict):
-        return {k: _resolve_env(v, (*loc, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_env(v, (*loc, i)) for i, v in enumerate(value)]
-    if isinstance(value, str) and loc and loc[-1] != "api_key":
-
-        def sub(m: re.Match[str]) -> str:
-            return os.environ.get(m.group(1), m.group(2) if m.group(2) is not None else m.group(0))
-
-        return _ENV_REF.sub(sub, value)
-    return value
 
 
 def check_no_secrets(text: str, source: str) -> None:

@@ -174,9 +174,9 @@ def sample_pairs(
     ``dimension`` names the delta column as ``load_pairs`` does: ``"delta"``, a dimension
     name or its ``delta_<dimension>`` column.
     """
-    from prefdelta.loading import _delta_column
+    from prefdelta.loading import delta_column
 
-    column = _delta_column(dimension, pairs.column_names)
+    column = delta_column(dimension, pairs.column_names)
     table = pairs.with_format("arrow").select_columns(
         ["pair_id", column, "chosen_generator", "rejected_generator"]
     )[:]

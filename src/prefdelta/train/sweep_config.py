@@ -108,7 +108,8 @@ class SweepConfig(StrictModel):
 
 def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
     """Validate a sweep file; problems come back as ``file:line: field: message`` lines."""
-    from prefdelta.recipe import _describe, _dotted, _Located
+    from prefdelta.recipe import describe_recipe_error
+    from prefdelta.recipe_errors import LocatedYaml, dotted_path
 
     p = Path(path)
     try:
@@ -116,7 +117,7 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
     except FileNotFoundError:
         raise SweepError([f"{p}: no such sweep config"]) from None
     try:
-        doc = _Located(text, str(p))
+        doc = LocatedYaml(text, str(p))
     except RecipeError as exc:
         raise SweepError(exc.lines) from None
     try:
@@ -124,10 +125,10 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False):
-            loc, msg = _describe(err)
+            loc, msg = describe_recipe_error(err)
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key {loc[-1]!r}"
-            lines.append(f"{p}:{doc.line_of(loc)}: {_dotted(loc)}: {msg}")
+            lines.append(f"{p}:{doc.line_of(loc)}: {dotted_path(loc)}: {msg}")
         raise SweepError(lines) from None
     train = (p.parent / config.train).resolve()
     if not train.is_file():
