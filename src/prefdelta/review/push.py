@@ -80,14 +80,16 @@ def open_review_dataset(
     questions: a dataset that is merely unfinished is never called incompatible.
     """
     import argilla as rg
-    from argilla._exceptions import ConflictError
+    from argilla._exceptions import ArgillaAPIError
 
     ds = get_dataset(client, name, workspace.name)
     if ds is None:
         try:
             fresh = rg.Dataset(name=name, workspace=workspace, settings=settings(), client=client)
             return fresh.create(), True
-        except ConflictError:  # another push created it first
+        except ArgillaAPIError:
+            # another push created it first: Argilla answers 409, or, when both inserts race
+            # in its database, a 500 for the unique name; either way the dataset is theirs
             ds = get_dataset(client, name, workspace.name)
             if ds is None:
                 raise
