@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -69,7 +69,6 @@ def store_progress(
     start = {label: store.count(kind, keys) for label, keys in groups.items()}
     began = time.monotonic()
     shown: dict[str, int] = {}
-    stop = threading.Event()
 
     def report(final: bool) -> None:
         elapsed = time.monotonic() - began
@@ -83,18 +82,9 @@ def store_progress(
             line = progress_line(label, done, len(keys), done - start[label], elapsed)
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
-    def poll() -> None:
-        while not stop.wait(interval):
-            report(final=False)
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
+    with _every(interval, lambda: report(final=False)):
         yield
-    finally:
-        stop.set()
-        thread.join()
-        report(final=True)
+    report(final=True)
 
 
 @contextmanager
@@ -110,22 +100,30 @@ def _bars(
         transient=False,
     )
     tasks = {label: progress.add_task(label, total=len(keys)) for label, keys in groups.items()}
-    stop = threading.Event()
 
-    def poll() -> None:
-        while True:
-            for label, keys in groups.items():
-                progress.update(tasks[label], completed=store.count(kind, keys))
-            if stop.wait(1.0):
-                return
+    def update() -> None:
+        for label, keys in groups.items():
+            progress.update(tasks[label], completed=store.count(kind, keys))
 
     with progress:
-        thread = threading.Thread(target=poll, daemon=True)
-        thread.start()
-        try:
+        with _every(1.0, update):
             yield
-        finally:
-            stop.set()
-            thread.join()
-            for label, keys in groups.items():
-                progress.update(tasks[label], completed=store.count(kind, keys))
+        update()
+
+
+@contextmanager
+def _every(seconds: float, call: Callable[[], None]) -> Iterator[None]:
+    """Run ``call`` every ``seconds`` in a thread while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            call()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -1,12 +1,7 @@
 """``prefdelta review push``: a delta-stratified, blinded sample of a published dataset in Argilla.
 
-Blinding. Each record shows the prompt and the two traces as "Response A" and "Response B",
-the chosen trace first or second at random (a seeded hash of seed and pair id, so the order
-does not depend on what else is in the sample). Which one A is lives in the record's metadata
-property ``a_is`` (``chosen`` or ``rejected``), declared ``visible_for_annotators=False``:
-argilla-server 2.8.0 strips it from every record it returns to a user with the *annotator*
-role (and hides it from their filters), while owners and admins still read it, so
-``review pull`` un-blinds from the server alone, on any machine, with no local file to lose.
+Blinding (see :mod:`prefdelta.review.records`): the chosen trace is Response A or B by a
+seeded coin per pair, recorded in metadata that Argilla hides from annotator accounts.
 Reviewers must therefore be annotator accounts: an owner or admin sees the metadata panel.
 
 Re-pushing upserts by record id (the pair id), so it never duplicates, and it keeps the A/B

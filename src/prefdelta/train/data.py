@@ -104,6 +104,18 @@ def dataset_source(ref: str, revision: str | None) -> DatasetSource:
 
 
 @contextmanager
+def read_traces(source: DatasetSource, columns: list[str] | None = None) -> datasets.Dataset:
+    """The published ``traces`` config of ``source`` at its resolved revision."""
+    with fresh_cache(source):
+        return datasets.load_dataset(
+            source.path,
+            "traces",
+            split="train",
+            revision=None if source.local else source.resolved,
+            columns=columns,
+        )
+
+
 def fresh_cache(source: DatasetSource) -> Iterator[None]:
     """Load a local folder through a ``datasets`` cache keyed by its content.
 
@@ -348,7 +360,6 @@ def _other_split_prompts(source: DatasetSource, split: str) -> set[str]:
 
 
 def _load_traces(args: KTODataArguments, source: DatasetSource) -> tuple[list[dict], dict]:
-    import datasets
     import pyarrow.compute as pc
 
     where = f"{source.display} (config traces)"
@@ -360,13 +371,7 @@ def _load_traces(args: KTODataArguments, source: DatasetSource) -> tuple[list[di
     if source.local and not any((Path(source.path) / "data" / "traces").glob("*.parquet")):
         raise missing
     try:
-        with fresh_cache(source):
-            table = datasets.load_dataset(
-                source.path,
-                "traces",
-                split="train",
-                revision=None if source.local else source.resolved,
-            ).data.table
+        table = read_traces(source).data.table
     except (ValueError, FileNotFoundError) as exc:
         if "traces" in str(exc) or "data_files" in str(exc) or "BuilderConfig" in str(exc):
             raise missing from None

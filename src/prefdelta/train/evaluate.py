@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefdelta.train.data import fresh_cache
+from prefdelta.train.data import fresh_cache, read_traces
 from prefdelta.train.sweep_config import EvalConfig, SweepError
 
 
@@ -27,7 +27,6 @@ def eval_prompts(
     config: EvalConfig, base_dir: Path, dataset: Any, train_split: str = "train"
 ) -> list[EvalPrompt]:
     """Held-out prompts with references: ``eval.prompts``, or the dataset's held-out split."""
-    import datasets
 
     from prefdelta.builders.prompts import load_prompts
 
@@ -48,14 +47,7 @@ def eval_prompts(
         limit = e.prompts.limit or e.limit
     else:
         held_out = set(read_pairs_columns(dataset, e.split, ["prompt_id"])["prompt_id"])
-        with fresh_cache(dataset):
-            traces = datasets.load_dataset(
-                dataset.path,
-                "traces",
-                split="train",
-                revision=None if dataset.local else dataset.resolved,
-                columns=["prompt_id", "prompt", "reference"],
-            )
+        traces = read_traces(dataset, ["prompt_id", "prompt", "reference"])
         seen: dict[str, EvalPrompt] = {}
         for row in traces:
             pid = row["prompt_id"]
