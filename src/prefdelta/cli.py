@@ -2,6 +2,9 @@
 
 Each command is a thin shell over one stage module; errors a user can fix are printed as
 one line each and exit with status 1, never as a traceback.
+
+Why one module of this size: one thin function per command, each only parsing options and
+printing; the work is in the stage modules.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ the wording of each problem: :mod:`prefdelta.recipe_errors`).
 Secrets never live in a recipe: ``api_key`` only accepts an environment reference such as
 ``${OPENAI_API_KEY}``, kept as written and resolved when a model is called. Every other
 string may use ``${VAR}`` or ``${VAR:-default}``, resolved at load time.
+
+Why one module of this size: it is the recipe's whole schema, read as the reference
+(``prefdelta.recipe_docs`` renders the README's table from it); its YAML-location and
+error wording live in :mod:`prefdelta.recipe_errors`.
 """
 
 from __future__ import annotations

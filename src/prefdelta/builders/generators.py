@@ -14,6 +14,11 @@ subclasses below replace ``_agenerate`` with the same gather behind an
 ``asyncio.Semaphore(max_concurrency)``; ``agenerate`` and its signature are untouched, so
 distilabel's check of generation parameters still works. The bound holds per LLM instance,
 that is per step replica; batches of one step run one after another.
+
+Why one module of this size: it is the one map from a recipe endpoint to a distilabel LLM;
+each backend's class is a thin subclass of distilabel's, and splitting them apart would
+scatter the rules (seeds, schema dialects, per-row failures) that must read the same for
+every backend.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ errors), so the Task re-asks inside the step, batched across rows, and keeps eve
 could not score with its status and raw outputs: nothing the judge failed on disappears.
 How raw answers become scores lives in one place, :class:`AnswerReader`, which the build
 also uses to read its stored answers again.
+
+Why one module of this size: the judge Task and its AnswerReader are the one place raw
+answers become scores and statuses; the schema is in :mod:`prefdelta.judge_schema`,
+decoding in :mod:`prefdelta.builders.constrained`, prose parsing in
+:mod:`prefdelta.builders.judge_parsing`.
 """
 
 import importlib.resources as importlib_resources

@@ -7,6 +7,10 @@ in a dataset rests on these numbers, so the parser accepts every such shape it c
 read unambiguously, but never invents or bends a score: a value outside the scale is an
 error that names the dimension and the value, a missing dimension is an error that names
 it, and ``status == "ok"`` guarantees an in-range float for every dimension.
+
+Why one module of this size: it is one lenient parser for prose judge answers (JSON, then
+repaired JSON, then labelled lines), whose fallbacks must be read together to know what a
+status means.
 """
 
 from __future__ import annotations

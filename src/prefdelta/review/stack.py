@@ -7,6 +7,10 @@ and needs ``huggingface_hub<1``), so it lives in its own venv, made by
 imports nothing from it. Every child gets its own process group (stopped as a group, so rq's
 forked workers go too) and a stdin pipe from us: if this process dies without cleaning up, the
 pipe closes and each child exits by itself.
+
+Why one module of this size: it owns four processes (fakeredis, the osmem search server,
+the API server and its worker) that must start, be watched and stop as one, and the
+lookup of the venv they run from.
 """
 
 from __future__ import annotations
