@@ -44,6 +44,36 @@ def test_validate_and_inspect_read_a_local_prompts_file_without_models(tmp_path:
     assert "2 prompts in p.csv" in result.output
 
 
+def test_inspect_wraps_long_text_and_shows_only_what_applies(tmp_path: Path) -> None:
+    """Piped at 80 columns, a long rubric is wrapped, never cropped; best-vs-worst shows its
+    pool and the resolved ties policy, not `rejected`; a folder target has no `private`."""
+    rubric = " ".join(f"word{i}" for i in range(60)) + " the end."
+    (tmp_path / "p.jsonl").write_text('{"problem": "What is 1+1?", "answer": "2"}\n')
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "name: wide\n"
+        "prompts: {path: p.jsonl, reference_column: answer}\n"
+        "generators:\n"
+        "  a: {model: org/a, backend: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "  b: {model: org/b, backend: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+        "pairing: {strategy: best-vs-worst, pool: [a, b]}\n"
+        "judge:\n"
+        "  model: org/j\n"
+        "  backend: openai\n"
+        "  base_url: 'http://127.0.0.1:9/v1'\n"
+        f"  dimensions: [{{name: clarity, rubric: '{rubric}'}}]\n"
+        "publish: {folder: ./out}\n"
+    )
+    result = runner.invoke(app, ["inspect", str(path)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    rubric_lines = [line for line in result.output.splitlines() if "word" in line]
+    assert len(rubric_lines) > 1 and max(map(len, rubric_lines)) <= 90  # wrapped
+    words = result.output.split()
+    assert [f"word{i}" for i in range(60) if f"word{i}" not in words] == [], result.output
+    assert "ties: drop" in result.output and "pool:" in result.output
+    assert "rejected:" not in result.output and "private:" not in result.output
+
+
 def test_validate_reports_problems_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nprompts: {path: p.jsonl}\ngenerators: {}\n")

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -99,15 +99,37 @@ def validate(recipe: RecipeArg) -> None:
     out.print(f"ok: {recipe} is a valid recipe '{r.name}' (hash {r.content_hash()[:12]}){read}")
 
 
+def resolved_recipe(r: BuildRecipe) -> dict[str, Any]:
+    """The recipe as it will run: defaults filled in and resolved (the ties policy), and
+    only the keys that apply (no ``rejected`` for best-vs-worst, no ``private`` for a
+    folder target)."""
+    resolved = r.model_dump(mode="json", exclude_none=True)
+    pairing = resolved["pairing"]
+    for key in ("rejected", "chosen") if r.pairing.strategy == "best-vs-worst" else ("pool",):
+        pairing.pop(key, None)
+    pairing["ties"] = r.pairing.tie_policy
+    publish = resolved.get("publish")
+    if publish is not None and r.publish is not None:
+        hub_only = ("private", "revision", "tag")
+        for key in ("overwrite",) if r.publish.repo_id else hub_only:
+            publish.pop(key, None)
+    return resolved
+
+
 @app.command()
 def inspect(recipe: RecipeArg) -> None:
     """Show the resolved recipe and the plan: generations, judge calls, pairs."""
     from prefdelta.plan import plan_build
 
     r = _load(recipe)
-    resolved = r.model_dump(mode="json", exclude_none=True)
     out.print(f"[bold]{r.name}[/]  hash {r.content_hash()[:12]}  ({recipe})")
-    out.print(Syntax(yaml.safe_dump(resolved, sort_keys=False, width=100), "yaml"))
+    # wrapped to the width, never cropped: a rubric or a system prompt is read whole
+    width = max(40, out.width - 8)
+    text = yaml.safe_dump(resolved_recipe(r), sort_keys=False, width=width, allow_unicode=True)
+    if out.is_terminal:
+        out.print(Syntax(text, "yaml", word_wrap=True))
+    else:
+        out.print(text.rstrip("\n"), markup=False, highlight=False)
     for where, endpoint in [*r.generators.items(), ("judge", r.judge)]:
         if endpoint.api_key:
             state = "set" if endpoint.api_key[2:-1] in os.environ else "NOT SET"
