@@ -74,6 +74,15 @@ def test_inspect_wraps_long_text_and_shows_only_what_applies(tmp_path: Path) -> 
     assert "rejected:" not in result.output and "private:" not in result.output
 
 
+def test_inspect_judge_prompt_prints_what_the_judge_is_asked() -> None:
+    result = runner.invoke(app, ["inspect", str(ROOT / "recipes" / "demo.yaml"), "--judge-prompt"])
+    assert result.exit_code == 0, result.output
+    for name in ("factuality", "step_coherence", "signal_to_noise"):
+        assert f"- {name}: " in result.output
+    assert "<problem>" in result.output and "<trace>" in result.output
+    assert "each rationale at most 24 characters" in result.output  # the schema's bound
+
+
 def test_validate_reports_problems_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nprompts: {path: p.jsonl}\ngenerators: {}\n")

@@ -117,11 +117,24 @@ def resolved_recipe(r: BuildRecipe) -> dict[str, Any]:
 
 
 @app.command()
-def inspect(recipe: RecipeArg) -> None:
+def inspect(
+    recipe: RecipeArg,
+    judge_prompt: Annotated[
+        bool,
+        typer.Option(
+            "--judge-prompt",
+            help="print exactly what the judge is asked about one trace (the build's first "
+            "trace when it has been built, else the first prompt with a placeholder trace)",
+        ),
+    ] = False,
+) -> None:
     """Show the resolved recipe and the plan: generations, judge calls, pairs."""
     from prefdelta.plan import plan_build
 
     r = _load(recipe)
+    if judge_prompt:
+        _print_judge_prompt(r)
+        return
     out.print(f"[bold]{r.name}[/]  hash {r.content_hash()[:12]}  ({recipe})")
     # wrapped to the width, never cropped: a rubric or a system prompt is read whole
     width = max(40, out.width - 8)
@@ -157,6 +170,30 @@ def inspect(recipe: RecipeArg) -> None:
     out.print(table)
     if plan.prompts is None:
         out.print("prompt count is known once the Hub dataset is read; set prompts.limit to fix it")
+
+
+def _print_judge_prompt(r: BuildRecipe) -> None:
+    import pyarrow.parquet as pq
+
+    from prefdelta.builders.build import build_dir_for
+    from prefdelta.builders.judge import judge_prompt
+    from prefdelta.builders.prompts import read_prompt_table
+    from prefdelta.schema import TRACES_FILE
+
+    traces = build_dir_for(r) / TRACES_FILE
+    if traces.is_file():
+        first = pq.read_table(traces, columns=["prompt", "trace", "generator"]).slice(0, 1)
+        row = first.to_pylist()[0]
+        prompt, trace, source = row["prompt"], row["trace"], f"{traces}, first trace"
+    else:
+        prompt = "(the problem)"
+        if r.prompts.path is not None:
+            with user_errors():
+                table, _ = read_prompt_table(r.prompts, r.base_dir)
+            prompt = str(table[0][r.prompts.column])
+        trace, source = "(a generator's trace)", "not built yet: a placeholder trace"
+    err.print(f"judge prompt ({source}):", markup=False, highlight=False)
+    out.print(judge_prompt(r.judge, prompt, trace), markup=False, highlight=False)
 
 
 @app.command()

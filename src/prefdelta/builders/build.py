@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
-from prefdelta.builders.judge import AnswerReader, reader_for
+from prefdelta.builders.judge import AnswerReader, reader_for, template_source
 from prefdelta.builders.keys import judgment_key, trace_key
 from prefdelta.builders.pairs import make_pairs
 from prefdelta.builders.pipelines import (
@@ -237,6 +237,8 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     (out / RECIPE_FILE).write_text(recipe.source_text, encoding="utf-8")
     summary = build_summary(recipe, prompts, duplicates, traces, report, gaps, means)
     summary["refused_prompts"] = [asdict(r) for r in refused]
+    # what produced judge_raw: the template's hash is part of every judgment's key too
+    summary["judge_template_sha256"] = hashlib.sha256(template_source().encode()).hexdigest()
     summary["failed"] = {
         "generations": len(missing),
         "judgments": len(unjudged),

@@ -355,17 +355,13 @@ class ReasoningJudge(Task):
         """One user turn: rubrics, the problem, the trace and the JSON shape to answer in."""
         if self._template is None:  # rendering needs no LLM: let prompts be built unloaded
             self._template = Template(template_source())
-        rationale_chars = None
-        if self.json_schema is not None:
-            first = self.json_schema["properties"][self.dimension_names[0]]
-            rationale_chars = first["properties"]["rationale"]["maxLength"]
-        content = self._template.render(
-            dimensions=self.dimensions,
-            low=self.scale[0],
-            high=self.scale[1],
-            instruction=input["instruction"],
-            generation=input["generation"],
-            rationale_chars=rationale_chars,
+        content = render_judge_prompt(
+            self._template,
+            self.dimensions,
+            self.scale,
+            self.json_schema,
+            input["instruction"],
+            input["generation"],
         )
         return [{"role": "user", "content": content.strip()}]
 
@@ -562,6 +558,42 @@ class _Slot:
     def record(self, attempt: dict[str, Any], judgment: Judgment) -> None:
         self.attempts.append(attempt)
         self.judgments.append(judgment)
+
+
+def render_judge_prompt(
+    template: Template,
+    dimensions: list[dict[str, str]],
+    scale: tuple[int, int],
+    json_schema: dict[str, Any] | None,
+    instruction: str,
+    generation: str,
+) -> str:
+    """The judge's one user turn: rubrics, the problem, the trace and the shape to answer
+    in (with the schema's rationale bound, when there is a schema)."""
+    rationale_chars = None
+    if json_schema is not None:
+        first = json_schema["properties"][dimensions[0]["name"]]
+        rationale_chars = first["properties"]["rationale"]["maxLength"]
+    return template.render(
+        dimensions=dimensions,
+        low=scale[0],
+        high=scale[1],
+        instruction=instruction,
+        generation=generation,
+        rationale_chars=rationale_chars,
+    ).strip()
+
+
+def judge_prompt(config: "JudgeConfig", prompt: str, trace: str) -> str:
+    """Exactly what the recipe's judge is asked about ``trace`` (no model needed)."""
+    return render_judge_prompt(
+        Template(template_source()),
+        [d.model_dump() for d in config.dimensions],
+        tuple(config.scale),
+        schema_for(config),
+        prompt,
+        trace,
+    )
 
 
 def judge_from_config(
