@@ -148,6 +148,12 @@ def test_build_writes_every_trace_and_reuses_everything_on_rerun(
     assert "no pair has sample-level deltas" in log.getvalue()  # and the summary says why
     # a log that is not a terminal gets plain progress lines, and cut-off traces are said
     assert "generate strong: 6/6 (100%)" in log.getvalue() and "━━━━ 6/6" not in log.getvalue()
+    made = {
+        g: sum(t["output_tokens"] for t in traces if t["generator"] == g)
+        for g in ("strong", "weak")
+    }
+    assert {g: first["generators"][g]["output_tokens"] for g in made} == made
+    assert 0 < made["weak"] <= 3 * 12  # three traces, at most their budget each
     cut = first["finish_reason"].get("length", 0)
     assert cut > 0 and f"{cut} of 9 generations stopped at max_new_tokens" in log.getvalue()
     assert sum(first["unjudged_pairs"].values()) == 3 == first["unjudged_pairs_kept"]

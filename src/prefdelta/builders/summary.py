@@ -89,7 +89,14 @@ def build_summary(
         | {"delta": _stats([p["delta"] for p in judged_pairs])},
         "generator_pairs": per_pair,
         "generators": {
-            g: {"mean_score": m[0], "accuracy": m[1], "judged_traces": m[2]}
+            g: {
+                "mean_score": m[0],
+                "accuracy": m[1],
+                "judged_traces": m[2],
+                "output_tokens": sum(
+                    max(0, t["output_tokens"] or 0) for t in traces if t["generator"] == g
+                ),
+            }
             for g, m in means.items()
         },
     }
