@@ -1,7 +1,7 @@
 """DPO training throughput: prefdelta's trainer vs plain TRL ``DPOTrainer``, single run and sweep.
 
-For a GPU machine (H100/H200). Same model and data as the TRL anchor
-(``/work/shared/anchors/trl_dpo_anchor.py``): a random-initialised Qwen2.5-0.5B-shaped
+For a GPU machine (H100/H200). Same model and data as the plain-TRL DPO baseline whose
+H100 numbers the training goals quote: a random-initialised Qwen2.5-0.5B-shaped
 model built from its config (no download), bf16; a word-level tokenizer built in-process;
 synthetic pairs with a 256-word prompt and 128..768-word completions (one word, one
 token), ``max_length`` 1024. Variants, each at per-device batch 8 and 32:

@@ -117,3 +117,22 @@ def test_the_recipe_layer_imports_nothing_above_it(module: str) -> None:
     above = ("prefdelta.builders", "prefdelta.push", "prefdelta.train", "prefdelta.review")
     above += ("prefdelta.cli", "prefdelta.loading")
     assert not [t for t in _graph()[module] if t.startswith(above)]
+
+
+def test_the_project_names_no_file_outside_its_repository() -> None:
+    """No design note, shared folder or machine path from where it was written."""
+    root = PACKAGE.parents[1]
+    outside = ("/" + "work/", "../" + "shared", "DESIGN" + ".md")
+    texts = [
+        p
+        for folder in ("src", "tests", "bench", "recipes", "scripts")
+        for p in (root / folder).rglob("*")
+        if p.is_file() and p.suffix in {".py", ".md", ".yaml", ".yml", ".sh", ".toml", ".jinja2"}
+    ] + [root / "README.md", root / "pyproject.toml", root / "Makefile"]
+    found = [
+        f"{p.relative_to(root)}: {needle}"
+        for p in texts
+        for needle in outside
+        if needle in p.read_text(encoding="utf-8", errors="replace")
+    ]
+    assert found == []
