@@ -106,9 +106,10 @@ def dataset_source(ref: str, revision: str | None) -> DatasetSource:
     return DatasetSource(ref, False, ref, revision, str(sha or revision or "main"))
 
 
-@contextmanager
 def read_traces(source: DatasetSource, columns: list[str] | None = None) -> datasets.Dataset:
     """The published ``traces`` config of ``source`` at its resolved revision."""
+    import datasets
+
     with fresh_cache(source):
         return datasets.load_dataset(
             source.path,
@@ -119,6 +120,7 @@ def read_traces(source: DatasetSource, columns: list[str] | None = None) -> data
         )
 
 
+@contextmanager
 def fresh_cache(source: DatasetSource) -> Iterator[None]:
     """Load a local folder through a ``datasets`` cache keyed by its content.
 
