@@ -139,6 +139,8 @@ def test_generator_pairs(published: tuple[Path, list[dict]]) -> None:
         ("chosen_correct", lambda r: r["chosen_correct"] is True),
         ("both_correct", lambda r: r["chosen_correct"] is True and r["rejected_correct"] is True),
         ("chosen_only", lambda r: r["chosen_correct"] is True and r["rejected_correct"] is False),
+        ("rejected_only", lambda r: r["chosen_correct"] is False and r["rejected_correct"] is True),
+        ("both_wrong", lambda r: r["chosen_correct"] is False and r["rejected_correct"] is False),
         ("rejected_incorrect", lambda r: r["rejected_correct"] is False),
     ],
 )
@@ -147,6 +149,16 @@ def test_correctness(published: tuple[Path, list[dict]], correctness: str, keep:
     expected = [r for r in rows if keep(r)]
     assert expected
     assert _ids(load_pairs(folder, correctness=correctness)) == _ids(expected)
+
+
+def test_the_four_correctness_directions_split_every_pair_once(
+    published: tuple[Path, list[dict]],
+) -> None:
+    from prefdelta.loading import CORRECTNESS_DIRECTIONS
+
+    folder, rows = published
+    ids = [i for d in CORRECTNESS_DIRECTIONS for i in _ids(load_pairs(folder, correctness=d))]
+    assert sorted(ids) == sorted(_ids(rows))
 
 
 def test_errors_say_what_is_available(published: tuple[Path, list[dict]]) -> None:

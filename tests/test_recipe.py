@@ -52,6 +52,8 @@ def test_shipped_recipes_validate() -> None:
     paper = load_recipe(ROOT / "recipes" / "openr1-math-delta.yaml")
     assert paper.pairing.generator_names == ["r1", "s1-3b"]
     assert paper.judge.dimension_names == list(BUILTIN_RUBRICS)
+    ladder = load_recipe(ROOT / "recipes" / "openr1-math-ladder.yaml")
+    assert ladder.pairing.chosen == "r1" and len(ladder.pairing.rejected) == 4
     demo = load_recipe(ROOT / "recipes" / "demo.yaml")
     assert demo.publish is not None and demo.publish.folder == "outputs/demo"
     assert demo.prompts.path and (demo.base_dir / demo.prompts.path).is_file()

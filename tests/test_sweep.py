@@ -1,4 +1,4 @@
-"""``prefdelta sweep``: the paper's delta and generator-pair experiments end to end.
+"""``prefdelta sweep``: the paper's three experiments end to end.
 
 Tiny random models on a synthetic published folder: every run really trains with TRL,
 every model really answers the held-out prompts through the build's transformers backend,
@@ -9,6 +9,7 @@ checked is the experiment's shape.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,14 @@ from build_fixtures import make_build
 from model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 from prefdelta.cli import app
 from prefdelta.push import publish_build
-from prefdelta.train.sweep import SweepError, drop_unrankable, load_sweep, plan_runs
+from prefdelta.train.sweep import (
+    SweepError,
+    correctness_runs,
+    direction_counts,
+    drop_unrankable,
+    load_sweep,
+    plan_runs,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -45,12 +53,29 @@ def _train_yaml(path: Path, dataset: Path, model: Path) -> Path:
     return path
 
 
+def _mc_file(path: Path) -> Path:
+    """A multiple-choice eval set in MMLU-Pro's shape: question, options, answer letter."""
+    rows = [
+        {
+            "question": f"Which number is {i} + {i}?",
+            "options": [str(2 * i), str(i), "0"],
+            "answer": "A",
+        }
+        for i in range(1, 5)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
 @pytest.mark.slow
 def test_sweep_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa: F811
+    """All three experiments, two eval sets (one multiple-choice), every row kind, every
+    figure, intervals on every row, and a rerun that trains and answers nothing again."""
     build = make_build(tmp_path / "build", n_prompts=20, seed=5)
     published = tmp_path / "published"
     publish_build(build, published, test_size=0.25)
     _train_yaml(tmp_path / "train.yaml", published, tiny_model_dir)
+    _mc_file(tmp_path / "mc.jsonl")
     sweep = tmp_path / "sweep.yaml"
     out = tmp_path / "out"
     sweep.write_text(
@@ -59,9 +84,30 @@ def test_sweep_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa
                 "name": "tiny",
                 "train": "train.yaml",
                 "output_dir": str(out),
-                "delta": {"dimension": "step_coherence", "fractions": [0.5, 1.0]},
-                "generator_pairs": ["strong:weak"],
-                "eval": {"generation": {"temperature": 0.0, "max_new_tokens": 8}, "limit": 3},
+                "delta": {
+                    "dimension": "step_coherence",
+                    "fractions": [0.5, 1.0],
+                    "random_seeds": [0, 1],
+                },
+                "generator_pairs": "all",
+                "correctness": {"min_pairs": 5},
+                "eval": {
+                    "generation": {"temperature": 0.0, "max_new_tokens": 8},
+                    "limit": 3,
+                    "sets": [
+                        {"name": "held_out"},
+                        {
+                            "name": "mc",
+                            "prompts": {
+                                "path": "mc.jsonl",
+                                "column": "question",
+                                "reference_column": "answer",
+                            },
+                            "scorer": "multiple_choice",
+                            "options_column": "options",
+                        },
+                    ],
+                },
             }
         ),
         encoding="utf-8",
@@ -71,40 +117,125 @@ def test_sweep_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa
     assert result.exit_code == 0, result.output
 
     with (out / "results.csv").open() as f:
-        rows = {r["run"]: r for r in csv.DictReader(f)}
-    assert set(rows) == {
+        rows = list(csv.DictReader(f))
+    # one row per run and eval set
+    by_set = {s: {r["run"]: r for r in rows if r["eval_set"] == s} for s in ("held_out", "mc")}
+    counts = _direction_counts(published)
+    runs = {
         "base",
         "top50-step_coherence",
         "random50-seed0",
+        "random50-seed1",
         "all",
         "pair-strong-vs-weak",
+        "pair-strong-vs-weaker",
+        *(f"correct-{d}" for d, n in counts.items() if n >= 5),
     }
-    assert all(r["n_eval"] == "3" for r in rows.values())
-    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows.values())
-    n_all = int(rows["all"]["pairs"])
-    assert int(rows["top50-step_coherence"]["pairs"]) == int(rows["random50-seed0"]["pairs"])
-    assert int(rows["random50-seed0"]["pairs"]) == -(-n_all // 2)
-    assert 0 < int(rows["pair-strong-vs-weak"]["pairs"]) < n_all
+    assert set(by_set["held_out"]) == set(by_set["mc"]) == runs
+    assert len(rows) == 2 * len(runs)
+    assert {r["scorer"] for r in by_set["mc"].values()} == {"multiple_choice"}
+    assert all(r["n_eval"] == "3" for r in rows)
+    for r in rows:  # every accuracy has its interval, every run its gain over the base
+        low, acc, high = (float(r[k]) for k in ("accuracy_low", "accuracy", "accuracy_high"))
+        assert 0.0 <= low <= acc <= high <= 1.0
+        if r["run"] == "base":
+            assert r["gain"] == "" and r["significant"] == ""
+        else:
+            assert float(r["gain_low"]) <= float(r["gain"]) <= float(r["gain_high"])
+            assert r["significant"] in ("True", "False")
+    held = by_set["held_out"]
+    n_all = int(held["all"]["pairs"])
+    assert int(held["top50-step_coherence"]["pairs"]) == int(held["random50-seed0"]["pairs"])
+    assert int(held["random50-seed1"]["pairs"]) == -(-n_all // 2)
+    # each generator pair's row carries its measured gap
+    assert float(held["pair-strong-vs-weaker"]["generator_delta"]) > float(
+        held["pair-strong-vs-weak"]["generator_delta"]
+    )
+    assert held["pair-strong-vs-weak"]["generator_accuracy_delta"] != ""
+    # correctness runs are all one size: the smallest direction with min_pairs
+    sized = [n for n in counts.values() if n >= 5]
+    assert sized and {held[f"correct-{d}"]["pairs"] for d, n in counts.items() if n >= 5} == {
+        str(min(sized))
+    }
 
-    png = out / "results.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = (out / "results.md").read_text()
-    assert "| top50-step_coherence | delta | top | 0.5 |" in table
+    for name in ("top_vs_random.png", "gain_vs_generator_delta.png", "correctness.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    report = (out / "results.md").read_text()
+    assert "## Eval set `held_out` (math, 3 prompts)" in report
+    assert "## Eval set `mc` (multiple_choice, 3 prompts)" in report
+    assert "### Top k% by `delta_step_coherence` against random k%" in report
+    assert "| 50% |" in report and ", 2) |" in report  # the spread over 2 seeds
+    assert "Slope " in report and "least squares over 2 pairs" in report
+    assert "### Correctness directions" in report
+    for d, n in counts.items():
+        if n < 5:
+            assert f"skipping correctness {d}: {n} pair(s)" in report
+    assert "differences are significant at 95%" in report
     # each run is a normal training run: its config, model card and answers are kept
     run = out / "runs" / "top50-step_coherence"
     run_cfg = yaml.safe_load((run / "train.yaml").read_text())
     assert run_cfg["top_fraction"] == 0.5 and run_cfg["dimension"] == "step_coherence"
     assert "| top_fraction | `0.5` |" in (run / "README.md").read_text()
-    assert len((run / "answers.jsonl").read_text().splitlines()) == 3
+    assert len((run / "eval" / "held_out" / "answers.jsonl").read_text().splitlines()) == 3
+    mc_answers = (run / "eval" / "mc" / "answers.jsonl").read_text().splitlines()
+    assert [json.loads(a)["reference"] for a in mc_answers] == ["A", "A", "A"]
     # the reference pass ran once for the sweep: later runs found their pairs cached
-    # ("all" ran before it: the pair's sequences are all cached)
     card = (out / "runs" / "pair-strong-vs-weak" / "README.md").read_text()
     assert " 0 computed for this run" in card
 
-    # a rerun trains nothing again
+    # a rerun trains and answers nothing again
     again = CliRunner().invoke(app, ["sweep", str(sweep)])
     assert again.exit_code == 0, again.output
-    assert "training" not in again.output and again.output.count("reused") == 4
+    assert ": training" not in again.output and "answering" not in again.output
+    assert again.output.count("trained before, reused") == len(runs) - 1
+
+
+def _direction_counts(published: Path) -> dict[str, int]:
+    from prefdelta.loading import load_pairs
+
+    ds = load_pairs(published)
+    return direction_counts(ds["chosen_correct"], ds["rejected_correct"])
+
+
+def test_correctness_runs_are_one_size_and_skips_are_counted(tmp_path: Path) -> None:
+    from prefdelta.train.sweep_config import CorrectnessSweep
+
+    counts = {"both_correct": 9, "chosen_only": 20, "rejected_only": 2, "both_wrong": 6}
+    runs, notes = correctness_runs(CorrectnessSweep(min_pairs=4), counts)
+    assert [(r.correctness, r.pairs) for r in runs] == [
+        ("both_correct", 6),
+        ("chosen_only", 6),
+        ("both_wrong", 6),
+    ]
+    assert notes == [
+        "skipping correctness rejected_only: 2 pair(s) in the training split, fewer than "
+        "min_pairs (4)"
+    ]
+    assert runs[0].keys("delta")["num_pairs"] == 6
+    assert runs[0].keys("delta")["correctness"] == "both_correct"
+    runs, notes = correctness_runs(CorrectnessSweep(pairs=8, min_pairs=4), counts)
+    assert [r.correctness for r in runs] == ["both_correct", "chosen_only"]
+    assert "both_wrong: 6 pair(s) in the training split, fewer than pairs (8)" in notes[1]
+    assert direction_counts([True, True, False, False, None], [True, False, True, False, True]) == {
+        "both_correct": 1,
+        "chosen_only": 1,
+        "rejected_only": 1,
+        "both_wrong": 1,
+    }
+
+
+def test_option_letters_are_read_as_a_final_answer() -> None:
+    from prefdelta.builders.verify import choice_letter, is_choice_correct
+
+    assert choice_letter("so the result is \\boxed{B}") == "B"
+    assert choice_letter("\\boxed{\\text{(C)}} I think") == "C"
+    assert choice_letter("Answer: B. Wait, no: the answer is (D).") == "D"
+    assert choice_letter("(E)") == "E"
+    assert choice_letter("the answer is A prime number") is None  # prose, not a letter
+    assert choice_letter("the answer is K", n_options=4) is None  # not an option
+    assert choice_letter("\\boxed{42}") is None
+    assert is_choice_correct("The answer is (c)", "C") is False  # lowercase is prose
+    assert is_choice_correct("The answer is (C)", " c ")
 
 
 def test_a_build_without_scored_pairs_still_sweeps_what_it_can(tmp_path: Path) -> None:
@@ -167,7 +298,11 @@ def test_shipped_sweep_and_train_configs_are_valid() -> None:
 
     recipes = Path(__file__).parent.parent / "recipes" / "train"
     config, train = load_sweep(recipes / "sweep-demo.yaml")
-    assert train == (recipes / "dpo-demo.yaml").resolve() and config.eval.prompts is not None
+    assert train == (recipes / "dpo-demo.yaml").resolve()
+    assert config.eval.sets[0].prompts is not None and config.correctness is not None
+    paper, train = load_sweep(recipes / "sweep-paper.yaml")
+    assert train == (recipes / "dpo-paper.yaml").resolve()
+    assert [s.scorer for s in paper.eval.sets] == ["math", "math", "multiple_choice"]
     cpu = ["--use_cpu", "true", "--bf16", "false"]  # dpo-paper asks for a GPU's bf16
     for name, types in (
         ("dpo-demo", (DataArguments, DPOConfig, ModelConfig)),

@@ -31,8 +31,12 @@ CORRECTNESS: dict[str, tuple[tuple[str, bool], ...]] = {
     "chosen_correct": (("chosen_correct", True),),
     "both_correct": (("chosen_correct", True), ("rejected_correct", True)),
     "chosen_only": (("chosen_correct", True), ("rejected_correct", False)),
+    "rejected_only": (("chosen_correct", False), ("rejected_correct", True)),
+    "both_wrong": (("chosen_correct", False), ("rejected_correct", False)),
     "rejected_incorrect": (("rejected_correct", False),),
 }
+# the four that split every verified pair exactly once (the paper's correctness directions)
+CORRECTNESS_DIRECTIONS = ("both_correct", "chosen_only", "rejected_only", "both_wrong")
 
 
 class PairsLoadError(PrefdeltaError, ValueError):
@@ -59,7 +63,8 @@ def load_pairs(
       (pushed down).
     - ``correctness`` (pushed down; needs references in the build):
       ``"chosen_correct"`` the chosen answer is right; ``"both_correct"`` both are right;
-      ``"chosen_only"`` chosen right and rejected wrong; ``"rejected_incorrect"`` the
+      ``"chosen_only"`` chosen right and rejected wrong; ``"rejected_only"`` chosen wrong
+      and rejected right; ``"both_wrong"`` neither is right; ``"rejected_incorrect"`` the
       rejected answer is wrong.
     - ``top_fraction`` in (0, 1]: after the filters above, keep the ``ceil(fraction * n)``
       pairs with the highest delta; ties are broken by ``pair_id`` so the selection is

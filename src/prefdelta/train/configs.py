@@ -56,7 +56,16 @@ class DataArguments:
         default=None,
         metadata={"help": "Keep a seeded random fraction in (0, 1] (the paper's control)."},
     )
-    selection_seed: int = field(default=0, metadata={"help": "Seed of `random_fraction`."})
+    num_pairs: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep this many pairs, a seeded random draw from those the other filters "
+            "keep (so runs over different filters train on as many pairs)."
+        },
+    )
+    selection_seed: int = field(
+        default=0, metadata={"help": "Seed of `random_fraction` and `num_pairs`."}
+    )
     generator_pairs: list[str] | None = field(
         default=None,
         metadata={"help": "Keep only these generator pairs, each `chosen:rejected`."},
@@ -91,8 +100,21 @@ class DataArguments:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and 0 < value <= 1):
                 raise TrainConfigError(f"{name} must be a fraction in (0, 1], got {value!r}")
-        if self.top_fraction is not None and self.random_fraction is not None:
-            raise TrainConfigError("give top_fraction or random_fraction, not both")
+        if self.num_pairs is not None and (
+            isinstance(self.num_pairs, bool)
+            or not isinstance(self.num_pairs, int)
+            or self.num_pairs <= 0
+        ):
+            raise TrainConfigError(f"num_pairs must be a positive integer, got {self.num_pairs!r}")
+        given = [
+            k
+            for k in ("top_fraction", "random_fraction", "num_pairs")
+            if getattr(self, k) is not None
+        ]
+        if len(given) > 1:
+            raise TrainConfigError(
+                f"give one of top_fraction, random_fraction, num_pairs; got {' and '.join(given)}"
+            )
         if self.correctness is not None and self.correctness not in CORRECTNESS:
             raise TrainConfigError(
                 f"correctness: unknown value {self.correctness!r}; expected one of: "
@@ -116,9 +138,9 @@ class DataArguments:
     def filter_summary(self) -> dict[str, Any]:
         """The selection options that were set (for the model card and run names)."""
         keys = ("split", "min_delta", "dimension", "top_fraction", "random_fraction")
-        keys += ("generator_pairs", "correctness")
+        keys += ("num_pairs", "generator_pairs", "correctness")
         out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
-        if self.random_fraction is not None:
+        if self.random_fraction is not None or self.num_pairs is not None:
             out["selection_seed"] = self.selection_seed
         if all(getattr(self, k) is None for k in keys[1:] if k != "dimension"):
             out.pop("dimension", None)
@@ -169,7 +191,13 @@ class KTODataArguments(DataArguments):
                 )
             pair_only = [
                 k
-                for k in ("min_delta", "top_fraction", "random_fraction", "generator_pairs")
+                for k in (
+                    "min_delta",
+                    "top_fraction",
+                    "random_fraction",
+                    "num_pairs",
+                    "generator_pairs",
+                )
                 if getattr(self, k) is not None
             ]
             pair_only += ["correctness"] if self.correctness is not None else []

@@ -227,17 +227,23 @@ def _load_pair_split(
     except PairsLoadError as exc:
         raise TrainDataError(" ".join(str(exc).split())) from None
     if args.random_fraction is not None:
-        ds = ds.select(_random_rows(ds, args))
+        ds = ds.select(_random_rows(ds, args, math.ceil(args.random_fraction * len(ds))))
+    elif args.num_pairs is not None:
+        if len(ds) < args.num_pairs:
+            raise TrainDataError(
+                f"num_pairs: {args.num_pairs} asked, but the filters keep only {len(ds)} "
+                f"pairs of {where}"
+            )
+        ds = ds.select(_random_rows(ds, args, args.num_pairs))
     return ds
 
 
-def _random_rows(ds: datasets.Dataset, args: DataArguments) -> list[int]:
-    """The control for ``top_fraction``: as many rows, drawn at random from the same pool.
+def _random_rows(ds: datasets.Dataset, args: DataArguments, k: int) -> list[int]:
+    """The control for ``top_fraction`` (and ``num_pairs``' draw): ``k`` rows at random.
 
     ``top_fraction`` ranks pairs the judge scored first (a pair it could not score has a
     null delta and sorts last), so the random draw takes scored pairs first too.
     """
-    k = math.ceil(args.random_fraction * len(ds))  # type: ignore[operator]
     column = args.dimension if args.dimension in ds.column_names else f"delta_{args.dimension}"
     values = ds[column] if column in ds.column_names else [0.0] * len(ds)
     rng = random.Random(args.selection_seed)

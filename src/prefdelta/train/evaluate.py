@@ -1,9 +1,11 @@
-"""How the sweep scores a model: held-out prompts with references, one answer per prompt.
+"""How the sweep scores a model: eval sets of prompts with references, one answer each.
 
-Each trained model (and the base model) answers with the build's own backend machinery
-(:func:`~prefdelta.builders.generators.make_llm`: transformers or vLLM on the run's
-output folder), so a sweep evaluates the way a build generates; math-verify scores the
-answers against the references.
+An eval set is the dataset's held-out split or any prompts a build could read (a Hub id
+or a local file), so out-of-domain sets (MMLU-Pro, TheoremQA, ...) sit beside the build's
+own. Each trained model (and the base model) answers with the build's own backend
+machinery (:func:`~prefdelta.builders.generators.make_llm`: transformers or vLLM on the
+run's output folder), so a sweep evaluates the way a build generates; each set's scorer
+(math-verify, or the option letter) checks the answers against the references.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefdelta.builders.verify import LETTERS
+from prefdelta.recipe import PromptsConfig, RecipeError
 from prefdelta.train.data import fresh_cache, read_traces
-from prefdelta.train.sweep_config import EvalConfig, SweepError
+from prefdelta.train.sweep_config import EvalConfig, EvalSet, SweepError
 
 
 @dataclass(frozen=True)
@@ -21,46 +25,104 @@ class EvalPrompt:
     prompt_id: str
     prompt: str
     reference: str
+    options: tuple[str, ...] = ()  # a multiple-choice set's options, lettered A, B, ...
+
+    def message(self, template: str) -> str:
+        """The user message: the template around the prompt and its lettered options."""
+        text = self.prompt
+        if self.options:
+            lines = [f"{LETTERS[i]}. {o}" for i, o in enumerate(self.options)]
+            text += "\n\n" + "\n".join(lines)
+        return template.replace("{prompt}", text)
+
+
+def training_prompt_ids(dataset: Any, train_split: str) -> set[str]:
+    """The prompts the runs train on, which no eval set may score them on."""
+    return set(read_pairs_columns(dataset, train_split, ["prompt_id"])["prompt_id"])
 
 
 def eval_prompts(
-    config: EvalConfig, base_dir: Path, dataset: Any, train_split: str = "train"
+    config: EvalConfig,
+    eval_set: EvalSet,
+    base_dir: Path,
+    dataset: Any,
+    exclude: set[str],
 ) -> list[EvalPrompt]:
-    """Held-out prompts with references: ``eval.prompts``, or the dataset's held-out split."""
-
+    """One set's prompts with references, less the ``exclude`` (training) prompt ids:
+    its ``prompts`` (read like a build's), or the dataset's held-out split."""
     from prefdelta.builders.prompts import load_prompts
 
-    e = config
-    train_ids: set[str] = set()
-    if e.exclude_training_prompts:
-        train_ids = set(read_pairs_columns(dataset, train_split, ["prompt_id"])["prompt_id"])
-    if e.prompts is not None:
-        if e.prompts.reference_column is None:
-            raise SweepError(["eval.prompts.reference_column: required to score answers"])
-        unlimited = e.prompts.model_copy(update={"limit": None})
-        loaded, _ = load_prompts(unlimited, base_dir)
+    where = f"eval set {eval_set.name!r}"
+    if eval_set.prompts is not None:
+        unlimited = eval_set.prompts.model_copy(update={"limit": None})
+        try:
+            loaded, _ = load_prompts(unlimited, base_dir)
+            options: dict[str, tuple[str, ...]] = {}
+            if eval_set.options_column is not None:
+                options = _options(unlimited, eval_set.options_column, base_dir, where)
+        except RecipeError as exc:
+            raise SweepError([f"{where}: {line}" for line in exc.lines]) from None
         prompts = [
-            EvalPrompt(p.prompt_id, p.prompt, p.reference or "")
+            EvalPrompt(p.prompt_id, p.prompt, p.reference or "", options.get(p.prompt_id, ()))
             for p in loaded
-            if p.prompt_id not in train_ids and p.reference
+            if p.prompt_id not in exclude and p.reference
         ]
-        limit = e.prompts.limit or e.limit
+        limit = eval_set.limit or eval_set.prompts.limit or config.limit
+        source = f"{where} ({eval_set.prompts.path or eval_set.prompts.dataset})"
     else:
-        held_out = set(read_pairs_columns(dataset, e.split, ["prompt_id"])["prompt_id"])
+        held_out = set(read_pairs_columns(dataset, config.split, ["prompt_id"])["prompt_id"])
         traces = read_traces(dataset, ["prompt_id", "prompt", "reference"])
         seen: dict[str, EvalPrompt] = {}
         for row in traces:
             pid = row["prompt_id"]
-            if pid in held_out and pid not in train_ids and row["reference"] and pid not in seen:
+            if pid in held_out and pid not in exclude and row["reference"] and pid not in seen:
                 seen[pid] = EvalPrompt(pid, row["prompt"], row["reference"])
         prompts = sorted(seen.values(), key=lambda p: p.prompt_id)
-        limit = e.limit
+        limit = eval_set.limit or config.limit
+        source = f"{where} (split {config.split!r} of {dataset.path})"
     if limit is not None:
         prompts = prompts[:limit]
     if not prompts:
-        where = "eval.prompts" if e.prompts is not None else f"split {e.split!r} of {dataset.path}"
-        raise SweepError([f"eval: no held-out prompts with references in {where}"])
+        raise SweepError([f"{source}: no held-out prompts with references"])
+    if eval_set.scorer == "multiple_choice":
+        for p in prompts:
+            n = len(p.options) or len(LETTERS)
+            if p.reference.strip().upper() not in LETTERS[:n]:
+                raise SweepError(
+                    [
+                        f"{source}: reference {p.reference!r} of prompt {p.prompt[:60]!r} is "
+                        f"not an option letter A-{LETTERS[n - 1]} (scorer multiple_choice)"
+                    ]
+                )
     return prompts
+
+
+def _options(
+    prompts: PromptsConfig, column: str, base_dir: Path, where: str
+) -> dict[str, tuple[str, ...]]:
+    """prompt id -> the options of a multiple-choice set's rows."""
+    from prefdelta.builders.prompts import prompt_id, read_prompt_table
+
+    table, origin = read_prompt_table(prompts, base_dir)
+    if column not in table.column_names:
+        raise SweepError(
+            [
+                f"{where}: options_column: column {column!r} is not in {origin}; "
+                f"columns: {', '.join(table.column_names)}"
+            ]
+        )
+    out: dict[str, tuple[str, ...]] = {}
+    for index, (text, opts) in enumerate(zip(table[prompts.column], table[column], strict=True)):
+        if not isinstance(opts, list) or not 2 <= len(opts) <= len(LETTERS):
+            raise SweepError(
+                [
+                    f"{where}: options_column: row {index} of {origin} holds {opts!r}; "
+                    f"expected a list of 2 to {len(LETTERS)} options"
+                ]
+            )
+        if isinstance(text, str):
+            out[prompt_id(text)] = tuple(str(o) for o in opts)
+    return out
 
 
 def read_pairs_columns(dataset: Any, split: str, columns: list[str]) -> dict[str, list[Any]]:
@@ -84,7 +146,7 @@ def read_pairs_columns(dataset: Any, split: str, columns: list[str]) -> dict[str
             raise SweepError(
                 [
                     f"eval: {dataset.path} has no `{split}` pairs split to hold out; publish "
-                    "with --test-size, or set eval.prompts"
+                    "with --test-size, or give each eval set its `prompts`"
                 ]
             ) from None
         raise
@@ -92,11 +154,15 @@ def read_pairs_columns(dataset: Any, split: str, columns: list[str]) -> dict[str
 
 
 def evaluate_model(
-    model_dir: str, config: EvalConfig, prompts: list[EvalPrompt], base_dir: Path
-) -> dict[str, Any]:
-    """Generate an answer per prompt with ``make_llm`` and score it with math-verify."""
+    model_dir: str,
+    config: EvalConfig,
+    sets: list[tuple[EvalSet, list[EvalPrompt]]],
+    base_dir: Path,
+) -> dict[str, dict[str, Any]]:
+    """Answer every set's prompts with one ``make_llm`` model (loaded once) and score each
+    answer with the set's scorer; per set: accuracy, counts and the answers in prompt order."""
     from prefdelta.builders.generators import make_llm
-    from prefdelta.builders.verify import is_correct
+    from prefdelta.builders.verify import is_choice_correct, is_correct
     from prefdelta.recipe import GeneratorConfig
 
     endpoint = GeneratorConfig(
@@ -109,40 +175,46 @@ def evaluate_model(
         prompt_template=config.prompt_template,
     )
     llm = make_llm(endpoint, endpoint.generation, base_dir)
-    inputs = []
-    for p in prompts:
-        messages = []
-        if config.system_prompt:
-            messages.append({"role": "system", "content": config.system_prompt})
-        messages.append(
-            {"role": "user", "content": config.prompt_template.replace("{prompt}", p.prompt)}
-        )
-        inputs.append(messages)
+    results: dict[str, dict[str, Any]] = {}
     llm.load()
     try:
-        outputs = llm.generate_outputs(
-            inputs=inputs, num_generations=1, **llm.get_generation_kwargs()
-        )
+        for eval_set, prompts in sets:
+            template = eval_set.prompt_template or config.prompt_template
+            inputs = []
+            for p in prompts:
+                messages = []
+                if config.system_prompt:
+                    messages.append({"role": "system", "content": config.system_prompt})
+                messages.append({"role": "user", "content": p.message(template)})
+                inputs.append(messages)
+            outputs = llm.generate_outputs(
+                inputs=inputs, num_generations=1, **llm.get_generation_kwargs()
+            )
+            answers = []
+            for p, out in zip(prompts, outputs, strict=True):
+                text = (out.get("generations") or [None])[0] or ""
+                if eval_set.scorer == "multiple_choice":
+                    right = is_choice_correct(text, p.reference, len(p.options) or 26)
+                else:
+                    right = is_correct(text, p.reference)
+                answers.append(
+                    {
+                        "prompt_id": p.prompt_id,
+                        "reference": p.reference,
+                        "answer": text,
+                        "correct": right,
+                    }
+                )
+            n_correct = sum(a["correct"] for a in answers)
+            results[eval_set.name] = {
+                "accuracy": n_correct / len(answers),
+                "correct": n_correct,
+                "n_eval": len(answers),
+                "answers": answers,
+            }
     finally:
         llm.unload()
-    answers = []
-    for p, out in zip(prompts, outputs, strict=True):
-        text = (out.get("generations") or [None])[0] or ""
-        answers.append(
-            {
-                "prompt_id": p.prompt_id,
-                "reference": p.reference,
-                "answer": text,
-                "correct": is_correct(text, p.reference),
-            }
-        )
-    n_correct = sum(a["correct"] for a in answers)
-    return {
-        "accuracy": n_correct / len(answers),
-        "correct": n_correct,
-        "n_eval": len(answers),
-        "answers": answers,
-    }
+    return results
 
 
 def merged_for_eval(run_dir: Path) -> Path:

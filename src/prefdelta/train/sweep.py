@@ -1,27 +1,33 @@
-"""``prefdelta sweep CONFIG.yaml``: the paper's two experiments as one command.
+"""``prefdelta sweep CONFIG.yaml``: the paper's three experiments as one command.
 
 (a) **Sample-level delta**: for each k, train on the top k% of pairs by one dimension's
 delta and on a random k% (one run per seed); the paper found the top ~30% by step
 coherence matched training on all pairs. (b) **Generator-level delta**: one run per
-generator pair (chosen:rejected), the stronger the gap the larger the gain.
+generator pair (chosen:rejected), its gain related to the pair's measured
+``generator_delta``: the paper found gains grow about linearly with it. (c)
+**Correctness directions**: one run per verifier-correctness direction (both right,
+wrong->right, right->wrong, both wrong), all of one size; the paper found every direction
+beat the base model.
 
 Every run starts from the same training config (a ``prefdelta train`` YAML); the sweep
-only sets the selection keys (``top_fraction``, ``random_fraction``, ``selection_seed``,
-``dimension``, ``generator_pairs``) and ``output_dir``, and writes each run's full config
-to ``runs/<name>/train.yaml`` so any run can be repeated alone (or launched with
-``accelerate launch -m prefdelta.train.dpo runs/<name>/train.yaml`` on more GPUs). Runs
-share the reference log-prob cache, so the reference pass happens once for the sweep.
+only sets the selection keys (:data:`~prefdelta.train.sweep_config.SELECTION_KEYS`) and
+``output_dir``, and writes each run's full config to ``runs/<name>/train.yaml`` so any
+run can be repeated alone (or launched with ``accelerate launch -m prefdelta.train.dpo
+runs/<name>/train.yaml`` on more GPUs). Runs share the reference log-prob cache, so the
+reference pass happens once for the sweep.
 
-Each trained model (and the base model) then answers held-out prompts with the build's
-own backend machinery (:func:`~prefdelta.builders.generators.make_llm`: transformers or
-vLLM on the run's output folder), and math-verify scores the answers against the
-references. Results: ``results.csv``, ``results.md`` and ``results.png``. A finished run
-(same config, same eval) is not trained or evaluated again when the sweep is rerun.
+Each trained model and the untrained base model then answer every eval set with the same
+decoding (:mod:`prefdelta.train.evaluate`), and every accuracy and difference comes with
+a 95% interval (:mod:`prefdelta.train.sweep_stats`). Results: ``results.csv`` (one row
+per run and eval set), ``results.md`` and a figure per experiment. A finished run (same
+selection) is not trained again, nor a model's eval set answered again, when the sweep
+is rerun.
 
-The config schema is :mod:`prefdelta.train.sweep_config`, the evaluation
-:mod:`prefdelta.train.evaluate`, the result cache, table and plot
-:mod:`prefdelta.train.sweep_results`; this module plans the runs and runs them, each
-through the trainer registry of :mod:`prefdelta.train.run` (as ``prefdelta train`` does).
+The config schema is :mod:`prefdelta.train.sweep_config`, the planning
+:mod:`prefdelta.train.sweep_plan`, the result cache, comparisons and report
+:mod:`prefdelta.train.sweep_results`, the figures :mod:`prefdelta.train.sweep_plots`;
+this module runs the plan, each run through the trainer registry of
+:mod:`prefdelta.train.run` (as ``prefdelta train`` does).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,93 +50,43 @@ from prefdelta.train.evaluate import (
     evaluate_model,
     merged_for_eval,
     read_pairs_columns,
+    training_prompt_ids,
 )
 from prefdelta.train.run import REGISTRY, TrainerKind, run_script
-from prefdelta.train.sweep_config import SELECTION_KEYS, SweepConfig, SweepError, load_sweep
-from prefdelta.train.sweep_results import cache_result, read_cached_result, write_results
+from prefdelta.train.sweep_analysis import RunResult
+from prefdelta.train.sweep_config import (
+    SELECTION_KEYS,
+    EvalSet,
+    SweepConfig,
+    SweepError,
+    load_sweep,
+)
+from prefdelta.train.sweep_plan import (
+    RunSpec,
+    correctness_runs,
+    direction_counts,
+    drop_unrankable,
+    generator_gaps,
+    plan_runs,
+)
+from prefdelta.train.sweep_plots import figure_names
+from prefdelta.train.sweep_results import (
+    cache_answers,
+    read_cached_result,
+    write_cached_result,
+    write_results,
+)
 
-__all__ = ["RunSpec", "SweepError", "drop_unrankable", "load_sweep", "plan_runs", "run_sweep"]
-
-
-# --------------------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run of the sweep."""
-
-    name: str
-    experiment: str  # delta | generator_pair
-    selection: str  # top | random | all | pair
-    fraction: float | None = None
-    seed: int | None = None
-    generator_pair: str | None = None
-
-    def keys(self, dimension: str) -> dict[str, Any]:
-        """The selection keys this run sets (the others are reset to their defaults)."""
-        out: dict[str, Any] = dict.fromkeys(SELECTION_KEYS)
-        out["selection_seed"] = 0
-        out["dimension"] = dimension
-        if self.selection == "top":
-            out["top_fraction"] = self.fraction
-        elif self.selection == "random":
-            out["random_fraction"] = self.fraction
-            out["selection_seed"] = self.seed
-        elif self.selection == "pair":
-            out["generator_pairs"] = [self.generator_pair]
-        return out
-
-
-def plan_runs(config: SweepConfig, available_pairs: list[str]) -> list[RunSpec]:
-    """Every run, once: k = 100% is one `all` run, shared by the top and random lines."""
-    runs: list[RunSpec] = []
-    if config.delta is not None:
-        d = config.delta
-        for k in d.fractions:
-            pct = f"{100 * k:g}"
-            if k >= 1.0:
-                runs.append(RunSpec("all", "delta", "all", 1.0))
-                continue
-            runs.append(RunSpec(f"top{pct}-{d.dimension}", "delta", "top", k))
-            for seed in d.random_seeds:
-                runs.append(RunSpec(f"random{pct}-seed{seed}", "delta", "random", k, seed))
-    if config.generator_pairs is not None:
-        pairs = available_pairs if config.generator_pairs == "all" else config.generator_pairs
-        for pair in pairs:
-            if pair not in available_pairs:
-                raise SweepError(
-                    [
-                        f"generator_pairs: {pair!r} is not in the dataset; "
-                        f"present: {', '.join(available_pairs) or 'none'}"
-                    ]
-                )
-            runs.append(
-                RunSpec(
-                    f"pair-{pair.replace(':', '-vs-')}",
-                    "generator_pair",
-                    "pair",
-                    generator_pair=pair,
-                )
-            )
-    return runs
-
-
-def drop_unrankable(
-    runs: list[RunSpec], column: str, values: list[Any]
-) -> tuple[list[RunSpec], str | None]:
-    """Without a single scored pair there is no top k%: those runs are dropped, and said so.
-
-    The random k% and generator-pair runs still mean something (a build whose judge
-    scored nothing still has its generator-level pairs), so the sweep goes on without them.
-    """
-    if any(v is not None for v in values):
-        return runs, None
-    kept = [r for r in runs if r.selection != "top"]
-    dropped = len(runs) - len(kept)
-    return kept, (
-        f"skipping {dropped} top-k run(s): none of the {len(values)} pairs has a {column} "
-        "(the judge scored no pair on both sides); random and generator-pair runs go ahead"
-    )
+__all__ = [
+    "RunSpec",
+    "SweepError",
+    "correctness_runs",
+    "direction_counts",
+    "drop_unrankable",
+    "load_sweep",
+    "plan_runs",
+    "run_sweep",
+]
 
 
 # --------------------------------------------------------------------------- running
@@ -153,7 +109,8 @@ def _release_memory() -> None:
 
 
 def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Plan, train, evaluate; write results.csv, results.md and results.png; return the rows."""
+    """Plan, train, evaluate; write results.csv, results.md and a figure per experiment;
+    return the rows (one per run and eval set)."""
     from prefdelta.loading import PairsLoadError, delta_column
     from prefdelta.train.configs import TrainConfigError
     from prefdelta.train.data import dataset_source, pairs_column_names
@@ -172,39 +129,64 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
         raise SweepError([f"{train_path}: dataset: required"])
     try:
         source = dataset_source(str(base["dataset"]), base.get("revision"))
+        present = pairs_column_names(source, base.get("split", "train"))
     except TrainConfigError as exc:
         raise SweepError([str(exc)]) from None
     split = base.get("split", "train")
     dimension = config.delta.dimension if config.delta else base.get("dimension", "delta")
     wanted = ["chosen_generator", "rejected_generator"]
+    wanted += [c for c in ("generator_delta", "generator_accuracy_delta") if c in present]
     column: str | None = None
-    try:
-        if config.delta is not None:
-            # the same name resolution as load_pairs; an unknown dimension is left to the
-            # runs' own load, which lists the delta columns
-            with suppress(PairsLoadError):
-                column = delta_column(dimension, pairs_column_names(source, split))
-                wanted.append(column)
-    except TrainConfigError as exc:
-        raise SweepError([str(exc)]) from None
+    if config.delta is not None:
+        # the same name resolution as load_pairs; an unknown dimension is left to the
+        # runs' own load, which lists the delta columns
+        with suppress(PairsLoadError):
+            column = delta_column(dimension, present)
+            wanted.append(column)
+    if config.correctness is not None:
+        missing = [c for c in ("chosen_correct", "rejected_correct") if c not in present]
+        if missing:
+            raise SweepError(
+                [
+                    f"correctness: {source.display} has no {missing[0]} column: its build "
+                    "checked no answers (set prompts.reference_column in the build recipe)"
+                ]
+            )
+        wanted += ["chosen_correct", "rejected_correct"]
     values = read_pairs_columns(source, split, wanted)
     pairs = zip(values["chosen_generator"], values["rejected_generator"], strict=True)
     runs = plan_runs(config, sorted({f"{c}:{r}" for c, r in pairs}))
     notes: list[str] = []
     if column is not None:
         runs, note = drop_unrankable(runs, column, values[column])
-        if note:
-            log(note)
-            notes.append(note)
-    prompts = eval_prompts(config.eval, base_dir, source, split)
-    eval_key = _hash(config.eval.model_dump(mode="json"), [asdict(p) for p in prompts])
-    log(f"sweep {config.name}: {len(runs)} runs, {len(prompts)} held-out prompts -> {out}")
+        notes += [note] if note else []
+    if config.correctness is not None:
+        counts = direction_counts(values["chosen_correct"], values["rejected_correct"])
+        extra, skipped = correctness_runs(config.correctness, counts)
+        runs += extra
+        notes += skipped
+    for note in notes:
+        log(note)
+    gaps = generator_gaps(values)
+    exclude = training_prompt_ids(source, split) if config.eval.exclude_training_prompts else set()
+    sets = [(s, eval_prompts(config.eval, s, base_dir, source, exclude)) for s in config.eval.sets]
+    decoding = config.eval.model_dump(mode="json", exclude={"sets", "bootstrap_seed", "limit"})
+    set_keys = {
+        s.name: _hash(decoding, s.model_dump(mode="json"), [asdict(p) for p in prompts])
+        for s, prompts in sets
+    }
+    sizes = ", ".join(f"{s.name} {len(p)}" for s, p in sets)
+    log(f"sweep {config.name}: {len(runs)} runs + the base model; eval prompts: {sizes} -> {out}")
 
-    rows: list[dict[str, Any]] = []
-    if config.eval.include_base:
-        model = resolve_model(str(base.get("model_name_or_path", "")))
-        rows.append(_base_row(model, config, prompts, base_dir, out / "base", eval_key, log))
-    trained: dict[str, dict[str, Any]] = {}  # selection hash -> the row of the run that has it
+    evaluator = _Evaluator(config, sets, set_keys, base_dir, log)
+    model = resolve_model(str(base.get("model_name_or_path", "")))
+    results: list[RunResult] = [
+        RunResult(
+            {**BASE_META, "pairs": 0, "train_loss": None, "model_dir": model},
+            evaluator.run("base model", out / "base", _hash(model), lambda: model),
+        )
+    ]
+    trained: dict[str, RunResult] = {}  # selection hash -> the run that trained on it
     for i, run in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {run.name}"
         run_dir = out / "runs" / run.name
@@ -212,52 +194,103 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
         run_cfg = {**base, **run.keys(dimension), "output_dir": str(run_dir)}
         run_cfg = {k: v for k, v in run_cfg.items() if v is not None}
         selection = _selection_hash(trainer, run_cfg, tag)
-        meta = {
-            "run": run.name,
-            "experiment": run.experiment,
-            "selection": run.selection,
-            "fraction": run.fraction,
-            "seed": run.seed,
-            "generator_pair": run.generator_pair,
-        }
+        meta = {**run.meta(), **_gap_columns(run, gaps)}
         if selection in trained:  # e.g. the only generator pair is all pairs: train once
             same = trained[selection]
-            log(f"{tag}: same pairs as {same['run']}, result reused")
-            rows.append({**same, **meta, "model_dir": same["model_dir"]})
+            log(f"{tag}: same pairs as {same.info['run']}, result reused")
+            results.append(RunResult({**same.info, **meta}, same.evals))
             continue
-        key = _hash(selection, eval_key)
-        cached = read_cached_result(run_dir, key)
-        if cached is not None:
-            log(f"{tag}: done before, reused")
-            rows.append(cached)
-            trained[selection] = cached
-            continue
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg_file = run_dir / "train.yaml"
-        cfg_file.write_text(yaml.safe_dump(run_cfg, sort_keys=False), encoding="utf-8")
-        log(f"{tag}: training")
-        result = run_script(trainer, [str(cfg_file)])
-        _release_memory()
-        log(f"{tag}: evaluating on {len(prompts)} prompts")
-        ev = evaluate_model(str(merged_for_eval(run_dir)), config.eval, prompts, base_dir)
-        _release_memory()
-        counts = result.counts
-        row = {
-            **meta,
-            "pairs": counts.get("pairs_selected"),
-            "train_loss": None if result.train_loss is None else round(result.train_loss, 4),
-            "accuracy": round(ev["accuracy"], 4),
-            "correct": ev["correct"],
-            "n_eval": ev["n_eval"],
-            "model_dir": str(run_dir),
-        }
-        cache_result(run_dir, key, row, ev["answers"])
-        rows.append(row)
-        trained[selection] = row
-        log(f"{tag}: accuracy {row['accuracy']:.3f}")
-    write_results(rows, out, config.name, dimension, notes)
-    log(f"results: {out / 'results.md'}, {out / 'results.csv'}, {out / 'results.png'}")
+        info = read_cached_result(run_dir / TRAINED, selection)
+        if info is not None:
+            log(f"{tag}: trained before, reused")
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            cfg_file = run_dir / "train.yaml"
+            cfg_file.write_text(yaml.safe_dump(run_cfg, sort_keys=False), encoding="utf-8")
+            log(f"{tag}: training")
+            result = run_script(trainer, [str(cfg_file)])
+            _release_memory()
+            loss = result.train_loss
+            info = {
+                "pairs": result.counts.get("pairs_selected"),
+                "train_loss": None if loss is None else round(loss, 4),
+                "model_dir": str(run_dir),
+            }
+            write_cached_result(run_dir / TRAINED, selection, info)
+        evals = evaluator.run(tag, run_dir, selection, lambda d=run_dir: str(merged_for_eval(d)))
+        done = RunResult({**meta, **info}, evals)
+        results.append(done)
+        trained[selection] = done
+    rows = write_results(results, out, config, dimension, notes)
+    figures = ", ".join(str(out / f) for f in figure_names(rows))
+    log(f"results: {out / 'results.md'}, {out / 'results.csv'}, {figures}")
     return rows
+
+
+BASE_META: dict[str, Any] = {
+    "run": "base",
+    "experiment": "base",
+    "selection": "none",
+    "fraction": 0.0,
+    "seed": None,
+    "generator_pair": None,
+    "correctness": None,
+}
+TRAINED = "trained.json"
+
+
+def _gap_columns(run: RunSpec, gaps: dict[str, tuple[float | None, float | None]]) -> dict:
+    score, accuracy = gaps.get(run.generator_pair or "", (None, None))
+    return {"generator_delta": score, "generator_accuracy_delta": accuracy}
+
+
+class _Evaluator:
+    """Each model answers every eval set once; a set answered before is read back."""
+
+    def __init__(
+        self,
+        config: SweepConfig,
+        sets: list[tuple[EvalSet, list[EvalPrompt]]],
+        set_keys: dict[str, str],
+        base_dir: Path,
+        log: Callable[[str], None],
+    ) -> None:
+        self.config, self.sets, self.set_keys = config, sets, set_keys
+        self.base_dir, self.log = base_dir, log
+
+    def run(
+        self, tag: str, folder: Path, model_key: str, model_dir: Callable[[], str]
+    ) -> dict[str, dict[str, Any]]:
+        """Per set: accuracy, correct, n_eval and the per-prompt outcomes."""
+        found: dict[str, dict[str, Any]] = {}
+        todo = []
+        for s, prompts in self.sets:
+            cached = read_cached_result(
+                folder / "eval" / s.name / "result.json", _hash(model_key, self.set_keys[s.name])
+            )
+            if cached is None:
+                todo.append((s, prompts))
+            else:
+                found[s.name] = cached
+        if todo:
+            n = sum(len(p) for _, p in todo)
+            self.log(f"{tag}: answering {n} eval prompts ({', '.join(s.name for s, _ in todo)})")
+            answered = evaluate_model(model_dir(), self.config.eval, todo, self.base_dir)
+            _release_memory()
+            for s, _ in todo:
+                ev = answered[s.name]
+                result = {
+                    "accuracy": round(ev["accuracy"], 4),
+                    "correct": ev["correct"],
+                    "n_eval": ev["n_eval"],
+                    "outcomes": [bool(a["correct"]) for a in ev["answers"]],
+                }
+                key = _hash(model_key, self.set_keys[s.name])
+                cache_answers(folder / "eval" / s.name, key, result, ev["answers"])
+                found[s.name] = result
+        accuracies = ", ".join(f"{s.name} {found[s.name]['accuracy']:.3f}" for s, _ in self.sets)
+        self.log(f"{tag}: accuracy {accuracies}" + ("" if todo else " (answered before)"))
+        return found
 
 
 def _selection_hash(trainer: TrainerKind, run_cfg: dict[str, Any], tag: str) -> str:
@@ -275,38 +308,3 @@ def _selection_hash(trainer: TrainerKind, run_cfg: dict[str, Any], tag: str) -> 
         raise SweepError([f"{tag}: {exc}"]) from None
     rest = {k: v for k, v in run_cfg.items() if k not in (*SELECTION_KEYS, "output_dir")}
     return _hash(ids, rest)
-
-
-def _base_row(
-    model: str,
-    config: SweepConfig,
-    prompts: list[EvalPrompt],
-    base_dir: Path,
-    folder: Path,
-    eval_key: str,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    key = _hash(model, eval_key)
-    cached = read_cached_result(folder, key)
-    if cached is not None:
-        return cached
-    log(f"base model: evaluating on {len(prompts)} prompts")
-    ev = evaluate_model(model, config.eval, prompts, base_dir)
-    _release_memory()
-    row = {
-        "run": "base",
-        "experiment": "base",
-        "selection": "none",
-        "fraction": 0.0,
-        "seed": None,
-        "generator_pair": None,
-        "pairs": 0,
-        "train_loss": None,
-        "accuracy": round(ev["accuracy"], 4),
-        "correct": ev["correct"],
-        "n_eval": ev["n_eval"],
-        "model_dir": model,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    cache_result(folder, key, row, ev["answers"])
-    return row

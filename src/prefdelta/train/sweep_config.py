@@ -12,16 +12,21 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from prefdelta.loading import CORRECTNESS_DIRECTIONS
 from prefdelta.recipe import GenerationParams, PromptsConfig, RecipeError, StrictModel
 from prefdelta.train.configs import parse_generator_pairs
 
 SELECTION_KEYS = (
     "top_fraction",
     "random_fraction",
+    "num_pairs",
     "selection_seed",
     "dimension",
     "generator_pairs",
+    "correctness",
 )
+Direction = Literal["both_correct", "chosen_only", "rejected_only", "both_wrong"]
+assert set(Direction.__args__) == set(CORRECTNESS_DIRECTIONS)  # type: ignore[attr-defined]
 
 
 class SweepError(RecipeError):
@@ -29,14 +34,19 @@ class SweepError(RecipeError):
 
 
 class DeltaSweep(StrictModel):
-    """Experiment (a): top k% by a dimension's delta vs a random k%, at several k."""
+    """Experiment (a): top k% by a dimension's delta vs a random k%, at several k.
+
+    (b), the generator pairs, is the config's ``generator_pairs``; (c) its
+    ``correctness``."""
 
     dimension: str = Field("step_coherence", description="delta the top k% ranks by")
     fractions: list[float] = Field(
         default_factory=lambda: [0.3, 0.5, 1.0], description="k as fractions in (0, 1]"
     )
     random_seeds: list[int] = Field(
-        default_factory=lambda: [0], description="one random-k% run per seed"
+        default_factory=lambda: [0, 1, 2],
+        min_length=1,
+        description="one random-k% run per seed; their mean and spread are reported",
     )
 
     @field_validator("fractions")
@@ -47,17 +57,72 @@ class DeltaSweep(StrictModel):
         return sorted(set(v))
 
 
-class EvalConfig(StrictModel):
-    """Held-out prompts, and how every model answers them."""
+class CorrectnessSweep(StrictModel):
+    """Experiment (c): one run per verifier-correctness direction, all of one size."""
 
-    prompts: PromptsConfig | None = Field(
-        None, description="held-out prompts with references (default: the dataset's split)"
+    directions: list[Direction] = Field(
+        default_factory=lambda: list(CORRECTNESS_DIRECTIONS),
+        min_length=1,
+        description="both_correct, chosen_only (wrong->correct), rejected_only "
+        "(correct->wrong), both_wrong",
     )
-    split: str = Field("test", description="without `prompts`: the pairs split held out")
+    pairs: int | None = Field(
+        None,
+        gt=0,
+        description="pairs per run (a seeded draw); default: the smallest direction that "
+        "has min_pairs",
+    )
+    min_pairs: int = Field(4, gt=0, description="a direction with fewer pairs is skipped")
+    seed: int = Field(0, ge=0, description="seed of each direction's draw")
+
+    @field_validator("directions")
+    @classmethod
+    def _once(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
+class EvalSet(StrictModel):
+    """One eval set: prompts with references, and how answers are scored against them."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="its label")
+    prompts: PromptsConfig | None = Field(
+        None,
+        description="any prompts the build reads (Hub id or local file, reference_column "
+        "required); default: the dataset's held-out split (eval.split)",
+    )
+    scorer: Literal["math", "multiple_choice"] = Field(
+        "math", description="math-verify, or the option letter against the reference"
+    )
+    options_column: str | None = Field(
+        None, description="multiple_choice: a list column of options, shown as A. ... B. ..."
+    )
+    prompt_template: str | None = Field(None, description="default: eval.prompt_template")
+    limit: int | None = Field(None, gt=0, description="default: eval.limit")
+
+    @model_validator(mode="after")
+    def _shape(self) -> EvalSet:
+        if self.prompts is not None and self.prompts.reference_column is None:
+            raise ValueError("prompts.reference_column: required to score answers")
+        if self.options_column is not None and self.scorer != "multiple_choice":
+            raise ValueError("options_column belongs to scorer multiple_choice")
+        if self.prompts is None and self.options_column is not None:
+            raise ValueError("options_column needs `prompts` (the held-out split has none)")
+        return self
+
+
+class EvalConfig(StrictModel):
+    """The eval sets, and how every model (the base model too) answers them."""
+
+    sets: list[EvalSet] = Field(
+        default_factory=lambda: [EvalSet(name="held_out")],
+        min_length=1,
+        description="each reported apart; default one set, the dataset's held-out split",
+    )
+    split: str = Field("test", description="the pairs split a set without `prompts` holds out")
     exclude_training_prompts: bool = Field(
         True, description="drop prompts that occur in the training split"
     )
-    limit: int | None = Field(None, gt=0, description="at most this many prompts")
+    limit: int | None = Field(None, gt=0, description="at most this many prompts per set")
     backend: Literal["transformers", "vllm"] = Field(
         "transformers", description="engine that runs each model"
     )
@@ -68,7 +133,26 @@ class EvalConfig(StrictModel):
     )
     system_prompt: str | None = None
     prompt_template: str = Field("{prompt}", description="as in build recipes")
-    include_base: bool = Field(True, description="also evaluate the untrained base model")
+    bootstrap_seed: int = Field(0, ge=0, description="seed of the intervals' resampling")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "prompts" in data:
+            raise ValueError(
+                "`eval.prompts` is now one entry of `eval.sets`: "
+                "sets: [{name: ..., prompts: {...}, scorer: math}]"
+            )
+        return data
+
+    @field_validator("sets")
+    @classmethod
+    def _unique(cls, v: list[EvalSet]) -> list[EvalSet]:
+        names = [s.name for s in v]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"eval set names must be unique; repeated: {', '.join(twice)}")
+        return v
 
 
 class SweepConfig(StrictModel):
@@ -83,6 +167,9 @@ class SweepConfig(StrictModel):
     delta: DeltaSweep | None = Field(default_factory=DeltaSweep)
     generator_pairs: list[Any] | Literal["all"] | None = Field(
         "all", description="`all` (every pair in the data), a list of chosen:rejected, or null"
+    )
+    correctness: CorrectnessSweep | None = Field(
+        None, description="experiment (c); needs verifier results (references) in the build"
     )
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
@@ -101,8 +188,8 @@ class SweepConfig(StrictModel):
 
     @model_validator(mode="after")
     def _something(self) -> SweepConfig:
-        if self.delta is None and self.generator_pairs is None:
-            raise ValueError("nothing to sweep: set `delta` and/or `generator_pairs`")
+        if self.delta is None and self.generator_pairs is None and self.correctness is None:
+            raise ValueError("nothing to sweep: set `delta`, `generator_pairs` or `correctness`")
         return self
 
 

@@ -1,140 +1,202 @@
-"""The sweep's results: each run's cached result, and the table and plot of them all.
+"""The sweep's results: each run's cached result, and the table, report and figures.
 
-A run's ``result.json`` holds its row under a key naming its selection and the eval,
-so a rerun of the sweep skips what is finished and redoes what changed.
+A run's ``trained.json`` names its selection, and each eval set's ``result.json`` its
+model and prompts, so a rerun of the sweep skips what is finished and redoes what changed.
+The comparisons are :mod:`prefdelta.train.sweep_analysis`, the figures
+:mod:`prefdelta.train.sweep_plots`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prefdelta.train.sweep_analysis import COLUMNS, RunResult, SetFindings, analyse
+from prefdelta.train.sweep_config import SweepConfig
+from prefdelta.train.sweep_plots import plot_experiments
+from prefdelta.train.sweep_stats import RESAMPLES
 
-def read_cached_result(folder: Path, key: str) -> dict[str, Any] | None:
-    """The row a finished run (or base model) left in ``folder``, if it was for ``key``."""
+
+def read_cached_result(path: Path, key: str) -> dict[str, Any] | None:
+    """The value a finished step left in ``path``, if it was for ``key``."""
     try:
-        data = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data["row"] if data.get("key") == key else None
+    return data["value"] if data.get("key") == key else None
 
 
-def cache_result(
-    folder: Path, key: str, row: dict[str, Any], answers: list[dict[str, Any]]
+def write_cached_result(path: Path, key: str, value: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"key": key, "value": value}, indent=2), encoding="utf-8")
+
+
+def cache_answers(
+    folder: Path, key: str, result: dict[str, Any], answers: list[dict[str, Any]]
 ) -> None:
-    """Keep a run's row (under ``key``) and its answers (``answers.jsonl``) in ``folder``."""
+    """Keep one eval set's result (under ``key``) and its answers (``answers.jsonl``)."""
+    folder.mkdir(parents=True, exist_ok=True)
     with (folder / "answers.jsonl").open("w", encoding="utf-8") as f:
         for a in answers:
             f.write(json.dumps(a) + "\n")
-    (folder / "result.json").write_text(
-        json.dumps({"key": key, "row": row}, indent=2), encoding="utf-8"
-    )
+    write_cached_result(folder / "result.json", key, result)
 
 
-# --------------------------------------------------------------------------- table and plot
-
-COLUMNS = (
-    "run",
-    "experiment",
-    "selection",
-    "fraction",
-    "seed",
-    "generator_pair",
-    "pairs",
-    "train_loss",
-    "accuracy",
-    "correct",
-    "n_eval",
-    "model_dir",
-)
+# --------------------------------------------------------------------------- report
 
 
 def write_results(
-    rows: list[dict[str, Any]], out: Path, name: str, dimension: str, notes: Sequence[str] = ()
-) -> None:
-    """``results.csv``, ``results.md`` (a table per experiment) and ``results.png``."""
-    with (out / "results.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+    results: Sequence[RunResult],
+    out: Path,
+    config: SweepConfig,
+    dimension: str,
+    notes: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """``results.csv``, ``results.md`` and a figure per experiment; returns the rows."""
+    findings = analyse(results, config)
+    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for f in findings for r in f.rows]
+    with (out / "results.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-
-    def fmt(v: Any) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    shown = [c for c in COLUMNS if c != "model_dir"]
-    lines = [f"# Sweep {name}", ""]
-    lines += [
-        f"Accuracy on held-out prompts (math-verify against the references). Experiment "
-        f"`delta`: top k% by `delta_{dimension}` vs a random k%; `generator_pair`: one run "
-        "per (chosen, rejected) generator pair; `base`: the untrained model.",
-        "",
-        "| " + " | ".join(shown) + " |",
-        "|" + "---|" * len(shown),
-    ]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in shown) + " |" for r in rows]
-    lines += ["", *(f"Note: {n}" for n in notes)] if notes else []
+    figures = plot_experiments(findings, out, dimension)
+    lines = _report(findings, config, dimension, notes, figures)
     (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    plot_results(rows, out / "results.png", dimension)
+    return rows
 
 
-def plot_results(rows: list[dict[str, Any]], path: Path, dimension: str) -> Path:
-    """Accuracy vs k (top k% and mean random k%) and per generator pair, base as a line."""
-    import matplotlib
+def _num(v: Any, signed: bool = False) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:+.3f}" if signed else f"{v:.3f}"
+    return str(v)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    base = next((r["accuracy"] for r in rows if r["experiment"] == "base"), None)
-    full = next((r for r in rows if r["selection"] == "all"), None)
-    delta_rows = [r for r in rows if r["experiment"] == "delta"]
-    pair_rows = [r for r in rows if r["experiment"] == "generator_pair"]
-    panels = int(bool(delta_rows)) + int(bool(pair_rows)) or 1
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
-    ax_iter = iter(axes[0])
-    if delta_rows:
-        ax = next(ax_iter)
-        for selection, style in (("top", "o-"), ("random", "s--")):
-            by_k: dict[float, list[float]] = {}
-            for r in delta_rows:
-                if r["selection"] in (selection, "all"):
-                    by_k.setdefault(float(r["fraction"]), []).append(r["accuracy"])
-            if not any(r["selection"] == selection for r in delta_rows):
-                continue
-            ks = sorted(by_k)
-            means = [sum(by_k[k]) / len(by_k[k]) for k in ks]
-            label = f"top k% by {dimension}" if selection == "top" else "random k% (mean)"
-            ax.plot([100 * k for k in ks], means, style, label=label)
-            if selection == "random":
-                for k in ks:
-                    ax.scatter([100 * k] * len(by_k[k]), by_k[k], s=10, alpha=0.4, color="grey")
-        if base is not None:
-            ax.axhline(base, color="black", linestyle=":", label="base model")
-        ax.set_xlabel("k (% of pairs trained on)")
-        ax.set_ylabel("held-out accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title("sample-level delta")
-        ax.legend(fontsize=8)
-    if pair_rows:
-        ax = next(ax_iter)
-        bars = [(r["generator_pair"], r["accuracy"]) for r in pair_rows]
-        if full is not None:
-            bars.append(("all pairs", full["accuracy"]))
-        ax.bar(range(len(bars)), [b[1] for b in bars], color="tab:blue")
-        ax.set_xticks(range(len(bars)), [b[0] for b in bars], rotation=20, fontsize=8)
-        if base is not None:
-            ax.axhline(base, color="black", linestyle=":", label="base model")
-            ax.legend(fontsize=8)
-        ax.set_ylabel("held-out accuracy")
-        ax.set_ylim(0, 1.02)
-        ax.set_title("generator-level delta (chosen:rejected)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def _iv(est: float | None, low: float | None, high: float | None, signed: bool = False) -> str:
+    if est is None:
+        return ""
+    return f"{_num(est, signed)} [{_num(low, signed)}, {_num(high, signed)}]"
+
+
+def _report(
+    findings: list[SetFindings],
+    config: SweepConfig,
+    dimension: str,
+    notes: Sequence[str],
+    figures: Sequence[str],
+) -> list[str]:
+    lines = [
+        f"# Sweep {config.name}",
+        "",
+        "Accuracy of every run and of the untrained base model on each eval set, with 95% "
+        "intervals: Wilson for an accuracy; a paired bootstrap over the same prompts "
+        f"({RESAMPLES} resamples, seed {config.eval.bootstrap_seed}) for every difference. "
+        "A difference is **significant** only where its interval excludes zero.",
+        "",
+        "Experiments: `delta`, the top k% of pairs by "
+        f"`delta_{dimension}` against a random k% (k = 100% is all pairs); "
+        "`generator_pair`, one run per (chosen, rejected) generator pair, its gain against "
+        "the pair's measured generator delta; `correctness`, one run per verifier-"
+        "correctness direction, all of one size.",
+        "",
+        *(f"![{Path(name).stem}]({name})" for name in figures),
+    ]
+    for f in findings:
+        lines += ["", f"## Eval set `{f.name}` ({f.scorer}, {f.n_prompts} prompts)", ""]
+        lines += [
+            "| run | experiment | pairs | accuracy [95% CI] | gain over base [95% CI] "
+            "| significant |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in f.rows:
+            lines.append(
+                f"| {r['run']} | {r['experiment']} | {_num(r['pairs'])} | "
+                f"{_iv(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} | "
+                f"{_iv(r['gain'], r['gain_low'], r['gain_high'], True)} | "
+                f"{_num(r['significant'])} |"
+            )
+        if f.top_vs_random:
+            lines += [
+                "",
+                f"### Top k% by `delta_{dimension}` against random k%",
+                "",
+                "| k | top k% | random k%: mean ± sd (min-max, seeds) | top - random [95% CI] "
+                "| significant |",
+                "|---|---|---|---|---|",
+            ]
+            for c in f.top_vs_random:
+                top = c["top"]
+                spread = ""
+                if top is not None and top["selection"] == "all":
+                    spread = "all pairs (one run)"
+                elif c["random_mean"] is not None:
+                    sd = "" if c["random_sd"] is None else f" ± {c['random_sd']:.3f}"
+                    seeds = len(c["random"])
+                    spread = (
+                        f"{c['random_mean']:.3f}{sd} ({c['random_min']:.3f}-"
+                        f"{c['random_max']:.3f}, {seeds})"
+                    )
+                d = c["difference"]
+                lines.append(
+                    f"| {100 * c['k']:g}% | {_num(top['accuracy'] if top else None)} | "
+                    f"{spread} | "
+                    f"{_iv(d.estimate, d.low, d.high, True) if d else 'same run'} | "
+                    f"{_num(d.significant) if d else ''} |"
+                )
+        if f.generator:
+            lines += [
+                "",
+                "### Gain against the generator delta",
+                "",
+                "| generator pair | generator_delta | accuracy gap | pairs | gain [95% CI] |",
+                "|---|---|---|---|---|",
+            ]
+            for p in f.generator:
+                lines.append(
+                    f"| {p['generator_pair']} | {_num(p['generator_delta'])} | "
+                    f"{_num(p['generator_accuracy_delta'])} | {_num(p['pairs'])} | "
+                    f"{_iv(p['gain'], p['gain_low'], p['gain_high'], True)} |"
+                )
+            lines += ["", f.slope_note[0].upper() + f.slope_note[1:] + "."]
+        if f.correctness:
+            lines += [
+                "",
+                "### Correctness directions",
+                "",
+                "| direction | pairs | accuracy [95% CI] | gain over base [95% CI] | significant |",
+                "|---|---|---|---|---|",
+            ]
+            for r in f.correctness:
+                lines.append(
+                    f"| {r['correctness']} | {_num(r['pairs'])} | "
+                    f"{_iv(r['accuracy'], r['accuracy_low'], r['accuracy_high'])} | "
+                    f"{_iv(r['gain'], r['gain_low'], r['gain_high'], True)} | "
+                    f"{_num(r['significant'])} |"
+                )
+    lines += ["", "## What the numbers say", ""]
+    for f in findings:
+        lines.append(f"- {_verdict(f)}")
+    lines += [f"- Note: {n}" for n in notes]
+    return lines
+
+
+def _verdict(f: SetFindings) -> str:
+    diffs = f.differences
+    real = [d for d in diffs if d.significant]
+    widths = [r["accuracy_high"] - r["accuracy_low"] for r in f.rows]
+    half = statistics.fmean(widths) / 2 if widths else 0.0
+    head = f"`{f.name}`: {len(real)} of {len(diffs)} differences are significant at 95%."
+    if not real:
+        return (
+            f"{head} On {f.n_prompts} prompts an accuracy's interval is about ±{half:.2f} "
+            "wide, so none of these differences can be told from noise; more eval prompts "
+            "(or larger gaps) are needed before reading anything into them."
+        )
+    return f"{head} The others' intervals (about ±{half:.2f} per accuracy) include zero."

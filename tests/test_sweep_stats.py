@@ -1,0 +1,96 @@
+"""The sweep's interval arithmetic, checked by hand on small fixed tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from prefdelta.train.sweep_stats import (
+    Interval,
+    bootstrap_indices,
+    fit_line,
+    gain_slope,
+    paired_difference,
+    wilson,
+)
+
+
+def test_wilson_matches_the_published_values() -> None:
+    # 8 of 10: the textbook Wilson 95% interval is 0.4902 to 0.9433
+    iv = wilson(8, 10)
+    assert iv.estimate == 0.8
+    assert (round(iv.low, 4), round(iv.high, 4)) == (0.4902, 0.9433)
+    # by hand for 0 of 16: centre = (z^2/32) / (1 + z^2/16), half the same, so low = 0
+    z = 1.959963984540054
+    high = (z * z / 16) / (1 + z * z / 16)
+    zero = wilson(0, 16)
+    assert zero.low == 0.0 and math.isclose(zero.high, high)
+    assert not zero.significant or zero.low > 0  # [0, 0.19] does not exclude zero
+    with pytest.raises(ValueError):
+        wilson(0, 0)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """numpy's default (linear) percentile, written out."""
+    s = sorted(values)
+    pos = q / 100 * (len(s) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def test_paired_bootstrap_by_hand() -> None:
+    run = [1, 1, 0, 1, 0, 1, 1, 0]
+    base = [0, 1, 0, 0, 0, 1, 0, 0]
+    indices = bootstrap_indices(len(run), resamples=500, seed=7)
+    assert indices.shape == (500, 8)
+    assert (indices == bootstrap_indices(8, resamples=500, seed=7)).all()  # seeded
+    # each resample: the mean over its drawn prompts of (run - base)
+    means = [sum(run[i] - base[i] for i in row) / 8 for row in indices.tolist()]
+    iv = paired_difference(run, base, indices)
+    assert iv.estimate == pytest.approx(3 / 8)
+    assert iv.low == pytest.approx(_percentile(means, 2.5))
+    assert iv.high == pytest.approx(_percentile(means, 97.5))
+    assert iv.low > 0 and iv.significant  # three prompts gained, none lost
+
+    # identical outcomes: no difference, and not significant
+    same = paired_difference(run, run, indices)
+    assert (same.estimate, same.low, same.high, same.significant) == (0.0, 0.0, 0.0, False)
+    # one gain and one loss: the interval straddles zero
+    mixed = paired_difference([1, 0, 0, 0], [0, 1, 0, 0], bootstrap_indices(4, seed=1))
+    assert mixed.estimate == 0.0 and mixed.low < 0 < mixed.high and not mixed.significant
+    with pytest.raises(ValueError, match="4 outcomes against 3"):
+        paired_difference([1, 0, 0, 0], [1, 0, 0], indices)
+
+
+def test_gap_regression_by_hand_on_three_points() -> None:
+    # (0, 0), (1, 1), (2, 4): x mean 1, y mean 5/3; slope = sum(dx*dy) / sum(dx^2)
+    # = ((-1)(-5/3) + 0 + (1)(7/3)) / 2 = 2; intercept = 5/3 - 2 = -1/3
+    slope, intercept = fit_line([0, 1, 2], [0, 1, 4])
+    assert slope == pytest.approx(2.0) and intercept == pytest.approx(-1 / 3)
+    with pytest.raises(ValueError, match="two different x values"):
+        fit_line([1, 1], [0, 1])
+
+    # gains over the base of three runs on four prompts: 0, 1/4 and 2/4 at deltas 0.5, 1, 1.5
+    base = [0, 0, 1, 0]
+    runs = [[0, 0, 1, 0], [1, 0, 1, 0], [1, 1, 1, 0]]
+    indices = bootstrap_indices(4, resamples=300, seed=3)
+    iv, icpt = gain_slope([0.5, 1.0, 1.5], runs, base, indices)
+    assert iv.estimate == pytest.approx(0.5) and icpt == pytest.approx(-0.25)  # 0.25 per 0.5
+    # each resample's slope, refitted by hand
+    slopes = []
+    for row in indices.tolist():
+        gains = [sum(r[i] - base[i] for i in row) / 4 for r in runs]
+        slopes.append(fit_line([0.5, 1.0, 1.5], gains)[0])
+    assert iv.low == pytest.approx(_percentile(slopes, 2.5))
+    assert iv.high == pytest.approx(_percentile(slopes, 97.5))
+
+
+def test_significance_means_the_interval_excludes_zero() -> None:
+    assert Interval(0.1, 0.01, 0.2).significant
+    assert Interval(-0.1, -0.2, -0.01).significant
+    assert not Interval(0.1, 0.0, 0.2).significant
+    assert not Interval(0.0, -0.1, 0.1).significant
+    assert np.isfinite(wilson(3, 3).low)
