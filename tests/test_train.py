@@ -38,6 +38,7 @@ from prefdelta.train.configs import (
 )
 from prefdelta.train.data import (
     KTO_RATIO_RANGE,
+    TrainDataError,
     balanced_weights,
     load_dpo_selection,
     load_kto_selection,
@@ -413,6 +414,26 @@ def test_config_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(TrainConfigError, match="kto_source traces needs"):
         KTODataArguments(dataset="x", kto_source="traces")
     assert config_argv(["c.yaml", "--max_steps", "2"]) == ["--config", "c.yaml", "--max_steps", "2"]
+
+
+def test_num_pairs_draws_that_many_from_what_the_filters_keep(published: Path) -> None:
+    """The correctness sweep's sizing: exactly ``num_pairs``, seeded, within the filter."""
+    both = {"dataset": str(published), "correctness": "chosen_only"}
+    pool = load_dpo_selection(DataArguments(**both)).dataset
+    assert len(pool) > 3
+    first = load_dpo_selection(DataArguments(**both, num_pairs=3, selection_seed=1)).dataset
+    again = load_dpo_selection(DataArguments(**both, num_pairs=3, selection_seed=1)).dataset
+    assert len(first) == 3 and first["pair_id"] == again["pair_id"]
+    assert set(first["pair_id"]) <= set(pool["pair_id"])
+    with pytest.raises(TrainDataError, match=rf"num_pairs: {len(pool) + 1} asked, but the "):
+        load_dpo_selection(DataArguments(**both, num_pairs=len(pool) + 1))
+    with pytest.raises(
+        TrainConfigError, match="give one of top_fraction, random_fraction, num_pairs"
+    ):
+        DataArguments(dataset="x", num_pairs=3, top_fraction=0.5)
+    for bad in (0, -2, True, 2.5):
+        with pytest.raises(TrainConfigError, match="num_pairs must be a positive integer"):
+            DataArguments(dataset="x", num_pairs=bad)  # type: ignore[arg-type]
 
 
 def test_generator_pairs_accept_yaml_spellings(tmp_path: Path) -> None:
