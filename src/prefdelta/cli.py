@@ -92,7 +92,9 @@ def validate(recipe: RecipeArg) -> None:
 
     r = _load(recipe)
     with user_errors():
-        rows = count_local_prompts(r)  # a local prompts file is read and its columns checked
+        rows = count_local_prompts(
+            r.prompts, r.base_dir
+        )  # a local prompts file is read and its columns checked
     for name in r.unused_generators:
         err.print(f"warning: generator {name!r} is declared but pairing does not use it")
     read = f"; {rows} prompts in {r.prompts.path}" if r.prompts.path and rows is not None else ""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefdelta.builders.prompts import read_prompt_table
-from prefdelta.recipe import BuildRecipe
+from prefdelta.recipe import BuildRecipe, PromptsConfig
 
 
 @dataclass(frozen=True)
@@ -22,19 +23,19 @@ class BuildPlan:
         return None if None in counts else sum(c or 0 for c in counts)
 
 
-def count_local_prompts(recipe: BuildRecipe) -> int | None:
+def count_local_prompts(prompts: PromptsConfig, base_dir: Path) -> int | None:
     """Rows in a local prompts file, read and its columns checked (a missing prompt or
     reference column is an error naming the file), capped by ``limit``; None for a Hub
-    dataset, which is not read before the build."""
-    cfg = recipe.prompts
+    dataset, which is not read before the build. ``base_dir``: the recipe's folder."""
+    cfg = prompts
     if cfg.path is None:
         return cfg.limit
-    ds, _ = read_prompt_table(cfg, recipe.base_dir)
+    ds, _ = read_prompt_table(cfg, base_dir)
     return ds.num_rows if cfg.limit is None else min(ds.num_rows, cfg.limit)
 
 
 def plan_build(recipe: BuildRecipe, prompts: int | None = None) -> BuildPlan:
-    n = prompts if prompts is not None else count_local_prompts(recipe)
+    n = prompts if prompts is not None else count_local_prompts(recipe.prompts, recipe.base_dir)
     used = recipe.pairing.generator_names
     generations = {
         name: None if n is None else n * recipe.generators[name].samples_per_prompt for name in used

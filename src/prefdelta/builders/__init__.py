@@ -3,4 +3,9 @@ pairs them and computes their deltas.
 
 Submodules are imported where they are used, so importing ``prefdelta.builders`` stays
 cheap and never pulls in distilabel, torch or a backend SDK.
+
+May import: ``recipe``, ``schema`` and the shared bottom modules (``errors``, ``files``,
+``locations``, ``rubrics``, ``judge_schema``, ``local_models``, ``scratch``). Never
+``loading``, ``push``, ``review``, ``train`` or ``cli``, which all build on this package
+(the import contract in pyproject.toml checks it).
 """

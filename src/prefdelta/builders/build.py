@@ -41,7 +41,7 @@ from prefdelta.builders.summary import build_summary, print_summary
 from prefdelta.builders.verify import is_correct
 from prefdelta.errors import PrefdeltaError
 from prefdelta.files import atomic_write
-from prefdelta.recipe import BuildRecipe
+from prefdelta.recipe import BuildRecipe, PairingConfig
 from prefdelta.schema import (
     HASHED_FILES,
     PAIRS_FILE,
@@ -227,7 +227,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         traces.append(_trace_row(recipe, t, gen, judged))
     dims = recipe.judge.dimension_names
     means = generator_means(traces, dims, recipe.delta)
-    gen_pairs = _generator_pairs(recipe)
+    gen_pairs = _generator_pairs(recipe.pairing)
     gaps = {pair: generator_gap(means, *pair) for pair in gen_pairs}
     # a trace that was never generated has no text to train on: it makes no pair
     report = make_pairs([t for t in traces if t["finish_reason"] != "error"], recipe, gaps)
@@ -305,8 +305,7 @@ def _failed(reader: AnswerReader, error: str) -> dict[str, Any]:
     return reader.outputs([[{"text": None, "tokens": None, "error": error}]])
 
 
-def _generator_pairs(recipe: BuildRecipe) -> list[tuple[str, str]]:
-    pairing = recipe.pairing
+def _generator_pairs(pairing: PairingConfig) -> list[tuple[str, str]]:
     if pairing.strategy == "generators":
         return [(pairing.chosen or "", r) for r in pairing.rejected]
     return [(a, b) for a in pairing.pool for b in pairing.pool]

@@ -71,8 +71,8 @@ def _answered(judged: dict[str, Any]) -> bool:
     return any(a.get("text") is not None for slot in judged["judge_answers"] for a in slot)
 
 
-def _maybe_ray(pipeline: Pipeline, recipe: BuildRecipe) -> Any:
-    if not recipe.ray:
+def _maybe_ray(pipeline: Pipeline, use_ray: bool) -> Any:
+    if not use_ray:
         return pipeline
     from prefdelta.builders.generators import BackendUnavailableError
 
@@ -126,7 +126,7 @@ def generation_pipeline(
                 input_batch_size=first.batch_size,
             )
             load >> step
-    return _maybe_ray(pipeline, recipe)
+    return _maybe_ray(pipeline, recipe.ray)
 
 
 def judge_pipeline(
@@ -157,4 +157,4 @@ def judge_pipeline(
             input_mappings={"instruction": "prompt", "generation": "trace"},
         )
         load >> step
-    return _maybe_ray(pipeline, recipe)
+    return _maybe_ray(pipeline, recipe.ray)

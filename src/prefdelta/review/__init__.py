@@ -4,4 +4,8 @@
 the answers back with judge-human agreement (``argilla_client`` connects, ``records`` is the
 dataset's schema). Submodules load lazily. ``server_scripts/argilla_engine.py`` is not a module:
 it runs only inside the Argilla server's own venv.
+
+May import: ``loading``, ``push``, ``builders``, ``recipe``, ``schema`` and the shared
+bottom modules. Never ``train`` (its sibling layer) or ``cli`` (the import contract in
+pyproject.toml checks it).
 """
