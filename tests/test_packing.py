@@ -25,8 +25,9 @@ from model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 from prefdelta.push import publish_build
 from prefdelta.train import dpo
 from prefdelta.train.configs import DataArguments, TrainConfigError
+from prefdelta.train.data import dataset_source
 from prefdelta.train.packing import pack_sequences, plan_rows
-from prefdelta.train.ref_cache import CACHE_DIR_NAME
+from prefdelta.train.ref_cache import RefCacheLocation
 from train_fixtures import dpo_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -129,11 +130,12 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _stored_ref_logps(run: Path) -> dict[bytes, float]:
-    """Every reference log-prob a run stored beside its copy of the dataset."""
+    """Every reference log-prob a run stored for its copy of the dataset."""
     import pyarrow.parquet as pq
 
     out: dict[bytes, float] = {}
-    for shard in (run / "data" / CACHE_DIR_NAME).rglob("*.parquet"):
+    root = RefCacheLocation.for_dataset(dataset_source(str(run / "data"), None)).root
+    for shard in root.rglob("*.parquet"):
         table = pq.read_table(shard)
         out.update(zip(table["key"].to_pylist(), table["logp"].to_pylist(), strict=True))
     return out

@@ -40,10 +40,11 @@ from prefdelta.train.data import (
     KTO_RATIO_RANGE,
     TrainDataError,
     balanced_weights,
+    dataset_source,
     load_dpo_selection,
     load_kto_selection,
 )
-from prefdelta.train.ref_cache import CACHE_DIR_NAME, RefCacheLocation
+from prefdelta.train.ref_cache import RefCacheLocation
 from prefdelta.train.run import REGISTRY
 from train_fixtures import BATCH, dpo_config, kto_config
 
@@ -61,9 +62,10 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def fresh(published: Path, tmp_path: Path) -> Path:
-    """A private copy of the published folder: its reference log-prob cache starts empty."""
+    """A private copy of the published folder: its reference log-prob cache starts empty
+    (the cache is keyed by the folder's path)."""
     copy = tmp_path / "published"
-    shutil.copytree(published, copy, ignore=shutil.ignore_patterns(CACHE_DIR_NAME))
+    shutil.copytree(published, copy)
     return copy
 
 
@@ -174,11 +176,16 @@ def test_reference_logps_are_computed_once_and_reused_by_other_filters(
         args = DataArguments(dataset=str(fresh), dimension="step_coherence", **select)
         return dpo.main(args, dpo_config(tmp_path / name, max_steps=2), model)
 
+    files_before = sorted(p.relative_to(fresh) for p in fresh.rglob("*"))
     first = run("top50", top_fraction=0.5)
     rows = first.counts["pairs_selected"]
     assert counter.take() == math.ceil(rows / BATCH)  # one reference pass, batched
     assert first.ref_cache["sequences_cached"] == 0
-    assert list((fresh / CACHE_DIR_NAME / "ref_logps").glob("*/part-*.parquet"))
+    location = RefCacheLocation.for_dataset(dataset_source(str(fresh), None))
+    assert list(location.root.glob("*/part-*.parquet"))
+    # the cache is a folder of its own: training wrote nothing into the dataset folder
+    assert not location.root.is_relative_to(fresh)
+    assert sorted(p.relative_to(fresh) for p in fresh.rglob("*")) == files_before
 
     # top 30% is inside top 50% (same ranking): every pair is cached, no reference forward
     # at all, neither before training nor during it
@@ -358,7 +365,7 @@ def test_cli_dataset_lacking_a_column_names_it_and_what_has_it(
     tmp_path: Path,
 ) -> None:
     broken = tmp_path / "broken"
-    shutil.copytree(published, broken, ignore=shutil.ignore_patterns(CACHE_DIR_NAME))
+    shutil.copytree(published, broken)
     for f in (broken / "data/pairs").glob("*.parquet"):
         table = pq.read_table(f)
         pq.write_table(table.drop_columns(["chosen_generator"]), f)

@@ -77,13 +77,17 @@ class DataArguments:
     ref_cache: bool = field(
         default=True,
         metadata={
-            "help": "Reuse reference log-probs across runs (stored beside the dataset); "
+            "help": "Reuse reference log-probs across runs (in their own cache, never in the "
+            "dataset: $PREFDELTA_REF_CACHE or ~/.cache/prefdelta/ref_logps); "
             "implies precompute_ref_log_probs."
         },
     )
     ref_cache_dir: str | None = field(
         default=None,
-        metadata={"help": "Root of the reference log-prob cache (default: beside the dataset)."},
+        metadata={
+            "help": "Root of the reference log-prob cache (default: $PREFDELTA_REF_CACHE, "
+            "else ref_logps in prefdelta's cache)."
+        },
     )
     length_grouping: bool = field(
         default=True,

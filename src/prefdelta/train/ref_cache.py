@@ -4,8 +4,9 @@ Why: the paper's experiments train many times on subsets of one dataset (top k% 
 dimension's delta, a random k%, one generator pair at a time) against the same reference
 model. TRL's ``precompute_ref_log_probs`` drops the reference forward from training, but
 caches by the fingerprint of the exact (filtered) dataset, so every new subset pays the
-whole reference pass again. Here the values are stored per sequence, beside the dataset,
-and a later run with another filter computes only the sequences it has never seen.
+whole reference pass again. Here the values are stored per sequence, in a cache of their
+own (never inside the dataset, which may be read-only, shared or published), and a later
+run with another filter computes only the sequences it has never seen.
 
 How it plugs into TRL 1.16: with ``precompute_ref_log_probs=True`` the trainers call
 ``self._precompute_ref_logps(dataset, name, batch_size)`` on the tokenized train and eval
@@ -16,6 +17,11 @@ reference model is even loaded: ``ref_model`` stays ``None``). :class:`RefCacheM
 overrides that one method: it looks every sequence up in the cache, runs TRL's own
 ``compute_ref_log_probs`` on the missing rows only (longest first, so padding is small
 and an out-of-memory shows at once), stores them, and attaches the columns.
+
+Where. The training config's ``ref_cache_dir`` when set, else ``$PREFDELTA_REF_CACHE``,
+else ``ref_logps`` under prefdelta's cache (``$PREFDELTA_CACHE``, else
+``~/.cache/prefdelta``); below it, one folder per dataset (a Hub id, or a local folder's
+absolute path).
 
 Keys. A folder ``<root>/<key>/`` holds one (reference model, dataset revision, settings)
 combination, where the reference is TRL's own hash of its weights (``hash_module``, what
@@ -47,7 +53,6 @@ if TYPE_CHECKING:
     import datasets
 
 CACHE_VERSION = 1
-CACHE_DIR_NAME = ".prefdelta"
 META = "meta.json"
 KEY_BYTES = 16
 COMPACT_AT = 32  # shards; beyond this they are merged into one
@@ -74,20 +79,12 @@ class RefCacheLocation:
     def for_dataset(
         cls, source: Any, cache_dir: str | os.PathLike[str] | None = None
     ) -> RefCacheLocation:
-        """Beside a folder dataset (``<folder>/.prefdelta/ref_logps``), in the local cache
-        for a Hub dataset (``$PREFDELTA_CACHE/ref_logps/<org>--<name>``), or under
-        ``cache_dir`` when given. A read-only folder falls back to the local cache."""
-        from prefdelta.local_models import cache_dir as default_cache
-
-        if cache_dir is not None:
-            root = Path(cache_dir).expanduser() / _slug(source.path)
-        elif source.local:
-            root = Path(source.path) / CACHE_DIR_NAME / "ref_logps"
-            if not _writable(root):
-                root = default_cache() / "ref_logps" / _slug(source.path)
-        else:
-            root = default_cache() / "ref_logps" / _slug(source.path)
-        return cls(root, source.path, source.resolved)
+        """Under ``cache_dir`` when given, else :func:`ref_cache_root`: one folder per
+        dataset, named by its Hub id or its local folder's absolute path. Nothing is ever
+        written into the dataset itself."""
+        name = str(Path(source.path).resolve()) if source.local else source.path
+        root = Path(cache_dir).expanduser() if cache_dir is not None else ref_cache_root()
+        return cls(root / _slug(name), source.path, source.resolved)
 
     def store(self, reference: str, settings: dict[str, Any]) -> RefLogpStore:
         meta = {
@@ -104,20 +101,17 @@ class RefCacheLocation:
         return RefLogpStore(self.root / key, meta)
 
 
+def ref_cache_root() -> Path:
+    """``$PREFDELTA_REF_CACHE``, else ``ref_logps`` in prefdelta's cache directory."""
+    from prefdelta.local_models import cache_dir
+
+    root = os.environ.get("PREFDELTA_REF_CACHE")
+    return Path(root).expanduser() if root else cache_dir() / "ref_logps"
+
+
 def _slug(path: str) -> str:
     text = path.strip("/").replace("/", "--")
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[-120:]
-
-
-def _writable(root: Path) -> bool:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".probe-{uuid.uuid4().hex}"
-        probe.touch()
-        probe.unlink()
-    except OSError:
-        return False
-    return True
 
 
 class RefLogpStore:
