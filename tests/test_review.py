@@ -171,11 +171,22 @@ def test_annotators_cannot_see_the_blinding(
     items = found.json()["items"]
     assert len(items) == 4
     for item in items:
-        meta = item["record"]["metadata"]
-        assert set(meta) == {"generator_pair", "correctness"}  # no a_is, no delta
+        # no a_is, no delta, no generator pair, no correctness: nothing tells the sides apart
+        assert item["record"]["metadata"] in ({}, None)
+        assert set(item["record"]["fields"]) == {"prompt", "response_a", "response_b"}
     props = {m.name: m.visible_for_annotators for m in ds.settings.metadata}
-    assert props["generator_pair"] and props["correctness"]
-    assert not props["a_is"] and not props["delta"] and not props["delta_step_coherence"]
+    assert {"a_is", "delta", "delta_step_coherence", "generator_pair", "correctness"} <= set(props)
+    assert not any(props.values())
+
+    # a dataset pushed while a property was still shown: the next push hides it
+    shown = next(m for m in ds.settings.metadata if m.name == "generator_pair")
+    shown.visible_for_annotators = True
+    shown.update()
+    push_review(published, n=4, dataset_name="hidden-map", **api)
+    again = owner.datasets("hidden-map", workspace="prefdelta")
+    assert not any(m.visible_for_annotators for m in again.settings.metadata)
+    found = reviewer.http_client.post(f"/api/v1/me/datasets/{ds.id}/records/search", json={})
+    assert all(i["record"]["metadata"] in ({}, None) for i in found.json()["items"])
 
 
 def test_repush_upserts_and_keeps_the_order(

@@ -45,6 +45,7 @@ from prefdelta.review.records import (
     build_record,
     check_compatible,
     dimensions_of,
+    hide_revealing_metadata,
     review_settings,
 )
 from prefdelta.review.sample import StratifiedSample, sample_pairs
@@ -99,6 +100,7 @@ def open_review_dataset(
         time.sleep(0.25)
     ds = get_dataset(client, name, workspace.name) or ds  # re-read its finished settings
     check_compatible(ds, dims)
+    hide_revealing_metadata(ds)  # a dataset pushed when some metadata was still shown
     return ds, False
 
 

@@ -10,9 +10,12 @@ role (and hides it from their filters), while owners and admins still read it, s
 ``review pull`` un-blinds from the server alone, on any machine, with no local file to lose.
 
 Metadata for filtering and sorting: every delta (float), the generator pair and verifier
-correctness in blinded terms ("one correct", not which one). The deltas are hidden from
-annotators like ``a_is``: they are the judge's view in numbers, and a signed delta next to
-an A/B suggestion would tell which response is the chosen one.
+correctness in blinded terms ("one correct", not which one). All of it is hidden from
+annotators like ``a_is``, because each can tell which response is the chosen one: the
+deltas are the judge's view in numbers (a signed delta next to an A/B suggestion gives the
+side away), the generator pair names the two styles ("careful vs hasty"), and "one
+correct" next to two final answers points at the chosen one. Owners and admins filter and
+sort by all of it.
 """
 
 from __future__ import annotations
@@ -184,8 +187,7 @@ def review_settings(dims: Sequence[str], rubrics: Mapping[str, str]) -> rg.Setti
     questions.append(
         rg.TextQuestion(name=NOTE, title="Note (optional)", required=False, use_markdown=False)
     )
-    # Deltas are the judge's view: owners and admins filter and sort by them, annotators never
-    # see them (a signed delta next to an A/B suggestion would give the blinding away).
+    # every property can give the blinding away (see the module docstring): annotators see none
     metadata: list[Any] = [
         rg.FloatMetadataProperty(
             name="delta", title="delta (aggregate)", visible_for_annotators=False
@@ -196,8 +198,12 @@ def review_settings(dims: Sequence[str], rubrics: Mapping[str, str]) -> rg.Setti
             )
             for d in dims
         ),
-        rg.TermsMetadataProperty(name=GENERATOR_PAIR, title="generator pair"),
-        rg.TermsMetadataProperty(name=CORRECTNESS, options=list(CORRECTNESS_TERMS)),
+        rg.TermsMetadataProperty(
+            name=GENERATOR_PAIR, title="generator pair", visible_for_annotators=False
+        ),
+        rg.TermsMetadataProperty(
+            name=CORRECTNESS, options=list(CORRECTNESS_TERMS), visible_for_annotators=False
+        ),
         rg.TermsMetadataProperty(
             name=BLINDING,
             title="Response A is",
@@ -233,3 +239,17 @@ def check_compatible(dataset: rg.Dataset, dims: Sequence[str]) -> None:
 def review_dimensions(dataset: rg.Dataset) -> list[str]:
     """The dimension questions of a review dataset, in their order."""
     return [q.name for q in dataset.settings.questions if q.name not in (OVERALL, NOTE)]
+
+
+def hide_revealing_metadata(dataset: rg.Dataset) -> list[str]:
+    """Hide from annotators every metadata property of an existing review dataset that is
+    still visible to them (a dataset pushed before they were all hidden); returns their
+    names. A property's visibility is a server-side setting, so this fixes what every
+    annotator is served, records already pushed included."""
+    changed = []
+    for prop in dataset.settings.metadata:
+        if prop.visible_for_annotators:
+            prop.visible_for_annotators = False
+            prop.update()
+            changed.append(prop.name)
+    return changed
