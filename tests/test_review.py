@@ -159,6 +159,21 @@ def test_two_pushes_at_once_make_one_dataset_and_neither_fails(
     assert len(_records(owner, "raced")) == 8
 
 
+def test_review_dataset_names_do_not_depend_on_the_path_spelling(
+    published: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefdelta.review.argilla_client import default_dataset_name
+
+    monkeypatch.chdir(published.parent.parent)
+    rel = f"{published.parent.name}/{published.name}"
+    spellings = [rel, f"./{rel}", f"{rel}/", str(published), published, Path(rel)]
+    names = {default_dataset_name(s) for s in spellings}
+    assert len(names) == 1, names
+    (name,) = names
+    assert name.startswith("synthetic-") and name.endswith("-review") and len(name) == 29
+    assert default_dataset_name("tester/Some.Data") == "tester-some-data-review"
+
+
 def test_annotators_cannot_see_the_blinding(
     owner: Any, api: dict[str, str], published: Path
 ) -> None:

@@ -105,12 +105,29 @@ def argilla_errors(api_url: str) -> Iterator[None]:
 
 
 def default_dataset_name(dataset: str | os.PathLike[str]) -> str:
-    """The Argilla dataset for a published dataset: ``org/name`` -> ``org-name-review``."""
-    text = str(dataset).rstrip("/")
-    local = isinstance(dataset, os.PathLike) or text.startswith((".", "/", "~"))
-    base = Path(text).expanduser().resolve().name if local else text
-    slug = re.sub(r"[^a-z0-9_-]+", "-", base.lower()).strip("-") or "dataset"
-    return f"{slug}-review"
+    """The Argilla dataset for a published dataset, named by what the dataset is, never by
+    how its path is spelled: a Hub id ``org/name`` -> ``org-name-review``; a local folder
+    -> ``<recipe name>-<recipe hash12>-review`` from its ``recipe.yaml`` (``out/x``,
+    ``./out/x`` and ``/abs/out/x`` are one dataset), or the folder's own name when it has
+    no readable recipe."""
+    from prefdelta.locations import is_local_path
+
+    if not is_local_path(dataset):
+        return f"{_slug(str(dataset))}-review"
+    folder = Path(dataset).expanduser().resolve()
+    try:
+        from prefdelta.push.build_folder import read_recipe_text
+        from prefdelta.schema import RECIPE_FILE
+
+        text = (folder / RECIPE_FILE).read_text(encoding="utf-8")
+        recipe = read_recipe_text(text, str(folder / RECIPE_FILE))
+    except (OSError, UnicodeDecodeError, PrefdeltaError):
+        return f"{_slug(folder.name)}-review"
+    return f"{_slug(recipe.name)}-{recipe.content_hash()[:12]}-review"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", text.rstrip("/").lower()).strip("-") or "dataset"
 
 
 def get_workspace(client: rg.Argilla, name: str, *, create: bool) -> rg.Workspace:
