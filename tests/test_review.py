@@ -510,3 +510,57 @@ def test_unreadable_dataset_is_one_line(
         assert result.exit_code == 1
         assert len(result.output.strip().splitlines()) == 1, result.output
         assert "absent" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_push_after_serve_needs_no_credentials(
+    published: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`review serve` records its URL and key; `review push` right after it finds them, and
+    the record goes when the server stops."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefdelta.review.argilla_client import serve_credentials_file
+
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARGILLA_")}
+    env["PREFDELTA_CACHE"] = str(cache)
+    log = tmp_path / "serve.log"
+    root = Path(__file__).resolve().parents[1]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefdelta", "review", "serve"],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        monkeypatch.setenv("PREFDELTA_CACHE", str(cache))
+        monkeypatch.delenv("ARGILLA_API_KEY", raising=False)
+        monkeypatch.delenv("ARGILLA_API_URL", raising=False)
+        saved = serve_credentials_file()
+        deadline = time.monotonic() + 600  # generous: a loaded CI machine boots slowly
+        while not saved.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert saved.exists(), f"serve recorded no credentials; its output:\n{log.read_text()}"
+        assert saved.stat().st_mode & 0o077 == 0  # owner-only: it holds the API key
+        pushed = runner.invoke(
+            app, ["review", "push", str(published), "--n", "4", "--dataset-name", "from-serve"]
+        )
+        assert pushed.exit_code == 0, f"{pushed.output}\nserve output:\n{log.read_text()}"
+        assert "pushed 4 pairs" in pushed.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "export ARGILLA_API_URL=http://127.0.0.1:" in text and "ARGILLA_API_KEY=argilla." in text
+    assert not saved.exists(), text  # stopped: nothing left to mislead the next push

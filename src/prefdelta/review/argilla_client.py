@@ -8,6 +8,7 @@ that importing this module stays cheap.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -36,10 +37,49 @@ class ArgillaUnreachable(ReviewError):
 # --------------------------------------------------------------------------- connecting
 
 
+def serve_credentials_file() -> Path:
+    """Where a running ``prefdelta review serve`` leaves its URL and API key (0600), so
+    that ``review push`` and ``review pull`` on this machine find it without flags."""
+    from prefdelta.local_models import cache_dir
+
+    return cache_dir() / "argilla" / "serve.json"
+
+
+def save_serve_credentials(api_url: str, api_key: str) -> Path:
+    """Record the running server's URL and key (owner-only file); returns its path."""
+    from prefdelta.files import atomic_write
+
+    path = serve_credentials_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = json.dumps({"api_url": api_url, "api_key": api_key}, indent=2) + "\n"
+    atomic_write(path, blob.encode(), mode=0o600)
+    return path
+
+
+def clear_serve_credentials(api_url: str) -> None:
+    """Forget the server at ``api_url`` (and only it: another serve may have started since)."""
+    if _saved_serve().get("api_url") == api_url:
+        serve_credentials_file().unlink(missing_ok=True)
+
+
+def _saved_serve() -> dict[str, str]:
+    try:
+        data = json.loads(serve_credentials_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def resolve_api(api_url: str | None, api_key: str | None) -> tuple[str, str | None]:
-    """The URL and key to use: the arguments, else ARGILLA_API_URL/ARGILLA_API_KEY."""
-    url = api_url or os.environ.get(API_URL_ENV) or DEFAULT_API_URL
-    return url.rstrip("/"), api_key or os.environ.get(API_KEY_ENV)
+    """The URL and key to use: the arguments, else ARGILLA_API_URL/ARGILLA_API_KEY, else
+    what a running ``prefdelta review serve`` recorded (for its own URL only)."""
+    url = api_url or os.environ.get(API_URL_ENV)
+    key = api_key or os.environ.get(API_KEY_ENV)
+    if key is None:
+        saved = _saved_serve()
+        if saved.get("api_key") and (url is None or url.rstrip("/") == saved.get("api_url")):
+            url, key = url or saved.get("api_url"), saved["api_key"]
+    return (url or DEFAULT_API_URL).rstrip("/"), key
 
 
 def connect(api_url: str | None = None, api_key: str | None = None) -> rg.Argilla:
@@ -51,8 +91,8 @@ def connect(api_url: str | None = None, api_key: str | None = None) -> rg.Argill
     url, key = resolve_api(api_url, api_key)
     if not key:
         raise ReviewError(
-            f"no Argilla API key: pass --api-key or set {API_KEY_ENV} "
-            "(`prefdelta review serve` prints one)"
+            f"no Argilla API key for {url}: pass --api-key, set {API_KEY_ENV}, or start "
+            "`prefdelta review serve` (push and pull read the credentials it records)"
         )
     try:
         with quiet_sdk():

@@ -445,6 +445,13 @@ def serve(
     from rich.panel import Panel
     from rich.table import Table
 
+    from prefdelta.review.argilla_client import (
+        API_KEY_ENV,
+        API_URL_ENV,
+        clear_serve_credentials,
+        save_serve_credentials,
+    )
+
     console = Console()
     previous_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
@@ -473,6 +480,15 @@ def serve(
             console.print(
                 Panel(table, title=f"Argilla is up ({stack.boot_seconds:.1f} s)", expand=False)
             )
+            saved = save_serve_credentials(stack.api_url, stack.api_key)
+            console.print(
+                f"`prefdelta review push` and `pull` on this machine use it ({saved}); elsewhere:",
+                soft_wrap=True,
+            )
+            console.print(
+                f"export {API_URL_ENV}={stack.api_url} {API_KEY_ENV}={stack.api_key}",
+                soft_wrap=True,
+            )
             console.print(f"rg.Argilla(api_url={stack.api_url!r}, api_key={stack.api_key!r})")
             console.print("Press Ctrl-C to stop.")
             while True:
@@ -481,6 +497,7 @@ def serve(
         except KeyboardInterrupt:
             console.print("Stopping Argilla...")
         finally:
+            clear_serve_credentials(stack.api_url)
             stack.stop()
         console.print("Argilla stopped.")
     finally:
