@@ -296,3 +296,13 @@ def test_top_fraction_of_unjudged_pairs_is_an_error_not_an_empty_split(tmp_path:
     assert len(load_pairs(out)) == len(build_pairs(build)) > 0  # generator pairs, no deltas
     with pytest.raises(PairsLoadError, match=r"none of the \d+ selected pairs .* has a delta_"):
         load_pairs(out, dimension="step_coherence", top_fraction=0.3)
+
+
+def test_top_fraction_without_a_single_scored_pair_says_what_to_do(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "build", n_prompts=6, failure_rate=1.0, unjudged="keep")
+    publish_build(build, tmp_path / "published", test_size=0)
+    with pytest.raises(PairsLoadError) as exc:
+        load_pairs(tmp_path / "published", dimension="step_coherence", top_fraction=0.5)
+    message = str(exc.value)
+    assert "none of the 12 selected pairs" in message
+    assert message.endswith("(the build's summary.json counts why each trace went unscored)")

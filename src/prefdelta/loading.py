@@ -163,7 +163,8 @@ def _top(
         raise PairsLoadError(
             f"top_fraction: none of the {keys.num_rows} selected pairs in split "
             f"{source.split!r} of {source.path} has a {column} (the judge scored no pair on "
-            "both sides); select by generator pair instead, or rebuild with a judge that scores"
+            "both sides); select by generator pair instead, or rebuild once the judge scores "
+            "traces (the build's summary.json counts why each trace went unscored)"
         )
     k = math.ceil(fraction * scored)
     chosen = sorted(rank_by_delta(keys, column)[:k].to_pylist())
