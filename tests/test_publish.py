@@ -6,6 +6,7 @@ published, from a folder or from the loopback Hub (tests/hub_server.py) with inj
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -115,6 +116,44 @@ def test_folder_round_trip(build: Path, tmp_path: Path) -> None:
     assert not again.changed
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".published")]
     assert leftovers == []  # staging folders are always cleaned up
+
+
+def test_the_card_lists_every_column_and_says_when_there_is_nothing_to_plot(
+    tmp_path: Path,
+) -> None:
+    scored = publish_build(make_build(tmp_path / "b1", n_prompts=8), tmp_path / "p1", test_size=0)
+    table = pq.read_table(next((Path(scored.target) / "data" / "pairs").glob("*.parquet")))
+    card = (Path(scored.target) / "README.md").read_text()
+    columns_section = card[card.index("## Columns of `pairs`") :]
+    for column in table.column_names:  # every shipped column is explained
+        assert f"`{column}`" in columns_section, column
+    assert "corresponds to no data" in card  # what an empty filter does, said up front
+
+    # a build whose judge scored nothing: a sentence, not six empty histograms
+    unscored = make_build(tmp_path / "b2", n_prompts=6, failure_rate=1.0, unjudged="keep")
+    result = publish_build(unscored, tmp_path / "p2", test_size=0)
+    card = (Path(result.target) / "README.md").read_text()
+    assert "No pair has a sample-level delta" in card
+    assert "No generator pair has a pair with an aggregate delta to plot." in card
+    assert not list((Path(result.target) / "plots").glob("*.png")) and "](plots/" not in card
+
+
+def test_a_weighted_delta_card_lists_its_weights(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "b", n_prompts=6)
+    recipe = build / "recipe.yaml"
+    text = recipe.read_text().replace(
+        "delta: {aggregate: mean}", "delta: {weights: {step_coherence: 2, factuality: 0.5}}"
+    )
+    recipe.write_text(text)
+    summary = json.loads((build / "summary.json").read_text())
+    summary["files"]["recipe.yaml"] = hashlib.sha256(recipe.read_bytes()).hexdigest()
+    (build / "summary.json").write_text(json.dumps(summary))
+    card = (
+        Path(publish_build(build, tmp_path / "p", test_size=0).target) / "README.md"
+    ).read_text()
+    assert (
+        "(weights: `factuality` 0.5, `step_coherence` 2; a dimension not listed weighs 0)" in card
+    )
 
 
 def test_pairs_are_stored_highest_sort_column_first(build: Path, tmp_path: Path) -> None:

@@ -158,6 +158,10 @@ def render_card(
         test_note=test_note,
         delta_stats=[(c, s or empty) for c, s in ordered],
         dimension_plots=[p for p in plots if not p.path.startswith("plots/pair_")],
+        unplotted=[c for c, _ in ordered if f"plots/{c}.png" not in {p.path for p in plots}],
+        weights=sorted((recipe.delta.weights or {}).items())
+        if recipe.delta.method == "weighted"
+        else [],
         generator_pairs=list((summary.get("generator_pairs") or {}).items()),
         pair_plots=[p for p in plots if p.path.startswith("plots/pair_")],
     )

@@ -21,7 +21,7 @@ conversational format, with an LLM judge's scores of both traces on
 {{ dimensions | length }} reasoning dimension{{ "s" if dimensions | length != 1 }}:
 
 - **sample-level delta**: `delta_<dimension>` is the chosen trace's score minus the rejected
-  trace's; `delta` is their {{ aggregate }};
+  trace's; `delta` is their {{ aggregate }}{% if weights %} (weights: {% for d, w in weights %}`{{ d }}` {{ "%g" | format(w) }}{{ ", " if not loop.last }}{% endfor %}; a dimension not listed weighs 0){% endif %};
 - **generator-level delta**: `generator_delta` is the gap between the two generators' mean
   judge scores over the whole build (the same for every pair of a generator pair).
 
@@ -44,6 +44,10 @@ strong = load_dataset(
 
 traces = load_dataset("{{ ref }}", "traces", split="train")
 ```
+
+A `filters` that keeps no row makes `load_dataset` raise
+`Instruction "train" corresponds to no data!`; `prefdelta.load_pairs` says instead which
+filter emptied the split and what range the column holds.
 
 With prefdelta, the top 30% of pairs by {{ snippet_dimension }} delta (ties broken by `pair_id`):
 
@@ -122,7 +126,10 @@ Chosen minus rejected, over all {{ summary.pairs }} pairs.
 {% endfor %}
 {% for p in dimension_plots -%}
 ![{{ p.title }}]({{ p.path }})
-{% endfor %}
+{% endfor %}{% if not dimension_plots %}No pair has a sample-level delta: the judge scored no pair on both sides (the judge
+status counts above say why), so there is nothing to plot.
+{% elif unplotted %}No histogram for {% for c in unplotted %}`{{ c }}`{{ ", " if not loop.last }}{% endfor %}: no pair has a value there.
+{% endif %}
 ## Generator-level delta
 
 | generator pair | pairs | generator_delta | accuracy delta | mean delta |
@@ -130,11 +137,12 @@ Chosen minus rejected, over all {{ summary.pairs }} pairs.
 {% for name, info in generator_pairs -%}
 | {{ name }} | {{ info.pairs }} | {{ info.generator_delta | num }} | {{ info.generator_accuracy_delta | num }} | {{ info.mean_delta.delta | num }} |
 {% endfor %}
-Histograms of the aggregate delta per generator pair (dashed: the generator delta):
+{% if pair_plots %}Histograms of the aggregate delta per generator pair (dashed: the generator delta):
 
 {% for p in pair_plots -%}
 ![{{ p.title }}]({{ p.path }})
-{% endfor %}
+{% endfor %}{% else %}No generator pair has a pair with an aggregate delta to plot.
+{% endif %}
 ## Columns of `pairs`
 
 | column | meaning |
@@ -150,4 +158,6 @@ Histograms of the aggregate delta per generator pair (dashed: the generator delt
 | `generator_delta`, `generator_accuracy_delta` | the generator-level gap (judge score, verifier accuracy) |
 | `chosen_correct`, `rejected_correct` | final answer matches the reference (null without references) |
 | `judge_model` | the judge |
+| `chosen_judge_status`, `rejected_judge_status` | `ok`, or why the judge could not score that trace (its deltas are then null) |
+| `chosen_trace_key`, `rejected_trace_key` | the traces' ids: their rows in the `traces` config |
 """

@@ -67,13 +67,16 @@ def _histogram(
 
 
 def write_plots(build: Build, root: Path) -> list[Plot]:
-    """One histogram per dimension (and the aggregate), one per generator pair."""
+    """One histogram per dimension (and the aggregate), one per generator pair; a column
+    or a generator pair without a single delta gets none (the card says so instead)."""
     pairs = build.pairs
     plots: list[Plot] = []
     for dim in [*build.dimensions, None]:
         column = "delta" if dim is None else f"delta_{dim}"
         name = "aggregate delta" if dim is None else dim
         values = [v for v in pairs.column(column).to_pylist() if v is not None]
+        if not values:
+            continue
         rel = f"plots/{column}.png"
         _histogram(root / rel, values, f"{name} (n={len(values)})", f"{column} (chosen - rejected)")
         plots.append(Plot(rel, name))
@@ -87,6 +90,8 @@ def write_plots(build: Build, root: Path) -> list[Plot]:
             for d, cg, rg in zip(deltas, chosen, rejected, strict=True)
             if cg == c and rg == r and d is not None
         ]
+        if not values:
+            continue
         rel = f"plots/pair_{c}__vs__{r}.png"
         gap = info.get("generator_delta")
         _histogram(
