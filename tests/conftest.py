@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from hub_server import HubServer  # tests/ is on sys.path; it never imports huggingface_hub
+from support.hub_server import HubServer  # tests/ is on sys.path; it never imports huggingface_hub
 
 # ============================================================================ Hub (loopback)
 # huggingface_hub and datasets read HF_ENDPOINT and the cache paths once, at import time,
-# so a session-wide test Hub starts here, before any test module imports them. Nothing in
-# the suite may reach huggingface.co.
+# so the session-wide test Hub's address is fixed and exported here, before any test module
+# imports them. HubServer binds its port when it is made, so the URL is known (and the port
+# held) before it serves; it starts serving in pytest_sessionstart, before collection
+# imports any test module, and stops in pytest_sessionfinish (its folders go at exit).
+# Nothing in the suite may reach huggingface.co.
 
 if "huggingface_hub" in sys.modules or "datasets" in sys.modules:
     raise RuntimeError(
@@ -26,7 +29,7 @@ if "huggingface_hub" in sys.modules or "datasets" in sys.modules:
     )
 
 _HUB_TMP = Path(tempfile.mkdtemp(prefix="prefdelta-hub-"))
-HUB = HubServer(_HUB_TMP / "server").start()
+HUB = HubServer(_HUB_TMP / "server")  # bound, not yet serving
 
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_ENABLE_HF_TRANSFER"):
     os.environ.pop(_var, None)
@@ -41,7 +44,16 @@ os.environ.update(
 )
 
 
-@atexit.register
+def pytest_sessionstart(session: pytest.Session) -> None:
+    HUB.start()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own hook has torn down session fixtures
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    HUB.stop()
+
+
+@atexit.register  # also stops the Hub if the session never finished; stop() is idempotent
 def _stop_hub() -> None:
     HUB.stop()
     shutil.rmtree(_HUB_TMP, ignore_errors=True)

@@ -18,13 +18,14 @@ import pytest
 from distilabel.constants import STEP_ATTR_NAME
 from rich.console import Console
 
-from model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
 from prefdelta.builders.build import run_build
 from prefdelta.builders.generate import model_group
 from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GenerationParams, GeneratorConfig, RecipeError, load_recipe
 from prefdelta.schema import SUMMARY
+from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
+from support.store_fixtures import InspectableStore
 
 RECIPE = """
 name: tiny-build
@@ -234,7 +235,7 @@ def test_a_generator_whose_calls_raise_fails_alone_and_the_build_says_why(
     assert message.startswith("2 of 6 generations failed (weak: 2)")
     assert "; weak: RuntimeError: probability tensor contains either inf, nan" in message
     assert "rows marked failed" in message
-    store = ResultStore(out / "store.sqlite")
+    store = InspectableStore(out / "store.sqlite")
     assert store.count_all("generation") == 4  # strong's 2 x 2 samples are kept
     # the build still finished: every planned trace is a row, the failed ones marked
     summary = json.loads((out / SUMMARY).read_text())
@@ -308,7 +309,7 @@ def test_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(
     try:
         while proc.poll() is None:  # an event, not a deadline: the suite's timeout bounds it
             if store_path.exists():
-                finished = ResultStore(store_path).count_all("generation")
+                finished = InspectableStore(store_path).count_all("generation")
                 if finished > 0:
                     break
             time.sleep(0.05)
@@ -327,7 +328,7 @@ def test_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left, so the suite goes on
-    store = ResultStore(store_path)
+    store = InspectableStore(store_path)
     at_kill = store.all_values("generation")
     assert not (out / SUMMARY).exists()
 
@@ -436,7 +437,7 @@ def test_a_judge_request_that_fails_costs_only_its_own_traces(
         run_build(recipe, out, console=Console(file=io.StringIO()))
     message = str(err.value)
     assert "the judge call failed for 3 of 9 traces" in message and "HTTP 400" in message
-    store = ResultStore(out / "store.sqlite")
+    store = InspectableStore(out / "store.sqlite")
     assert store.count_all("judgment") == 6
     failures = store.all_values("failure")
     assert len(failures) == 3 and all("HTTP 400" in f["error"] for f in failures.values())

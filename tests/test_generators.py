@@ -17,7 +17,6 @@ from distilabel.models.llms import (
     vLLM,
 )
 
-from model_fixtures import ChatServer, chat_server, tiny_gguf, tiny_model_dir  # noqa: F401
 from prefdelta.builders import generators
 from prefdelta.builders.generators import (
     BackendUnavailableError,
@@ -28,6 +27,7 @@ from prefdelta.builders.generators import (
     make_llm,
 )
 from prefdelta.recipe import GenerationParams, GeneratorConfig, ModelEndpoint, RecipeError
+from support.model_fixtures import ChatServer, chat_server, tiny_gguf, tiny_model_dir  # noqa: F401
 
 GREEDY = GenerationParams(temperature=0.0, top_p=0.9, max_new_tokens=8)
 SAMPLED = GenerationParams(temperature=0.6, top_p=0.95, max_new_tokens=64)

@@ -30,7 +30,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from hub_server import FaultInjector, FaultPlan, HubServer
+from support.hub_server import FaultInjector, FaultPlan, HubServer
 
 # huggingface_hub 1.33 PUTs LFS objects with httpx's deprecated `data=<file>`; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

@@ -1,6 +1,6 @@
 """The judge's OpenAI-compatible path against a real server running a real model.
 
-llama-cpp-python's server (tests/llamacpp_fixtures.py) serves SmolLM2-135M-Instruct on
+llama-cpp-python's server (tests/support/llamacpp_fixtures.py) serves SmolLM2-135M-Instruct on
 loopback. It refuses ``response_format: json_schema`` with a 500 and enforces the same
 schema as ``json_object``: the judge finds that out on its first request and keeps to it.
 Its top log-probs come from before the grammar's mask; the expected scores renormalise
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from llamacpp_fixtures import LlamaCppServer, llamacpp_server  # noqa: F401
 from prefdelta.builders.generators import make_llm
 from prefdelta.builders.judge import judge_from_config, reader_for, schema_for
 from prefdelta.builders.structured import expected_score, schema_problem
 from prefdelta.recipe import JudgeConfig
+from support.llamacpp_fixtures import LlamaCppServer, llamacpp_server  # noqa: F401
 
 PROBLEMS = [
     ("What is 12 + 30?", "12 + 30 = 42. The answer is \\boxed{42}."),

@@ -18,7 +18,7 @@ import httpx
 import jsonschema
 import pytest
 
-from llamacpp_fixtures import LlamaCppServer, llamacpp_server  # noqa: F401
+from support.llamacpp_fixtures import LlamaCppServer, llamacpp_server  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

@@ -20,11 +20,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import prefdelta
-from build_fixtures import build_pairs, make_build
-from hub_server import HubServer
-from model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 from prefdelta.loading import PairsLoadError, load_pairs
 from prefdelta.push import publish_build
+from support.build_fixtures import build_pairs, make_build
+from support.hub_server import HubServer
+from support.model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 

@@ -15,14 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model_fixtures import tiny_gguf, tiny_model_dir  # noqa: F401  (pytest fixtures)
 from prefdelta import local_models
-from prefdelta.local_models import (
-    SMOLLM2_FILE,
-    build_tiny_model,
-    gguf_to_pretrained,
-    smollm2_gguf,
-)
+from prefdelta.local_models import SMOLLM2_FILE, gguf_to_pretrained, smollm2_gguf
+from support.model_fixtures import build_tiny_model, tiny_gguf, tiny_model_dir  # noqa: F401  (pytest fixtures)
 
 
 def _digests(folder: Path) -> dict[str, str]:

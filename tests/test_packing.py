@@ -20,15 +20,15 @@ import pytest
 import torch
 from trl import DPOConfig, ModelConfig
 
-from build_fixtures import make_build
-from model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 from prefdelta.push import publish_build
 from prefdelta.train import dpo
 from prefdelta.train.configs import DataArguments, TrainConfigError
 from prefdelta.train.data import dataset_source
 from prefdelta.train.packing import pack_sequences, plan_rows
 from prefdelta.train.ref_cache import RefCacheLocation
-from train_fixtures import dpo_config
+from support.build_fixtures import make_build
+from support.model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
+from support.train_fixtures import dpo_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

@@ -1,7 +1,8 @@
 """Publishing a build: the layout, the card, the Hub commit (atomic, retried, idempotent).
 
 Everything runs against real clients: ``datasets`` and ``huggingface_hub`` read what was
-published, from a folder or from the loopback Hub (tests/hub_server.py) with injected faults.
+published, from a folder or from the loopback Hub (tests/support/hub_server.py) with injected
+faults.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import pytest
 from huggingface_hub import DatasetCard, HfApi
 from typer.testing import CliRunner
 
-from build_fixtures import build_pairs, make_build
-from hub_server import HubServer
 from prefdelta.push import BuildFolderError, PublishError, publish_build
+from support.build_fixtures import build_pairs, make_build
+from support.hub_server import HubServer
 
 # huggingface_hub 1.33 PUTs LFS objects with httpx's deprecated `data=<file>`; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")

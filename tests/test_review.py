@@ -1,4 +1,6 @@
-"""`prefdelta review push|pull` against a real Argilla server (tests/argilla_fixtures.py), no mocks.
+"""`prefdelta review push|pull` against a real Argilla server, no mocks.
+
+The server is the session's stack from tests/support/argilla_fixtures.py.
 
 Reviewers are annotator accounts answering through the argilla SDK with their own API keys, as
 the web UI does; the owner pushes and pulls. Agreement numbers are worked out by hand.
@@ -16,9 +18,6 @@ import pytest
 from huggingface_hub import DatasetCard
 from typer.testing import CliRunner
 
-from argilla_fixtures import argilla_stack  # noqa: F401
-from build_fixtures import make_build
-from hub_server import HubServer
 from prefdelta.cli import app
 from prefdelta.push import publish_build
 from prefdelta.review.agreement import GeneratorPreference, judge_label
@@ -26,6 +25,9 @@ from prefdelta.review.argilla_client import ArgillaUnreachable, ReviewError
 from prefdelta.review.pull import pull_reviews
 from prefdelta.review.push import push_review
 from prefdelta.review.stack import ArgillaStack
+from support.argilla_fixtures import argilla_stack  # noqa: F401
+from support.build_fixtures import make_build
+from support.hub_server import HubServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
 

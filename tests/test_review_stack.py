@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 import prefdelta.review.stack as stack_module
-from argilla_fixtures import BOOT_LIMIT_S, argilla_stack, eventually, new_stack  # noqa: F401
 from prefdelta.review.stack import ArgillaServerNotInstalled, ArgillaStack
+from support.argilla_fixtures import BOOT_LIMIT_S, argilla_stack, eventually, new_stack  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from argilla_fixtures import argilla_stack, eventually  # noqa: F401
-from build_fixtures import make_build
 from prefdelta.cli import app
 from prefdelta.push import publish_build
 from prefdelta.review.push import push_review
 from prefdelta.review.stack import ArgillaStack
+from support.argilla_fixtures import argilla_stack, eventually  # noqa: F401
+from support.build_fixtures import make_build
 
 pytestmark = pytest.mark.slow
 

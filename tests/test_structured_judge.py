@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from model_fixtures import ChatServer, chat_server, tiny_gguf, tiny_model_dir  # noqa: F401
 from prefdelta.builders.generators import StructuredvLLM, make_llm
 from prefdelta.builders.judge import AnswerReader, judge_from_config, reader_for, schema_for
 from prefdelta.builders.structured import (
@@ -35,6 +34,7 @@ from prefdelta.judge_schema import (
 )
 from prefdelta.recipe import JudgeConfig, RecipeError, parse_recipe
 from prefdelta.rubrics import DEFAULT_DIMENSIONS
+from support.model_fixtures import ChatServer, chat_server, tiny_gguf, tiny_model_dir  # noqa: F401
 
 DIMS = list(DEFAULT_DIMENSIONS)
 SCALE = (1, 5)

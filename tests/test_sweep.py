@@ -16,8 +16,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from build_fixtures import make_build
-from model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 from prefdelta.cli import app
 from prefdelta.push import publish_build
 from prefdelta.train.sweep import (
@@ -28,6 +26,8 @@ from prefdelta.train.sweep import (
     load_sweep,
     plan_runs,
 )
+from support.build_fixtures import make_build
+from support.model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

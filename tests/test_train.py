@@ -23,8 +23,6 @@ from hypothesis import strategies as st
 from trl import DPOConfig, DPOTrainer, ModelConfig
 from typer.testing import CliRunner
 
-from build_fixtures import make_build
-from model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 from prefdelta.cli import app
 from prefdelta.push import publish_build
 from prefdelta.train import dpo, kto
@@ -46,7 +44,9 @@ from prefdelta.train.data import (
 )
 from prefdelta.train.ref_cache import RefCacheLocation
 from prefdelta.train.run import REGISTRY
-from train_fixtures import BATCH, dpo_config, kto_config
+from support.build_fixtures import make_build
+from support.model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
+from support.train_fixtures import BATCH, dpo_config, kto_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

@@ -125,12 +125,3 @@ class ResultStore:
                 rows = db.execute(f"SELECT key FROM {kind} WHERE key IN ({marks})", chunk)
                 found.update(k for (k,) in rows)
         return found
-
-    def count_all(self, kind: Kind) -> int:
-        with self._connect() as db:
-            return int(db.execute(f"SELECT COUNT(*) FROM {kind}").fetchone()[0])
-
-    def all_values(self, kind: Kind) -> dict[str, dict[str, Any]]:
-        with self._connect() as db:
-            rows = db.execute(f"SELECT key, value FROM {kind}").fetchall()
-        return {k: json.loads(v) for k, v in rows}

@@ -5,7 +5,7 @@ Why: publish, loading and training tests need a build folder that is exactly wha
 in milliseconds. Traces and judge scores are made up with a seeded RNG; everything after
 that (pairs, deltas, generator gaps, summary.json) comes from prefdelta's own builders.
 
-Import what a test needs: ``from build_fixtures import make_build``.
+Import what a test needs: ``from support.build_fixtures import make_build``.
 """
 
 from __future__ import annotations

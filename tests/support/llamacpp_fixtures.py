@@ -1,9 +1,9 @@
 """Session-wide real OpenAI-compatible server (llama-cpp-python) running SmolLM2-135M-Instruct.
 
 Use it by importing the fixture into the test module (tests/ is on sys.path, as for
-conftest.py's ``hub_server``)::
+conftest.py's ``support.hub_server``)::
 
-    from llamacpp_fixtures import llamacpp_server  # noqa: F401
+    from support.llamacpp_fixtures import llamacpp_server  # noqa: F401
 
 The fixture yields a :class:`LlamaCppServer`: ``base_url`` (``http://127.0.0.1:PORT/v1``) and
 ``model`` (the id to send). The server runs from its own venv (``bash
@@ -29,7 +29,7 @@ import pytest
 
 from prefdelta.local_models import smollm2_gguf
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # tests/support/ -> the repository
 INSTALL_COMMAND = "bash scripts/install-llamacpp-server.sh"
 MODEL_ALIAS = "SmolLM2-135M-Instruct"
 BOOT_LIMIT_S = 120.0

@@ -1,9 +1,9 @@
 """Session-wide real Argilla stack for any test that needs one.
 
 Use it by importing the fixture into the test module (tests/ is on sys.path, as for
-conftest.py's ``hub_server``)::
+conftest.py's ``support.hub_server``)::
 
-    from argilla_fixtures import argilla_stack  # noqa: F401
+    from support.argilla_fixtures import argilla_stack  # noqa: F401
 
 The stack needs the server venv (``bash scripts/install-argilla-server.sh``). Without it the
 tests that use the fixture fail with that command in the message: they never skip, so CI cannot

@@ -1,6 +1,6 @@
 """Training configs for tests: TRL on CPU, a few steps, nothing saved or reported.
 
-Import what a test module uses: ``from train_fixtures import BATCH, dpo_config``.
+Import what a test module uses: ``from support.train_fixtures import BATCH, dpo_config``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,17 @@
 """Model fixtures: the tiny random Llama (also as a GGUF file), and a loopback chat server.
 
-Why a real server: the openai backend is proven by distilabel's real client talking HTTP
-(retries on 429, the Authorization header, how many requests overlap), not by mocks that
-would only agree with us. Import what a test module uses:
-``from model_fixtures import tiny_model_dir``.
+Why a tiny model: the suite must run offline, so tests need a model that TRL's trainers and
+distilabel's ``TransformersLLM`` accept and that builds in well under a second. Why a real
+server: the openai backend is proven by distilabel's real client talking HTTP (retries on
+429, the Authorization header, how many requests overlap), not by mocks that would only
+agree with us. Import what a test module uses:
+``from support.model_fixtures import tiny_model_dir``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -19,12 +22,114 @@ from typing import Any
 
 import pytest
 
+# ChatML, as SmolLM2 uses, without a default system prompt. It renders a prompt the same way
+# alone and followed by a completion, which TRL's DPO/KTO tokenization relies on.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+
+
+def _training_text() -> list[str]:
+    """A small fixed corpus: prose, arithmetic and chat markup, so merges look like the data."""
+    prose = (
+        "Reasoning is the process of drawing conclusions from facts. A careful answer states "
+        "what is known, works through each step, checks the result and then gives the final "
+        "answer. The capital of France is Paris. Water boils at one hundred degrees Celsius. "
+        "A preference dataset pairs a chosen answer with a rejected answer for the same prompt, "
+        "and a judge scores each answer on factuality, coherence and precision."
+    )
+    lines = [prose] * 4
+    for a in range(1, 13):
+        for b in range(1, 13):
+            lines.append(f"What is {a} + {b}? Step 1: add {a} and {b}. The answer is {a + b}.")
+            lines.append(
+                f"Compute {a} * {b}. We multiply to get {a * b}, so the answer is {a * b}."
+            )
+    lines.append("<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there!<|im_end|>\n")
+    return lines
+
+
+def _train_tokenizer(vocab_size: int, max_length: int) -> Any:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(_training_text(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        model_max_length=max_length,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_model(
+    directory: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    vocab_size: int = 512,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_length: int = 512,
+) -> Path:
+    """Write a tiny random ``LlamaForCausalLM`` with a chat tokenizer to ``directory``.
+
+    Same arguments, same bytes: the tokenizer training is deterministic and the weights come
+    from a forked torch RNG seeded with ``seed`` (the caller's RNG state is left alone).
+    """
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_tokenizer(vocab_size, max_length)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _SPECIAL_TOKENS}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=max(1, num_heads // 2),
+        max_position_embeddings=max_length,
+        tie_word_embeddings=True,
+        bos_token_id=ids["<|im_start|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|pad|>"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with a ChatML tokenizer, built once per session (read-only)."""
-    from prefdelta.local_models import build_tiny_model
-
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
