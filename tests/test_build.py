@@ -271,7 +271,6 @@ def test_changing_only_the_judge_generates_nothing(
     assert after == before
 
 
-@pytest.mark.slow
 def _session_processes(sid: int) -> list[str]:
     """Live processes of a session (the build and anything it started), as "pid cmd"."""
     alive = []
@@ -290,6 +289,7 @@ def _session_processes(sid: int) -> list[str]:
     return alive
 
 
+@pytest.mark.slow
 def test_sigkill_mid_build_then_resume_loses_and_duplicates_nothing(
     tmp_path: Path,
     tiny_model_dir: Path,  # noqa: F811
