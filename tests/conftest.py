@@ -73,6 +73,14 @@ def hub() -> Iterator[HubServer]:
     HUB.clear_faults()
 
 
+# --------------------------------------------------------------------------- training caches
+# Reference log-probs live in a cache of their own, never in a dataset folder; the suite's
+# go to a session folder, so nothing lands in ~/.cache and no run reads an older run's.
+_REF_CACHE = Path(tempfile.mkdtemp(prefix="prefdelta-ref-logps-"))
+os.environ["PREFDELTA_REF_CACHE"] = str(_REF_CACHE)
+atexit.register(shutil.rmtree, _REF_CACHE, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- logging
 import logging  # noqa: E402
 import logging.handlers  # noqa: E402
