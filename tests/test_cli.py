@@ -126,3 +126,38 @@ def test_readme_recipe_reference_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index(START) : readme.index(END) + len(END)]
     assert section == reference_markdown(), "run: python -m prefdelta.recipe_docs README.md"
+
+
+def test_inspect_says_how_much_of_the_work_is_already_stored(tmp_path: Path) -> None:
+    """Counted by the keys the build looks up: a half-generated, one-judged store."""
+    from prefdelta.builders.build import STORE, plan_traces
+    from prefdelta.builders.keys import judgment_key
+    from prefdelta.builders.pipelines import judge_fingerprint
+    from prefdelta.builders.prompts import load_prompts
+    from prefdelta.builders.store import ResultStore
+    from prefdelta.recipe import load_recipe
+
+    recipe_text = (ROOT / "recipes" / "demo.yaml").read_text()
+    out = tmp_path / "build"
+    path = tmp_path / "demo.yaml"
+    prompts_file = ROOT / "recipes" / "data" / "demo-prompts.jsonl"
+    path.write_text(
+        recipe_text.replace("path: data/demo-prompts.jsonl", f"path: {prompts_file}")
+        + f"output_dir: {out}\n"
+    )
+    recipe = load_recipe(path)
+    planned = plan_traces(recipe, load_prompts(recipe.prompts, recipe.base_dir)[0])
+    careful = [t for t in planned if t.generator == "careful"]
+    out.mkdir()
+    store = ResultStore(out / STORE)
+    store.put_many("generation", {t.key: {"trace": f"trace {t.key}"} for t in careful[:5]})
+    first = careful[0]
+    jkey = judgment_key(judge_fingerprint(recipe.judge), first.prompt.prompt, f"trace {first.key}")
+    store.put_many("judgment", {jkey: {"judge_answers": []}})
+
+    result = runner.invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert (
+        f"already in {out}'s store (a build reuses it): generations careful 5/16, hasty 0/16; "
+        "judgments 1/5 of the stored traces"
+    ) in result.output

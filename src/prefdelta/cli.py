@@ -131,6 +131,7 @@ def inspect(
     ] = False,
 ) -> None:
     """Show the resolved recipe and the plan: generations, judge calls, pairs."""
+    from prefdelta.builders.build import build_dir_for, stored_work
     from prefdelta.plan import plan_build
 
     r = _load(recipe)
@@ -172,6 +173,16 @@ def inspect(
     out.print(table)
     if plan.prompts is None:
         out.print("prompt count is known once the Hub dataset is read; set prompts.limit to fix it")
+    with user_errors():
+        stored = stored_work(r, build_dir_for(r))
+    if stored is not None:
+        parts = [f"{name} {done}/{total}" for name, (done, total) in stored.generations.items()]
+        judged, needed = stored.judgments
+        out.print(
+            f"already in {build_dir_for(r)}'s store (a build reuses it): generations "
+            f"{', '.join(parts)}; judgments {judged}/{needed} of the stored traces",
+            soft_wrap=True,
+        )
 
 
 def _print_judge_prompt(r: BuildRecipe) -> None:

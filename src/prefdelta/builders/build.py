@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -89,6 +89,46 @@ class PlannedTrace:
     key: str
 
 
+def plan_traces(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[PlannedTrace]:
+    """Every trace the recipe asks for, each with the store key its generation has."""
+    return [
+        PlannedTrace(p, name, s, trace_key(recipe.generators[name], p.prompt, s))
+        for p in prompts
+        for name in recipe.pairing.generator_names
+        for s in range(recipe.generators[name].samples_per_prompt)
+    ]
+
+
+@dataclass(frozen=True)
+class StoredWork:
+    """How much of a planned build its store already holds (what a rerun will not redo)."""
+
+    generations: dict[str, tuple[int, int]]  # generator -> (stored, planned)
+    judgments: tuple[int, int]  # (stored, judgments the stored traces need)
+
+
+def stored_work(recipe: BuildRecipe, out: Path) -> StoredWork | None:
+    """The work ``out``'s store already holds for this recipe, counted by the same keys
+    the build looks up; None without a store, or for Hub prompts (not read before a build)."""
+    if not (out / STORE).is_file() or recipe.prompts.path is None:
+        return None
+    prompts, _ = load_prompts(recipe.prompts, recipe.base_dir)
+    planned = plan_traces(recipe, prompts)
+    store = ResultStore(out / STORE)
+    generations = store.get_many("generation", [t.key for t in planned])
+    per: dict[str, tuple[int, int]] = {}
+    for t in planned:
+        done, total = per.get(t.generator, (0, 0))
+        per[t.generator] = (done + (t.key in generations), total + 1)
+    fingerprint = judge_fingerprint(recipe.judge)
+    jkeys = [
+        judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
+        for t in planned
+        if t.key in generations
+    ]
+    return StoredWork(per, (store.count("judgment", jkeys), len(jkeys)))
+
+
 def build_dir_for(recipe: BuildRecipe, output_dir: str | Path | None = None) -> Path:
     return Path(output_dir or recipe.output_dir or Path("builds") / recipe.name)
 
@@ -157,12 +197,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     )
     for r in refused:
         console.print(f"[yellow]refused[/] {r.describe()}", soft_wrap=True)
-    planned = [
-        PlannedTrace(p, name, s, trace_key(recipe.generators[name], p.prompt, s))
-        for p in prompts
-        for name in recipe.pairing.generator_names
-        for s in range(recipe.generators[name].samples_per_prompt)
-    ]
+    planned = plan_traces(recipe, prompts)
     fingerprint = judge_fingerprint(recipe.judge)
 
     # ---- generation
