@@ -421,6 +421,15 @@ def test_config_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(TrainConfigError, match="kto_source traces needs"):
         KTODataArguments(dataset="x", kto_source="traces")
     assert config_argv(["c.yaml", "--max_steps", "2"]) == ["--config", "c.yaml", "--max_steps", "2"]
+    # a typo on the command line (`prefdelta train --set`) too, even a prefix argparse
+    # would have taken for another key
+    cfg = _write(tmp_path / "c.yaml", {"dataset": "x", "output_dir": "o"})
+    for typo, match in (("max_step", "max_steps"), ("learning_rat", "learning_rate")):
+        with pytest.raises(
+            TrainConfigError,
+            match=rf"command line: unknown key '{typo}' \(did you mean '{match}'\?\)",
+        ):
+            parse_config(types, [str(cfg), f"--{typo}", "2"])
 
 
 def test_num_pairs_draws_that_many_from_what_the_filters_keep(published: Path) -> None:
@@ -547,3 +556,16 @@ def test_a_republished_folder_is_read_afresh(tmp_path: Path) -> None:
     traces = pq.read_table(next((folder / "data/traces").glob("*.parquet")))
     assert second_kto.counts["traces_available"] == traces.num_rows
     assert first_kto.counts["traces_available"] != traces.num_rows
+
+
+def test_a_dataset_that_is_neither_a_folder_nor_on_the_hub_says_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrainDataError) as exc:
+        dataset_source("outputs/not-here", None)
+    message = str(exc.value)
+    assert message.startswith(
+        f"dataset: no local folder outputs/not-here (relative to the current directory {tmp_path})"
+    )
+    assert "cannot resolve outputs/not-here@main on the Hub" in message

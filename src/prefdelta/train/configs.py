@@ -285,6 +285,10 @@ def parse_config(dataclass_types: Sequence[type], argv: Sequence[str]) -> tuple[
     if "--config" in args:
         path = args[args.index("--config") + 1]
         _check_keys(read_config(path), dataclass_types, path)
+    # argparse would take `--max_step` for `--max_steps` (a prefix) and answer a real typo
+    # with the whole usage: every flag is an exact key, or a one-line error with a match
+    flags = [a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")]
+    _check_keys(dict.fromkeys(f for f in flags if f != "config"), dataclass_types, "command line")
     parser = TrlParser(list(dataclass_types))
     try:
         return tuple(parser.parse_args_and_config(args))

@@ -99,8 +99,10 @@ def dataset_source(ref: str, revision: str | None) -> DatasetSource:
     try:
         sha = HfApi().dataset_info(ref, revision=revision).sha
     except Exception as exc:  # offline, private, missing: say so in one line
+        # `outputs/demo` is a Hub id by spelling and a folder by intent: say both
+        local = f"no local folder {ref} (relative to the current directory {Path.cwd()}), and "
         raise TrainDataError(
-            f"dataset: cannot resolve {ref}@{revision or 'main'} on the Hub: "
+            f"dataset: {local}cannot resolve {ref}@{revision or 'main'} on the Hub: "
             f"{' '.join(str(exc).split())[:200]}"
         ) from None
     return DatasetSource(ref, False, ref, revision, str(sha or revision or "main"))
