@@ -8,6 +8,7 @@ filtered runs (reference forwards are counted), and errors are one line.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -337,7 +338,14 @@ def test_cli_train_reads_the_trainer_from_the_config(
     )
     result = CliRunner().invoke(app, ["train", str(cfg), "--set", "max_steps=1"])
     assert result.exit_code == 0, result.output
-    assert "trained:" in result.output
+    # KTO trains on unpaired examples: counted as such, not as the pairs they came from
+    summary = re.search(
+        r"trained: .* \((\d+) examples \((\d+) desirable, (\d+) undesirable\) from (\d+) pairs",
+        " ".join(result.output.split()),
+    )
+    assert summary, result.output
+    n, desirable, undesirable, pairs = map(int, summary.groups())
+    assert n == desirable + undesirable and n > pairs
     card = (tmp_path / "out" / "README.md").read_text()
     assert "- kto" in card and "max_steps: 1" in card
 

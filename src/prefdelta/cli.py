@@ -395,9 +395,14 @@ def train(
     with user_errors(prefix="error: "):
         result = run_config(config, trainer, set_ or [])
     c = result.counts
-    n = c.get("pairs_selected", c.get("desirable", 0) + c.get("undesirable", 0))
+    if "desirable" in c:  # KTO: unpaired examples, however many pairs they came from
+        n = c["desirable"] + c["undesirable"]
+        made_of = f" from {c['pairs_selected']} pairs" if "pairs_selected" in c else ""
+        what = f"{n} examples ({c['desirable']} desirable, {c['undesirable']} undesirable){made_of}"
+    else:
+        what = f"{c.get('pairs_selected', 0)} pairs"
     loss = "" if result.train_loss is None else f", train loss {result.train_loss:.4f}"
-    out.print(f"trained: {result.output_dir} ({n} examples{loss})", markup=False, highlight=False)
+    out.print(f"trained: {result.output_dir} ({what}{loss})", markup=False, highlight=False)
 
 
 @app.command()
