@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 API_URL_ENV, API_KEY_ENV = "ARGILLA_API_URL", "ARGILLA_API_KEY"
 DEFAULT_API_URL = "http://localhost:6900"  # the argilla SDK's own default
+KEEPALIVE_S = 2.0  # client side; uvicorn (Argilla's server) closes idle connections at 5 s
 DEFAULT_WORKSPACE = "prefdelta"
 
 
@@ -96,7 +97,16 @@ def connect(api_url: str | None = None, api_key: str | None = None) -> rg.Argill
         )
     try:
         with quiet_sdk():
-            return rg.Argilla(api_url=url, api_key=key, timeout=30, retries=1)
+            # Idle pooled connections are dropped before uvicorn's 5 s keep-alive closes
+            # them at the server: a request sent on a connection the server is closing
+            # comes back as "connection reset", which a loaded machine makes frequent.
+            return rg.Argilla(
+                api_url=url,
+                api_key=key,
+                timeout=30,
+                retries=1,
+                limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
+            )
     except ArgillaCredentialsError:
         raise ReviewError(f"Argilla at {url} rejected the API key") from None
     except httpx.TransportError as exc:

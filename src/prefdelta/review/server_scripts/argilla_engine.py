@@ -317,6 +317,9 @@ def _serve(argv: list[str]) -> None:
         port=args.port,
         access_log=False,
         log_level=args.log_level,
+        # longer than any client keeps an idle connection: the client, not the server,
+        # closes it, so no request is ever sent on a connection being closed under it
+        timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
