@@ -161,3 +161,51 @@ def test_inspect_says_how_much_of_the_work_is_already_stored(tmp_path: Path) -> 
         f"already in {out}'s store (a build reuses it): generations careful 5/16, hasty 0/16; "
         "judgments 1/5 of the stored traces"
     ) in result.output
+
+
+def test_a_recipe_can_give_the_judge_its_own_template_and_system_prompt(tmp_path: Path) -> None:
+    """The override is what the judge is sent (inspect shows it), its text is part of the
+    judgment key (its path is not), and a template that hides the trace is refused."""
+    from prefdelta.builders.pipelines import judge_fingerprint
+    from prefdelta.recipe import load_recipe
+
+    prompts = ROOT / "recipes" / "data" / "demo-prompts.jsonl"
+    template = tmp_path / "my_judge.jinja2"
+    template.write_text(
+        "Rate this solution from {{ low }} to {{ high }}.\n"
+        "PROBLEM: {{ instruction }}\nSOLUTION: {{ generation }}\n"
+        "{% for d in dimensions %}{{ d.name }}; {% endfor %}\n"
+    )
+    text = (ROOT / "recipes" / "demo.yaml").read_text()
+    text = text.replace("path: data/demo-prompts.jsonl", f"path: {prompts}")
+    text = text.replace(
+        "  max_retries: 0\n",
+        "  max_retries: 0\n  template: my_judge.jinja2\n  system_prompt: You are a strict grader.\n",
+    )
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(text)
+
+    result = runner.invoke(app, ["inspect", str(recipe_path), "--judge-prompt"])
+    assert result.exit_code == 0, result.output
+    assert "--- system" in result.output and "You are a strict grader." in result.output
+    assert "Rate this solution from 1 to 5." in result.output
+    assert "factuality; strategy_coherence;" in result.output
+    assert "<trace>" not in result.output  # not the built-in template
+
+    recipe = load_recipe(recipe_path)
+    key = judge_fingerprint(recipe.judge, recipe.base_dir)
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "my_judge.jinja2").write_text(template.read_text())
+    (moved / "r.yaml").write_text(text)
+    assert judge_fingerprint(load_recipe(moved / "r.yaml").judge, moved) == key  # path: no
+    template.write_text(template.read_text() + "Be brief.\n")
+    assert judge_fingerprint(recipe.judge, recipe.base_dir) != key  # text: yes
+
+    template.write_text("Grade {{ instruction }} on {{ low }}..{{ high }}.\n")
+    result = runner.invoke(app, ["validate", str(recipe_path)])
+    assert result.exit_code == 1
+    assert "judge.template: " in result.output and "never shows {{ generation }}" in result.output
+    template.write_text("{% for d in dimensions %}{{ instruction }} {{ generation }}\n")
+    result = runner.invoke(app, ["validate", str(recipe_path)])
+    assert result.exit_code == 1 and "not a valid Jinja template" in result.output

@@ -206,7 +206,11 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
             prompt = str(table[0][r.prompts.column])
         trace, source = "(a generator's trace)", "not built yet: a placeholder trace"
     err.print(f"judge prompt ({source}):", markup=False, highlight=False)
-    out.print(judge_prompt(r.judge, prompt, trace), markup=False, highlight=False)
+    messages = judge_prompt(r.judge, prompt, trace, r.base_dir)
+    for m in messages:
+        if len(messages) > 1:
+            err.print(f"--- {m['role']}", markup=False, highlight=False)
+        out.print(m["content"], markup=False, highlight=False)
 
 
 @app.command()

@@ -233,6 +233,19 @@ class JudgeConfig(ModelEndpoint):
         "auto",
         description="openai: how the schema is sent; auto tries json_schema, then json_object",
     )
+    template: str | None = Field(
+        None,
+        description="Jinja file (relative to the recipe) for the judge's user turn, in place "
+        "of the built-in one; `prefdelta inspect --judge-prompt` shows what it renders",
+    )
+    system_prompt: str | None = Field(None, description="a system message for the judge")
+
+    @field_validator("template")
+    @classmethod
+    def _jinja_file(cls, v: str | None) -> str | None:
+        if v is not None and not v.endswith((".jinja", ".jinja2", ".j2")):
+            raise ValueError(f"must name a Jinja file (.jinja, .jinja2 or .j2), got {v!r}")
+        return v
 
     @field_validator("dimensions")
     @classmethod
@@ -576,10 +589,12 @@ class RecipeView:
         weights: dict[str, Any],
         prompts_path: Any,
         endpoints: list[tuple[tuple[Any, ...], Any, Any]],
+        judge_template: Any = None,
     ) -> None:
         self.generators, self.pairing, self.dims = generators, pairing, dims
         self.sort_by, self.weights = sort_by, weights
         self.prompts_path, self.endpoints = prompts_path, endpoints
+        self.judge_template = judge_template
 
     @classmethod
     def of(cls, recipe: BuildRecipe) -> RecipeView:
@@ -594,6 +609,7 @@ class RecipeView:
             recipe.delta.weights or {},
             recipe.prompts.path,
             endpoints,
+            recipe.judge.template,
         )
 
     @classmethod
@@ -638,6 +654,7 @@ class RecipeView:
             part(data, "delta").get("weights") or {},
             part(data, "prompts").get("path"),
             endpoints,
+            judge.get("template"),
         )
 
     def reference_problems(self) -> Iterator[tuple[tuple[Any, ...], str]]:
@@ -676,6 +693,10 @@ class RecipeView:
             path = resolve_path(self.prompts_path, base_dir)
             if not path.is_file():
                 yield ("prompts", "path"), f"file not found: {path}"
+        if isinstance(self.judge_template, str):
+            problem = judge_template_problem(resolve_path(self.judge_template, base_dir))
+            if problem is not None:
+                yield ("judge", "template"), problem
         for loc, backend, model in self.endpoints:
             if not isinstance(model, str):
                 continue
@@ -688,6 +709,32 @@ class RecipeView:
                 problem = _model_folder_problem(model, base_dir)
                 if problem is not None:
                     yield (*loc, "model"), problem
+
+
+def judge_template_problem(path: Path) -> str | None:
+    """Why a judge template cannot ask the judge, or None: it must exist, parse as Jinja
+    and show the judge the problem and the trace (``{{ instruction }}``, ``{{ generation }}``)."""
+    import jinja2
+    from jinja2 import meta
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot read {path}: {exc}"
+    try:
+        names = meta.find_undeclared_variables(jinja2.Environment().parse(text))
+    except jinja2.TemplateSyntaxError as exc:
+        return f"{path}:{exc.lineno}: not a valid Jinja template: {exc.message}"
+    missing = [v for v in ("instruction", "generation") if v not in names]
+    if missing:
+        return (
+            f"{path} never shows {' or '.join('{{ ' + m + ' }}' for m in missing)}; the judge "
+            "must see the problem (instruction) and the trace (generation). It may also use "
+            "dimensions, low, high and rationale_chars"
+        )
+    return None
 
 
 def _model_folder_problem(model: str, base_dir: Path) -> str | None:

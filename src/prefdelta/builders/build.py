@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
-from prefdelta.builders.judge import AnswerReader, reader_for, template_source
+from prefdelta.builders.judge import AnswerReader, judge_template, reader_for
 from prefdelta.builders.keys import judgment_key, trace_key
 from prefdelta.builders.pairs import make_pairs
 from prefdelta.builders.pipelines import (
@@ -120,7 +120,7 @@ def stored_work(recipe: BuildRecipe, out: Path) -> StoredWork | None:
     for t in planned:
         done, total = per.get(t.generator, (0, 0))
         per[t.generator] = (done + (t.key in generations), total + 1)
-    fingerprint = judge_fingerprint(recipe.judge)
+    fingerprint = judge_fingerprint(recipe.judge, recipe.base_dir)
     jkeys = [
         judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
         for t in planned
@@ -198,7 +198,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     for r in refused:
         console.print(f"[yellow]refused[/] {r.describe()}", soft_wrap=True)
     planned = plan_traces(recipe, prompts)
-    fingerprint = judge_fingerprint(recipe.judge)
+    fingerprint = judge_fingerprint(recipe.judge, recipe.base_dir)
 
     # ---- generation
     gen_reused = store.count("generation", [t.key for t in planned])
@@ -273,7 +273,8 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     summary = build_summary(recipe, prompts, duplicates, traces, report, gaps, means)
     summary["refused_prompts"] = [asdict(r) for r in refused]
     # what produced judge_raw: the template's hash is part of every judgment's key too
-    summary["judge_template_sha256"] = hashlib.sha256(template_source().encode()).hexdigest()
+    template = judge_template(recipe.judge, recipe.base_dir)
+    summary["judge_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()
     summary["failed"] = {
         "generations": len(missing),
         "judgments": len(unjudged),

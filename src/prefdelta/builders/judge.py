@@ -24,6 +24,7 @@ import inspect
 import json
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from distilabel.constants import DISTILABEL_METADATA_KEY
@@ -51,6 +52,8 @@ __all__ = [
     "AnswerReader",
     "ReasoningJudge",
     "judge_from_config",
+    "judge_messages",
+    "judge_template",
     "reader_for",
     "schema_for",
     "template_source",
@@ -89,9 +92,20 @@ _SHORTER_REQUEST = (
 
 
 def template_source() -> str:
-    """The judge's Jinja template; part of the judgment cache key, since it shapes scores."""
+    """The built-in Jinja template of the judge's user turn."""
     path = importlib_resources.files("prefdelta.builders") / "templates" / "judge.jinja2"
     return path.read_text(encoding="utf-8")
+
+
+def judge_template(config: "JudgeConfig", base_dir: Path | None = None) -> str:
+    """The template a recipe's judge asks with: its ``template`` file (relative to
+    ``base_dir``, the recipe's folder), else the built-in one. Its text is part of every
+    judgment's cache key, since it shapes the scores."""
+    if config.template is None:
+        return template_source()
+    from prefdelta.recipe import resolve_path
+
+    return resolve_path(config.template, base_dir or Path(".")).read_text(encoding="utf-8")
 
 
 def schema_for(config: "JudgeConfig") -> dict[str, Any] | None:
@@ -270,6 +284,8 @@ class ReasoningJudge(Task):
         default_factory=lambda: [{"name": n, "rubric": r} for n, r in BUILTIN_RUBRICS.items()]
     )
     scale: tuple[int, int] = (1, 5)
+    template: str | None = None  # the user turn's Jinja text; None: the built-in template
+    system_prompt: str | None = None
     samples: PositiveInt = 1
     max_retries: NonNegativeInt = 2
     json_schema: dict[str, Any] | None = None
@@ -321,7 +337,7 @@ class ReasoningJudge(Task):
                 " instead (repeated judgments are averaged, not emitted as rows)"
             )
         super().load()
-        self._template = Template(template_source())
+        self._template = Template(self.template or template_source())
 
     @property
     def process_parameters(self) -> list[inspect.Parameter]:
@@ -354,16 +370,16 @@ class ReasoningJudge(Task):
     def format_input(self, input: dict[str, Any]) -> "ChatType":
         """One user turn: rubrics, the problem, the trace and the JSON shape to answer in."""
         if self._template is None:  # rendering needs no LLM: let prompts be built unloaded
-            self._template = Template(template_source())
-        content = render_judge_prompt(
+            self._template = Template(self.template or template_source())
+        return judge_messages(
             self._template,
+            self.system_prompt,
             self.dimensions,
             self.scale,
             self.json_schema,
             input["instruction"],
             input["generation"],
         )
-        return [{"role": "user", "content": content.strip()}]
 
     def format_output(
         self, output: str | None, input: dict[str, Any] | None = None
@@ -584,10 +600,28 @@ def render_judge_prompt(
     ).strip()
 
 
-def judge_prompt(config: "JudgeConfig", prompt: str, trace: str) -> str:
-    """Exactly what the recipe's judge is asked about ``trace`` (no model needed)."""
-    return render_judge_prompt(
-        Template(template_source()),
+def judge_messages(
+    template: Template,
+    system_prompt: str | None,
+    dimensions: list[dict[str, str]],
+    scale: tuple[int, int],
+    json_schema: dict[str, Any] | None,
+    instruction: str,
+    generation: str,
+) -> "ChatType":
+    """The judge's messages: the system prompt, if any, and the rendered user turn."""
+    content = render_judge_prompt(template, dimensions, scale, json_schema, instruction, generation)
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*system, {"role": "user", "content": content}]
+
+
+def judge_prompt(
+    config: "JudgeConfig", prompt: str, trace: str, base_dir: Path | None = None
+) -> "ChatType":
+    """Exactly the messages the recipe's judge is sent about ``trace`` (no model needed)."""
+    return judge_messages(
+        Template(judge_template(config, base_dir)),
+        config.system_prompt,
         [d.model_dump() for d in config.dimensions],
         tuple(config.scale),
         schema_for(config),
@@ -601,6 +635,7 @@ def judge_from_config(
     llm: "LLM",
     *,
     task_class: type[ReasoningJudge] = ReasoningJudge,
+    base_dir: Path | None = None,
     **step_kwargs: Any,
 ) -> ReasoningJudge:
     """A judge step for a recipe's ``judge`` block.
@@ -615,6 +650,8 @@ def judge_from_config(
         llm=llm,
         dimensions=[d.model_dump() for d in judge_config.dimensions],
         scale=tuple(judge_config.scale),
+        template=None if judge_config.template is None else judge_template(judge_config, base_dir),
+        system_prompt=judge_config.system_prompt,
         samples=judge_config.samples,
         max_retries=judge_config.max_retries,
         json_schema=schema_for(judge_config),

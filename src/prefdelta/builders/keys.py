@@ -47,6 +47,7 @@ JUDGE_OPERATIONAL = frozenset(
         "response_format",
         "request_timeout",
         "request_retries",
+        "template",  # where the template file is; its text is part of the key
     }
 )
 
@@ -69,6 +70,8 @@ def trace_key(config: GeneratorConfig, prompt: str, sample: int) -> str:
 def judge_fingerprint(config: JudgeConfig, template: str) -> str:
     """What changes a judgment: the judge's config and the template it is asked with."""
     body = config.model_dump(mode="json", exclude=set(JUDGE_OPERATIONAL))
+    if body.get("system_prompt") is None:  # a judge without one keeps its earlier key
+        body.pop("system_prompt", None)
     return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
 
 

@@ -22,8 +22,8 @@ from prefdelta.builders.generate import TraceGeneration, model_group
 from prefdelta.builders.judge import (
     ReasoningJudge,
     judge_from_config,
+    judge_template,
     schema_for,
-    template_source,
 )
 from prefdelta.builders.keys import judged_ref, judgment_key
 from prefdelta.builders.store import ResultStore
@@ -32,9 +32,10 @@ from prefdelta.recipe import BuildRecipe, JudgeConfig
 LOCAL_BACKENDS = frozenset({"transformers", "gguf"})
 
 
-def judge_fingerprint(config: JudgeConfig) -> str:
-    """The judge's fingerprint with the template it asks with (:mod:`prefdelta.builders.keys`)."""
-    return keys.judge_fingerprint(config, template_source())
+def judge_fingerprint(config: JudgeConfig, base_dir: Path | None = None) -> str:
+    """The judge's fingerprint with the template it asks with (:mod:`prefdelta.builders.keys`);
+    ``base_dir``: the recipe's folder, where a ``judge.template`` file is found."""
+    return keys.judge_fingerprint(config, judge_template(config, base_dir))
 
 
 class CachedReasoningJudge(ReasoningJudge):
@@ -151,7 +152,8 @@ def judge_pipeline(
             llm,
             task_class=CachedReasoningJudge,
             name="judge",
-            fingerprint=judge_fingerprint(judge),
+            fingerprint=judge_fingerprint(judge, recipe.base_dir),
+            base_dir=recipe.base_dir,
             store_path=str(store_path),
             input_batch_size=judge.batch_size,
             input_mappings={"instruction": "prompt", "generation": "trace"},
