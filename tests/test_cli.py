@@ -10,7 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from prefdelta.cli import app
-from prefdelta.recipe_docs import END, START, reference_markdown
+from prefdelta.recipe_docs import (
+    END,
+    START,
+    TRAIN_END,
+    TRAIN_START,
+    reference_markdown,
+    training_reference_markdown,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -126,6 +133,12 @@ def test_readme_recipe_reference_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index(START) : readme.index(END) + len(END)]
     assert section == reference_markdown(), "run: python -m prefdelta.recipe_docs README.md"
+    section = readme[readme.index(TRAIN_START) : readme.index(TRAIN_END) + len(TRAIN_END)]
+    assert section == training_reference_markdown(), (
+        "run: python -m prefdelta.recipe_docs README.md"
+    )
+    for key in ("min_delta", "top_fraction", "num_pairs", "kto_source", "options_column"):
+        assert f"| `{key}` |" in section
 
 
 def test_inspect_says_how_much_of_the_work_is_already_stored(tmp_path: Path) -> None:
