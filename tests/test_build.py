@@ -155,6 +155,17 @@ def test_build_writes_every_trace_and_reuses_everything_on_rerun(
     }
     assert {g: first["generators"][g]["output_tokens"] for g in made} == made
     assert 0 < made["weak"] <= 3 * 12  # three traces, at most their budget each
+    # tokens per model as the backend counted them: prompts in, traces out, the judge too
+    tokens = first["tokens"]
+    assert {g: tokens["generators"][g]["output"] for g in made} == made
+    assert (
+        tokens["generators"]["strong"]["calls"] == 6 and tokens["generators"]["weak"]["calls"] == 3
+    )
+    assert all(u["input"] > 0 and u["unknown_input"] == 0 for u in tokens["generators"].values())
+    assert (
+        tokens["judge"]["calls"] >= 9 and tokens["judge"]["input"] > tokens["judge"]["output"] > 0
+    )
+    assert "tokens: strong " in log.getvalue() and "; judge " in log.getvalue()
     cut = first["finish_reason"].get("length", 0)
     assert cut > 0 and f"{cut} of 9 generations stopped at max_new_tokens" in log.getvalue()
     assert sum(first["unjudged_pairs"].values()) == 3 == first["unjudged_pairs_kept"]

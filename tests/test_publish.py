@@ -157,6 +157,23 @@ def test_a_weighted_delta_card_lists_its_weights(tmp_path: Path) -> None:
     )
 
 
+def test_the_card_shows_the_tokens_each_model_took(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "b", n_prompts=4)
+    summary = json.loads((build / "summary.json").read_text())
+    usage = {"calls": 4, "input": 1200, "output": 800, "unknown_input": 0, "unknown_output": 0}
+    summary["tokens"] = {
+        "generators": {g: dict(usage) for g in ("strong", "weak", "weaker")},
+        "judge": {**usage, "calls": 13, "unknown_output": 2},
+    }
+    (build / "summary.json").write_text(json.dumps(summary))
+    card = (
+        Path(publish_build(build, tmp_path / "p", test_size=0).target) / "README.md"
+    ).read_text()
+    assert "## Tokens" in card
+    assert "| `strong` | `org/strong-reasoner` | 4 | 1200 | 800 |" in card
+    assert "| `judge` | `org/judge` | 13 | 1200 | 800 (+2 unreported) |" in card
+
+
 def test_pairs_are_stored_highest_sort_column_first(build: Path, tmp_path: Path) -> None:
     out = tmp_path / "published"
     publish_build(build, out, sort_by="delta_step_coherence")

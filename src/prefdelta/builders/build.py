@@ -37,7 +37,7 @@ from prefdelta.builders.prompt_length import refuse_long_prompts
 from prefdelta.builders.prompts import Prompt, load_prompts
 from prefdelta.builders.runtime import pipeline_scratch, workers_die_with_their_parent
 from prefdelta.builders.store import ResultStore
-from prefdelta.builders.summary import build_summary, print_summary
+from prefdelta.builders.summary import build_summary, print_summary, token_usage
 from prefdelta.builders.verify import is_correct
 from prefdelta.errors import PrefdeltaError
 from prefdelta.files import atomic_write
@@ -272,6 +272,10 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     (out / RECIPE_FILE).write_text(recipe.source_text, encoding="utf-8")
     summary = build_summary(recipe, prompts, duplicates, traces, report, gaps, means)
     summary["refused_prompts"] = [asdict(r) for r in refused]
+    stored: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for t in generated:
+        stored[t.generator].append(generations[t.key])
+    summary["tokens"] = token_usage(stored, judgments.values())
     # what produced judge_raw: the template's hash is part of every judgment's key too
     template = judge_template(recipe.judge, recipe.base_dir)
     summary["judge_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()

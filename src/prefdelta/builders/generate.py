@@ -32,6 +32,7 @@ TRACE_COLUMNS = [
     "trace",
     "finish_reason",
     "output_tokens",
+    "input_tokens",
     "generation_status",
     "reused",
 ]
@@ -155,7 +156,9 @@ class TraceGeneration(Task):
 
 def _trace_record(output: dict[str, Any], budget: int) -> dict[str, Any]:
     text = (output.get("generations") or [None])[0]
-    tokens = ((output.get("statistics") or {}).get("output_tokens") or [None])[0]
+    stats = output.get("statistics") or {}
+    tokens = (stats.get("output_tokens") or [None])[0]
+    prompt_tokens = (stats.get("input_tokens") or [None])[0]
     if text is None:
         return {
             "trace": "",
@@ -171,5 +174,6 @@ def _trace_record(output: dict[str, Any], budget: int) -> dict[str, Any]:
         "trace": text,
         "finish_reason": finish,
         "output_tokens": int(tokens) if tokens is not None else -1,
+        "input_tokens": int(prompt_tokens) if prompt_tokens is not None else -1,
         "generation_status": "ok",
     }

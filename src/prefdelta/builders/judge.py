@@ -487,6 +487,7 @@ class ReasoningJudge(Task):
         output = normalize_statistics(outputs[n])
         generations = list(output.get("generations") or [])
         tokens = list((output.get("statistics") or {}).get("output_tokens") or [])
+        prompt_tokens = list((output.get("statistics") or {}).get("input_tokens") or [])
         logprobs = list(output.get("token_logprobs") or [])  # type: ignore[attr-defined]
         errors = list(output.get("errors") or [])  # type: ignore[attr-defined]
         unpacked = []
@@ -501,6 +502,7 @@ class ReasoningJudge(Task):
                     tokens[k] if k < len(tokens) else None,
                     error,
                     logprobs[k] if k < len(logprobs) else None,
+                    prompt_tokens[k] if k < len(prompt_tokens) else None,
                 )
             )
         return unpacked
@@ -552,9 +554,21 @@ class ReasoningJudge(Task):
 
 
 def _attempt(
-    text: str | None, tokens: int | None, error: str | None, logprobs: Any = None
+    text: str | None,
+    tokens: int | None,
+    error: str | None,
+    logprobs: Any = None,
+    input_tokens: int | None = None,
 ) -> dict[str, Any]:
-    return {"text": text, "tokens": tokens, "error": error, "logprobs": logprobs}
+    """One stored attempt; ``tokens`` the answer's, ``input_tokens`` the prompt's (what
+    the backend reported; None when it did not)."""
+    return {
+        "text": text,
+        "tokens": tokens,
+        "error": error,
+        "logprobs": logprobs,
+        "input_tokens": input_tokens,
+    }
 
 
 @dataclass

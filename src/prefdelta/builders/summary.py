@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Console
@@ -123,6 +124,43 @@ def no_pairs_reason(summary: dict[str, Any]) -> str:
     return "; ".join(why) + f". Judge status of the traces: {status} (raw answers: judge_raw)"
 
 
+def token_usage(
+    generations: Mapping[str, Iterable[Mapping[str, Any]]],
+    judgments: Iterable[Mapping[str, Any]],
+) -> dict[str, dict[str, int]]:
+    """Tokens the stored answers took, as their backends reported them: per generator (its
+    stored generations) and for the judge (every attempt of every stored judgment, re-asks
+    included). A reused answer counts once, as it was made. ``unknown``: answers whose
+    backend reported no count (they add nothing to the sums)."""
+
+    def add(usage: dict[str, int], inp: Any, out: Any) -> None:
+        usage["calls"] += 1
+        if isinstance(inp, int) and inp >= 0:
+            usage["input"] += inp
+        else:
+            usage["unknown_input"] += 1
+        if isinstance(out, int) and out >= 0:
+            usage["output"] += out
+        else:
+            usage["unknown_output"] += 1
+
+    def empty() -> dict[str, int]:
+        return dict.fromkeys(("calls", "input", "output", "unknown_input", "unknown_output"), 0)
+
+    out: dict[str, dict[str, int]] = {}
+    for name, records in generations.items():
+        out[name] = empty()
+        for r in records:
+            add(out[name], r.get("input_tokens"), r.get("output_tokens"))
+    judge = empty()
+    for j in judgments:
+        for sample in j.get("judge_answers") or []:
+            for attempt in sample:
+                if attempt.get("text") is not None:  # a failed call spent nothing we know of
+                    add(judge, attempt.get("input_tokens"), attempt.get("tokens"))
+    return {"generators": out, "judge": judge}  # type: ignore[dict-item]
+
+
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     reused = summary.get("reused", {})
     console.print(
@@ -153,6 +191,18 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         )
     status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
     console.print(f"judge status: {status}")
+    tokens = summary.get("tokens")
+    if tokens:
+        parts = [
+            f"{name} {u['input']:,} in / {u['output']:,} out"
+            for name, u in {**tokens["generators"], "judge": tokens["judge"]}.items()
+        ]
+        unknown = sum(
+            u["unknown_input"] + u["unknown_output"]
+            for u in [*tokens["generators"].values(), tokens["judge"]]
+        )
+        note = f" ({unknown} counts not reported by the backend)" if unknown else ""
+        console.print(f"tokens: {'; '.join(parts)}{note}", soft_wrap=True)
     kinds = summary.get("score_kind") or {}
     if kinds:
         console.print("scores: " + ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items())))

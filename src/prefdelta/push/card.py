@@ -86,6 +86,18 @@ def _snippet_dimension(dims: list[str]) -> str:
     return "step_coherence" if "step_coherence" in dims else dims[0]
 
 
+def _token_rows(build: Build) -> list[tuple[str, str, dict[str, int]]]:
+    tokens = build.summary.get("tokens")
+    if not tokens:
+        return []
+    rows = [
+        (name, build.recipe.generators[name].model, usage)
+        for name, usage in tokens["generators"].items()
+        if name in build.recipe.generators
+    ]
+    return [*rows, ("judge", build.recipe.judge.model, tokens["judge"])]
+
+
 def render_card(
     build: Build,
     *,
@@ -156,6 +168,7 @@ def render_card(
         else None,
         lost=sorted((summary.get("unjudged_pairs") or {}).items()),
         test_note=test_note,
+        tokens=_token_rows(build),
         delta_stats=[(c, s or empty) for c, s in ordered],
         dimension_plots=[p for p in plots if not p.path.startswith("plots/pair_")],
         unplotted=[c for c, _ in ordered if f"plots/{c}.png" not in {p.path for p in plots}],

@@ -114,7 +114,17 @@ and deltas are continuous; sampled: the integer the judge wrote).
 | prompts without a pair | {{ summary.prompts_without_pair }} |
 {% if test_note %}
 {{ test_note }}
-{% endif %}
+{% endif %}{% if tokens %}
+## Tokens
+
+What the stored answers took, as each backend reported it (a reused answer counts once;
+the judge's re-asks included).
+
+| generator or judge | model | calls | input tokens | output tokens |
+|---|---|---|---|---|
+{% for name, model, u in tokens -%}
+| `{{ name }}` | `{{ model }}` | {{ u.calls }} | {{ u.input }}{% if u.unknown_input %} (+{{ u.unknown_input }} unreported){% endif %} | {{ u.output }}{% if u.unknown_output %} (+{{ u.unknown_output }} unreported){% endif %} |
+{% endfor %}{% endif %}
 ## Sample-level delta
 
 Chosen minus rejected, over all {{ summary.pairs }} pairs.
