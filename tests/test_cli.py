@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,54 @@ def test_a_recipe_can_give_the_judge_its_own_template_and_system_prompt(tmp_path
     template.write_text("{% for d in dimensions %}{{ instruction }} {{ generation }}\n")
     result = runner.invoke(app, ["validate", str(recipe_path)])
     assert result.exit_code == 1 and "not a valid Jinja template" in result.output
+
+
+def test_inspect_estimates_tokens_and_cost_checked_by_hand(tmp_path: Path) -> None:
+    from prefdelta.builders.judge import judge_prompt
+    from prefdelta.plan import estimate_tokens
+    from prefdelta.recipe import load_recipe
+
+    (tmp_path / "p.jsonl").write_text(
+        json.dumps({"problem": "abcd" * 10}) + "\n" + json.dumps({"problem": "xy" * 10}) + "\n"
+    )
+    (tmp_path / "r.yaml").write_text(
+        """\
+name: tokens
+prompts: {path: p.jsonl, column: problem}
+generators:
+  g1:
+    model: org/one
+    backend: openai
+    base_url: http://127.0.0.1:9/v1
+    system_prompt: SSSSSSSS
+    generation: {max_new_tokens: 10}
+    price: {input_per_mtok: 1.0, output_per_mtok: 2.0}
+  g2: {model: org/two, backend: openai, base_url: http://127.0.0.1:9/v1, generation: {max_new_tokens: 20}}
+pairing: {chosen: g1, rejected: [g2]}
+judge:
+  model: org/judge
+  backend: openai
+  base_url: http://127.0.0.1:9/v1
+  structured: off
+  generation: {max_new_tokens: 30}
+  price: {input_per_mtok: 0.5, output_per_mtok: 4.0}
+"""
+    )
+    recipe = load_recipe(tmp_path / "r.yaml")
+    g1, g2, judge = estimate_tokens(recipe)  # type: ignore[misc]
+    # g1: (8 system + 40) + (8 + 20) = 76 characters -> 19 tokens; 2 answers of 10 at most
+    assert (g1.calls, g1.input_tokens, g1.output_tokens) == (2, 19, 20)
+    assert g1.cost == pytest.approx((19 * 1.0 + 20 * 2.0) / 1e6)
+    # g2: 40 + 20 = 60 characters -> 15 tokens; 2 answers of 20; no price, no cost
+    assert (g2.calls, g2.input_tokens, g2.output_tokens, g2.cost) == (2, 15, 40, None)
+    # the judge: 4 traces, each with its problem and the trace at its budget (4 chars a
+    # token) inside the judge's own words (its messages with both left empty)
+    frame = sum(len(m["content"]) for m in judge_prompt(recipe.judge, "", "", tmp_path))
+    chars = 4 * frame + 2 * (40 + 20) + 2 * (10 * 4) + 2 * (20 * 4)
+    assert (judge.calls, judge.input_tokens, judge.output_tokens) == (4, -(-chars // 4), 120)
+    assert judge.cost == pytest.approx((judge.input_tokens * 0.5 + 120 * 4.0) / 1e6)
+
+    result = runner.invoke(app, ["inspect", str(tmp_path / "r.yaml")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "tokens (estimate)" in result.output and "cost at most" in result.output
+    assert "g2 (org/two)" in result.output and "no price" in result.output

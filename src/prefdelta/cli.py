@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -24,6 +24,9 @@ from rich.table import Table
 
 from prefdelta.errors import PrefdeltaError
 from prefdelta.recipe import BuildRecipe, load_recipe
+
+if TYPE_CHECKING:
+    from prefdelta.plan import TokenEstimate
 
 app = typer.Typer(
     name="prefdelta",
@@ -132,7 +135,7 @@ def inspect(
 ) -> None:
     """Show the resolved recipe and the plan: generations, judge calls, pairs."""
     from prefdelta.builders.build import build_dir_for, stored_work
-    from prefdelta.plan import plan_build
+    from prefdelta.plan import estimate_tokens, plan_build
 
     r = _load(recipe)
     if judge_prompt:
@@ -174,6 +177,10 @@ def inspect(
     if plan.prompts is None:
         out.print("prompt count is known once the Hub dataset is read; set prompts.limit to fix it")
     with user_errors():
+        estimates = estimate_tokens(r)
+    if estimates is not None:
+        _print_token_estimates(estimates)
+    with user_errors():
         stored = stored_work(r, build_dir_for(r))
     if stored is not None:
         parts = [f"{name} {done}/{total}" for name, (done, total) in stored.generations.items()]
@@ -183,6 +190,30 @@ def inspect(
             f"{', '.join(parts)}; judgments {judged}/{needed} of the stored traces",
             soft_wrap=True,
         )
+
+
+def _print_token_estimates(estimates: list[TokenEstimate]) -> None:
+    from prefdelta.plan import CHARS_PER_TOKEN
+
+    priced = any(e.cost is not None for e in estimates)
+    table = Table(title="tokens (estimate)", show_header=True)
+    for column in ("model", "calls", "prompt tokens ~", "answer tokens at most"):
+        table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
+    if priced:
+        table.add_column("cost at most", justify="right")
+    for e in estimates:
+        row = [f"{e.name} ({e.model})", f"{e.calls:,}", f"{e.input_tokens:,}"]
+        row.append(f"{e.output_tokens:,}")
+        if priced:
+            row.append("no price" if e.cost is None else f"{e.cost:,.2f}")
+        table.add_row(*row)
+    out.print(table)
+    out.print(
+        f"prompt tokens at {CHARS_PER_TOKEN} characters a token (the judge's with each trace "
+        "at its budget); answers at their max_new_tokens; the judge's first asks only (re-asks "
+        "add up to max_retries more)",
+        soft_wrap=True,
+    )
 
 
 def _print_judge_prompt(r: BuildRecipe) -> None:

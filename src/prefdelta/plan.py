@@ -1,4 +1,5 @@
-"""What a build will cost before it runs: prompts, generations, judge calls, pairs."""
+"""What a build will cost before it runs: prompts, generations, judge calls, pairs, and
+the tokens (and, with prices, the money) each model will take."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefdelta.builders.prompts import read_prompt_table
-from prefdelta.recipe import BuildRecipe, PromptsConfig
+from prefdelta.recipe import BuildRecipe, ModelEndpoint, PromptsConfig
 
 
 @dataclass(frozen=True)
@@ -55,3 +56,62 @@ def plan_build(recipe: BuildRecipe, prompts: int | None = None) -> BuildPlan:
     else:
         pairs = n
     return BuildPlan(n, generations, calls, max_calls, pairs)
+
+
+CHARS_PER_TOKEN = 4  # the usual rule of thumb for English and math text
+
+
+@dataclass(frozen=True)
+class TokenEstimate:
+    """One model's share of a build: prompts in (estimated from their characters, at
+    :data:`CHARS_PER_TOKEN`) and answers out (their ``max_new_tokens``: an upper bound)."""
+
+    name: str  # a generator, or "judge"
+    model: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None  # with the model's price; None without one
+
+    @staticmethod
+    def of(name: str, endpoint: ModelEndpoint, calls: int, chars: int, out: int) -> TokenEstimate:
+        tokens_in = -(-chars // CHARS_PER_TOKEN)
+        price = endpoint.price
+        cost = None
+        if price is not None:
+            cost = (tokens_in * price.input_per_mtok + out * price.output_per_mtok) / 1e6
+        return TokenEstimate(name, endpoint.model, calls, tokens_in, out, cost)
+
+
+def estimate_tokens(recipe: BuildRecipe) -> list[TokenEstimate] | None:
+    """Tokens per generator and for the judge (first asks; re-asks can multiply the
+    judge's by up to ``1 + max_retries``), from the local prompts' own text; None for a Hub
+    dataset, which is not read before the build."""
+    from prefdelta.builders.generate import chat_for
+    from prefdelta.builders.judge import judge_prompt
+    from prefdelta.builders.prompts import load_prompts
+
+    if recipe.prompts.path is None:
+        return None
+    prompts, _ = load_prompts(recipe.prompts, recipe.base_dir)
+    out: list[TokenEstimate] = []
+    judge = recipe.judge
+    # the judge's own words around each problem and trace: its messages with both empty
+    frame = sum(len(m["content"]) for m in judge_prompt(judge, "", "", recipe.base_dir))
+    judge_calls = judge_chars = 0
+    for name in recipe.pairing.generator_names:
+        g = recipe.generators[name]
+        n = g.samples_per_prompt
+        chars = sum(len(m["content"]) for p in prompts for m in chat_for(g, p.prompt)) * n
+        calls = len(prompts) * n
+        out.append(TokenEstimate.of(name, g, calls, chars, calls * g.generation.max_new_tokens))
+        # each trace reaches the judge with its problem; a trace is at most its budget
+        trace_chars = g.generation.max_new_tokens * CHARS_PER_TOKEN
+        judge_chars += sum(frame + len(p.prompt) + trace_chars for p in prompts) * n * judge.samples
+        judge_calls += calls * judge.samples
+    out.append(
+        TokenEstimate.of(
+            "judge", judge, judge_calls, judge_chars, judge_calls * judge.generation.max_new_tokens
+        )
+    )
+    return out

@@ -130,6 +130,13 @@ def _secret_ref(value: str | None) -> str | None:
     return value
 
 
+class Price(StrictModel):
+    """What a model costs, per million tokens (any currency: estimates use it as given)."""
+
+    input_per_mtok: float = Field(ge=0, allow_inf_nan=False, description="per 1M prompt tokens")
+    output_per_mtok: float = Field(ge=0, allow_inf_nan=False, description="per 1M generated tokens")
+
+
 class ModelEndpoint(StrictModel):
     """What a generator and the judge share: a model behind one of the backends."""
 
@@ -149,6 +156,9 @@ class ModelEndpoint(StrictModel):
         "auto", description="weights dtype (local backends)"
     )
     tensor_parallel_size: int = Field(1, gt=0, description="GPUs per model (vllm)")
+    price: Price | None = Field(
+        None, description="{input_per_mtok, output_per_mtok}: inspect estimates the cost"
+    )
 
     @field_validator("api_key")
     @classmethod
@@ -206,6 +216,10 @@ def _dimension_item(item: Any) -> Any:
             )
         return {"name": item, "rubric": BUILTIN_RUBRICS[item]}
     return item
+
+
+# judge options added after the first release: unset, they are left out of the recipe hash
+LATER_JUDGE_OPTIONS = ("template", "system_prompt")
 
 
 class JudgeConfig(ModelEndpoint):
@@ -486,8 +500,17 @@ class BuildRecipe(StrictModel):
         return [g for g in self.generators if g not in used]
 
     def content_hash(self) -> str:
-        """Stable hash of everything that defines the data (not where it is published)."""
+        """Stable hash of everything that defines the data (not where it is published, nor
+        what it costs). An option added to the recipe after its first release counts only
+        when set, so a recipe that does not use it keeps the hash (and the ``recipe-<hash12>``
+        tag, and the review dataset's name) it had before the option existed."""
         body = self.model_dump(mode="json", exclude={"publish", "output_dir", "ray", "description"})
+        endpoints = [*body["generators"].values(), body["judge"]]
+        for endpoint in endpoints:
+            endpoint.pop("price", None)  # what a model costs never changes what it wrote
+        for key in LATER_JUDGE_OPTIONS:
+            if body["judge"].get(key) is None:
+                body["judge"].pop(key, None)
         blob = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

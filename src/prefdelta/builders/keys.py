@@ -34,6 +34,7 @@ GENERATOR_OPERATIONAL = frozenset(
         "description",
         "request_timeout",
         "request_retries",
+        "price",
     }
 )
 # Judge fields likewise; the response format is how the schema travels, not what it says.
@@ -48,6 +49,7 @@ JUDGE_OPERATIONAL = frozenset(
         "request_timeout",
         "request_retries",
         "template",  # where the template file is; its text is part of the key
+        "price",
     }
 )
 
