@@ -416,6 +416,15 @@ def test_pairs_the_judge_could_not_score_are_still_reviewed(
     pulled = pull_reviews(target, dataset_name="no-scores", publish=False, **api)
     assert [a.n for a in pulled.agreement] == [0, 0, 0]  # nothing to agree with
     assert pulled.preference == [GeneratorPreference("strong vs weak", 2, 1, 1)]
+    # ...but the reviewers did answer: shown as theirs, with the reason there is no kappa
+    overall = pulled.agreement[0]
+    assert overall.answered == {"chosen": 2, "rejected": 1, "same": 1}
+    assert pulled.agreement[1].answered == {"chosen": 0, "rejected": 0, "same": 4}
+    from prefdelta.review.pull import agreement_section
+
+    section = agreement_section(pulled, str(target))
+    assert "| overall | 0 | — | — | 0 / 0 / 0 | 2 / 1 / 1 | 4 |" in section
+    assert "The judge scored none of the reviewed pairs" in section
 
 
 def test_pull_without_answers_publishes_nothing(target: Path, api: dict[str, str]) -> None:

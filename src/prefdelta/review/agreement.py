@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 CATEGORIES = ("chosen", "rejected", "same")
 OVERALL = "overall"
@@ -74,6 +74,14 @@ class Agreement:
     judge: dict[str, int]  # label -> count
     human: dict[str, int]
     confusion: dict[str, dict[str, int]]  # judge label -> human label -> count
+    # reviewers' answers where the judge gave no view (it could not score the pair): they
+    # count for nothing above, and are still answers
+    unjudged: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def answered(self) -> dict[str, int]:
+        """Every reviewer answer to the question, the judge's view or not."""
+        return {c: self.human.get(c, 0) + self.unjudged.get(c, 0) for c in CATEGORIES}
 
 
 def agreement(
@@ -117,7 +125,10 @@ def agreement_table(
             for r in rows
             if r.get(q) is not None and r.get(f"judge_{q}") is not None
         ]
-        out.append(agreement(q, pairs))
+        alone = Counter(
+            str(r[q]) for r in rows if r.get(q) is not None and r.get(f"judge_{q}") is None
+        )
+        out.append(replace(agreement(q, pairs), unjudged={c: alone[c] for c in CATEGORIES}))
     return out
 
 

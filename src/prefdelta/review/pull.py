@@ -214,14 +214,22 @@ def agreement_section(result: PullResult, ref: str) -> str:
         f"of the {result.reviewed} reviewed pair(s).",
         "",
         "| question | n | agreement | Cohen's kappa | judge: chosen / rejected / same "
-        "| reviewers: chosen / rejected / same |",
-        "|---|---|---|---|---|---|",
+        "| reviewers: chosen / rejected / same | reviewed without a judge view |",
+        "|---|---|---|---|---|---|---|",
     ]
     for a in result.agreement:
         lines.append(
             f"| {a.question} | {a.n} | {_fmt(a.accuracy)} | {_fmt(a.kappa)} "
-            f"| {_counts(a.judge)} | {_counts(a.human)} |"
+            f"| {_counts(a.judge)} | {_counts(a.answered)} | {sum(a.unjudged.values())} |"
         )
+    if result.agreement and all(a.n == 0 for a in result.agreement):
+        lines += [
+            "",
+            "The judge scored none of the reviewed pairs, so there is no judge-human "
+            "agreement to measure (n is 0 and kappa undefined for that reason, not because "
+            "reviewers answered nothing): the reviewers' own answers are in the table and in "
+            "the `reviews` config.",
+        ]
     lines += ["", *preference_lines(result.preference)]
     lines += [
         "",
@@ -292,14 +300,17 @@ def agreement_rich_table(result: PullResult) -> Any:
         ("human c/r/s", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    unjudged = any(sum(a.unjudged.values()) for a in result.agreement)
+    if unjudged:  # reviews of pairs the judge could not score: theirs, counted apart
+        table.add_column("no judge view", justify="right")
     for a in result.agreement:
-        table.add_row(
-            a.question,
-            str(a.n),
-            _fmt(a.accuracy),
-            _fmt(a.kappa),
-            _counts(a.judge),
-            _counts(a.human),
+        cells = [a.question, str(a.n), _fmt(a.accuracy), _fmt(a.kappa), _counts(a.judge)]
+        cells.append(_counts(a.answered))
+        table.add_row(*cells, *([str(sum(a.unjudged.values()))] if unjudged else []))
+    if result.agreement and all(a.n == 0 for a in result.agreement):
+        table.caption = (
+            "the judge scored none of these pairs: no agreement to measure; "
+            "human c/r/s are the reviewers' own answers"
         )
     return table
 
