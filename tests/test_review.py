@@ -427,6 +427,27 @@ def test_pairs_the_judge_could_not_score_are_still_reviewed(
     assert "The judge scored none of the reviewed pairs" in section
 
 
+def test_pull_to_a_new_folder_copies_the_dataset_beside_its_reviews(
+    target: Path, owner: Any, api: dict[str, str], tmp_path: Path
+) -> None:
+    push_review(target, n=2, dataset_name="to-new", **api)
+    records = _records(owner, "to-new")
+    carol = _annotator(owner, "carol-new")
+    first = sorted(records)[0]
+    from support.build_fixtures import DIMENSIONS
+
+    _answer(carol, records[first], {"overall": "A", **dict.fromkeys(DIMENSIONS, "same")})
+    new = tmp_path / "reviewed-copy"
+    result = pull_reviews(target, to=new, dataset_name="to-new", **api)
+    assert result.published is not None and result.published.target == str(new)
+    assert datasets.get_dataset_config_names(str(new)) == ["pairs", "traces", "reviews"]
+    assert len(datasets.load_dataset(str(new), "reviews", split="train")) == 1
+    assert len(datasets.load_dataset(str(new), "pairs", split="train")) == len(
+        datasets.load_dataset(str(target), "pairs", split="train")
+    )
+    assert not (target / "data" / "reviews").exists()  # the source is left as it was
+
+
 def test_pull_without_answers_publishes_nothing(target: Path, api: dict[str, str]) -> None:
     push_review(target, n=3, dataset_name="unanswered", **api)
     result = pull_reviews(target, dataset_name="unanswered", **api)

@@ -96,17 +96,50 @@ def publish_reviews(
     table: pa.Table,
     section: str,
     *,
+    source: str | os.PathLike[str] | None = None,
     revision: str = "main",
     console: Console | None = None,
 ) -> ReviewsPublishResult:
-    """Write ``table`` as the ``reviews`` config of the dataset at ``target`` (Hub or folder)."""
+    """Write ``table`` as the ``reviews`` config of the dataset at ``target`` (Hub or folder).
+
+    A ``target`` folder that does not exist yet (or is empty) first receives a copy of the
+    published dataset ``source`` (a folder, or a Hub dataset downloaded), so the reviews
+    land beside the pairs they are about and the folder loads like any published one.
+    """
     console = console or Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="prefdelta-reviews-") as tmp:
         parquet = Path(tmp) / "reviews.parquet"
         write_table(table, parquet)
         if is_hub_target(target):
             return _to_hub(str(target), parquet, table.num_rows, section, revision, console)
-        return _to_folder(Path(target), parquet, table.num_rows, section, console)
+        root = Path(target).expanduser()
+        if source is not None and (not root.exists() or not any(root.iterdir())):
+            _copy_dataset(source, root, console)
+        return _to_folder(root, parquet, table.num_rows, section, console)
+
+
+def _copy_dataset(source: str | os.PathLike[str], root: Path, console: Console) -> None:
+    """The published files of ``source`` (its manifest's, for a folder) into ``root``."""
+    if is_hub_target(source):
+        from huggingface_hub import snapshot_download
+
+        call(
+            f"download {source}",
+            lambda: snapshot_download(str(source), repo_type=REPO_TYPE, local_dir=str(root)),
+        )
+        shutil.rmtree(root / ".cache", ignore_errors=True)  # huggingface_hub's bookkeeping
+    else:
+        folder = Path(source).expanduser()
+        owned = read_folder_manifest(folder)
+        files = sorted(owned) if owned is not None else None
+        if files is None:
+            shutil.copytree(folder, root, dirs_exist_ok=True)
+        else:
+            for rel in files:
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / rel, root / rel)
+            write_folder_manifest(root, owned)  # type: ignore[arg-type]
+    console.print(f"copied {source} to {root} to hold its reviews")
 
 
 def _to_folder(

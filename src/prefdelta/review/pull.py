@@ -185,7 +185,9 @@ def pull_reviews(
     target = to if to is not None else dataset
     table = pa.Table.from_pylist(rows, schema=reviews_schema(dims))
     section = agreement_section(result, str(target))
-    published = publish_reviews(target, table, section, console=console)
+    published = publish_reviews(
+        target, table, section, source=dataset if to is not None else None, console=console
+    )
     return replace(result, published=published)
 
 
