@@ -19,6 +19,7 @@ from prefdelta.recipe_docs import (
     reference_markdown,
     training_reference_markdown,
 )
+from support.model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -274,3 +275,39 @@ judge:
     assert result.exit_code == 0, result.output
     assert "tokens (estimate)" in result.output and "cost at most" in result.output
     assert "g2 (org/two)" in result.output and "no price" in result.output
+
+
+def test_a_local_generators_prompt_tokens_are_counted_by_its_tokenizer(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    from transformers import AutoTokenizer
+
+    from prefdelta.plan import estimate_tokens
+    from prefdelta.recipe import load_recipe
+
+    problems = ["What is 2 + 2?", "Name a prime number larger than ten."]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"problem": p}) + "\n" for p in problems))
+    (tmp_path / "r.yaml").write_text(
+        f"""\
+name: counted
+prompts: {{path: p.jsonl, column: problem}}
+generators:
+  local: {{model: {tiny_model_dir}, backend: transformers, system_prompt: Be brief.}}
+  api: {{model: org/api, backend: openai, base_url: http://127.0.0.1:9/v1}}
+pairing: {{chosen: local, rejected: [api]}}
+judge: {{model: org/judge, backend: openai, base_url: http://127.0.0.1:9/v1, structured: off}}
+"""
+    )
+    local, api, _ = estimate_tokens(load_recipe(tmp_path / "r.yaml"))  # type: ignore[misc]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    chats = [
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": p}]
+        for p in problems
+    ]
+    texts = [
+        tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats
+    ]
+    expected = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    assert local.counted and local.input_tokens == expected
+    assert not api.counted and api.input_tokens == -(-sum(len(p) for p in problems) // 4)

@@ -197,20 +197,22 @@ def _print_token_estimates(estimates: list[TokenEstimate]) -> None:
 
     priced = any(e.cost is not None for e in estimates)
     table = Table(title="tokens (estimate)", show_header=True)
-    for column in ("model", "calls", "prompt tokens ~", "answer tokens at most"):
+    for column in ("model", "calls", "prompt tokens", "answer tokens at most"):
         table.add_column(column, justify="left" if column == "model" else "right", overflow="fold")
     if priced:
         table.add_column("cost at most", justify="right")
     for e in estimates:
-        row = [f"{e.name} ({e.model})", f"{e.calls:,}", f"{e.input_tokens:,}"]
+        how = "" if e.counted else " ~"
+        row = [f"{e.name} ({e.model})", f"{e.calls:,}", f"{e.input_tokens:,}{how}"]
         row.append(f"{e.output_tokens:,}")
         if priced:
             row.append("no price" if e.cost is None else f"{e.cost:,.2f}")
         table.add_row(*row)
     out.print(table)
     out.print(
-        f"prompt tokens at {CHARS_PER_TOKEN} characters a token (the judge's with each trace "
-        "at its budget); answers at their max_new_tokens; the judge's first asks only (re-asks "
+        "prompt tokens: a local generator's by its tokenizer, with its chat template; those "
+        f"marked ~ at {CHARS_PER_TOKEN} characters a token (the judge's with each trace at "
+        "its budget); answers at their max_new_tokens; the judge's first asks only (re-asks "
         "add up to max_retries more)",
         soft_wrap=True,
     )

@@ -63,8 +63,10 @@ CHARS_PER_TOKEN = 4  # the usual rule of thumb for English and math text
 
 @dataclass(frozen=True)
 class TokenEstimate:
-    """One model's share of a build: prompts in (estimated from their characters, at
-    :data:`CHARS_PER_TOKEN`) and answers out (their ``max_new_tokens``: an upper bound)."""
+    """One model's share of a build: prompts in and answers out (their ``max_new_tokens``:
+    an upper bound). A local generator's prompts are counted by its own tokenizer, with its
+    chat template (``counted``); the others' from their characters, at
+    :data:`CHARS_PER_TOKEN`."""
 
     name: str  # a generator, or "judge"
     model: str
@@ -72,23 +74,33 @@ class TokenEstimate:
     input_tokens: int
     output_tokens: int
     cost: float | None  # with the model's price; None without one
+    counted: bool = False  # input_tokens from the model's tokenizer, not from characters
 
     @staticmethod
-    def of(name: str, endpoint: ModelEndpoint, calls: int, chars: int, out: int) -> TokenEstimate:
-        tokens_in = -(-chars // CHARS_PER_TOKEN)
+    def of(
+        name: str,
+        endpoint: ModelEndpoint,
+        calls: int,
+        chars: int,
+        out: int,
+        tokens: int | None = None,
+    ) -> TokenEstimate:
+        tokens_in = tokens if tokens is not None else -(-chars // CHARS_PER_TOKEN)
         price = endpoint.price
         cost = None
         if price is not None:
             cost = (tokens_in * price.input_per_mtok + out * price.output_per_mtok) / 1e6
-        return TokenEstimate(name, endpoint.model, calls, tokens_in, out, cost)
+        return TokenEstimate(name, endpoint.model, calls, tokens_in, out, cost, tokens is not None)
 
 
 def estimate_tokens(recipe: BuildRecipe) -> list[TokenEstimate] | None:
     """Tokens per generator and for the judge (first asks; re-asks can multiply the
-    judge's by up to ``1 + max_retries``), from the local prompts' own text; None for a Hub
-    dataset, which is not read before the build."""
+    judge's by up to ``1 + max_retries``), from the local prompts themselves; None for a Hub
+    dataset, which is not read before the build. The judge's prompts hold traces not yet
+    written: they are counted at their budget, from characters."""
     from prefdelta.builders.generate import chat_for
     from prefdelta.builders.judge import judge_prompt
+    from prefdelta.builders.prompt_length import prompt_token_counts
     from prefdelta.builders.prompts import load_prompts
 
     if recipe.prompts.path is None:
@@ -104,7 +116,10 @@ def estimate_tokens(recipe: BuildRecipe) -> list[TokenEstimate] | None:
         n = g.samples_per_prompt
         chars = sum(len(m["content"]) for p in prompts for m in chat_for(g, p.prompt)) * n
         calls = len(prompts) * n
-        out.append(TokenEstimate.of(name, g, calls, chars, calls * g.generation.max_new_tokens))
+        counts = prompt_token_counts(g, prompts, recipe.base_dir)
+        tokens = None if counts is None else sum(counts) * n
+        budget = calls * g.generation.max_new_tokens
+        out.append(TokenEstimate.of(name, g, calls, chars, budget, tokens))
         # each trace reaches the judge with its problem; a trace is at most its budget
         trace_chars = g.generation.max_new_tokens * CHARS_PER_TOKEN
         judge_chars += sum(frame + len(p.prompt) + trace_chars for p in prompts) * n * judge.samples

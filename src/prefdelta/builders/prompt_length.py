@@ -24,7 +24,7 @@ from prefdelta.builders.generators import local_model_path
 from prefdelta.builders.prompts import Prompt
 from prefdelta.recipe import GeneratorConfig, PromptsConfig, RecipeError
 
-__all__ = ["RefusedPrompt", "refuse_long_prompts"]
+__all__ = ["RefusedPrompt", "prompt_token_counts", "refuse_long_prompts"]
 
 _LOCAL = ("transformers", "gguf")
 logger = logging.getLogger(__name__)
@@ -75,6 +75,17 @@ def refuse_long_prompts(
             [f"prompts: every prompt is too long for its generators; first, {first.describe()}"]
         )
     return kept, list(refused.values())
+
+
+def prompt_token_counts(
+    generator: GeneratorConfig, prompts: list[Prompt], base_dir: Path
+) -> list[int] | None:
+    """Each prompt's tokens as a local generator sends it (its chat template included);
+    None for an API generator, whose tokenizer is not at hand."""
+    if generator.backend not in _LOCAL:
+        return None
+    tokenizer, _ = _tokenizer_and_context(generator, base_dir)
+    return _count(tokenizer, generator, prompts)
 
 
 def _bound(
