@@ -79,9 +79,10 @@ class SetFindings:
 
     @property
     def differences(self) -> list[Interval]:
-        """Every difference the report tests: gains over the base, top minus random."""
-        gains = [r["_gain"] for r in self.rows if r["_gain"] is not None]
-        return gains + [c["difference"] for c in self.top_vs_random if c["difference"]]
+        """Every difference the report tests: each trained model's gain over the base (a
+        model reported under two experiments counts once), and top minus random."""
+        gains = {r["model_dir"]: r["_gain"] for r in self.rows if r["_gain"] is not None}
+        return [*gains.values()] + [c["difference"] for c in self.top_vs_random if c["difference"]]
 
 
 def _round(x: float | None) -> float | None:
