@@ -311,3 +311,23 @@ judge: {{model: org/judge, backend: openai, base_url: http://127.0.0.1:9/v1, str
     expected = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     assert local.counted and local.input_tokens == expected
     assert not api.counted and api.input_tokens == -(-sum(len(p) for p in problems) // 4)
+
+
+def test_a_local_generator_without_its_tokenizer_here_is_estimated_not_an_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "p.jsonl").write_text(json.dumps({"problem": "What is 1 + 1?"}) + "\n")
+    (tmp_path / "r.yaml").write_text(
+        """\
+name: absent-tokenizer
+prompts: {path: p.jsonl, column: problem}
+generators:
+  a: {model: someorg/not-downloaded, backend: transformers}
+  b: {model: org/b, backend: openai, base_url: http://127.0.0.1:9/v1}
+pairing: {chosen: a, rejected: [b]}
+judge: {model: org/j, backend: openai, base_url: http://127.0.0.1:9/v1, structured: off}
+"""
+    )
+    result = runner.invoke(app, ["inspect", str(tmp_path / "r.yaml")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "a (someorg/not-downloaded)" in result.output and "4 ~" in result.output

@@ -81,10 +81,16 @@ def prompt_token_counts(
     generator: GeneratorConfig, prompts: list[Prompt], base_dir: Path
 ) -> list[int] | None:
     """Each prompt's tokens as a local generator sends it (its chat template included);
-    None for an API generator, whose tokenizer is not at hand."""
+    None for an API generator, whose tokenizer is not at hand, or a local one whose
+    tokenizer cannot be loaded here (a Hub model not downloaded, offline): an estimate
+    then counts characters, it never fails."""
     if generator.backend not in _LOCAL:
         return None
-    tokenizer, _ = _tokenizer_and_context(generator, base_dir)
+    try:
+        tokenizer, _ = _tokenizer_and_context(generator, base_dir)
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        logger.info("no tokenizer for %s (%s): counting characters", generator.model, exc)
+        return None
     return _count(tokenizer, generator, prompts)
 
 
