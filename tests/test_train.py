@@ -533,6 +533,7 @@ def test_trains_from_a_hub_dataset_pinned_to_a_commit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PREFDELTA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PREFDELTA_REF_CACHE")  # the default place: ref_logps in that cache
     build = make_build(tmp_path / "build", n_prompts=12, seed=4)
     pushed = publish_build(build, "tester/pairs")
     args = DataArguments(dataset="tester/pairs", revision=pushed.commit, top_fraction=0.5)
