@@ -228,6 +228,7 @@ def test_a_recipe_can_give_the_judge_its_own_template_and_system_prompt(tmp_path
 
 def test_inspect_estimates_tokens_and_cost_checked_by_hand(tmp_path: Path) -> None:
     from prefdelta.builders.judge import judge_prompt
+    from prefdelta.builders.prompts import load_prompts
     from prefdelta.plan import estimate_tokens
     from prefdelta.recipe import load_recipe
 
@@ -258,7 +259,7 @@ judge:
 """
     )
     recipe = load_recipe(tmp_path / "r.yaml")
-    g1, g2, judge = estimate_tokens(recipe)  # type: ignore[misc]
+    g1, g2, judge = estimate_tokens(recipe, load_prompts(recipe.prompts, tmp_path)[0])
     # g1: (8 system + 40) + (8 + 20) = 76 characters -> 19 tokens; 2 answers of 10 at most
     assert (g1.calls, g1.input_tokens, g1.output_tokens) == (2, 19, 20)
     assert g1.cost == pytest.approx((19 * 1.0 + 20 * 2.0) / 1e6)
@@ -283,6 +284,7 @@ def test_a_local_generators_prompt_tokens_are_counted_by_its_tokenizer(
 ) -> None:
     from transformers import AutoTokenizer
 
+    from prefdelta.builders.prompts import load_prompts
     from prefdelta.plan import estimate_tokens
     from prefdelta.recipe import load_recipe
 
@@ -299,7 +301,8 @@ pairing: {{chosen: local, rejected: [api]}}
 judge: {{model: org/judge, backend: openai, base_url: http://127.0.0.1:9/v1, structured: off}}
 """
     )
-    local, api, _ = estimate_tokens(load_recipe(tmp_path / "r.yaml"))  # type: ignore[misc]
+    recipe = load_recipe(tmp_path / "r.yaml")
+    local, api, _ = estimate_tokens(recipe, load_prompts(recipe.prompts, tmp_path)[0])
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     chats = [
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": p}]

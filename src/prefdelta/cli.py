@@ -95,9 +95,8 @@ def validate(recipe: RecipeArg) -> None:
 
     r = _load(recipe)
     with user_errors():
-        rows = count_local_prompts(
-            r.prompts, r.base_dir
-        )  # a local prompts file is read and its columns checked
+        # a local prompts file is read and its columns checked
+        rows = count_local_prompts(r.prompts, r.base_dir)
     for name in r.unused_generators:
         err.print(f"warning: generator {name!r} is declared but pairing does not use it")
     read = f"; {rows} prompts in {r.prompts.path}" if r.prompts.path and rows is not None else ""
@@ -135,6 +134,7 @@ def inspect(
 ) -> None:
     """Show the resolved recipe and the plan: generations, judge calls, pairs."""
     from prefdelta.builders.build import build_dir_for, stored_work
+    from prefdelta.builders.prompts import load_prompts
     from prefdelta.plan import estimate_tokens, plan_build
 
     r = _load(recipe)
@@ -176,12 +176,12 @@ def inspect(
     out.print(table)
     if plan.prompts is None:
         out.print("prompt count is known once the Hub dataset is read; set prompts.limit to fix it")
+    if r.prompts.path is None:  # a Hub dataset is not read before the build
+        return
     with user_errors():
-        estimates = estimate_tokens(r)
-    if estimates is not None:
-        _print_token_estimates(estimates)
-    with user_errors():
-        stored = stored_work(r, build_dir_for(r))
+        prompts, _ = load_prompts(r.prompts, r.base_dir)
+        _print_token_estimates(estimate_tokens(r, prompts))
+        stored = stored_work(r, build_dir_for(r), prompts)
     if stored is not None:
         parts = [f"{name} {done}/{total}" for name, (done, total) in stored.generations.items()]
         judged, needed = stored.judgments

@@ -3,10 +3,11 @@ the tokens (and, with prices, the money) each model will take."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefdelta.builders.prompts import read_prompt_table
+from prefdelta.builders.prompts import Prompt, read_prompt_table
 from prefdelta.recipe import BuildRecipe, ModelEndpoint, PromptsConfig
 
 
@@ -93,19 +94,15 @@ class TokenEstimate:
         return TokenEstimate(name, endpoint.model, calls, tokens_in, out, cost, tokens is not None)
 
 
-def estimate_tokens(recipe: BuildRecipe) -> list[TokenEstimate] | None:
+def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[TokenEstimate]:
     """Tokens per generator and for the judge (first asks; re-asks can multiply the
-    judge's by up to ``1 + max_retries``), from the local prompts themselves; None for a Hub
-    dataset, which is not read before the build. The judge's prompts hold traces not yet
-    written: they are counted at their budget, from characters."""
+    judge's by up to ``1 + max_retries``), from the build's ``prompts`` themselves. The
+    judge's prompts hold traces not yet written: they are counted at their budget, from
+    characters."""
     from prefdelta.builders.generate import chat_for
     from prefdelta.builders.judge import judge_prompt
     from prefdelta.builders.prompt_length import prompt_token_counts
-    from prefdelta.builders.prompts import load_prompts
 
-    if recipe.prompts.path is None:
-        return None
-    prompts, _ = load_prompts(recipe.prompts, recipe.base_dir)
     out: list[TokenEstimate] = []
     judge = recipe.judge
     # the judge's own words around each problem and trace: its messages with both empty

@@ -107,12 +107,11 @@ class StoredWork:
     judgments: tuple[int, int]  # (stored, judgments the stored traces need)
 
 
-def stored_work(recipe: BuildRecipe, out: Path) -> StoredWork | None:
-    """The work ``out``'s store already holds for this recipe, counted by the same keys
-    the build looks up; None without a store, or for Hub prompts (not read before a build)."""
-    if not (out / STORE).is_file() or recipe.prompts.path is None:
+def stored_work(recipe: BuildRecipe, out: Path, prompts: Sequence[Prompt]) -> StoredWork | None:
+    """The work ``out``'s store already holds for this recipe's ``prompts``, counted by the
+    same keys the build looks up; None without a store."""
+    if not (out / STORE).is_file():
         return None
-    prompts, _ = load_prompts(recipe.prompts, recipe.base_dir)
     planned = plan_traces(recipe, prompts)
     store = ResultStore(out / STORE)
     generations = store.get_many("generation", [t.key for t in planned])

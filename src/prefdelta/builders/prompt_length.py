@@ -15,6 +15,7 @@ refuses an over-long request itself, which fails that row only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ def refuse_long_prompts(
 
 
 def prompt_token_counts(
-    generator: GeneratorConfig, prompts: list[Prompt], base_dir: Path
+    generator: GeneratorConfig, prompts: Sequence[Prompt], base_dir: Path
 ) -> list[int] | None:
     """Each prompt's tokens as a local generator sends it (its chat template included);
     None for an API generator, whose tokenizer is not at hand, or a local one whose
@@ -132,7 +133,7 @@ def _tokenizer_and_context(generator: GeneratorConfig, base_dir: Path) -> tuple[
     return tokenizer, context
 
 
-def _count(tokenizer: Any, generator: GeneratorConfig, prompts: list[Prompt]) -> list[int]:
+def _count(tokenizer: Any, generator: GeneratorConfig, prompts: Sequence[Prompt]) -> list[int]:
     """Tokens of each prompt as the generator sends it (distilabel's ``prepare_input``:
     the chat template with a generation prompt, or the first message's text without one)."""
     if tokenizer.chat_template is None:
