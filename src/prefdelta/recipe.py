@@ -23,7 +23,7 @@ import math
 import os
 import re
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -576,7 +576,7 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = No
     except ValidationError as exc:
         problems += [describe_recipe_error(e) for e in exc.errors(include_url=False)]
     reported = [loc for loc, _ in problems]
-    view = RecipeView.of(recipe) if recipe is not None else RecipeView.of_raw(data, reported)
+    view = RecipeView.of(data if recipe is None else recipe.model_dump(mode="json"), reported)
     for loc, msg in [*view.reference_problems(), *view.file_problems(base_dir or Path("."))]:
         # a field whose value was already refused is not judged a second time
         if not any(loc[: len(r)] == r or r[: len(loc)] == loc for r in reported):
@@ -595,13 +595,14 @@ def parse_recipe(text: str, source: str = "<recipe>", base_dir: Path | None = No
 
 def cross_reference_problems(recipe: BuildRecipe) -> Iterator[tuple[tuple[Any, ...], str]]:
     """Names that must refer to something declared elsewhere in the recipe."""
-    return RecipeView.of(recipe).reference_problems()
+    return RecipeView.of(recipe.model_dump(mode="json")).reference_problems()
 
 
 class RecipeView:
-    """The names and files a recipe's cross-checks read, from a validated recipe or, when
-    validation failed elsewhere, from whatever parts of the raw data have the right shape,
-    so the checks report alongside the type errors instead of after they are fixed."""
+    """The names and files a recipe's cross-checks read. Read from plain data, so that a
+    recipe that failed validation elsewhere is checked too, from whatever parts have the
+    right shape: the checks report alongside the type errors instead of after they are
+    fixed."""
 
     def __init__(
         self,
@@ -620,25 +621,11 @@ class RecipeView:
         self.judge_template = judge_template
 
     @classmethod
-    def of(cls, recipe: BuildRecipe) -> RecipeView:
-        p = recipe.pairing
-        endpoints = [(("generators", n), g.backend, g.model) for n, g in recipe.generators.items()]
-        endpoints.append((("judge",), recipe.judge.backend, recipe.judge.model))
-        return cls(
-            list(recipe.generators),
-            {"strategy": p.strategy, "chosen": p.chosen, "rejected": p.rejected, "pool": p.pool},
-            recipe.judge.dimension_names,
-            recipe.publish.sort_by if recipe.publish else "delta",
-            recipe.delta.weights or {},
-            recipe.prompts.path,
-            endpoints,
-            recipe.judge.template,
-        )
-
-    @classmethod
-    def of_raw(cls, data: Any, refused: list[tuple[Any, ...]]) -> RecipeView:
-        """``refused``: where validation already failed; names checked against a refused
-        ``generators`` mapping would only repeat that problem."""
+    def of(cls, data: Any, refused: Sequence[tuple[Any, ...]] = ()) -> RecipeView:
+        """From recipe data: a validated recipe's dump, or the raw mapping of one that
+        failed validation (only its well-shaped parts are read). ``refused``: where
+        validation already failed; names checked against a refused ``generators`` mapping
+        would only repeat that problem."""
 
         def part(d: Any, key: str) -> dict[str, Any]:
             v = d.get(key) if isinstance(d, dict) else None
