@@ -486,8 +486,9 @@ class ReasoningJudge(Task):
             return [_attempt(None, None, "the LLM returned fewer outputs than inputs")] * count
         output = normalize_statistics(outputs[n])
         generations = list(output.get("generations") or [])
-        tokens = list((output.get("statistics") or {}).get("output_tokens") or [])
-        prompt_tokens = list((output.get("statistics") or {}).get("input_tokens") or [])
+        stats = output.get("statistics") or {}
+        tokens = list(stats.get("output_tokens") or [])
+        prompt_tokens = list(stats.get("input_tokens") or [])
         logprobs = list(output.get("token_logprobs") or [])  # type: ignore[attr-defined]
         errors = list(output.get("errors") or [])  # type: ignore[attr-defined]
         unpacked = []

@@ -127,7 +127,7 @@ def no_pairs_reason(summary: dict[str, Any]) -> str:
 def token_usage(
     generations: Mapping[str, Iterable[Mapping[str, Any]]],
     judgments: Iterable[Mapping[str, Any]],
-) -> dict[str, dict[str, int]]:
+) -> dict[str, Any]:
     """Tokens the stored answers took, as their backends reported them: per generator (its
     stored generations) and for the judge (every attempt of every stored judgment, re-asks
     included). A reused answer counts once, as it was made. ``unknown``: answers whose
@@ -158,7 +158,7 @@ def token_usage(
             for attempt in sample:
                 if attempt.get("text") is not None:  # a failed call spent nothing we know of
                     add(judge, attempt.get("input_tokens"), attempt.get("tokens"))
-    return {"generators": out, "judge": judge}  # type: ignore[dict-item]
+    return {"generators": out, "judge": judge}
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:

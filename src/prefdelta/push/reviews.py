@@ -131,14 +131,13 @@ def _copy_dataset(source: str | os.PathLike[str], root: Path, console: Console) 
     else:
         folder = Path(source).expanduser()
         owned = read_folder_manifest(folder)
-        files = sorted(owned) if owned is not None else None
-        if files is None:
+        if owned is None:  # published before folders had a manifest: all of it
             shutil.copytree(folder, root, dirs_exist_ok=True)
         else:
-            for rel in files:
+            for rel in sorted(owned):
                 (root / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(folder / rel, root / rel)
-            write_folder_manifest(root, owned)  # type: ignore[arg-type]
+            write_folder_manifest(root, owned)
     console.print(f"copied {source} to {root} to hold its reviews")
 
 

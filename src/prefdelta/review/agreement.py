@@ -79,6 +79,10 @@ class Agreement:
     unjudged: dict[str, int] = field(default_factory=dict)
 
     @property
+    def unjudged_count(self) -> int:
+        return sum(self.unjudged.values())
+
+    @property
     def answered(self) -> dict[str, int]:
         """Every reviewer answer to the question, the judge's view or not."""
         return {c: self.human.get(c, 0) + self.unjudged.get(c, 0) for c in CATEGORIES}

@@ -71,6 +71,11 @@ class PullResult:
     def reviewed(self) -> int:
         return len({r["pair_id"] for r in self.rows})
 
+    @property
+    def judge_gave_no_view(self) -> bool:
+        """The judge scored none of the reviewed pairs: no agreement can be measured."""
+        return bool(self.agreement) and all(a.n == 0 for a in self.agreement)
+
 
 def reviews_schema(dims: Sequence[str]) -> pa.Schema:
     """One row per submitted response; answers and the judge's view as chosen/rejected/same."""
@@ -222,9 +227,9 @@ def agreement_section(result: PullResult, ref: str) -> str:
     for a in result.agreement:
         lines.append(
             f"| {a.question} | {a.n} | {_fmt(a.accuracy)} | {_fmt(a.kappa)} "
-            f"| {_counts(a.judge)} | {_counts(a.answered)} | {sum(a.unjudged.values())} |"
+            f"| {_counts(a.judge)} | {_counts(a.answered)} | {a.unjudged_count} |"
         )
-    if result.agreement and all(a.n == 0 for a in result.agreement):
+    if result.judge_gave_no_view:
         lines += [
             "",
             "The judge scored none of the reviewed pairs, so there is no judge-human "
@@ -302,14 +307,14 @@ def agreement_rich_table(result: PullResult) -> Any:
         ("human c/r/s", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    unjudged = any(sum(a.unjudged.values()) for a in result.agreement)
+    unjudged = any(a.unjudged_count for a in result.agreement)
     if unjudged:  # reviews of pairs the judge could not score: theirs, counted apart
         table.add_column("no judge view", justify="right")
     for a in result.agreement:
         cells = [a.question, str(a.n), _fmt(a.accuracy), _fmt(a.kappa), _counts(a.judge)]
         cells.append(_counts(a.answered))
-        table.add_row(*cells, *([str(sum(a.unjudged.values()))] if unjudged else []))
-    if result.agreement and all(a.n == 0 for a in result.agreement):
+        table.add_row(*cells, *([str(a.unjudged_count)] if unjudged else []))
+    if result.judge_gave_no_view:
         table.caption = (
             "the judge scored none of these pairs: no agreement to measure; "
             "human c/r/s are the reviewers' own answers"

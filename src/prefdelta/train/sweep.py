@@ -264,10 +264,9 @@ class _Evaluator:
         """Per set: accuracy, correct, n_eval and the per-prompt outcomes."""
         found: dict[str, dict[str, Any]] = {}
         todo = []
+        keys = {s.name: _hash(model_key, self.set_keys[s.name]) for s, _ in self.sets}
         for s, prompts in self.sets:
-            cached = read_cached_result(
-                folder / "eval" / s.name / "result.json", _hash(model_key, self.set_keys[s.name])
-            )
+            cached = read_cached_result(folder / "eval" / s.name / "result.json", keys[s.name])
             if cached is None:
                 todo.append((s, prompts))
             else:
@@ -285,8 +284,7 @@ class _Evaluator:
                     "n_eval": ev["n_eval"],
                     "outcomes": [bool(a["correct"]) for a in ev["answers"]],
                 }
-                key = _hash(model_key, self.set_keys[s.name])
-                cache_answers(folder / "eval" / s.name, key, result, ev["answers"])
+                cache_answers(folder / "eval" / s.name, keys[s.name], result, ev["answers"])
                 found[s.name] = result
         accuracies = ", ".join(f"{s.name} {found[s.name]['accuracy']:.3f}" for s, _ in self.sets)
         self.log(f"{tag}: accuracy {accuracies}" + ("" if todo else " (answered before)"))
