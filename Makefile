@@ -11,6 +11,7 @@ test:  ## install with test extras and services, then run the whole suite and ru
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	bash scripts/check-vllm-resolves.sh
 	$(VENV)/bin/python -m pytest -q -ra
 
 lint:
