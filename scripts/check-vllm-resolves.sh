@@ -5,10 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
+# pip before 24 may download whole wheels (GBs of CUDA builds) to read their metadata; a current
+# pip reads the registry's metadata files only.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "pip>=25"
 report=$(mktemp)
-trap 'rm -f "$report"' EXIT
+log=$(mktemp)
+trap 'rm -f "$report" "$log"' EXIT
 if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --dry-run \
-    --ignore-installed --report "$report" ".[vllm]" >/dev/null; then
+    --ignore-installed --report "$report" ".[vllm]" >"$log" 2>&1; then
+  grep -v "^WARNING: Location" "$log" >&2
   echo "prefdelta[vllm] does not resolve: a pin in pyproject.toml clashes with vLLM's" >&2
   exit 1
 fi
