@@ -115,6 +115,7 @@ def stored_work(recipe: BuildRecipe, out: Path, prompts: Sequence[Prompt]) -> St
         return None
     planned = plan_traces(recipe, prompts)
     store = ResultStore(out / STORE)
+    store.check()  # counts read from a damaged store would be wrong, not just short
     generations = store.get_many("generation", [t.key for t in planned])
     per: dict[str, tuple[int, int]] = {}
     for t in planned:
