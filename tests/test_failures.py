@@ -292,3 +292,39 @@ def test_a_bug_shows_a_plain_traceback_without_secrets(
     assert "Traceback (most recent call last)" in result.stderr and "KeyError" in result.stderr
     assert "u:${PASS}@127.0.0.1" in result.stderr and SECRET not in result.stderr
     assert "│" not in result.stderr and "this is a bug in prefdelta" in result.stderr
+
+
+def test_redact_masks_url_passwords_and_resolved_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefdelta.recipe import load_recipe
+    from prefdelta.redact import redact
+
+    assert redact("at postgres://admin:hunter2@db:5432/x") == "at postgres://admin:***@db:5432/x"
+    assert (
+        redact("http://u:${PASS}@h/v1 and http://h/v1") == "http://u:${PASS}@h/v1 and http://h/v1"
+    )
+    monkeypatch.setenv("FAULTS_TOKEN", "tok-abcdef-123")
+    monkeypatch.setenv("FAULTS_N", "7")  # a number, never a secret: counts stay readable
+    path = write_recipe(tmp_path, "http://127.0.0.1:9/v1?t=${FAULTS_TOKEN}")
+    path.write_text(path.read_text().replace("name: faults", "name: faults-${FAULTS_N}"))
+    load_recipe(path)
+    assert redact("GET /v1?t=tok-abcdef-123 failed 7 times") == (
+        "GET /v1?t=${FAULTS_TOKEN} failed 7 times"
+    )
+
+
+def test_another_error_type_is_one_line_once_registered() -> None:
+    """How a helper adds a library's error: by type or by name, without importing it."""
+    from prefdelta import errors
+
+    class QuotaExceeded(Exception):
+        pass
+
+    name = f"{QuotaExceeded.__module__}.{QuotaExceeded.__qualname__}"
+    assert errors.user_error_lines(QuotaExceeded("over")) is None  # a bug until registered
+    errors.register_user_error(name, lambda exc: f"the quota is spent ({exc}); wait an hour")
+    # (the type exists in this test only, so it stays registered harmlessly)
+    assert errors.user_error_lines(QuotaExceeded("over")) == [
+        "the quota is spent (over); wait an hour"
+    ]
