@@ -110,7 +110,10 @@ def test_a_damaged_store_is_one_line_for_build_and_inspect(tmp_path: Path, how: 
     store = damaged_store(out, how)
     for command in ("build", "inspect"):
         one_line(
-            cli(command, str(recipe)), f"{store} is damaged", "--repair", "move the file aside"
+            cli(command, str(recipe)),
+            f"{store} is damaged",
+            "run `prefdelta build RECIPE --repair`",
+            f"or move the build folder {out} aside and rebuild",
         )
     assert store.is_file() and not list(out.glob("store.sqlite.corrupt-*"))  # nothing moved
     debug = cli("--debug", "build", str(recipe))

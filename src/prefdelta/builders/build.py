@@ -157,7 +157,7 @@ def run_build(
     claim_build_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     with _build_lock(out):
-        if repair:
+        if repair and (out / STORE).is_file():
             report = repair_store(out / STORE)
             said = "nothing to repair" if report is None else f"repaired: {report.describe()}"
             console.print(f"{out / STORE}: {said}", markup=False, highlight=False)

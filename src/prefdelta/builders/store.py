@@ -45,8 +45,8 @@ def store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
         return StoreCorruptError(
             f"{path} is damaged ({exc}); run `prefdelta build RECIPE --repair` to copy its "
-            "readable rows into a fresh store (the damaged file is kept aside), or move the "
-            "file aside and rebuild (every model call is made again)"
+            f"readable rows into a fresh store (the damaged file is kept aside), or move the "
+            f"build folder {path.parent} aside and rebuild (every model call is made again)"
         )
     if name.startswith("SQLITE_FULL"):
         return StoreError(
