@@ -48,8 +48,8 @@ def user_error_lines(exc: BaseException) -> list[str] | None:
 
 
 _OS_ADVICE = {
-    errno.ENOSPC: "free some space on that disk, then rerun (finished work is kept)",
-    errno.EDQUOT: "free some space within your quota, then rerun (finished work is kept)",
+    errno.ENOSPC: "free some space on that disk, then rerun",
+    errno.EDQUOT: "free some space within your quota, then rerun",
     errno.EROFS: "choose a folder on a writable disk",
     errno.EACCES: "choose a folder you may write to, or fix its permissions",
     errno.EPERM: "choose a folder you may write to, or fix its permissions",

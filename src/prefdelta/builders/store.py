@@ -251,8 +251,8 @@ def repair_store(path: str | Path) -> StoreRepair | None:
 
 def _salvage(src: sqlite3.Connection, kind: Kind) -> tuple[list[tuple[Any, ...]], int | None]:
     """The readable rows of one table, and how many rows could not be read (None: not
-    known, the table's damage hides how many rows it had). A scan stops at the first damaged page; the rows
-    after it are then looked up one by one."""
+    known, the damage hides how many rows the table had). A scan stops at the first damaged
+    page; the rows after it are then looked up one by one, by rowid."""
     rows: list[tuple[Any, ...]] = []
     lost = 0
     last = 0
