@@ -1,7 +1,9 @@
 """The ``prefdelta`` command: validate, inspect, build, publish, review, train.
 
 Each command is a thin shell over one stage module; errors a user can fix are printed as
-one line each and exit with status 1, never as a traceback.
+one line each and exit with status 1, never as a traceback (``--debug`` shows it; a
+build's is also kept in its folder's ``logs/``). Which errors those are, and how each is
+said: :mod:`prefdelta.errors`. Every line goes through :func:`prefdelta.redact.redact`.
 
 Why one module of this size: one thin function per command, each only parsing options and
 printing; the work is in the stage modules.
@@ -10,6 +12,8 @@ printing; the work is in the stage modules.
 from __future__ import annotations
 
 import os
+import time
+import traceback
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +25,47 @@ import yaml
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
+from typer.core import TyperGroup
 
-from prefdelta.errors import PrefdeltaError
+from prefdelta.errors import PrefdeltaError, user_error_lines
 from prefdelta.recipe import BuildRecipe, load_recipe
+from prefdelta.redact import redact
 
 if TYPE_CHECKING:
     from prefdelta.plan import TokenEstimate
 
+DEBUG_ENV = "PREFDELTA_DEBUG"
+
+
+class _Commands(TyperGroup):
+    """The one catch point of every command (subgroups' included): an error a user meets
+    (a type :func:`prefdelta.errors.register_user_error` knows) is one line and exit 1;
+    anything else is a bug, shown as a plain Python traceback.
+    Plain, because distilabel installs rich's traceback hook when it is imported, and that
+    prints every frame's local variables (the loaded recipe's resolved secrets among them).
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):  # said and handled already
+            raise
+        except Exception as exc:
+            lines = user_error_lines(exc)
+            if lines is None:
+                err.print(redact(_traceback(exc)).rstrip("\n"), markup=False, highlight=False)
+                err.print(
+                    "this is a bug in prefdelta: please report it with the traceback above",
+                    markup=False,
+                    highlight=False,
+                )
+            else:
+                _report(exc, lines)
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="prefdelta",
     help="Reasoning preference datasets by generator- and sample-level delta.",
     no_args_is_help=True,
@@ -69,17 +106,82 @@ ApiKeyOption = Annotated[
 RecipeArg = Annotated[Path, typer.Argument(help="build recipe (YAML)", show_default=False)]
 
 
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help=f"on an error, print its full traceback too (or set {DEBUG_ENV}=1)",
+        ),
+    ] = False,
+) -> None:
+    """Options of every command, given before it: ``prefdelta --debug build ...``."""
+    global _debug
+    _debug = debug
+
+
+_debug = False  # --debug, set for each invocation
+
+
+def _debugging() -> bool:
+    return _debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+def _write_log(folder: Path | None, text: str) -> Path | None:
+    """``text`` in ``folder/logs/error-<time>.log``; None when it cannot be written (the
+    disk is full, the folder is not there: a log never creates a build folder)."""
+    from prefdelta.builders.build import LOGS
+
+    if folder is None or not folder.is_dir():
+        return None
+    path = folder / LOGS / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    try:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        return None
+    return path
+
+
+def _report(
+    exc: BaseException, lines: list[str], log_dir: Path | None = None, prefix: str = ""
+) -> None:
+    """Print ``lines`` (what happened, what to do) and where the traceback is: a library's
+    or the system's error (not one of ours, whose line says it all) is logged in
+    ``log_dir``; ``--debug`` prints it. Everything printed or logged is redacted."""
+    trace = redact(_traceback(exc))
+    if _debugging():
+        err.print(trace.rstrip("\n"), markup=False, highlight=False)
+    elif not isinstance(exc, PrefdeltaError):
+        log = _write_log(log_dir, trace)
+        where = f"the traceback is in {log}" if log else "rerun with --debug for the traceback"
+        lines = [*lines[:-1], f"{lines[-1]} ({where})"]
+    for line in lines:
+        err.print(redact(f"{prefix}{line}"), markup=False, highlight=False)
+
+
 @contextmanager
-def user_errors(*also: type[BaseException], prefix: str = "") -> Iterator[None]:
-    """Print an error meant for the user (any :class:`PrefdeltaError`, and the library
-    errors in ``also`` that a command's I/O can raise) as its lines, then exit 1. Any other
+def user_errors(
+    *also: type[BaseException], prefix: str = "", log_dir: Path | None = None
+) -> Iterator[None]:
+    """Print an error meant for the user (any type :mod:`prefdelta.errors` phrases: ours,
+    OS and database errors; and the library errors in ``also``) as its lines, then exit 1.
+    ``log_dir``: a build folder, where a library's error keeps its traceback. Any other
     exception is a bug and keeps its traceback."""
     try:
         yield
-    except (PrefdeltaError, *also) as exc:
-        lines = getattr(exc, "lines", None) or [" ".join(str(exc).split())]
-        for line in lines:
-            err.print(f"{prefix}{line}", markup=False, highlight=False)
+    except Exception as exc:
+        lines = user_error_lines(exc)
+        if lines is None and isinstance(exc, also):
+            lines = [" ".join(str(exc).split())]
+        if lines is None:
+            raise
+        _report(exc, lines, log_dir, prefix)
         raise typer.Exit(1) from None
 
 
@@ -133,6 +235,7 @@ def inspect(
     ] = False,
 ) -> None:
     """Show the resolved recipe and the plan: generations, judge calls, pairs."""
+    _quiet_libraries()
     from prefdelta.builders.build import build_dir_for, stored_work
     from prefdelta.builders.prompts import load_prompts
     from prefdelta.plan import estimate_tokens, plan_build
@@ -144,7 +247,9 @@ def inspect(
     out.print(f"[bold]{r.name}[/]  hash {r.content_hash()[:12]}  ({recipe})")
     # wrapped to the width, never cropped: a rubric or a system prompt is read whole
     width = max(40, out.width - 8)
-    text = yaml.safe_dump(resolved_recipe(r), sort_keys=False, width=width, allow_unicode=True)
+    text = redact(  # a ${VAR} resolved from the environment is shown as written
+        yaml.safe_dump(resolved_recipe(r), sort_keys=False, width=width, allow_unicode=True)
+    )
     if out.is_terminal:
         out.print(Syntax(text, "yaml", word_wrap=True))
     else:
@@ -178,7 +283,7 @@ def inspect(
         out.print("prompt count is known once the Hub dataset is read; set prompts.limit to fix it")
     if r.prompts.path is None:  # a Hub dataset is not read before the build
         return
-    with user_errors():
+    with user_errors(log_dir=build_dir_for(r)):
         prompts, _ = load_prompts(r.prompts, r.base_dir)
         _print_token_estimates(estimate_tokens(r, prompts))
         stored = stored_work(r, build_dir_for(r), prompts)
@@ -255,6 +360,15 @@ def build(
     no_publish: Annotated[
         bool, typer.Option("--no-publish", help="skip the recipe's publish target")
     ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="the build folder's store.sqlite is damaged: copy its readable rows into a "
+            "fresh store (the damaged file is kept aside as store.sqlite.corrupt-<time>), "
+            "then build the rest",
+        ),
+    ] = False,
 ) -> None:
     """Generate, judge, pair and compute deltas, then publish to the recipe's target.
 
@@ -264,9 +378,9 @@ def build(
     from prefdelta.builders.build import BuildIncomplete, build_dir_for, run_build
 
     r = _load(recipe)
-    with user_errors():
+    with user_errors(log_dir=build_dir_for(r, output_dir)):
         try:
-            run_build(r, output_dir, console=err)
+            run_build(r, output_dir, console=err, repair=repair)
         except BuildIncomplete as exc:
             unpublished = " Not published." if r.publish is not None and not no_publish else ""
             _fail(f"{exc}{unpublished}")
@@ -355,7 +469,7 @@ def publish(
 
 
 def _fail(message: str) -> None:
-    err.print(message, markup=False, highlight=False)
+    err.print(redact(message), markup=False, highlight=False)
     raise typer.Exit(1)
 
 

@@ -43,6 +43,7 @@ from pydantic import (
 from prefdelta.judge_schema import min_structured_tokens
 from prefdelta.locations import REPO_ID_PATTERN
 from prefdelta.recipe_errors import LocatedYaml, RecipeError, describe_error, dotted_path
+from prefdelta.redact import remember
 from prefdelta.rubrics import BUILTIN_RUBRICS
 
 Backend = Literal["transformers", "gguf", "vllm", "openai", "inference-endpoints"]
@@ -538,6 +539,7 @@ def interpolate_env(
         def sub(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in os.environ:
+                remember(name, os.environ[name])  # shown as ${name} in any output
                 return os.environ[name]
             if default is not None:
                 return default
@@ -830,4 +832,5 @@ def resolve_secret(reference: str | None) -> str | None:
     value = os.environ.get(name)
     if value is None:
         raise RecipeError([f"api_key: environment variable {name} is not set"])
+    remember(name, value)
     return value

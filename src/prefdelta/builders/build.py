@@ -36,7 +36,7 @@ from prefdelta.builders.progress import store_progress
 from prefdelta.builders.prompt_length import refuse_long_prompts
 from prefdelta.builders.prompts import Prompt, load_prompts
 from prefdelta.builders.runtime import pipeline_scratch, workers_die_with_their_parent
-from prefdelta.builders.store import ResultStore
+from prefdelta.builders.store import ResultStore, repair_store
 from prefdelta.builders.summary import build_summary, print_summary, token_usage
 from prefdelta.builders.verify import is_correct
 from prefdelta.errors import PrefdeltaError
@@ -62,6 +62,7 @@ class OutputDirError(PrefdeltaError, ValueError):
 
 
 STORE = "store.sqlite"
+LOGS = "logs"  # the command's error logs (tracebacks), when a build fails
 
 
 def claim_build_dir(out: Path) -> None:
@@ -70,7 +71,7 @@ def claim_build_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"build folder {out} is a file; choose a folder (-o/--output-dir)")
     if out.is_dir() and not (out / STORE).is_file():
-        foreign = sorted(p.name for p in out.iterdir() if p.name != ".lock")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in (".lock", LOGS))
         if foreign:
             shown = ", ".join(foreign[:3]) + (
                 f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
@@ -114,6 +115,7 @@ def stored_work(recipe: BuildRecipe, out: Path, prompts: Sequence[Prompt]) -> St
         return None
     planned = plan_traces(recipe, prompts)
     store = ResultStore(out / STORE)
+    store.check()  # counts read from a damaged store would be wrong, not just short
     generations = store.get_many("generation", [t.key for t in planned])
     per: dict[str, tuple[int, int]] = {}
     for t in planned:
@@ -136,8 +138,13 @@ def run_build(
     recipe: BuildRecipe,
     output_dir: str | Path | None = None,
     console: Console | None = None,
+    *,
+    repair: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) a build; return its summary. Raises BuildIncomplete on failed calls.
+
+    ``repair``: first copy the readable rows of a damaged store into a fresh one (see
+    :func:`prefdelta.builders.store.repair_store`); the build then redoes only the rest.
 
     From Python, call it before this process runs any torch computation (``prefdelta
     build`` always does): distilabel forks its step workers, and on Linux a worker forked
@@ -150,6 +157,10 @@ def run_build(
     claim_build_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     with _build_lock(out):
+        if repair and (out / STORE).is_file():
+            report = repair_store(out / STORE)
+            said = "nothing to repair" if report is None else f"repaired: {report.describe()}"
+            console.print(f"{out / STORE}: {said}", markup=False, highlight=False)
         return _run_build(recipe, out, console)
 
 
@@ -188,6 +199,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     (out / SUMMARY).unlink(missing_ok=True)  # the folder is not a finished build until the end
     store_path = out / STORE
     store = ResultStore(store_path)
+    store.check()  # a damaged store is found before any call is made
 
     prompts, duplicates = load_prompts(recipe.prompts, recipe.base_dir)
     names = recipe.pairing.generator_names
@@ -388,5 +400,9 @@ def _trace_row(
 
 def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk leaves no half-written table behind
+        tmp.unlink(missing_ok=True)
+        raise
