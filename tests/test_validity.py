@@ -8,17 +8,14 @@ from typing import Any
 
 import pytest
 
-from prefdelta.builders.validity import (
-    Z95,
-    auc_interval,
-    fisher_interval,
-    judge_validity,
-    mann_whitney_auc,
-    pearson,
-    validity_markdown,
-    validity_rows,
-    wilson_interval,
-)
+from prefdelta.builders.validity import judge_validity, validity_markdown, validity_rows
+from prefdelta.stats import Z95, auc_interval, mann_whitney_auc, pearson, pearson_interval, wilson
+
+
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    iv = wilson(successes, n)
+    return iv.low, iv.high
+
 
 DIMS = ["factuality", "step_coherence"]
 
@@ -284,10 +281,10 @@ def test_pearson_and_fisher_by_hand() -> None:
     # Fisher: atanh(0.6) = ln 2 exactly, SE = 1 / sqrt(4 - 3) = 1,
     # CI = tanh(ln 2 -/+ 1.959964) = [-0.852933, 0.990128].
     assert pearson([1, 2, 3, 4], [2, 1, 4, 3]) == pytest.approx(0.6)
-    lo, hi = fisher_interval(0.6, 4)  # type: ignore[misc]
+    lo, hi = pearson_interval([1, 2, 3, 4], [2, 1, 4, 3])  # type: ignore[misc]
     assert lo == pytest.approx(math.tanh(math.log(2) - 1.959964), abs=1e-6)
     assert (lo, hi) == pytest.approx((-0.852933, 0.990128), abs=1e-6)
-    assert fisher_interval(0.6, 3) is None
+    assert pearson_interval([1, 2, 3], [2, 1, 3]) is None  # under 4 points
     assert pearson([1, 1, 1], [1, 2, 3]) is None
 
 

@@ -20,34 +20,27 @@ Every figure carries its count and a 95% interval, and the labels are deliberate
 conservative: whenever the interval includes the chance value (AUC 0.5, win fraction
 0.5, r 0) the label says so, and with too few observations it says "too few to tell".
 These measure the judge, not the data. Pure functions over the plain-dict rows of the
-build's tables; standard library only.
+build's tables; the intervals come from :mod:`prefdelta.stats`.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from prefdelta.stats import auc_interval, mann_whitney_auc, pearson, pearson_interval, wilson
 
 __all__ = [
     "MIN_CLASS",
     "MIN_N",
-    "Z95",
-    "auc_interval",
-    "fisher_interval",
     "generator_order",
     "judge_validity",
     "length_bias",
-    "mann_whitney_auc",
-    "pearson",
     "validity_markdown",
     "validity_rows",
     "verifier_agreement",
-    "wilson_interval",
 ]
 
-Z95 = statistics.NormalDist().inv_cdf(0.975)  # 1.959963984540054
 MIN_N = 10  # below this many observations a check reads "too few to tell"
 MIN_CLASS = 5  # ...and so does an AUC whose smaller class is under this (its SE collapses)
 
@@ -56,86 +49,8 @@ ORDER_METHOD = "delta > 0 is a win; win fraction among untied pairs, 95% Wilson 
 NOT_APPLICABLE_BVW = "not applicable: best-vs-worst picks the chosen trace by the judge score"
 
 
-# --- statistics ---------------------------------------------------------------------------
-
-
-def mann_whitney_auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
-    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney U).
-
-    Computed from mid-ranks, so it is O(n log n) on builds with thousands of traces.
-    """
-    n1, n0 = len(positives), len(negatives)
-    if not n1 or not n0:
-        raise ValueError("both classes need at least one value")
-    values = sorted([(v, 1) for v in positives] + [(v, 0) for v in negatives])
-    rank_sum = 0.0
-    i = 0
-    while i < len(values):
-        j = i
-        while j < len(values) and values[j][0] == values[i][0]:
-            j += 1
-        mid_rank = (i + 1 + j) / 2  # ranks i+1 .. j share their mean
-        rank_sum += mid_rank * sum(label for _, label in values[i:j])
-        i = j
-    u = rank_sum - n1 * (n1 + 1) / 2
-    return u / (n1 * n0)
-
-
-def auc_interval(auc: float, n_pos: int, n_neg: int) -> tuple[float, float]:
-    """95% normal interval from the Hanley & McNeil (1982) standard error, clipped to [0, 1].
-
-    The SE collapses to 0 at AUC 0 or 1, which is one reason a small class reads
-    "too few to tell" whatever this interval says.
-    """
-    q1 = auc / (2 - auc)
-    q2 = 2 * auc * auc / (1 + auc)
-    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (
-        n_pos * n_neg
-    )
-    se = math.sqrt(max(var, 0.0))
-    return max(0.0, auc - Z95 * se), min(1.0, auc + Z95 * se)
-
-
-def wilson_interval(successes: int, n: int) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion: sane at small n and near 0 or 1."""
-    if n <= 0:
-        raise ValueError("n must be positive")
-    p = successes / n
-    z2 = Z95 * Z95
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Pearson r, or None when either side has no variation (r is undefined there)."""
-    if len(xs) != len(ys):
-        raise ValueError("xs and ys differ in length")
-    if len(xs) < 2 or _constant(xs) or _constant(ys):
-        return None
-    mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
-
-
-def fisher_interval(r: float, n: int) -> tuple[float, float] | None:
-    """95% interval for r through Fisher's z (SE 1/sqrt(n - 3)); None below 4 points."""
-    if n < 4:
-        return None
-    if abs(r) >= 1.0:
-        return r, r
-    z = math.atanh(r)
-    half = Z95 / math.sqrt(n - 3)
-    return math.tanh(z - half), math.tanh(z + half)
-
-
 def _constant(values: Sequence[float]) -> bool:
     return all(v == values[0] for v in values)
-
-
-# --- labels -------------------------------------------------------------------------------
 
 
 def _auc_label(ci: tuple[float, float], n_pos: int, n_neg: int) -> str:
@@ -258,7 +173,8 @@ def _order_entry(deltas: Sequence[float]) -> dict[str, Any]:
     if not untied:
         entry["reason"] = entry["label"] = "all pairs tied"
         return entry
-    ci = wilson_interval(higher, untied)
+    win = wilson(higher, untied)
+    ci = (win.low, win.high)
     entry.update(win_fraction=higher / untied, ci95=list(ci), label=_win_label(ci, untied))
     return entry
 
@@ -306,7 +222,7 @@ def _r_entry(xs: list[float], ys: list[float], x_name: str) -> dict[str, Any]:
         return entry
     r = pearson(xs, ys)
     assert r is not None  # both sides vary
-    ci = fisher_interval(r, n)
+    ci = pearson_interval(xs, ys)
     entry.update(r=r, ci95=list(ci) if ci else None, label=_r_label(ci, n))
     return entry
 

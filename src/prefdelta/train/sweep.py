@@ -18,7 +18,7 @@ reference pass happens once for the sweep.
 
 Each trained model and the untrained base model then answer every eval set with the same
 decoding (:mod:`prefdelta.train.evaluate`), and every accuracy and difference comes with
-a 95% interval (:mod:`prefdelta.train.sweep_stats`). Results: ``results.csv`` (one row
+a 95% interval (:mod:`prefdelta.stats`). Results: ``results.csv`` (one row
 per run and eval set), ``results.md`` and a figure per experiment. A finished run (same
 selection) is not trained again, nor a model's eval set answered again, when the sweep
 is rerun.

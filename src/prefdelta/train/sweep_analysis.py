@@ -1,8 +1,8 @@
 """The sweep's comparisons on each eval set: every run against the base model, top k%
 against random k%, gain against the generator delta, the correctness directions.
 
-Every difference is paired over the same prompts (:mod:`prefdelta.train.sweep_stats`):
-one set of bootstrap resamples per eval set serves all of them. The report
+Every difference is paired over the same prompts (:mod:`prefdelta.stats`): one seed per
+eval set, so all of them see the same bootstrap resamples. The report
 (:mod:`prefdelta.train.sweep_results`) and the figures (:mod:`prefdelta.train.sweep_plots`)
 both read what :func:`analyse` returns.
 """
@@ -16,15 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from prefdelta.stats import Interval, gain_slope, paired_difference, wilson
 from prefdelta.train.sweep_config import SweepConfig
-from prefdelta.train.sweep_stats import (
-    RESAMPLES,
-    Interval,
-    bootstrap_indices,
-    gain_slope,
-    paired_difference,
-    wilson,
-)
 
 
 @dataclass
@@ -95,12 +88,12 @@ def analyse(results: Sequence[RunResult], config: SweepConfig) -> list[SetFindin
     base = next(r for r in results if r.info["experiment"] == "base")
     for s in config.eval.sets:
         base_out = base.evals[s.name]["outcomes"]
-        indices = bootstrap_indices(len(base_out), RESAMPLES, config.eval.bootstrap_seed)
+        seed = config.eval.bootstrap_seed
         f = SetFindings(s.name, s.scorer, len(base_out))
         for r in results:
             ev = r.evals[s.name]
             acc = wilson(ev["correct"], ev["n_eval"])
-            gain = None if r is base else paired_difference(ev["outcomes"], base_out, indices)
+            gain = None if r is base else paired_difference(ev["outcomes"], base_out, seed=seed)
             f.rows.append(
                 {
                     **r.info,
@@ -119,14 +112,14 @@ def analyse(results: Sequence[RunResult], config: SweepConfig) -> list[SetFindin
                     "_outcomes": ev["outcomes"],
                 }
             )
-        _top_vs_random(f, indices)
-        _generator_gap(f, base_out, indices)
+        _top_vs_random(f, seed)
+        _generator_gap(f, base_out, seed)
         f.correctness = [r for r in f.rows if r["experiment"] == "correctness"]
         findings.append(f)
     return findings
 
 
-def _top_vs_random(f: SetFindings, indices: np.ndarray) -> None:
+def _top_vs_random(f: SetFindings, seed: int) -> None:
     delta = [r for r in f.rows if r["experiment"] == "delta"]
     for k in sorted({float(r["fraction"]) for r in delta}):
         at_k = [r for r in delta if float(r["fraction"]) == k]
@@ -146,11 +139,11 @@ def _top_vs_random(f: SetFindings, indices: np.ndarray) -> None:
         }
         if top is not None and randoms and not full:
             mean_random = np.mean([r["_outcomes"] for r in randoms], axis=0)
-            entry["difference"] = paired_difference(top["_outcomes"], mean_random, indices)
+            entry["difference"] = paired_difference(top["_outcomes"], mean_random, seed=seed)
         f.top_vs_random.append(entry)
 
 
-def _generator_gap(f: SetFindings, base_out: list[bool], indices: np.ndarray) -> None:
+def _generator_gap(f: SetFindings, base_out: list[bool], seed: int) -> None:
     points = [r for r in f.rows if r["experiment"] == "generator_pair"]
     f.generator = points
     if not points:
@@ -166,7 +159,7 @@ def _generator_gap(f: SetFindings, base_out: list[bool], indices: np.ndarray) ->
         )
         return
     f.slope, f.intercept = gain_slope(
-        [p[use] for p in known], [p["_outcomes"] for p in known], base_out, indices
+        [p[use] for p in known], [p["_outcomes"] for p in known], base_out, seed=seed
     )
     f.slope_note = (
         f"slope {f.slope.estimate:+.3f} accuracy per unit of {use}, 95% interval "

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prefdelta.stats import RESAMPLES
 from prefdelta.train.sweep_analysis import COLUMNS, RunResult, SetFindings, analyse
 from prefdelta.train.sweep_config import SweepConfig
 from prefdelta.train.sweep_plots import plot_experiments
-from prefdelta.train.sweep_stats import RESAMPLES
 
 
 def read_cached_result(path: Path, key: str) -> dict[str, Any] | None:
