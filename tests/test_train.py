@@ -578,3 +578,42 @@ def test_a_dataset_that_is_neither_a_folder_nor_on_the_hub_says_both(
         f"dataset: no local folder outputs/not-here (relative to the current directory {tmp_path})"
     )
     assert "cannot resolve outputs/not-here@main on the Hub" in message
+
+
+def test_a_branch_that_moves_mid_selection_changes_neither_counts_nor_rows(
+    hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One selection resolves the Hub branch once, to a commit: its column check, its
+    count and its rows all read that commit, even when main moves right after (a new
+    publish). The pairs files are listed once."""
+    from huggingface_hub import HfApi
+
+    from prefdelta import loading
+    from prefdelta.train import data as train_data
+
+    first = publish_build(make_build(tmp_path / "b1", n_prompts=12, seed=4), "tester/moving")
+    resolve = train_data.dataset_source
+
+    def resolve_then_move(ref: str, revision: str | None) -> Any:
+        source = resolve(ref, revision)
+        publish_build(make_build(tmp_path / "b2", n_prompts=20, seed=5), "tester/moving")
+        return source
+
+    listed: list[str | None] = []
+    list_files = HfApi.list_repo_files
+
+    def counting(self: HfApi, *args: Any, **kwargs: Any) -> list[str]:
+        listed.append(kwargs.get("revision"))
+        return list_files(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_data, "dataset_source", resolve_then_move)
+    monkeypatch.setattr(HfApi, "list_repo_files", counting)
+    selection = train_data.load_dpo_selection(DataArguments(dataset="tester/moving"))
+
+    assert selection.source.resolved == first.commit
+    assert listed == [first.commit]
+    at_first = loading.load_pairs("tester/moving", revision=first.commit)["pair_id"]
+    at_main = loading.load_pairs("tester/moving")["pair_id"]
+    assert len(at_main) != len(at_first)  # the branch really moved to other rows
+    assert selection.counts["pairs_available"] == len(at_first)
+    assert sorted(selection.dataset["pair_id"]) == sorted(at_first)

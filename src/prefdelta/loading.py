@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from prefdelta.errors import PrefdeltaError
 from prefdelta.locations import is_local_path
@@ -35,6 +36,8 @@ CORRECTNESS: dict[str, tuple[tuple[str, bool], ...]] = {
     "both_wrong": (("chosen_correct", False), ("rejected_correct", False)),
     "rejected_incorrect": (("rejected_correct", False),),
 }
+COMMIT_SHA = re.compile(r"[0-9a-f]{40}")  # a Hub revision that can never move
+
 # the four that split every verified pair exactly once (the paper's correctness directions)
 CORRECTNESS_DIRECTIONS = ("both_correct", "chosen_only", "rejected_only", "both_wrong")
 
@@ -81,7 +84,7 @@ def load_pairs(
         )
     wanted_pairs = _check_generator_pairs(generator_pairs)
 
-    source = PairsSource(repo_or_folder, split, revision)
+    source = PairsSource.at(repo_or_folder, split, revision)
     schema = source.schema()
     column = delta_column(dimension, schema.names)
     conditions: list[tuple[str, str, Any]] = []
@@ -172,7 +175,23 @@ def _top(
 
 
 class PairsSource:
-    """Where the ``pairs`` parquet files of a split are: a folder, or a Hub dataset repo."""
+    """Where the ``pairs`` parquet files of a split are: a folder, or a Hub dataset repo.
+
+    :meth:`at` is the way to get one: at a Hub commit sha (immutable) the files are listed
+    once per process, however many checks, counts and loads read them.
+    """
+
+    _at_commit: ClassVar[dict[tuple[str, str, str], PairsSource]] = {}
+
+    @classmethod
+    def at(cls, ref: str | os.PathLike[str], split: str, revision: str | None) -> PairsSource:
+        """The source of ``split`` at ``revision``; one shared instance per Hub commit."""
+        if revision is None or not COMMIT_SHA.fullmatch(revision) or is_local_path(ref):
+            return cls(ref, split, revision)
+        key = (str(ref), split, revision)
+        if key not in cls._at_commit:
+            cls._at_commit[key] = cls(ref, split, revision)
+        return cls._at_commit[key]
 
     def __init__(self, ref: str | os.PathLike[str], split: str, revision: str | None) -> None:
         self.split = split

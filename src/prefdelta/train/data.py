@@ -25,7 +25,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefdelta.loading import CORRECTNESS, PairsLoadError, load_pairs
+from prefdelta.loading import CORRECTNESS, PairsLoadError, PairsSource, load_pairs
 from prefdelta.locations import is_local_path
 from prefdelta.train.configs import DataArguments, KTODataArguments, TrainConfigError
 
@@ -146,17 +146,17 @@ def fresh_cache(source: DatasetSource) -> Iterator[None]:
         datasets.config.HF_DATASETS_CACHE = root
 
 
+def _pairs_files(source: DatasetSource, split: str) -> PairsSource:
+    """The locator load_pairs uses (same files, same errors), at the commit the source
+    resolved to: every check, count and load of one run describes that one commit, even
+    when the branch moves meanwhile."""
+    return PairsSource.at(source.path, split, None if source.local else source.resolved)
+
+
 def pairs_column_names(source: DatasetSource, split: str) -> list[str]:
     """The columns of a pairs split, from its parquet schema (no rows are read)."""
-    # the locator load_pairs uses: same files, same errors
-    from prefdelta.loading import PairsSource
-
     try:
-        return list(
-            PairsSource(source.path, split, source.revision if not source.local else None)
-            .schema()
-            .names
-        )
+        return list(_pairs_files(source, split).schema().names)
     except PairsLoadError as exc:
         raise TrainDataError(str(exc)) from None
 
@@ -164,9 +164,7 @@ def pairs_column_names(source: DatasetSource, split: str) -> list[str]:
 def _pairs_total(source: DatasetSource, split: str) -> int:
     import pyarrow.parquet as pq
 
-    from prefdelta.loading import PairsSource
-
-    files = PairsSource(source.path, split, None if source.local else source.revision).files()
+    files = _pairs_files(source, split).files()
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
