@@ -272,7 +272,7 @@ def test_a_project_folder_keeps_every_file_prefdelta_did_not_write(
     (project / "prompts.jsonl").write_text("{}\n")
     (project / "empty").mkdir()
     before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
-    with pytest.raises(PublishError, match="not a published dataset") as err:
+    with pytest.raises(PublishError, match=r"and no \.prefdelta-manifest\.json") as err:
         publish_build(build, project)
     assert "--overwrite" in str(err.value) and "\n" not in str(err.value)
     assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
