@@ -423,9 +423,9 @@ class PublishConfig(StrictModel):
 
     repo_id: str | None = Field(None, pattern=_REPO_ID, description="org/name on the Hub")
     folder: str | None = Field(None, description="local folder, relative to the working directory")
-    private: bool = Field(True, description="create the Hub repo private")
-    revision: str = Field("main", min_length=1, description="branch to commit to")
-    tag: bool = Field(True, description="tag the commit with the recipe hash")
+    private: bool = Field(True, description="create the Hub repo private (Hub only)")
+    revision: str = Field("main", min_length=1, description="branch to commit to (Hub only)")
+    tag: bool = Field(True, description="tag the commit with the recipe hash (Hub only)")
     test_size: float | None = Field(
         None, gt=0.0, lt=1.0, description="fraction of prompts held out as `test`"
     )

@@ -145,6 +145,9 @@ def _publish_folder_locked(
     build: Build, target: Path, options: LayoutOptions, console: Console, overwrite: bool
 ) -> PublishResult:
     listed = read_folder_manifest(target)  # first: a bad manifest refuses before any work
+    if listed is None and not overwrite and target.is_dir() and any(target.iterdir()):
+        top = [p.name + ("/" if _is_real_dir(p) else "") for p in target.iterdir()]
+        raise refuse_unowned(str(target), sorted(top))
     owned = {f for f in listed or () if (target / f).is_file()}
     beside = Path(os.path.abspath(target))
     remove_abandoned(f".{beside.name}.staging-", beside.parent)  # a killed publish's
@@ -168,8 +171,6 @@ def _publish_folder_locked(
             console.print(f"{target} already holds this build; nothing to do")
             return replace(result, changed=False)
         others = sorted(_entries(target) - owned - _parents(owned) - {FOLDER_MANIFEST})
-        if others and listed is None and not overwrite:
-            raise refuse_unowned(str(target), others)
         in_the_way = _in_the_way(target, others, staged.files)
         if in_the_way and not overwrite:
             raise PublishError(
@@ -184,7 +185,7 @@ def _publish_folder_locked(
             )
         write_folder_manifest(staging, staged.files)
         if not others:
-            move_into_place(staging, target)
+            move_into_place(staging, beside)
         else:
             stale = owned - set(staged.files)
             _replace_in_place(staging, target, staged.files, stale, in_the_way)
@@ -202,7 +203,7 @@ def _in_the_way(target: Path, others: list[str], files: dict[str, str]) -> list[
     folder (a file or a link). A non-empty folder at a file's path is refused outright."""
     for path in files:
         where = target / path
-        if where.is_dir() and not where.is_symlink() and any(where.iterdir()):
+        if _is_real_dir(where) and any(where.iterdir()):
             raise PublishError(
                 f"refusing to publish into {target}: {path} is a folder holding files where "
                 "a publish writes a file; move it away first"
@@ -213,6 +214,10 @@ def _in_the_way(target: Path, others: list[str], files: dict[str, str]) -> list[
         for p in others
         if p in files or (p in parents and ((target / p).is_symlink() or (target / p).is_file()))
     ]
+
+
+def _is_real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def _refuse_enclosing(build: Build, target: Path) -> None:
