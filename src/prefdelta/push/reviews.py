@@ -7,9 +7,11 @@ default) and puts the agreement section between two markers, replacing the previ
 Everything else in the repo or folder is left as it is.
 
 On the Hub both files go in one commit against the head read just before (retried after a
-concurrent commit or a 5xx, and skipped when nothing changed), like ``publish_build``. In a
-folder the parquet file is replaced first and the card second, each atomically: a reader
-may briefly see new reviews under the old card, never a card that names missing data.
+concurrent commit or a 5xx, and skipped when nothing changed), like ``publish_build``, with
+the repo's manifest listing the reviews file when it does not yet (so a republish may
+replace or delete it). In a folder, under the same lock as a publish, the parquet file is
+replaced first and the card second, each atomically: a reader may briefly see new reviews
+under the old card, never a card that names missing data.
 
 ``publish_build`` rewrites the whole layout; it keeps the reviews through
 :func:`carry_reviews` while every reviewed pair is still published.
