@@ -272,7 +272,7 @@ def test_a_project_folder_keeps_every_file_prefdelta_did_not_write(
     (project / "prompts.jsonl").write_text("{}\n")
     (project / "empty").mkdir()
     before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
-    with pytest.raises(PublishError, match="not a published dataset") as err:
+    with pytest.raises(PublishError, match=r"and no \.prefdelta-manifest\.json") as err:
         publish_build(build, project)
     assert "--overwrite" in str(err.value) and "\n" not in str(err.value)
     assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before
@@ -359,6 +359,9 @@ def test_republishing_keeps_reviews_of_pairs_still_published(build: Path, tmp_pa
 def test_hub_republish_keeps_reviews(build: Path, hub: HubServer) -> None:
     publish_build(build, REPO, **PUBLIC)
     ids = _add_reviews(REPO, build)
+    manifest = HfApi().hf_hub_download(REPO, ".prefdelta-manifest.json", repo_type="dataset")
+    listed = json.loads(Path(manifest).read_text())["files"]
+    assert "data/reviews/train-00000-of-00001.parquet" in listed  # prefdelta's too, now
     before = len(_commits())
     publish_build(build, REPO, sort_by="delta_factuality", **PUBLIC)
     assert len(_commits()) == before + 1
@@ -463,6 +466,10 @@ def test_hub_round_trip(build: Path, hub: HubServer, monkeypatch: pytest.MonkeyP
     assert datasets.get_dataset_config_names(REPO) == ["pairs", "traces"]
     files = api.list_repo_files(REPO, repo_type="dataset")
     assert "plots/delta_step_coherence.png" in files and "recipe.yaml" in files
+    # the manifest, in the same commit, lists exactly what the publish wrote
+    manifest = api.hf_hub_download(REPO, ".prefdelta-manifest.json", repo_type="dataset")
+    assert json.loads(Path(manifest).read_text())["files"] == sorted(result.files)
+    assert set(files) == {*result.files, ".prefdelta-manifest.json", ".gitattributes"}
 
     card = DatasetCard.load(REPO, repo_type="dataset")
     _check_card_metadata(card, ["train"])

@@ -300,6 +300,25 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "exactly one of `repo_id`",
     ),
     (
+        "empty publish folder",
+        _set("publish.folder", ""),
+        "publish.folder",
+        "must name a folder (e.g. ./out), got an empty one",
+    ),
+    ("blank publish folder", _set("publish.folder", "  "), "publish.folder", "must name a folder"),
+    (
+        "a branch for a folder",
+        _set("publish.revision", "dev"),
+        "publish.revision",
+        "applies to Hub targets (repo_id) only; remove `revision` for a folder",
+    ),
+    (
+        "a tag for a folder",
+        _set("publish.tag", False),
+        "publish.tag",
+        "applies to Hub targets (repo_id) only; remove `tag` for a folder",
+    ),
+    (
         "sort by a dimension the judge does not score",
         _set("publish.sort_by", "delta_brevity"),
         "publish.sort_by",

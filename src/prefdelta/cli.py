@@ -28,7 +28,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from prefdelta.errors import PrefdeltaError, user_error_lines
-from prefdelta.recipe import BuildRecipe, load_recipe
+from prefdelta.recipe import PUBLISH_HUB_ONLY, BuildRecipe, load_recipe
 from prefdelta.redact import redact
 
 if TYPE_CHECKING:
@@ -207,17 +207,16 @@ def validate(recipe: RecipeArg) -> None:
 
 def resolved_recipe(r: BuildRecipe) -> dict[str, Any]:
     """The recipe as it will run: defaults filled in and resolved (the ties policy), and
-    only the keys that apply (no ``rejected`` for best-vs-worst, no ``private`` for a
-    folder target)."""
+    only the keys that apply (no ``rejected`` for best-vs-worst, no Hub-only ``private``,
+    ``revision`` or ``tag`` for a folder target)."""
     resolved = r.model_dump(mode="json", exclude_none=True)
     pairing = resolved["pairing"]
     for key in ("rejected", "chosen") if r.pairing.strategy == "best-vs-worst" else ("pool",):
         pairing.pop(key, None)
     pairing["ties"] = r.pairing.tie_policy
     publish = resolved.get("publish")
-    if publish is not None and r.publish is not None:
-        hub_only = ("private", "revision", "tag")
-        for key in ("overwrite",) if r.publish.repo_id else hub_only:
+    if publish is not None and r.publish is not None and not r.publish.repo_id:
+        for key in PUBLISH_HUB_ONLY:
             publish.pop(key, None)
     return resolved
 
@@ -387,12 +386,10 @@ def build(
     if r.publish is not None and not no_publish:
         from prefdelta.push import publish_options, publish_target
 
-        _publish(
-            build_dir_for(r, output_dir),
-            publish_target(r.publish),
-            **publish_options(r.publish).as_kwargs(),
-            after_build=True,
-        )
+        target = publish_target(r.publish)
+        with user_errors():
+            options = publish_options(r.publish, target)
+        _publish(build_dir_for(r, output_dir), target, **options.as_kwargs(), after_build=True)
 
 
 @app.command()
@@ -407,7 +404,7 @@ def publish(
     ] = None,
     public: Annotated[bool, typer.Option("--public", help="create the Hub repo public")] = False,
     revision: Annotated[
-        str | None, typer.Option("--revision", help="branch to commit to (default main)")
+        str | None, typer.Option("--revision", help="Hub branch to commit to (default main)")
     ] = None,
     no_tag: Annotated[
         bool, typer.Option("--no-tag", help="do not tag the commit recipe-<hash12>")
@@ -432,8 +429,9 @@ def publish(
         bool,
         typer.Option(
             "--overwrite",
-            help="publish into a folder holding files prefdelta did not write: files at "
-            "the paths it writes are replaced, all others kept",
+            help="publish into a folder or Hub repo that prefdelta did not publish (it "
+            "has no .prefdelta-manifest.json), or whose files at prefdelta's paths it did "
+            "not write: those files are replaced (listed first), no other file is touched",
         ),
     ] = False,
 ) -> None:
@@ -456,15 +454,17 @@ def publish(
             f"no --to given and {recipe_file} has no publish section; pass --to org/name|./folder"
         )
         return
-    options = publish_options(
-        settings,
-        private=False if public else None,
-        revision=revision,
-        tag=False if no_tag else None,
-        test_size=test_size,
-        overwrite=True if overwrite else None,
-        sort_by=sort_by,
-    )
+    with user_errors():
+        options = publish_options(
+            settings,
+            target,
+            private=False if public else None,
+            revision=revision,
+            tag=False if no_tag else None,
+            test_size=test_size,
+            overwrite=True if overwrite else None,
+            sort_by=sort_by,
+        )
     _publish(build_dir, target, **options.as_kwargs())
 
 
@@ -477,9 +477,9 @@ def _publish(
     build_dir: Path,
     target: str | Path,
     *,
-    private: bool,
-    revision: str,
-    tag: bool,
+    private: bool | None,
+    revision: str | None,
+    tag: bool | None,
     test_size: float | None,
     sort_by: str | None = None,
     overwrite: bool = False,

@@ -415,14 +415,18 @@ class DeltaConfig(StrictModel):
         return "weighted" if self.weights else "mean"
 
 
+# The publish options that only a Hub repo has; a folder target refuses each of them.
+PUBLISH_HUB_ONLY = ("private", "revision", "tag")
+
+
 class PublishConfig(StrictModel):
     """Where the finished dataset goes: a Hub repo, or a local folder in the same layout."""
 
     repo_id: str | None = Field(None, pattern=_REPO_ID, description="org/name on the Hub")
     folder: str | None = Field(None, description="local folder, relative to the working directory")
-    private: bool = Field(True, description="create the Hub repo private")
-    revision: str = Field("main", min_length=1, description="branch to commit to")
-    tag: bool = Field(True, description="tag the commit with the recipe hash")
+    private: bool = Field(True, description="create the Hub repo private (Hub only)")
+    revision: str = Field("main", min_length=1, description="branch to commit to (Hub only)")
+    tag: bool = Field(True, description="tag the commit with the recipe hash (Hub only)")
     test_size: float | None = Field(
         None, gt=0.0, lt=1.0, description="fraction of prompts held out as `test`"
     )
@@ -434,9 +438,26 @@ class PublishConfig(StrictModel):
     )
     overwrite: bool = Field(
         False,
-        description="folder: publish into it although it holds files prefdelta did not "
-        "write (those at the paths it writes are replaced, all others kept)",
+        description="publish into a target without prefdelta's manifest, or with files "
+        "prefdelta did not write at its paths: those files are replaced, no other is touched",
     )
+
+    @field_validator("folder")
+    @classmethod
+    def _names_a_folder(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must name a folder (e.g. ./out), got an empty one")
+        return v
+
+    @field_validator(*PUBLISH_HUB_ONLY)
+    @classmethod
+    def _hub_only(cls, v: Any, info: ValidationInfo) -> Any:
+        # only a key the recipe sets is validated: the defaults never refuse a folder
+        if info.data.get("folder") is not None:
+            raise ValueError(
+                f"applies to Hub targets (repo_id) only; remove `{info.field_name}` for a folder"
+            )
+        return v
 
     @model_validator(mode="after")
     def _one_target(self) -> PublishConfig:

@@ -10,6 +10,7 @@ dataset (a Hub repo or a folder, the same files in both) holds:
     recipe.yaml
     plots/*.png
     README.md                                 (the card, with the `configs:` block)
+    .prefdelta-manifest.json                  (the files above that prefdelta wrote)
 
 Every stage that writes or reads these imports the names from here. This module is the
 bottom of the package: it imports nothing from prefdelta.
@@ -25,8 +26,6 @@ __all__ = [
     "CARD",
     "FOLDER_MANIFEST",
     "HASHED_FILES",
-    "MANAGED_DIRS",
-    "MANAGED_FILES",
     "PAIRS",
     "PAIRS_FILE",
     "RECIPE_FILE",
@@ -145,10 +144,8 @@ REPO_TYPE = "dataset"
 # The configs of the card's `configs:` block (`pairs` is the default).
 PAIRS, TRACES, REVIEWS = "pairs", "traces", "reviews"
 CARD = "README.md"
-# Paths a publish owns: files under these that the new layout lacks are deleted on the Hub.
-MANAGED_DIRS = ("data/", "plots/")
-MANAGED_FILES = (CARD, RECIPE_FILE)
-# In a published folder: the files its publish wrote, the only ones a republish touches.
+# In a published dataset (a folder or a Hub repo): the files its publish wrote, the only
+# ones a republish replaces or deletes. A target without one owns nothing.
 FOLDER_MANIFEST = ".prefdelta-manifest.json"
 
 

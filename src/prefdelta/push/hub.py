@@ -22,12 +22,13 @@ from typing import TypeVar
 
 import httpx
 from huggingface_hub import CommitOperation, HfApi
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from prefdelta.locations import is_hub_id
 from prefdelta.push.build_folder import sha256_file
 from prefdelta.push.errors import PublishError
-from prefdelta.schema import REPO_TYPE
+from prefdelta.push.target import parse_manifest
+from prefdelta.schema import FOLDER_MANIFEST, REPO_TYPE
 
 __all__ = [
     "CALL_ATTEMPTS",
@@ -39,6 +40,7 @@ __all__ = [
     "ensure_tag",
     "is_hub_target",
     "read_head",
+    "read_hub_manifest",
     "same_as_remote",
     "short_error",
 ]
@@ -62,6 +64,8 @@ def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else None
         return status is None or status >= 500
+    if isinstance(exc, LocalEntryNotFoundError) and exc.__cause__ is not None:
+        return _retryable(exc.__cause__)  # hf_hub_download gave up on a 5xx or a drop
     return isinstance(exc, httpx.TransportError | json.JSONDecodeError)
 
 
@@ -106,6 +110,20 @@ def read_head(api: HfApi, repo_id: str, revision: str) -> tuple[str, RemoteFiles
             files[sib.rfilename] = (sib.blob_id or "", False)
     assert info.sha is not None
     return info.sha, files
+
+
+def read_hub_manifest(
+    api: HfApi, repo_id: str, commit: str, remote: RemoteFiles
+) -> set[str] | None:
+    """The files the manifest at ``commit`` says prefdelta wrote; None when it has none."""
+    if FOLDER_MANIFEST not in remote:
+        return None
+    path = call(
+        f"download {FOLDER_MANIFEST}",
+        lambda: api.hf_hub_download(repo_id, FOLDER_MANIFEST, repo_type=REPO_TYPE, revision=commit),
+    )
+    where = f"{FOLDER_MANIFEST} of {repo_id}@{commit[:12]}"
+    return parse_manifest(Path(path).read_bytes(), where, repo_id)
 
 
 def same_as_remote(have: tuple[str, bool] | None, local: Path, sha256: str | None = None) -> bool:

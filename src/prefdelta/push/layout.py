@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prefdelta.files import atomic_write
 from prefdelta.push.build_folder import Build, check_no_secrets, sha256_file
 
 # read_recipe_text was defined here; review/push.py still imports it from here (the
@@ -27,9 +26,6 @@ from prefdelta.push.errors import PublishError
 from prefdelta.push.plots import write_plots
 from prefdelta.schema import (
     CARD,
-    FOLDER_MANIFEST,
-    MANAGED_DIRS,
-    MANAGED_FILES,
     PAIRS,
     RECIPE_FILE,
     TRACES,
@@ -156,29 +152,3 @@ def manifest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
-
-
-def is_managed(path: str) -> bool:
-    """Whether a repo path belongs to the published layout (stale ones may be deleted)."""
-    return path in MANAGED_FILES or path.startswith(MANAGED_DIRS)
-
-
-def read_folder_manifest(root: Path) -> set[str] | None:
-    """The files a publish (or a review pull) wrote into the folder ``root``; None when it
-    has no manifest."""
-    path = root / FOLDER_MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        listed = json.loads(path.read_text(encoding="utf-8"))["files"]
-        return {str(f) for f in listed}
-    except (ValueError, KeyError, TypeError):
-        raise PublishError(
-            f"{path} is not a prefdelta manifest; remove it or choose another folder"
-        ) from None
-
-
-def write_folder_manifest(root: Path, files: set[str] | dict[str, str]) -> None:
-    """Write the manifest of ``root`` atomically."""
-    text = json.dumps({"files": sorted(files)}, indent=1) + "\n"
-    atomic_write(root / FOLDER_MANIFEST, text.encode("utf-8"))

@@ -6,26 +6,27 @@ writer is detected instead of overwritten. huggingface_hub retries uploads but n
 commit call itself, so :mod:`prefdelta.push.hub` does: after any failure it re-reads the head,
 and if the repo already holds exactly our files (a commit that landed although its response
 was lost), it stops there. Publishing an unchanged build again finds nothing to change and
-makes no commit. A local folder is staged beside the target and renamed into place.
+makes no commit. A local folder is staged beside the target and renamed into place, under
+a lock (:func:`prefdelta.push.target.publish_lock`): one publish to a folder at a time.
 
-A folder publish owns exactly the files it writes, listed in the folder's manifest
-(``.prefdelta-manifest.json``): it replaces or removes only those. A folder that holds
-nothing else is swapped whole (atomic); one that also holds other files (a user's notes
-beside a published dataset) has each of its own files replaced in place, each atomically,
-the manifest last, and the other files are left as they are. A folder that holds files
-prefdelta did not write at paths it would write, or that is not a published dataset at
-all, is refused unless ``overwrite`` says to publish into it.
+A publish owns exactly the files listed in the target's manifest (``.prefdelta-manifest.json``,
+written by the publish itself: in the folder, or in the same commit on the Hub). It replaces
+those, deletes those it no longer writes, and touches nothing else. A target without a
+manifest owns nothing: unless it is empty (on the Hub: only what the Hub itself creates,
+``.gitattributes``) it is refused in one line, and ``overwrite`` is the only way in: it says
+which files at prefdelta's paths it replaces, replaces them, and deletes nothing. A target
+whose manifest holds files prefdelta did not write at paths it writes is refused the same
+way. In a folder that holds only prefdelta's files the staged folder is swapped in whole;
+in one that also holds others (a user's notes) each file is replaced in place, each
+atomically, the manifest last.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -34,7 +35,6 @@ from huggingface_hub import CommitOperation, CommitOperationAdd, CommitOperation
 from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 from rich.console import Console
 
-from prefdelta.locations import is_hub_id, is_local_path
 from prefdelta.push.build_folder import Build, read_build, sha256_file
 from prefdelta.push.errors import PublishError
 from prefdelta.push.hub import (
@@ -45,25 +45,31 @@ from prefdelta.push.hub import (
     ensure_tag,
     is_hub_target,
     read_head,
+    read_hub_manifest,
     same_as_remote,
     short_error,
 )
-from prefdelta.push.layout import (
-    LayoutOptions,
-    StagedLayout,
-    is_managed,
+from prefdelta.push.layout import LayoutOptions, StagedLayout, stage_layout
+from prefdelta.push.options import PublishOptions, publish_options
+from prefdelta.push.reviews import carry_reviews, carry_reviews_from_hub
+from prefdelta.push.target import (
+    manifest_bytes,
+    move_into_place,
+    publish_lock,
     read_folder_manifest,
-    stage_layout,
+    refuse_unowned,
+    shown,
     write_folder_manifest,
 )
-from prefdelta.push.options import publish_options
-from prefdelta.push.reviews import carry_reviews
 from prefdelta.schema import CARD, FOLDER_MANIFEST, REVIEWS, data_path
 from prefdelta.scratch import make_scratch, remove_abandoned
 
 # REPO_TYPE and is_hub_target were defined here; review/push.py still imports them from here
 # (they go from this module when it imports them from prefdelta.push.hub).
-__all__ = ["REPO_TYPE", "PublishResult", "is_hub_target", "owned_files", "publish_build"]
+__all__ = ["REPO_TYPE", "PublishResult", "is_hub_target", "publish_build"]
+
+# What the Hub itself puts in a new repo: a repo holding only these is empty.
+HUB_MADE = frozenset({".gitattributes"})
 
 
 @dataclass(frozen=True)
@@ -84,26 +90,13 @@ class PublishResult:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _check_target(target: str | os.PathLike[str]) -> None:
-    """A target given as text must be a Hub repo id (``org/name``) or a path that says it
-    is one (``./x``, ``../x``, ``/x``, ``~/x``, or a folder that exists): a typo such as
-    ``bad id/with space`` or ``a/b/c`` must not silently become a local folder."""
-    if is_local_path(target) or is_hub_id(target):
-        return
-    text = str(target)
-    raise PublishError(
-        f"publish target {text!r} is neither a Hub repo id (org/name) nor a folder path "
-        "(./name, /path); write ./ before a local folder"
-    )
-
-
 def publish_build(
     build_dir: str | os.PathLike[str],
     target: str | os.PathLike[str],
     *,
-    private: bool = True,
-    revision: str = "main",
-    tag: bool = True,
+    private: bool | None = None,
+    revision: str | None = None,
+    tag: bool | None = None,
     test_size: float | None = None,
     console: Console | None = None,
     license: str | None = None,
@@ -112,20 +105,27 @@ def publish_build(
 ) -> PublishResult:
     """Publish the build in ``build_dir`` to a Hub dataset repo ``org/name`` or a folder.
 
-    ``private``, ``revision`` and ``tag`` apply to the Hub only; ``overwrite`` to a folder
-    that holds files prefdelta did not write (see the module docstring). ``test_size`` holds out that
-    fraction of prompts (all their pairs) as a ``test`` split. ``license`` and ``sort_by``
-    (the delta column pairs are stored by, highest first) default to the recipe's
-    ``publish`` section (else apache-2.0 and ``delta``).
+    ``private``, ``revision`` and ``tag`` apply to the Hub only (given for a folder, they
+    are refused); ``overwrite`` publishes into a target prefdelta does not own (see the
+    module docstring). ``test_size`` holds out that fraction of prompts (all their pairs)
+    as a ``test`` split. What is left out (None) comes from the recipe's ``publish``
+    section, else the defaults (private, ``main``, tagged, apache-2.0, sorted by ``delta``).
     """
     console = console or Console(stderr=True)
-    _check_target(target)
     build = read_build(build_dir)
-    recorded = publish_options(build.recipe.publish, license=license, sort_by=sort_by)
-    options = LayoutOptions(test_size=test_size, license=recorded.license, sort_by=recorded.sort_by)
+    options = publish_options(
+        build.recipe.publish,
+        target,
+        private=private,
+        revision=revision,
+        tag=tag,
+        license=license,
+        sort_by=sort_by,
+    )
+    layout = LayoutOptions(test_size=test_size, license=options.license, sort_by=options.sort_by)
     if is_hub_target(target):
-        return _publish_hub(build, str(target), private, revision, tag, options, console)
-    return _publish_folder(build, Path(target), options, console, overwrite)
+        return _publish_hub(build, str(target), options, layout, console, overwrite)
+    return _publish_folder(build, Path(target), layout, console, overwrite)
 
 
 # --------------------------------------------------------------------------- folder
@@ -137,14 +137,27 @@ def _publish_folder(
     if target.exists() and not target.is_dir():
         raise PublishError(f"{target} exists and is not a folder")
     _refuse_enclosing(build, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_abandoned(f".{target.name}.staging-", target.parent)  # a killed publish's
-    staging = make_scratch(f".{target.name}.staging-", target.parent)
+    with publish_lock(target, console):
+        return _publish_folder_locked(build, target, options, console, overwrite)
+
+
+def _publish_folder_locked(
+    build: Build, target: Path, options: LayoutOptions, console: Console, overwrite: bool
+) -> PublishResult:
+    listed = read_folder_manifest(target)  # first: a bad manifest refuses before any work
+    if listed is None and not overwrite and target.is_dir() and any(target.iterdir()):
+        top = [p.name + ("/" if _is_real_dir(p) else "") for p in target.iterdir()]
+        raise refuse_unowned(str(target), sorted(top))
+    owned = {f for f in listed or () if (target / f).is_file()}
+    beside = Path(os.path.abspath(target))
+    remove_abandoned(f".{beside.name}.staging-", beside.parent)  # a killed publish's
+    staging = make_scratch(f".{beside.name}.staging-", beside.parent)
     try:
         staged = stage_layout(build, staging, options=options, dataset_ref=str(target))
-        owned = owned_files(target)
-        if owned:
-            staged = _keep_reviews_from_folder(staged, target, console)
+        reviews = data_path(REVIEWS, "train")
+        if {CARD, reviews} <= owned:
+            card = (target / CARD).read_text(encoding="utf-8")
+            staged = carry_reviews(staged, card, target / reviews, console)
         result = PublishResult(
             target=str(target),
             kind="folder",
@@ -154,38 +167,57 @@ def _publish_folder(
             traces=staged.traces,
             files=tuple(staged.files),
         )
-        present = _entries(target)
-        others = sorted(present - owned - _parents(owned) - {FOLDER_MANIFEST})
         if owned and {p: sha256_file(target / p) for p in owned} == staged.files:
             console.print(f"{target} already holds this build; nothing to do")
             return replace(result, changed=False)
-        in_the_way = [p for p in others if p in staged.files or p in _parents(staged.files)]
-        if not overwrite and (in_the_way or (others and not owned)):
-            listed = in_the_way or others
-            shown = ", ".join(listed[:3]) + (
-                f" and {len(listed) - 3} more" if len(listed) > 3 else ""
-            )
-            why = "where a publish writes" if in_the_way else "and is not a published dataset"
+        others = sorted(_entries(target) - owned - _parents(owned) - {FOLDER_MANIFEST})
+        in_the_way = _in_the_way(target, others, staged.files)
+        if in_the_way and not overwrite:
             raise PublishError(
                 f"refusing to publish into {target}: it holds files prefdelta did not write "
-                f"({shown}) {why}; choose another folder, or pass --overwrite to publish "
-                "into it (files at the paths it writes are replaced, all others kept)"
+                f"({shown(in_the_way)}) where a publish writes; choose another folder, or pass "
+                "--overwrite to replace them (no other file is touched)"
+            )
+        if in_the_way:
+            console.print(
+                f"replacing {len(in_the_way)} file(s) prefdelta did not write in {target}: "
+                f"{shown(in_the_way, 10)}"
             )
         write_folder_manifest(staging, staged.files)
         if not others:
-            _move_into_place(staging, target)
+            move_into_place(staging, beside)
         else:
-            _replace_in_place(staging, target, staged.files, stale=owned - set(staged.files))
+            stale = owned - set(staged.files)
+            _replace_in_place(staging, target, staged.files, stale, in_the_way)
             kept = [o for o in others if o not in in_the_way]
             if kept:
-                more = f" and {len(kept) - 10} more" if len(kept) > 10 else ""
-                console.print(
-                    f"kept what prefdelta did not write in {target}: {', '.join(kept[:10])}{more}"
-                )
+                console.print(f"kept what prefdelta did not write in {target}: {shown(kept, 10)}")
         console.print(f"published {_describe(staged)} to {target}")
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _in_the_way(target: Path, others: list[str], files: dict[str, str]) -> list[str]:
+    """The user's entries where this publish writes: at a file's path, or where it needs a
+    folder (a file or a link). A non-empty folder at a file's path is refused outright."""
+    for path in files:
+        where = target / path
+        if _is_real_dir(where) and any(where.iterdir()):
+            raise PublishError(
+                f"refusing to publish into {target}: {path} is a folder holding files where "
+                "a publish writes a file; move it away first"
+            )
+    parents = _parents(files)
+    return [
+        p
+        for p in others
+        if p in files or (p in parents and ((target / p).is_symlink() or (target / p).is_file()))
+    ]
+
+
+def _is_real_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def _refuse_enclosing(build: Build, target: Path) -> None:
@@ -196,17 +228,6 @@ def _refuse_enclosing(build: Build, target: Path) -> None:
             f"refusing to publish {build.path} into {target}, which holds it; "
             "publish to a folder of its own"
         )
-
-
-def owned_files(root: Path) -> set[str]:
-    """The files a previous publish wrote into ``root``: its manifest, or, for a folder
-    published before manifests existed, the layout's own paths."""
-    listed = read_folder_manifest(root)
-    if listed is not None:
-        return {f for f in listed if (root / f).is_file()}
-    if _looks_published(root):
-        return {p for p in _entries(root) if is_managed(p) and (root / p).is_file()}
-    return set()
 
 
 def _entries(root: Path) -> set[str]:
@@ -224,9 +245,21 @@ def _parents(paths: set[str] | dict[str, str]) -> set[str]:
     return {p.rsplit("/", k)[0] for p in paths for k in range(1, p.count("/") + 1)}
 
 
-def _replace_in_place(staging: Path, target: Path, files: dict[str, str], stale: set[str]) -> None:
-    """Move each staged file over its target path (one rename each), remove the files a
-    previous publish wrote that this one does not, and write the manifest last."""
+def _replace_in_place(
+    staging: Path, target: Path, files: dict[str, str], stale: set[str], in_the_way: list[str]
+) -> None:
+    """Move each staged file over its target path (one rename each), after removing what
+    is in the way of a rename (``overwrite`` said so); remove the files a previous publish
+    wrote that this one does not, and write the manifest last."""
+    for name in in_the_way:
+        where = target / name
+        if where.is_symlink() or where.is_file():
+            if (
+                name not in files
+            ):  # a file where a folder goes; one at a file's path is renamed over
+                where.unlink()
+        elif where.is_dir():  # an empty folder
+            where.rmdir()
     for name in files:
         dest = target / name
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -240,85 +273,26 @@ def _replace_in_place(staging: Path, target: Path, files: dict[str, str], stale:
     os.replace(staging / FOLDER_MANIFEST, target / FOLDER_MANIFEST)
 
 
-def _keep_reviews_from_folder(staged: StagedLayout, target: Path, console: Console) -> StagedLayout:
-    reviews = target / data_path(REVIEWS, "train")
-    card = target / CARD
-    if not reviews.is_file() or not card.is_file():
-        return staged
-    return carry_reviews(staged, card.read_text(encoding="utf-8"), reviews, console)
-
-
-def _keep_reviews_from_hub(
-    staged: StagedLayout, api: HfApi, repo_id: str, commit: str, console: Console
-) -> StagedLayout:
-    with tempfile.TemporaryDirectory(prefix="prefdelta-old-reviews-") as tmp:
-        paths = {
-            name: call(
-                f"download the published {name}",
-                lambda name=name: api.hf_hub_download(
-                    repo_id, name, repo_type=REPO_TYPE, revision=commit, local_dir=tmp
-                ),
-            )
-            for name in (CARD, data_path(REVIEWS, "train"))
-        }
-        card = Path(paths[CARD]).read_text(encoding="utf-8")
-        return carry_reviews(staged, card, Path(paths[data_path(REVIEWS, "train")]), console)
-
-
-def _looks_published(root: Path) -> bool:
-    return all((root / name).exists() for name in ("README.md", "recipe.yaml", "data"))
-
-
-def _move_into_place(staging: Path, target: Path) -> None:
-    """Rename the staged folder to ``target``; an existing target is swapped out atomically
-    where the OS can (Linux renameat2), else moved aside first. Readers see the old folder
-    or the new one, never a mix."""
-    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
-        os.replace(staging, target)
-        return
-    if _exchange(staging, target):
-        shutil.rmtree(staging)  # now holds the old content
-        return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(target, old)
-    os.rename(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
-    return rc == 0
-
-
 # --------------------------------------------------------------------------- Hub
 
 
 def _publish_hub(
     build: Build,
     repo_id: str,
-    private: bool,
-    revision: str,
-    tag: bool,
+    publish: PublishOptions,
     options: LayoutOptions,
     console: Console,
+    overwrite: bool,
 ) -> PublishResult:
     api = HfApi()
+    revision = publish.revision or "main"
     with tempfile.TemporaryDirectory(prefix="prefdelta-publish-") as tmp:
-        staged = stage_layout(build, Path(tmp), options=options, dataset_ref=repo_id)
+        staged = stage_layout(build, Path(tmp) / "layout", options=options, dataset_ref=repo_id)
         try:
             url = call(
                 "create the repo",
                 lambda: api.create_repo(
-                    repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True
+                    repo_id, repo_type=REPO_TYPE, private=bool(publish.private), exist_ok=True
                 ),
             )
         except HfHubHTTPError as exc:
@@ -337,8 +311,12 @@ def _publish_hub(
                 )
 
         start, at_start = call("read the head", lambda: read_head(api, repo_id, revision))
-        if data_path(REVIEWS, "train") in at_start and "README.md" in at_start:
-            staged = _keep_reviews_from_hub(staged, api, repo_id, start, console)
+        owned = read_hub_manifest(api, repo_id, start, at_start)
+        _foreign(staged, owned, at_start, overwrite, repo_id)  # refused before any upload
+        reviews = {CARD, data_path(REVIEWS, "train")}
+        if reviews <= set(at_start) and (owned is None or reviews <= owned):
+            staged = carry_reviews_from_hub(staged, api, repo_id, start, console)
+        (Path(tmp) / FOLDER_MANIFEST).write_bytes(manifest_bytes(staged.files))
         title = f"Publish {build.recipe.name} (recipe {build.recipe_hash[:12]})"
         description = (
             f"prefdelta-publish-id: {staged.publish_id}\n"
@@ -346,16 +324,24 @@ def _publish_hub(
             f"splits: {json.dumps(staged.splits)}"
         )
 
-        def plan(_: str, remote: RemoteFiles, attempt: int) -> list[CommitOperation]:
-            adds, deletes = _diff(staged, remote)
+        def plan(head: str, remote: RemoteFiles, attempt: int) -> list[CommitOperation]:
+            owned = read_hub_manifest(api, repo_id, head, remote)
+            adds, deletes, replaced = _hub_changes(
+                staged, Path(tmp), owned, remote, overwrite, repo_id
+            )
             if not adds and not deletes:
                 return []
+            if replaced:
+                console.print(
+                    f"replacing {len(replaced)} file(s) prefdelta did not write in {repo_id}: "
+                    f"{shown(replaced, 10)}"
+                )
             console.print(
                 f"committing {len(adds)} file(s), deleting {len(deletes)} stale file(s) "
                 f"to {repo_id}@{revision}" + (f" (attempt {attempt + 1})" if attempt else "")
             )
             return [
-                CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(staged.root / p))
+                CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(_local(staged, tmp, p)))
                 for p in adds
             ] + [CommitOperationDelete(path_in_repo=p) for p in deletes]
 
@@ -376,7 +362,7 @@ def _publish_hub(
 
         warnings: list[str] = []
         tag_name: str | None = None
-        if tag:
+        if publish.tag:
             tag_name, warning = ensure_tag(api, repo_id, f"recipe-{build.recipe_hash[:12]}", commit)
             if warning:
                 warnings.append(warning)
@@ -399,15 +385,52 @@ def _publish_hub(
         )
 
 
-def _diff(staged: StagedLayout, remote: RemoteFiles) -> tuple[list[str], list[str]]:
-    """Files to upload (new or different) and managed files to delete (no longer ours)."""
+def _hub_changes(
+    staged: StagedLayout,
+    tmp: Path,
+    owned: set[str] | None,
+    remote: RemoteFiles,
+    overwrite: bool,
+    repo_id: str,
+) -> tuple[list[str], list[str], list[str]]:
+    """Against the repo files ``remote`` whose manifest lists ``owned`` (None: it has no
+    manifest): the files to upload, the files to delete (listed, and no longer written)
+    and the files prefdelta did not write that the upload replaces. A target prefdelta
+    does not own is refused here, unless ``overwrite``."""
+    foreign = _foreign(staged, owned, remote, overwrite, repo_id)
     adds = [
         path
-        for path, sha256 in staged.files.items()
-        if not same_as_remote(remote.get(path), staged.root / path, sha256)
+        for path in [*staged.files, FOLDER_MANIFEST]
+        if not same_as_remote(remote.get(path), _local(staged, tmp, path), staged.files.get(path))
     ]
-    deletes = sorted(p for p in remote if is_managed(p) and p not in staged.files)
-    return adds, deletes
+    deletes = sorted(p for p in owned or () if p in remote and p not in staged.files)
+    return adds, deletes, [p for p in foreign if p in adds]
+
+
+def _foreign(
+    staged: StagedLayout,
+    owned: set[str] | None,
+    remote: RemoteFiles,
+    overwrite: bool,
+    repo_id: str,
+) -> list[str]:
+    """The files prefdelta did not write at the paths this publish writes; a repo it does
+    not own, or such files, are refused unless ``overwrite``."""
+    if owned is None and set(remote) - HUB_MADE and not overwrite:
+        raise refuse_unowned(repo_id, sorted(set(remote) - HUB_MADE))
+    foreign = [p for p in staged.files if p in remote and p not in (owned or ())]
+    if foreign and owned is not None and not overwrite:
+        raise PublishError(
+            f"refusing to publish into {repo_id}: it holds files prefdelta did not write "
+            f"({shown(foreign)}) where a publish writes; publish to another repo, or pass "
+            "--overwrite to replace them (no other file is touched)"
+        )
+    return foreign
+
+
+def _local(staged: StagedLayout, tmp: Path | str, path: str) -> Path:
+    """Where the file ``path`` of this publish is staged (the manifest beside the layout)."""
+    return Path(tmp) / FOLDER_MANIFEST if path == FOLDER_MANIFEST else staged.root / path
 
 
 def _describe(staged: StagedLayout) -> str:

@@ -7,9 +7,11 @@ default) and puts the agreement section between two markers, replacing the previ
 Everything else in the repo or folder is left as it is.
 
 On the Hub both files go in one commit against the head read just before (retried after a
-concurrent commit or a 5xx, and skipped when nothing changed), like ``publish_build``. In a
-folder the parquet file is replaced first and the card second, each atomically: a reader
-may briefly see new reviews under the old card, never a card that names missing data.
+concurrent commit or a 5xx, and skipped when nothing changed), like ``publish_build``, with
+the repo's manifest listing the reviews file when it does not yet (so a republish may
+replace or delete it). In a folder, under the same lock as a publish, the parquet file is
+replaced first and the card second, each atomically: a reader may briefly see new reviews
+under the old card, never a card that names missing data.
 
 ``publish_build`` rewrites the whole layout; it keeps the reviews through
 :func:`carry_reviews` while every reviewed pair is still published.
@@ -44,16 +46,17 @@ from prefdelta.push.hub import (
     call,
     commit_on_head,
     is_hub_target,
+    read_hub_manifest,
     same_as_remote,
 )
-from prefdelta.push.layout import (
-    StagedLayout,
-    manifest,
+from prefdelta.push.layout import StagedLayout, manifest, write_table
+from prefdelta.push.target import (
+    manifest_bytes,
+    publish_lock,
     read_folder_manifest,
     write_folder_manifest,
-    write_table,
 )
-from prefdelta.schema import CARD, PAIRS, REVIEWS, data_path
+from prefdelta.schema import CARD, FOLDER_MANIFEST, PAIRS, REVIEWS, data_path
 
 # Where the section goes in a card that has none yet: before the column reference.
 _INSERT_BEFORE = "\n## Columns of `pairs`"
@@ -113,9 +116,10 @@ def publish_reviews(
         if is_hub_target(target):
             return _to_hub(str(target), parquet, table.num_rows, section, revision, console)
         root = Path(target).expanduser()
-        if source is not None and (not root.exists() or not any(root.iterdir())):
-            _copy_dataset(source, root, console)
-        return _to_folder(root, parquet, table.num_rows, section, console)
+        with publish_lock(root, console):
+            if source is not None and (not root.exists() or not any(root.iterdir())):
+                _copy_dataset(source, root, console)
+            return _to_folder(root, parquet, table.num_rows, section, console)
 
 
 def _copy_dataset(source: str | os.PathLike[str], root: Path, console: Console) -> None:
@@ -186,6 +190,11 @@ def _to_hub(
             operations.append(CommitOperationAdd(path_in_repo, str(parquet)))
         if card != old_card:
             operations.append(CommitOperationAdd(CARD, card.encode("utf-8")))
+        owned = read_hub_manifest(api, repo_id, head, remote)
+        if operations and owned is not None and path_in_repo not in owned:
+            # the reviews are prefdelta's too: a republish may replace or delete them
+            listed = manifest_bytes(owned | {path_in_repo})
+            operations.append(CommitOperationAdd(FOLDER_MANIFEST, listed))
         return operations
 
     commit, committed = commit_on_head(
@@ -236,3 +245,21 @@ def carry_reviews(
     card.write_text(with_reviews(card.read_text(encoding="utf-8"), section), encoding="utf-8")
     console.print(f"kept the {len(reviewed)} reviewed pair(s) of the previous version")
     return replace(staged, files=manifest(staged.root))
+
+
+def carry_reviews_from_hub(
+    staged: StagedLayout, api: HfApi, repo_id: str, commit: str, console: Console
+) -> StagedLayout:
+    """:func:`carry_reviews` from the card and reviews of the Hub repo at ``commit``."""
+    with tempfile.TemporaryDirectory(prefix="prefdelta-old-reviews-") as tmp:
+        paths = {
+            name: call(
+                f"download the published {name}",
+                lambda name=name: api.hf_hub_download(
+                    repo_id, name, repo_type=REPO_TYPE, revision=commit, local_dir=tmp
+                ),
+            )
+            for name in (CARD, data_path(REVIEWS, "train"))
+        }
+        card = Path(paths[CARD]).read_text(encoding="utf-8")
+        return carry_reviews(staged, card, Path(paths[data_path(REVIEWS, "train")]), console)
