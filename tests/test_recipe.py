@@ -549,3 +549,15 @@ delta: {weights: {factuality: -1}}
     assert lines[3] == "6: pairing.pool[1]: unknown generator 'bb'; declared generators: a, b"
     assert lines[4].startswith("12: judge.dimensions[1]: unknown dimension 'elegance'")
     assert "weights.factuality" in lines[5] and "-1" in lines[5]
+
+
+def test_a_declared_name_with_a_newline_stays_on_one_error_line() -> None:
+    """Found by the mutation test: an invalid generator name is listed among the declared
+    ones when pairing names an unknown generator, and must not break its line."""
+    data = copy.deepcopy(BASE)
+    data["generators"]["\n"] = data["generators"].pop(next(iter(data["generators"])))
+    with pytest.raises(RecipeError) as exc:
+        parse_recipe(yaml.safe_dump(data), source="R", base_dir=Path("/nonexistent-dir"))
+    assert any("declared generators" in line for line in exc.value.lines)
+    for line in exc.value.lines:
+        assert "\n" not in line and re.match(r"^R:\d+: \S", line), line

@@ -693,7 +693,8 @@ class RecipeView:
     def reference_problems(self) -> Iterator[tuple[tuple[Any, ...], str]]:
         p = self.pairing
         if self.generators is not None:
-            declared = ", ".join(self.generators)
+            # repr: a declared name may itself be invalid (a newline), and a line is one line
+            declared = ", ".join(g if g.isprintable() else repr(g) for g in self.generators)
             if p.get("strategy") == "generators":
                 named = [(("pairing", "chosen"), p.get("chosen"))]
                 named += [(("pairing", "rejected", i), g) for i, g in enumerate(p["rejected"])]
