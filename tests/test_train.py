@@ -460,6 +460,13 @@ def test_num_pairs_draws_that_many_from_what_the_filters_keep(published: Path) -
             DataArguments(dataset="x", num_pairs=bad)  # type: ignore[arg-type]
 
 
+def test_a_bool_is_not_a_number_in_the_selection() -> None:
+    """`top_fraction: true` would have trained on every pair (True == 1)."""
+    for name in ("top_fraction", "random_fraction", "min_delta"):
+        with pytest.raises(TrainConfigError, match=rf"^{name} must be a number, got True$"):
+            DataArguments(dataset="x", **{name: True})
+
+
 def test_generator_pairs_accept_yaml_spellings(tmp_path: Path) -> None:
     cfg = _write(
         tmp_path / "c.yaml",

@@ -100,9 +100,16 @@ class DataArguments:
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             raise TrainConfigError("dataset: give a Hub id (org/name) or a published folder")
+        for name in ("min_delta", "top_fraction", "random_fraction"):
+            value = getattr(self, name)
+            # a bool is an int to Python: `top_fraction: true` must not mean every pair
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise TrainConfigError(f"{name} must be a number, got {value!r}")
         for name in ("top_fraction", "random_fraction"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | float) and 0 < value <= 1):
+            if value is not None and not 0 < value <= 1:
                 raise TrainConfigError(f"{name} must be a fraction in (0, 1], got {value!r}")
         if self.num_pairs is not None and (
             isinstance(self.num_pairs, bool)
