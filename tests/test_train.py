@@ -430,13 +430,23 @@ def test_cli_a_wrong_value_names_the_file_the_key_and_what_is_expected(
     # YAML reads `no` as false: the line says to quote it
     cfg = _write(tmp_path / "c.yaml", {**base, "save_strategy": False})
     line = _one_line_error(CliRunner().invoke(app, ["train", str(cfg)]))
-    assert line.startswith(f"error: {cfg}: save_strategy: expected a string, got False (YAML")
+    assert line.startswith(
+        f"error: {cfg}: save_strategy: expected one of no, steps, epoch, best, got False (YAML"
+    )
     # the same check for --set, where argparse printed its whole usage
     cfg = _write(tmp_path / "c.yaml", base)
     line = _one_line_error(
         CliRunner().invoke(app, ["train", str(cfg), "--set", "learning_rate=[1,2]"])
     )
     assert line.startswith("error: command line: learning_rate: expected a number, got '[1,2]'")
+    # a choice of transformers' (an enum that also takes its values as strings) names them
+    line = _one_line_error(
+        CliRunner().invoke(app, ["train", str(cfg), "--set", "lr_scheduler_type=nonsense"])
+    )
+    assert line.startswith(
+        "error: command line: lr_scheduler_type: expected one of linear, cosine, "
+    )
+    assert line.endswith(", got 'nonsense'; give e.g. 'linear' (its default) or leave it out")
     assert not (tmp_path / "out").exists()
 
 

@@ -55,6 +55,18 @@ def _parses(kind: type, value: Any) -> bool:
     return True
 
 
+def _choices(union: Any) -> tuple[Any, ...]:
+    """A union's members; ``SomeEnum | str`` (transformers' ``lr_scheduler_type``, ``optim``,
+    the strategies) is the enum alone: the string is its value spelled out, not any string."""
+    args = typing.get_args(union)
+    named = [a for a in args if a is not type(None)]
+    if len(named) == 2 and str in named:
+        (other,) = (a for a in named if a is not str)
+        if isinstance(other, type) and issubclass(other, enum.Enum):
+            return tuple(a for a in args if a is not str)
+    return args
+
+
 def fits(value: Any, hint: Any) -> bool:
     """Whether ``value`` (from YAML, or a command-line string) can be what ``hint`` declares.
 
@@ -66,7 +78,7 @@ def fits(value: Any, hint: Any) -> bool:
     if hint is Any:
         return True
     if origin in (Union, types.UnionType):
-        return any(fits(value, arg) for arg in typing.get_args(hint))
+        return any(fits(value, arg) for arg in _choices(hint))
     if hint is type(None):
         return value is None
     if origin is Literal:
@@ -93,9 +105,7 @@ def describe(hint: Any) -> str:
     """What ``hint`` expects, in words (``null`` left unsaid: it is never what is missing)."""
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if str in args:  # an enum that also takes any string: "a string" says it
-            args = [a for a in args if not (isinstance(a, type) and issubclass(a, enum.Enum))]
+        args = [a for a in _choices(hint) if a is not type(None)]
         return " or ".join(dict.fromkeys(describe(a) for a in args)) or "null"
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
