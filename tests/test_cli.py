@@ -131,6 +131,20 @@ def test_python_dash_m() -> None:
     assert "valid recipe 'demo'" in proc.stdout
 
 
+def test_inspect_prints_no_library_warnings() -> None:
+    """Importing distilabel made pydantic warn twice on stderr of every inspect: a user
+    reads that as a problem with the recipe. A fresh process, as warnings show once each."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "prefdelta", "inspect", str(ROOT / "recipes" / "demo.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "warn" not in proc.stderr.lower(), proc.stderr
+    assert "judge calls" in proc.stdout
+
+
 def test_readme_recipe_reference_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index(START) : readme.index(END) + len(END)]

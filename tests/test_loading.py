@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -306,3 +307,37 @@ def test_top_fraction_without_a_single_scored_pair_says_what_to_do(tmp_path: Pat
     message = str(exc.value)
     assert "none of the 12 selected pairs" in message
     assert message.endswith("(the build's summary.json counts why each trace went unscored)")
+
+
+def test_numbers_must_be_numbers_not_bools_or_strings(published: tuple[Path, list[dict]]) -> None:
+    """``True`` is an int to Python: it must not pass as top_fraction 1.0 (every pair) or as
+    min_delta 1; the error is a TypeError naming the argument (and a PairsLoadError)."""
+    folder, _ = published
+    for name, bad, kind in (
+        ("top_fraction", True, "bool"),
+        ("top_fraction", False, "bool"),
+        ("top_fraction", "0.5", "str"),
+        ("min_delta", True, "bool"),
+        ("min_delta", "1", "str"),
+        ("min_delta", float("nan"), "float"),
+    ):
+        pattern = rf"^{name} must be .*, got {re.escape(repr(bad))} \(a {kind}\); pass a number"
+        with pytest.raises(TypeError, match=pattern) as exc:
+            load_pairs(folder, **{name: bad})
+        assert isinstance(exc.value, PairsLoadError)
+
+
+def test_generator_pairs_is_a_list_never_a_bare_string(published: tuple[Path, list[dict]]) -> None:
+    folder, _ = published
+    with pytest.raises(
+        TypeError, match=r"got the string 'strong:weak'; for one pair write \['strong:weak'\]"
+    ):
+        load_pairs(folder, generator_pairs="strong:weak")  # type: ignore[arg-type]
+    # a forgotten outer bracket around one tuple: say how to write that pair
+    with pytest.raises(TypeError, match=r"for that one pair write \[\('strong', 'weak'\)\]"):
+        load_pairs(folder, generator_pairs=("strong", "weak"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"got \{'strong': 'weak'\} \(a dict\)"):
+        load_pairs(folder, generator_pairs={"strong": "weak"})  # type: ignore[arg-type]
+    # each item may be a tuple or a `chosen:rejected` string: the same selection
+    as_tuples = load_pairs(folder, generator_pairs=[("strong", "weak")])
+    assert _ids(load_pairs(folder, generator_pairs=["strong:weak"])) == _ids(as_tuples)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from prefdelta.review.argilla_client import ArgillaUnreachable, ReviewError
 from prefdelta.review.pull import pull_reviews
 from prefdelta.review.push import push_review
 from prefdelta.review.stack import ArgillaStack
-from support.argilla_fixtures import argilla_stack  # noqa: F401
+from support.argilla_fixtures import argilla_stack, not_argilla  # noqa: F401
 from support.build_fixtures import make_build
 from support.hub_server import HubServer
 
@@ -517,10 +519,82 @@ def test_server_down_is_one_clear_line(published: Path, dead_url: str, command: 
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
-    assert f"cannot reach Argilla at {dead_url}" in lines[0]
-    assert "prefdelta review serve" in lines[0]
+    assert lines[0].startswith(f"{dead_url} did not answer as an Argilla server (")
+    assert "start one with `prefdelta review serve` or pass --api-url" in lines[0]
     with pytest.raises(ArgillaUnreachable):
         pull_reviews(published, api_url=dead_url, api_key="k")
+
+
+NOT_ARGILLA = [
+    (
+        404,
+        "<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>",
+        "text/html",
+        "HTTP 404",
+    ),
+    (200, "<!DOCTYPE html><html><body>a web page</body></html>", "text/html", "not JSON"),
+    (200, '{"status": "ok"}', "application/json", "not an Argilla user"),
+    (500, "upstream failed", "text/plain", "HTTP 500"),
+]
+
+
+@pytest.mark.parametrize("command", ["push", "pull"])
+@pytest.mark.parametrize(("status", "body", "content_type", "why"), NOT_ARGILLA)
+def test_a_server_that_is_not_argilla_is_one_clear_line(
+    published: Path, command: str, status: int, body: str, content_type: str, why: str
+) -> None:
+    """A web server on the URL that is not Argilla: a 404 page, HTML, other JSON, an error."""
+    with not_argilla(status, body, content_type) as url:
+        args = ["review", command, str(published), "--api-url", url, "--api-key", "k"]
+        result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"{url} did not answer as an Argilla server (")
+    assert why in lines[0] and "start one with `prefdelta review serve`" in lines[0]
+
+
+def test_not_argilla_in_a_real_process_is_one_line_on_stderr(published: Path) -> None:
+    """As a user runs it: exit 1, one line on stderr, nothing else, no traceback."""
+    with not_argilla(404, NOT_ARGILLA[0][1]) as url:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "prefdelta",
+                "review",
+                "push",
+                str(published),
+                "--api-url",
+                url,
+                "--api-key",
+                "k",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"{url} did not answer as an Argilla server (HTTP 404")
+
+
+@pytest.mark.parametrize("option", [["--n", "0"], ["--n", "-5"], ["-n", "0"], ["--bins", "0"]])
+def test_push_refuses_n_or_bins_below_one_before_any_server(
+    published: Path, option: list[str]
+) -> None:
+    """Checked before any server is asked: this one is not Argilla, and asking it would
+    have given its own error line instead."""
+    with not_argilla(200, '{"status": "ok"}', "application/json") as url:
+        result = runner.invoke(
+            app, ["review", "push", str(published), *option, "--api-url", url, "--api-key", "k"]
+        )
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    expected = "--bins (delta buckets)" if option[0] == "--bins" else "--n (pairs to send)"
+    assert lines[0] == f"{expected} must be at least 1, got {option[1]}"
 
 
 def test_bad_key_and_missing_key(published: Path, api: dict[str, str], monkeypatch: Any) -> None:

@@ -404,6 +404,110 @@ def test_cli_dataset_lacking_a_column_names_it_and_what_has_it(
     assert "has no `traces` config" in result.output and "kto_source: pairs" in result.output
 
 
+def _one_line_error(result: Any) -> str:
+    """A user error as the CLI must print it: exit 1, one `error:` line on stderr, no
+    traceback and no argparse usage."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a crash
+    assert "Traceback" not in result.output and "usage:" not in result.output.lower()
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_cli_a_wrong_value_names_the_file_the_key_and_what_is_expected(
+    published: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    base = _base_yaml(published, tiny_model_dir, tmp_path / "out", trainer="dpo")
+    cfg = _write(tmp_path / "c.yaml", {**base, "learning_rate": [1e-6, 2e-6]})
+    line = _one_line_error(CliRunner().invoke(app, ["train", str(cfg)]))
+    assert line == (
+        f"error: {cfg}: learning_rate: expected a number, got [1e-06, 2e-06]; "
+        "give e.g. 1e-06 (its default) or leave it out"
+    )
+    # YAML reads `no` as false: the line says to quote it
+    cfg = _write(tmp_path / "c.yaml", {**base, "save_strategy": False})
+    line = _one_line_error(CliRunner().invoke(app, ["train", str(cfg)]))
+    assert line.startswith(
+        f"error: {cfg}: save_strategy: expected one of no, steps, epoch, best, got False (YAML"
+    )
+    # the same check for --set, where argparse printed its whole usage
+    cfg = _write(tmp_path / "c.yaml", base)
+    line = _one_line_error(
+        CliRunner().invoke(app, ["train", str(cfg), "--set", "learning_rate=[1,2]"])
+    )
+    assert line.startswith("error: command line: learning_rate: expected a number, got '[1,2]'")
+    # a choice of transformers' (an enum that also takes its values as strings) names them
+    line = _one_line_error(
+        CliRunner().invoke(app, ["train", str(cfg), "--set", "lr_scheduler_type=nonsense"])
+    )
+    assert line.startswith(
+        "error: command line: lr_scheduler_type: expected one of linear, cosine, "
+    )
+    assert line.endswith(", got 'nonsense'; give e.g. 'linear' (its default) or leave it out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_a_model_or_output_folder_that_cannot_be_used_is_one_line(
+    published: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    hub: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checked before the data is loaded, each as one line (transformers' tracebacks were
+    40 to 90 lines)."""
+    from huggingface_hub import constants
+
+    monkeypatch.chdir(tmp_path)
+    base = _base_yaml(published, tiny_model_dir, tmp_path / "out", trainer="dpo")
+
+    def run(**over: Any) -> str:
+        cfg = _write(tmp_path / "c.yaml", {**base, **over})
+        return _one_line_error(CliRunner().invoke(app, ["train", str(cfg)]))
+
+    cfg = tmp_path / "c.yaml"
+    assert run(model_name_or_path="./no-model") == (
+        f"error: {cfg}: model_name_or_path: no such folder ./no-model (relative to {tmp_path}); "
+        "give a model folder, a .gguf file or a Hub id (org/name)"
+    )
+    line = run(model_name_or_path="tester/no-such-model")  # the loopback Hub has none
+    assert f"{cfg}: model_name_or_path: no model tester/no-such-model on the Hub" in line
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    line = run(model_name_or_path="tester/no-such-model")
+    assert line == (
+        f"error: {cfg}: model_name_or_path: tester/no-such-model is not in the local Hub "
+        f"cache and HF_HUB_OFFLINE is set ({constants.ENDPOINT}); download it once online "
+        "(`hf download tester/no-such-model`) or give a local model folder"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    (tmp_path / "a-file").write_text("not a folder")
+    assert run(output_dir=str(tmp_path / "a-file")) == (
+        f"error: {cfg}: output_dir: {tmp_path / 'a-file'} is a file, not a folder; give a "
+        "folder (it is created if missing) for the trained model"
+    )
+    assert run(output_dir=str(tmp_path / "a-file" / "out")).startswith(
+        f"error: {cfg}: output_dir: cannot create {tmp_path / 'a-file' / 'out'}: "
+    )
+
+
+def test_cli_a_folder_or_a_missing_key_as_the_config_is_one_line(
+    published: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    line = _one_line_error(CliRunner().invoke(app, ["train", str(tmp_path)]))
+    assert line.startswith(f"error: {tmp_path}: is a folder; give the training config file")
+    # a config whose name is not *.yaml is still read as the config, not as an argument
+    base = _base_yaml(published, tiny_model_dir, tmp_path / "out", trainer="dpo")
+    del base["dataset"]
+    cfg = _write(tmp_path / "train.conf", base)
+    line = _one_line_error(CliRunner().invoke(app, ["train", str(cfg)]))
+    assert line.startswith(f"error: {cfg}: the following arguments are required: --dataset")
+
+
 def test_one_registry_names_every_trainer_and_its_script() -> None:
     """`prefdelta train` and the sweep dispatch through it; `trainer:` keys are checked
     against configs.TRAINERS, so the two name the same trainers."""
@@ -458,6 +562,13 @@ def test_num_pairs_draws_that_many_from_what_the_filters_keep(published: Path) -
     for bad in (0, -2, True, 2.5):
         with pytest.raises(TrainConfigError, match="num_pairs must be a positive integer"):
             DataArguments(dataset="x", num_pairs=bad)  # type: ignore[arg-type]
+
+
+def test_a_bool_is_not_a_number_in_the_selection() -> None:
+    """`top_fraction: true` would have trained on every pair (True == 1)."""
+    for name in ("top_fraction", "random_fraction", "min_delta"):
+        with pytest.raises(TrainConfigError, match=rf"^{name} must be a number, got True$"):
+            DataArguments(dataset="x", **{name: True})
 
 
 def test_generator_pairs_accept_yaml_spellings(tmp_path: Path) -> None:

@@ -90,9 +90,17 @@ _QUIET = {
 
 
 def _quiet_libraries() -> None:
+    from pydantic.warnings import UnsupportedFieldAttributeWarning
+
     for var, value in _QUIET.items():
         os.environ.setdefault(var, value)
-    warnings.filterwarnings("ignore", message="The 'default' attribute with value None")
+    # distilabel's RuntimeParameter puts Field(default=None) on a member of a union, which
+    # pydantic warns about (twice) whenever distilabel.steps is imported
+    warnings.filterwarnings(
+        "ignore",
+        message="The 'default' attribute with value None",
+        category=UnsupportedFieldAttributeWarning,
+    )
     warnings.filterwarnings("ignore", message=".*`torch_dtype` is deprecated")
 
 
@@ -234,7 +242,7 @@ def inspect(
     ] = False,
 ) -> None:
     """Show the resolved recipe and the plan: generations, judge calls, pairs."""
-    _quiet_libraries()
+    _quiet_libraries()  # before the builders import distilabel
     from prefdelta.builders.build import build_dir_for, stored_work
     from prefdelta.builders.prompts import load_prompts
     from prefdelta.plan import estimate_tokens, plan_build

@@ -46,6 +46,11 @@ class PairsLoadError(PrefdeltaError, ValueError):
     """A selection that cannot be made; the message says what is available instead."""
 
 
+class PairsArgumentError(PairsLoadError, TypeError):
+    """An argument of the wrong type (``True`` for a number, a string for a list): a
+    ``TypeError`` as Python has it, and a :class:`PairsLoadError` so callers catch one type."""
+
+
 def load_pairs(
     repo_or_folder: str | os.PathLike[str],
     *,
@@ -53,7 +58,7 @@ def load_pairs(
     min_delta: float | None = None,
     dimension: str = "delta",
     top_fraction: float | None = None,
-    generator_pairs: Sequence[tuple[str, str]] | None = None,
+    generator_pairs: Sequence[tuple[str, str] | str] | None = None,
     correctness: str | None = None,
     revision: str | None = None,
 ) -> datasets.Dataset:
@@ -62,8 +67,11 @@ def load_pairs(
     - ``dimension``: whose delta ``min_delta`` and ``top_fraction`` use: ``"delta"`` (the
       aggregate), a dimension name (``"step_coherence"``) or its column (``"delta_step_coherence"``).
     - ``min_delta``: keep pairs with that delta ``>= min_delta`` (pushed down into parquet).
-    - ``generator_pairs``: keep only these ``(chosen_generator, rejected_generator)`` pairs
-      (pushed down).
+    - ``generator_pairs``: keep only these generator pairs (pushed down): a list or tuple
+      whose items are ``(chosen_generator, rejected_generator)`` tuples or
+      ``"chosen:rejected"`` strings. A bare string, even ``"a:b"``, is refused rather than
+      read as one pair: the argument is always a list, so that a forgotten bracket around
+      one pair never silently selects something else.
     - ``correctness`` (pushed down; needs references in the build):
       ``"chosen_correct"`` the chosen answer is right; ``"both_correct"`` both are right;
       ``"chosen_only"`` chosen right and rejected wrong; ``"rejected_only"`` chosen wrong
@@ -73,11 +81,16 @@ def load_pairs(
       pairs with the highest delta; ties are broken by ``pair_id`` so the selection is
       deterministic. Rows keep their dataset order.
     - ``revision``: branch, tag (e.g. ``recipe-<hash12>``) or commit, Hub only.
+
+    Numbers must be numbers: ``True`` (an ``int`` to Python) or ``"0.5"`` raise a
+    :class:`PairsArgumentError` naming the argument instead of being read as 1 or 0.5.
     """
-    if top_fraction is not None and not (
-        isinstance(top_fraction, int | float) and 0.0 < top_fraction <= 1.0
-    ):
-        raise PairsLoadError(f"top_fraction must be a fraction in (0, 1], got {top_fraction!r}")
+    if top_fraction is not None:
+        _number("top_fraction", top_fraction, "a fraction in (0, 1]", "0.3")
+        if not 0.0 < top_fraction <= 1.0:
+            raise PairsLoadError(f"top_fraction must be a fraction in (0, 1], got {top_fraction!r}")
+    if min_delta is not None:
+        _number("min_delta", min_delta, "a number", "1.0")
     if correctness is not None and correctness not in CORRECTNESS:
         raise PairsLoadError(
             f"unknown correctness {correctness!r}; expected one of: {', '.join(CORRECTNESS)}"
@@ -126,18 +139,52 @@ def load_pairs(
     return ds
 
 
+def _number(name: str, value: object, expected: str, example: str) -> None:
+    """Refuse what is not a real number: a bool is an ``int`` to Python, never a number here."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        kind = "a bool" if isinstance(value, bool) else f"a {type(value).__name__}"
+        raise PairsArgumentError(
+            f"{name} must be {expected}, got {value!r} ({kind}); pass a number such as {example}"
+        )
+
+
+_PAIRS_FORM = "a list of (chosen, rejected) tuples or 'chosen:rejected' strings"
+
+
 def _check_generator_pairs(
-    pairs: Sequence[tuple[str, str]] | None,
+    pairs: Sequence[tuple[str, str] | str] | None,
 ) -> list[tuple[str, str]] | None:
     if pairs is None:
         return None
+    if isinstance(pairs, str):
+        one = pairs.split(":") if pairs.count(":") == 1 else ["chosen", "rejected"]
+        raise PairsArgumentError(
+            f"generator_pairs takes {_PAIRS_FORM}, got the string {pairs!r}; "
+            f"for one pair write [{pairs!r}] or [{tuple(one)!r}]"
+        )
+    if not isinstance(pairs, list | tuple):
+        raise PairsArgumentError(
+            f"generator_pairs takes {_PAIRS_FORM}, got {pairs!r} (a {type(pairs).__name__})"
+        )
     out = []
     for item in pairs:
-        if isinstance(item, str) or len(item) != 2 or not all(isinstance(g, str) for g in item):
-            raise PairsLoadError(
-                f"generator_pairs takes (chosen_generator, rejected_generator) tuples, got {item!r}"
-            )
-        out.append((item[0], item[1]))
+        if isinstance(item, str) and item.count(":") == 1 and all(item.split(":")):
+            chosen, rejected = item.split(":")
+            out.append((chosen, rejected))
+            continue
+        if (
+            isinstance(item, list | tuple)
+            and len(item) == 2
+            and all(isinstance(g, str) and g for g in item)
+        ):
+            out.append((item[0], item[1]))
+            continue
+        hint = ""
+        if len(pairs) == 2 and all(isinstance(g, str) and ":" not in g for g in pairs):
+            hint = f"; for that one pair write [{tuple(pairs)!r}]"
+        raise PairsArgumentError(
+            f"generator_pairs takes {_PAIRS_FORM}, got the item {item!r}{hint}"
+        )
     if not out:
         raise PairsLoadError("generator_pairs is empty; pass None to keep every generator pair")
     return out

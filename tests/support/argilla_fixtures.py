@@ -12,8 +12,11 @@ pass by not running them.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -64,3 +67,35 @@ def eventually(check: Callable[[], bool], timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.25)
     return check()
+
+
+@contextmanager
+def not_argilla(status: int, body: str, content_type: str = "text/html") -> Iterator[str]:
+    """A loopback HTTP server that is not Argilla: every request gets ``status`` and ``body``.
+
+    Yields its URL; the server stops when the block ends.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+        def log_message(self, *args: object) -> None:  # no request log on stderr
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -32,7 +32,15 @@ class ReviewError(PrefdeltaError, RuntimeError):
 
 
 class ArgillaUnreachable(ReviewError):
-    """No Argilla server answers at the URL."""
+    """No Argilla server answers at the URL: nothing listens there, or something else does."""
+
+
+def not_argilla(url: str, why: str) -> ArgillaUnreachable:
+    """The one line for a URL where no Argilla answered, whatever the reason (``why``)."""
+    return ArgillaUnreachable(
+        f"{url} did not answer as an Argilla server ({why}); start one with "
+        f"`prefdelta review serve` or pass --api-url (or set {API_URL_ENV})"
+    )
 
 
 # --------------------------------------------------------------------------- connecting
@@ -87,7 +95,8 @@ def connect(api_url: str | None = None, api_key: str | None = None) -> rg.Argill
     """An SDK client, or a one-line :class:`ReviewError` saying what to do about it."""
     import argilla as rg
     import httpx
-    from argilla._exceptions import ArgillaCredentialsError
+    from argilla._exceptions import ArgillaAPIError, ArgillaCredentialsError
+    from pydantic import ValidationError
 
     url, key = resolve_api(api_url, api_key)
     if not key:
@@ -109,11 +118,15 @@ def connect(api_url: str | None = None, api_key: str | None = None) -> rg.Argill
             )
     except ArgillaCredentialsError:
         raise ReviewError(f"Argilla at {url} rejected the API key") from None
-    except httpx.TransportError as exc:
-        raise ArgillaUnreachable(
-            f"cannot reach Argilla at {url} ({shorten(exc)}): start one with "
-            f"`prefdelta review serve` and pass its URL with --api-url or {API_URL_ENV}"
-        ) from None
+    # the SDK's first call is GET /api/v1/me: whatever else answers it is not Argilla
+    except (httpx.TransportError, httpx.InvalidURL) as exc:
+        raise not_argilla(url, shorten(exc)) from None
+    except ArgillaAPIError as exc:
+        raise not_argilla(url, f"HTTP {exc.status_code} for /api/v1/me") from None
+    except ValidationError:
+        raise not_argilla(url, "its /api/v1/me answer is not an Argilla user") from None
+    except ValueError:  # json.JSONDecodeError: an HTML page, say
+        raise not_argilla(url, "its /api/v1/me answer is not JSON") from None
 
 
 @contextmanager
@@ -152,6 +165,10 @@ def argilla_errors(api_url: str) -> Iterator[None]:
         ) from None
     except ArgillaError as exc:
         raise ReviewError(f"Argilla at {api_url}: {shorten(exc)}") from None
+    except httpx.HTTPStatusError as exc:  # a raw request the SDK does not wrap
+        raise ReviewError(
+            f"Argilla at {api_url}: HTTP {exc.response.status_code} for {exc.request.url.path}"
+        ) from None
 
 
 def default_dataset_name(dataset: str | os.PathLike[str]) -> str:

@@ -193,6 +193,9 @@ def push_review(
 
     from prefdelta.loading import PairsLoadError, load_pairs
 
+    for name, value, what in (("n", n, "pairs to send"), ("bins", bins, "delta buckets")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ReviewError(f"--{name} ({what}) must be at least 1, got {value!r}")
     client = connect(api_url, api_key)  # first: a server that is down fails fast
     try:
         if pairs is None:

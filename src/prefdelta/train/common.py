@@ -141,7 +141,7 @@ def script_main(
     """``python -m prefdelta.train.dpo CONFIG.yaml [--key value ...]``: parse, run, one-line errors."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        parsed = parse_config(dataclass_types, args)
+        parsed = parse_config(dataclass_types, args, runnable=True)
         main(*parsed)
     except TrainConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,15 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefdelta.errors import PrefdeltaError
 from prefdelta.loading import CORRECTNESS
+from prefdelta.train.config_checks import (
+    TrainConfigError,
+    check_model,
+    check_output_dir,
+    check_values,
+    command_line_values,
+)
 
 TRAINERS = ("dpo", "kto")
 KTO_SOURCES = ("pairs", "traces")
-
-
-class TrainConfigError(PrefdeltaError, ValueError):
-    """A training config or dataset that cannot be used; ``str()`` is one line to act on."""
 
 
 @dataclass
@@ -100,9 +102,16 @@ class DataArguments:
     def __post_init__(self) -> None:
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             raise TrainConfigError("dataset: give a Hub id (org/name) or a published folder")
+        for name in ("min_delta", "top_fraction", "random_fraction"):
+            value = getattr(self, name)
+            # a bool is an int to Python: `top_fraction: true` must not mean every pair
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise TrainConfigError(f"{name} must be a number, got {value!r}")
         for name in ("top_fraction", "random_fraction"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, int | float) and 0 < value <= 1):
+            if value is not None and not 0 < value <= 1:
                 raise TrainConfigError(f"{name} must be a fraction in (0, 1], got {value!r}")
         if self.num_pairs is not None and (
             isinstance(self.num_pairs, bool)
@@ -277,27 +286,62 @@ def config_argv(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def parse_config(dataclass_types: Sequence[type], argv: Sequence[str]) -> tuple[Any, ...]:
-    """Parse a config file (and command-line overrides) with ``TrlParser``; one-line errors."""
+def parse_config(
+    dataclass_types: Sequence[type], argv: Sequence[str], *, runnable: bool = False
+) -> tuple[Any, ...]:
+    """Parse a config file (and command-line overrides) with ``TrlParser``; one-line errors.
+
+    Keys and values are checked before TRL builds its configs from them
+    (:mod:`prefdelta.train.config_checks`). ``runnable``: also check, before a run loads any
+    data, that the base model can be loaded here (which may ask the Hub) and that the output
+    folder can be written; off for a config that is only being validated.
+    """
     from trl import TrlParser
 
     args = config_argv(argv)
+    source = "command line"
     if "--config" in args:
-        path = args[args.index("--config") + 1]
-        _check_keys(read_config(path), dataclass_types, path)
+        source = args[args.index("--config") + 1]
+        data = read_config(source)
+        _check_keys(data, dataclass_types, source)
+        check_values(data, dataclass_types, source)
     # argparse would take `--max_step` for `--max_steps` (a prefix) and answer a real typo
     # with the whole usage: every flag is an exact key, or a one-line error with a match
     flags = [a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")]
     _check_keys(dict.fromkeys(f for f in flags if f != "config"), dataclass_types, "command line")
+    check_values(command_line_values(args), dataclass_types, "command line")
     parser = TrlParser(list(dataclass_types))
+    parser.error = _one_line_error(source)  # type: ignore[method-assign]
     try:
-        return tuple(parser.parse_args_and_config(args))
-    except SystemExit as exc:  # argparse already printed why
-        raise TrainConfigError(f"invalid arguments (exit {exc.code})") from None
+        parsed = tuple(parser.parse_args_and_config(args))
+    except SystemExit as exc:  # --help, or an exit not routed through error() above
+        raise TrainConfigError(f"{source}: invalid arguments (exit {exc.code})") from None
     except TrainConfigError:
         raise
-    except ValueError as exc:
-        raise TrainConfigError(" ".join(str(exc).split())) from None
+    except (TypeError, ValueError) as exc:  # a config's own __post_init__ refused a value
+        raise TrainConfigError(f"{source}: {' '.join(str(exc).split())}") from None
+    for obj in parsed if runnable else ():
+        where = "command line" if "output_dir" in flags else source
+        check_output_dir(getattr(obj, "output_dir", None), where)
+        if hasattr(obj, "model_name_or_path"):
+            where = "command line" if "model_name_or_path" in flags else source
+            check_model(obj.model_name_or_path, getattr(obj, "model_revision", None), where)
+    return parsed
+
+
+def _one_line_error(source: str) -> Any:
+    """argparse's ``error()`` prints the whole usage and exits: one line naming the key instead."""
+    import re
+
+    def error(message: str) -> None:
+        text = " ".join(message.split())
+        # "argument --learning_rate/--learning-rate: invalid float value: 'x'"
+        found = re.match(r"argument --([\w-]+)(?:/--[\w-]+)*: (.*)", text)
+        if found:
+            text = f"{found.group(1).replace('-', '_')}: {found.group(2)}"
+        raise TrainConfigError(f"{source}: {text}")
+
+    return error
 
 
 def _check_keys(data: dict[str, Any], dataclass_types: Sequence[type], source: str) -> None:
@@ -322,6 +366,17 @@ def read_config(config: str | os.PathLike[str]) -> dict[str, Any]:
         data = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TrainConfigError(f"{config}: no such config file") from None
+    except IsADirectoryError:
+        raise TrainConfigError(
+            f"{config}: is a folder; give the training config file (YAML) inside it, "
+            "e.g. recipes/train/dpo-demo.yaml"
+        ) from None
+    except UnicodeDecodeError:
+        raise TrainConfigError(
+            f"{config}: not a text file; give a training config (YAML)"
+        ) from None
+    except OSError as exc:
+        raise TrainConfigError(f"{config}: cannot read it: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise TrainConfigError(f"{config}: YAML error: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):

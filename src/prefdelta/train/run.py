@@ -71,7 +71,7 @@ REGISTRY: dict[str, TrainerKind] = {
 def run_script(trainer: TrainerKind, argv: Sequence[str]) -> TrainResult:
     """Parse ``argv`` (``CONFIG.yaml [--key value ...]``) as the trainer's script would, and run it."""
     script = trainer.script()
-    return script.main(*parse_config(script.DATACLASSES, argv))
+    return script.main(*parse_config(script.DATACLASSES, argv, runnable=True))
 
 
 def run_config(
@@ -86,7 +86,7 @@ def run_config(
         )
     if chosen not in TRAINERS:
         raise TrainConfigError(f"--trainer: expected one of {', '.join(TRAINERS)}, got {chosen!r}")
-    argv = [str(config)]
+    argv = ["--config", str(config)]  # whatever its name ends with
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
