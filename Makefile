@@ -1,7 +1,7 @@
 # The two set-up commands of the README.
 VENV ?= .venv
 
-.PHONY: demo test lint
+.PHONY: demo test test-fast lint
 demo:  ## install, then build the embedded demo recipe offline on CPU
 	scripts/install.sh
 	$(VENV)/bin/prefdelta build recipes/demo.yaml
@@ -13,6 +13,9 @@ test:  ## install with test extras and services, then run the whole suite and ru
 	$(VENV)/bin/lint-imports
 	bash scripts/check-vllm-resolves.sh
 	$(VENV)/bin/python -m pytest -q -ra
+
+test-fast:  ## the suite without the tests marked slow (end-to-end builds, training, servers)
+	$(VENV)/bin/python -m pytest -q -ra -m "not slow"
 
 lint:
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/lint-imports
