@@ -314,3 +314,28 @@ def test_shipped_sweep_and_train_configs_are_valid() -> None:
             warnings.simplefilter("error", FutureWarning)
             data, _, model = parse_config(types, [str(recipes / f"{name}.yaml"), *cpu])
         assert data.trainer == name.split("-")[0] and model.model_name_or_path
+
+
+def test_sweep_refuses_a_non_empty_folder_it_did_not_make(tmp_path: Path) -> None:
+    """A user's results.csv in output_dir is never replaced; a sweep's own folder resumes."""
+    (tmp_path / "train.yaml").write_text(f"dataset: {tmp_path / 'no-such-dataset'}\n")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.csv").write_text("my,own\n1,2\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: s\ntrain: train.yaml\noutput_dir: {out}\n")
+    result = CliRunner().invoke(app, ["sweep", str(sweep)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: output_dir: {out} is not empty")
+    assert (out / "results.csv").read_text() == "my,own\n1,2\n"
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv"]
+
+    # a new folder becomes a sweep's (marked on its first run): a rerun goes ahead there
+    fresh = tmp_path / "fresh"
+    sweep.write_text(f"name: s\ntrain: train.yaml\noutput_dir: {fresh}\n")
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["sweep", str(sweep)])
+        assert result.exit_code == 1  # the dataset is missing: past the folder check
+        assert "output_dir" not in result.output and "dataset" in result.output
+    assert (fresh / ".prefdelta-sweep.json").is_file()

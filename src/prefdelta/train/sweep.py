@@ -122,7 +122,7 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
     # an unknown `trainer:` (a list even) gets DPO's data arguments, which refuse it by name
     trainer = REGISTRY.get(str(base.get("trainer") or "dpo"), REGISTRY["dpo"])
     out = Path(config.output_dir or Path("outputs") / "sweeps" / config.name)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out, config.name)
     (out / "sweep.yaml").write_text(Path(path).read_text(encoding="utf-8"), encoding="utf-8")
 
     if "dataset" not in base:
@@ -225,6 +225,31 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
     figures = ", ".join(str(out / f) for f in figure_names(rows))
     log(f"results: {out / 'results.md'}, {out / 'results.csv'}, {figures}")
     return rows
+
+
+SWEEP_MARKER = ".prefdelta-sweep.json"
+
+
+def claim_output_dir(out: Path, name: str) -> None:
+    """Make ``out`` a sweep's folder, or refuse: a sweep rewrites results.csv, results.md,
+    its figures and runs/ there, so a non-empty folder it did not make is never written to.
+
+    A folder a sweep made carries :data:`SWEEP_MARKER` (written on its first run), so a
+    rerun resumes there, skipping what is finished.
+    """
+    marker = out / SWEEP_MARKER
+    if out.exists() and not out.is_dir():
+        raise SweepError([f"output_dir: {out} is a file; name a folder for the sweep"])
+    if out.is_dir() and not marker.is_file() and any(out.iterdir()):
+        raise SweepError(
+            [
+                f"output_dir: {out} is not empty and no sweep wrote it (no {SWEEP_MARKER}); "
+                "name a new or empty folder, so none of its files are replaced"
+            ]
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        marker.write_text(json.dumps({"sweep": name}) + "\n", encoding="utf-8")
 
 
 BASE_META: dict[str, Any] = {
