@@ -64,3 +64,5 @@ def test_shipped_configs_are_what_accelerate_reads(name: str) -> None:
         # a full state dict: the saved model is a plain folder evaluation can load
         assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
         assert config.fsdp_config["fsdp_version"] == 2
+        # rank 0 alone would hold the weights when the reference log-probs are computed
+        assert config.fsdp_config["fsdp_cpu_ram_efficient_loading"] is False
