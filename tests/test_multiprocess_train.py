@@ -198,3 +198,32 @@ def test_fsdp_on_two_processes_with_the_shipped_config(
     assert len(errors) == 1, proc.stderr[-4000:]
     assert "fsdp_cpu_ram_efficient_loading: set it to false" in errors.pop()
     assert not (bad.parent / "ref_cache").exists()
+
+
+def test_the_sweeps_accelerate_launch_trains_a_run_on_two_processes(
+    published: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`launch: {accelerate_config: ..., num_processes: 2}`: the command the sweep starts."""
+    from prefdelta.train.sweep_config import LaunchConfig
+    from prefdelta.train.sweep_launch import Job, command, train_jobs
+
+    accel = tmp_path / "accel.yaml"  # recipes/accelerate/multi_gpu.yaml less bf16 (CPU)
+    data = yaml.safe_load((ROOT / "recipes/accelerate/multi_gpu.yaml").read_text())
+    accel.write_text(yaml.safe_dump({**data, "mixed_precision": "no"}))
+    cfg = _config(tmp_path / "run" / "train.yaml", published, tiny_model_dir, trainer="dpo")
+    launch = LaunchConfig(accelerate_config=accel.name, num_processes=2, devices=["0,1"])
+    job = Job("[1/1] run", cfg.parent / "out", cfg, "prefdelta.train.dpo")
+    cmd = command(job, launch, tmp_path)
+    assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(accel)]
+    assert cmd[5:7] == ["--num_processes", "2"] and cmd[-3:] == ["-m", job.module, str(cfg)]
+    records: list[dict[str, Any]] = []
+    lines: list[str] = []
+    train_jobs([job], launch, tmp_path, lines.append, lambda j, r: records.append(r))
+    (record,) = records
+    assert record["num_processes"] == 2 and record["cuda_visible_devices"] == "0,1"
+    assert (
+        lines[0]
+        == f"[1/1] run: training on CUDA_VISIBLE_DEVICES=0,1 (log {job.run_dir / 'train.log'})"
+    )

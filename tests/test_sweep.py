@@ -475,3 +475,29 @@ def test_a_crashed_run_is_reported_retried_alone_and_the_sweep_resumes(
     attempts = json.loads((log.parent / "launch.json").read_text())["attempts"]
     assert [a["exit_code"] for a in attempts] == [3, 0]
     assert {r for r in _results(out)} == {"base", "top50-step_coherence", "random50-seed0"}
+
+
+def test_launch_config_is_checked_before_anything_trains(tmp_path: Path) -> None:
+    (tmp_path / "train.yaml").write_text("dataset: x\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\ntrain: train.yaml\nlaunch: {devices: [0, '1,2', 3]}\n")
+    config, _ = load_sweep(sweep)
+    assert config.launch is not None and config.launch.devices == ["0", "1,2", "3"]
+    assert config.launch.retries == 1
+    for launch, message in (
+        ("{devices: [0, '0,1']}", "launch.devices: GPU 0 is in two slots"),
+        ("{devices: [gpu0]}", "expected GPU indices like 0 or '0,1', got 'gpu0'"),
+        ("{num_processes: 2}", "num_processes goes with accelerate_config"),
+        ("{retries: -1}", "launch.retries: expected greater than or equal to 0, got -1"),
+    ):
+        sweep.write_text(f"name: s\ntrain: train.yaml\nlaunch: {launch}\n")
+        with pytest.raises(SweepError) as exc:
+            load_sweep(sweep)
+        assert len(exc.value.lines) == 1 and message in exc.value.lines[0], exc.value.lines
+        assert exc.value.lines[0].startswith(f"{sweep}:3: launch")
+    sweep.write_text("name: s\ntrain: train.yaml\nlaunch:\n  accelerate_config: nope.yaml\n")
+    with pytest.raises(SweepError) as exc:
+        load_sweep(sweep)
+    assert exc.value.lines == [
+        f"{sweep}:4: launch.accelerate_config: file not found: {tmp_path / 'nope.yaml'}"
+    ]

@@ -191,10 +191,10 @@ class LaunchConfig(StrictModel):
             out = []
             for d in v:
                 if isinstance(d, bool) or not isinstance(d, int | str):
-                    raise ValueError(f"devices: expected GPU indices like 0 or '0,1', got {d!r}")
+                    raise ValueError(f"expected GPU indices like 0 or '0,1', got {d!r}")
                 name = str(d).replace(" ", "")
                 if not name or not all(p.isdigit() for p in name.split(",")):
-                    raise ValueError(f"devices: expected GPU indices like 0 or '0,1', got {d!r}")
+                    raise ValueError(f"expected GPU indices like 0 or '0,1', got {d!r}")
                 out.append(name)
             return out
         return v
@@ -206,7 +206,7 @@ class LaunchConfig(StrictModel):
             used = [g for d in v for g in d.split(",")]
             twice = sorted({g for g in used if used.count(g) > 1})
             if twice:
-                raise ValueError(f"devices: GPU {', '.join(twice)} is in two slots")
+                raise ValueError(f"GPU {', '.join(twice)} is in two slots")
         return v
 
     @model_validator(mode="after")
