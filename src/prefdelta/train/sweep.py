@@ -221,7 +221,9 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
             results.append(RunResult({**trained[selection].info, **meta}, trained[selection].evals))
             continue
         info = infos[selection]
-        evals = evaluator.run(tag, run_dir, selection, lambda d=run_dir: str(merged_for_eval(d)))
+        evals = evaluator.run(
+            tag, run_dir, selection, lambda d=run_dir: str(merged_for_eval(d, log))
+        )
         done = RunResult({**meta, **info}, evals)
         results.append(done)
         trained[selection] = done

@@ -127,6 +127,7 @@ class EvalConfig(StrictModel):
         "transformers", description="engine that runs each model"
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs per model (vllm)")
     batch_size: int = Field(8, gt=0)
     generation: GenerationParams = Field(
         default_factory=lambda: GenerationParams(temperature=0.0, max_new_tokens=512)
