@@ -66,3 +66,72 @@ def test_shipped_configs_are_what_accelerate_reads(name: str) -> None:
         assert config.fsdp_config["fsdp_version"] == 2
         # rank 0 alone would hold the weights when the reference log-probs are computed
         assert config.fsdp_config["fsdp_cpu_ram_efficient_loading"] is False
+
+
+def _gpu_section() -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## On GPUs")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def _commands(section: str) -> list[list[str]]:
+    """The shell lines of the section's code blocks, comments dropped."""
+    import shlex
+
+    out, inside = [], False
+    for line in section.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+        elif inside and line.strip():
+            out.append(shlex.split(line, comments=True))
+    return out
+
+
+def test_readme_gpu_commands_name_real_files_and_parse() -> None:
+    """Every command in README's On GPUs section: its files exist, its extras are the
+    package's, its recipes and sweep configs validate, and each `accelerate launch` line's
+    training arguments parse as the script would parse them (on CPU here)."""
+    import importlib
+
+    from prefdelta.recipe import load_recipe
+    from prefdelta.train.configs import parse_config
+    from prefdelta.train.sweep_config import load_sweep
+
+    section = _gpu_section()
+    for path in re.findall(r"(?<![\w/.])((?:recipes|scripts|tests)/[\w./-]+\w)", section):
+        assert (ROOT / path).exists(), f"README's On GPUs section names {path}, which is missing"
+    pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib: Python 3.11+ only)
+    table = pyproject.split("[project.optional-dependencies]")[1].split("\n[")[0]
+    extras = re.findall(r"^([\w-]+) = \[", table, flags=re.M)
+    commands = _commands(section)
+    kinds = set()
+    for cmd in commands:
+        kinds.add(cmd[0] if cmd[0] != "prefdelta" else f"prefdelta {cmd[1]}")
+        if cmd[:2] == ["pip", "install"]:
+            (target,) = [a for a in cmd[2:] if a.startswith(".[")]
+            assert set(target[2:-1].split(",")) <= set(extras), target
+        elif cmd[0] == "prefdelta" and cmd[1] in ("validate", "build"):
+            load_recipe(ROOT / cmd[2])
+        elif cmd[0] == "prefdelta" and cmd[1] == "sweep":
+            config, _ = load_sweep(ROOT / cmd[2])
+            assert config.launch is not None and config.launch.devices
+        elif cmd[:2] == ["accelerate", "launch"]:
+            config_file = cmd[cmd.index("--config_file") + 1]
+            assert (ROOT / config_file).is_file()
+            module = cmd[cmd.index("-m") + 1]
+            script = importlib.import_module(module)
+            argv = [str(ROOT / cmd[cmd.index("-m") + 2]), *cmd[cmd.index("-m") + 3 :]]
+            parse_config(script.DATACLASSES, [*argv, "--use_cpu", "true", "--bf16", "false"])
+        else:
+            raise AssertionError(f"a README command no test checks: {' '.join(cmd)}")
+    assert kinds == {
+        "pip",
+        "prefdelta validate",
+        "prefdelta build",
+        "accelerate",
+        "prefdelta sweep",
+    }
+    launched = {c[c.index("--config_file") + 1] for c in commands if c[0] == "accelerate"}
+    assert launched == {
+        f"recipes/accelerate/{n}" for n in ("multi_gpu.yaml", "fsdp.yaml", "zero3.yaml")
+    }
