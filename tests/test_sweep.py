@@ -314,3 +314,190 @@ def test_shipped_sweep_and_train_configs_are_valid() -> None:
             warnings.simplefilter("error", FutureWarning)
             data, _, model = parse_config(types, [str(recipes / f"{name}.yaml"), *cpu])
         assert data.trainer == name.split("-")[0] and model.model_name_or_path
+
+
+def test_sweep_refuses_a_non_empty_folder_it_did_not_make(tmp_path: Path) -> None:
+    """A user's results.csv in output_dir is never replaced; a sweep's own folder resumes."""
+    (tmp_path / "train.yaml").write_text(f"dataset: {tmp_path / 'no-such-dataset'}\n")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.csv").write_text("my,own\n1,2\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: s\ntrain: train.yaml\noutput_dir: {out}\n")
+    result = CliRunner().invoke(app, ["sweep", str(sweep)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: output_dir: {out} is not empty")
+    assert (out / "results.csv").read_text() == "my,own\n1,2\n"
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv"]
+
+    # a new folder becomes a sweep's (marked on its first run): a rerun goes ahead there
+    fresh = tmp_path / "fresh"
+    sweep.write_text(f"name: s\ntrain: train.yaml\noutput_dir: {fresh}\n")
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["sweep", str(sweep)])
+        assert result.exit_code == 1  # the dataset is missing: past the folder check
+        assert "output_dir" not in result.output and "dataset" in result.output
+    assert (fresh / ".prefdelta-sweep.json").is_file()
+
+
+def _small_sweep(tmp_path: Path, model: Path, out: Path, **extra: object) -> Path:
+    """Two runs (top 50% and a random 50%), two eval prompts of four tokens each."""
+    published = tmp_path / "published"
+    if not published.exists():
+        build = make_build(tmp_path / "build", n_prompts=12, seed=5)
+        publish_build(build, published, test_size=0.25)
+        _train_yaml(tmp_path / "train.yaml", published, model)
+    sweep = tmp_path / f"{out.name}.yaml"
+    config = {
+        "name": "small",
+        "train": "train.yaml",
+        "output_dir": str(out),
+        "delta": {"dimension": "step_coherence", "fractions": [0.5], "random_seeds": [0]},
+        "generator_pairs": None,
+        "eval": {"generation": {"temperature": 0.0, "max_new_tokens": 4}, "limit": 2},
+        **extra,
+    }
+    sweep.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return sweep
+
+
+def _results(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return {r["run"]: {k: v for k, v in r.items() if k != "model_dir"} for r in rows}
+
+
+@pytest.mark.slow
+def test_sweep_trains_runs_side_by_side_one_device_each(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """`launch: {devices: [0, 1]}`: each run its own process with its own
+    CUDA_VISIBLE_DEVICES (on CPU the devices are just two slots), both at once, with the
+    results of the sweep that trains one run after another in its own process."""
+    import time
+
+    sequential = tmp_path / "sequential"
+    t0 = time.monotonic()
+    result = CliRunner().invoke(
+        app, ["sweep", str(_small_sweep(tmp_path, tiny_model_dir, sequential))]
+    )
+    seq_wall = time.monotonic() - t0
+    assert result.exit_code == 0, result.output
+
+    parallel = tmp_path / "parallel"
+    sweep = _small_sweep(tmp_path, tiny_model_dir, parallel, launch={"devices": [0, 1]})
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, ["sweep", str(sweep)])
+    par_wall = time.monotonic() - t0
+    assert result.exit_code == 0, result.output
+    print(f"sequential sweep {seq_wall:.1f} s, two devices {par_wall:.1f} s")
+
+    assert _results(parallel) == _results(sequential)
+    runs = sorted(p for p in (parallel / "runs").iterdir())
+    assert [r.name for r in runs] == ["random50-seed0", "top50-step_coherence"]
+    seen, spans = [], []
+    for run in runs:
+        (attempt,) = json.loads((run / "launch.json").read_text())["attempts"]
+        record = json.loads((run / "prefdelta-run.json").read_text())
+        # what the training process itself saw is the slot the sweep gave it
+        assert record["cuda_visible_devices"] == attempt["devices"]
+        assert attempt["exit_code"] == 0 and attempt["command"][1:3] == [
+            "-m",
+            "prefdelta.train.dpo",
+        ]
+        assert "=== attempt 1" in (run / "train.log").read_text()
+        seen.append(attempt["devices"])
+        spans.append((attempt["started"], attempt["ended"]))
+    assert sorted(seen) == ["0", "1"]
+    assert max(s for s, _ in spans) < min(e for _, e in spans)  # both trained at once
+
+    # a rerun trains nothing again
+    again = CliRunner().invoke(app, ["sweep", str(sweep)])
+    assert again.exit_code == 0, again.output
+    assert "training" not in again.output and again.output.count("trained before, reused") == 2
+
+
+CRASH_HOOK = """
+import os, sys
+from pathlib import Path
+
+_counter = Path(os.environ.get("PREFDELTA_TEST_CRASHES", "/nonexistent"))
+if _counter.is_file() and any("random50-seed0" in a for a in sys.orig_argv):
+    _left = int(_counter.read_text())
+    if _left > 0:
+        _counter.write_text(str(_left - 1))
+        sys.stderr.write("RuntimeError: simulated crash (out of memory)\\n")
+        sys.stderr.flush()
+        os._exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_a_crashed_run_is_reported_retried_alone_and_the_sweep_resumes(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The random run's process dies at start (a hook the test puts on the children's
+    path, as a crash would): its log and last lines are said, it is retried alone, and a
+    rerun after it failed for good trains only it."""
+    import os
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CRASH_HOOK)
+    monkeypatch.setenv("PYTHONPATH", f"{hook}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    crashes = tmp_path / "crashes"
+    monkeypatch.setenv("PREFDELTA_TEST_CRASHES", str(crashes))
+    out = tmp_path / "out"
+    sweep = _small_sweep(tmp_path, tiny_model_dir, out, launch={"retries": 1})
+    log = out / "runs" / "random50-seed0" / "train.log"
+
+    crashes.write_text("2")  # the first try and its retry both crash
+    result = CliRunner().invoke(app, ["sweep", str(sweep)])
+    assert result.exit_code == 1
+    assert (
+        f"error: [2/2] random50-seed0: training failed (exit 3, 2 attempt(s)); log: {log}"
+        in result.output
+    )
+    assert "simulated crash (out of memory)" in result.output  # its last lines
+    assert "random50-seed0: crashed (exit 3)" in result.output and "retrying alone" in result.output
+    assert (out / "runs" / "top50-step_coherence" / "trained.json").is_file()
+    assert not (out / "runs" / "random50-seed0" / "trained.json").exists()
+
+    crashes.write_text("1")  # crashes once, then the retry trains
+    result = CliRunner().invoke(app, ["sweep", str(sweep)])
+    assert result.exit_code == 0, result.output
+    assert "[1/2] top50-step_coherence: trained before, reused" in result.output
+    assert "top50-step_coherence: training" not in result.output
+    attempts = json.loads((log.parent / "launch.json").read_text())["attempts"]
+    assert [a["exit_code"] for a in attempts] == [3, 0]
+    assert {r for r in _results(out)} == {"base", "top50-step_coherence", "random50-seed0"}
+
+
+def test_launch_config_is_checked_before_anything_trains(tmp_path: Path) -> None:
+    (tmp_path / "train.yaml").write_text("dataset: x\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\ntrain: train.yaml\nlaunch: {devices: [0, '1,2', 3]}\n")
+    config, _ = load_sweep(sweep)
+    assert config.launch is not None and config.launch.devices == ["0", "1,2", "3"]
+    assert config.launch.retries == 1
+    for launch, message in (
+        ("{devices: [0, '0,1']}", "launch.devices: GPU 0 is in two slots"),
+        ("{devices: [gpu0]}", "expected GPU indices like 0 or '0,1', got 'gpu0'"),
+        ("{num_processes: 2}", "num_processes goes with accelerate_config"),
+        ("{retries: -1}", "launch.retries: expected greater than or equal to 0, got -1"),
+    ):
+        sweep.write_text(f"name: s\ntrain: train.yaml\nlaunch: {launch}\n")
+        with pytest.raises(SweepError) as exc:
+            load_sweep(sweep)
+        assert len(exc.value.lines) == 1 and message in exc.value.lines[0], exc.value.lines
+        assert exc.value.lines[0].startswith(f"{sweep}:3: launch")
+    sweep.write_text("name: s\ntrain: train.yaml\nlaunch:\n  accelerate_config: nope.yaml\n")
+    with pytest.raises(SweepError) as exc:
+        load_sweep(sweep)
+    assert exc.value.lines == [
+        f"{sweep}:4: launch.accelerate_config: file not found: {tmp_path / 'nope.yaml'}"
+    ]

@@ -109,6 +109,7 @@ def training_reference_markdown() -> str:
         DeltaSweep,
         EvalConfig,
         EvalSet,
+        LaunchConfig,
         SweepConfig,
     )
 
@@ -136,6 +137,7 @@ def training_reference_markdown() -> str:
             ("sweep: correctness", CorrectnessSweep),
             ("sweep: eval", EvalConfig),
             ("sweep: eval.sets[]", EvalSet),
+            ("sweep: launch", LaunchConfig),
         ]
     )
     return "\n".join([*parts, TRAIN_END])

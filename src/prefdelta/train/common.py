@@ -113,6 +113,7 @@ def trainer_kwargs(
 def finish(trainer: Any, training_args: Any, counts: dict[str, Any]) -> TrainResult:
     """Train, save, write the card, push when asked; what TRL's scripts do after building."""
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    processes = _processes(trainer)
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card()
     if training_args.push_to_hub:
@@ -128,9 +129,64 @@ def finish(trainer: Any, training_args: Any, counts: dict[str, Any]) -> TrainRes
         ref_cache=dict(getattr(trainer, "ref_cache_stats", {}) or {}),
         weights=getattr(getattr(trainer, "card_info", None), "weights", None),
     )
+    write_run_record(result, processes)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the group
         trainer.end()
     return result
+
+
+RUN_RECORD = "prefdelta-run.json"
+
+
+@dataclass(frozen=True)
+class _Processes:
+    """What ran where, read while the trainer's accelerator is still set up."""
+
+    main: bool
+    count: int
+    forwards: list[int]  # reference forwards, per process
+
+
+def _processes(trainer: Any) -> _Processes:
+    """Every process calls this (the gather is collective). Read right after training:
+    saving the model and writing its card may build training arguments again, which
+    resets accelerate's shared state."""
+    from accelerate.utils import gather_object
+
+    stats = getattr(trainer, "ref_cache_stats", {}) or {}
+    forwards = gather_object([int(stats.get("forwards", 0))])
+    accelerator = trainer.accelerator
+    return _Processes(accelerator.is_main_process, accelerator.num_processes, forwards)
+
+
+def write_run_record(result: TrainResult, processes: _Processes) -> None:
+    """``output_dir/prefdelta-run.json``: what the run trained on and how it went, for a
+    run launched as its own process (``accelerate launch``, the sweep's slots) whose
+    :class:`TrainResult` no caller receives.
+
+    Also what ran where: the process count, the ``CUDA_VISIBLE_DEVICES`` the run saw, and
+    the reference forwards each process ran (the processes share one reference pass,
+    each scoring its shard of the batches). The main process writes it.
+    """
+    import json
+    import os
+
+    from prefdelta.files import atomic_write
+
+    if not processes.main:
+        return
+    record = {
+        "counts": result.counts,
+        "train_loss": result.train_loss,
+        "losses": result.losses,
+        "weights": list(result.weights) if result.weights else None,
+        "ref_cache": {**result.ref_cache, "forwards_per_process": processes.forwards},
+        "num_processes": processes.count,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+    out = result.output_dir / RUN_RECORD
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, json.dumps(record, indent=2, default=str).encode())
 
 
 def script_main(

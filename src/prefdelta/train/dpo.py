@@ -109,7 +109,11 @@ class PrefDeltaDPOTrainer(PrefDeltaTrainerMixin, RefCacheMixin, CardMixin, DPOTr
             return super()._get_train_sampler(train_dataset)
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        # Group by the global batch (every process's share of one optimizer step): each
+        # process then takes its share of the same sorted megabatches, so N processes
+        # train on the batches one process would with N times the per-device batch.
+        args = self.args
+        batch = args.train_batch_size * args.world_size * args.gradient_accumulation_steps
         return LengthGroupedSampler(batch, lengths=lengths)
 
 

@@ -10,6 +10,7 @@ run's output folder), so a sweep evaluates the way a build generates; each set's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,7 @@ def evaluate_model(
         model=model_dir,
         backend=config.backend,
         dtype=config.dtype,
+        tensor_parallel_size=config.tensor_parallel_size,
         batch_size=config.batch_size,
         generation=config.generation,
         system_prompt=config.system_prompt,
@@ -217,8 +219,11 @@ def evaluate_model(
     return results
 
 
-def merged_for_eval(run_dir: Path) -> Path:
-    """A LoRA run saves an adapter; the generation backends load a plain model folder."""
+def merged_for_eval(run_dir: Path, log: Callable[[str], None] = print) -> Path:
+    """A LoRA run saves an adapter; both generation backends (transformers, and vLLM, whose
+    engine then needs no LoRA settings) load a plain folder: the adapter is merged into
+    its base once, in the base's own dtype (a 7B model in bfloat16 stays 15 GB, not 30),
+    and the merged folder kept as ``<run>/merged`` for every later evaluation."""
     if not (run_dir / "adapter_config.json").is_file():
         return run_dir
     merged = run_dir / "merged"
@@ -226,7 +231,8 @@ def merged_for_eval(run_dir: Path) -> Path:
         from peft import AutoPeftModelForCausalLM
         from transformers import AutoTokenizer
 
-        model = AutoPeftModelForCausalLM.from_pretrained(run_dir).merge_and_unload()
-        model.save_pretrained(merged)
+        model = AutoPeftModelForCausalLM.from_pretrained(run_dir, dtype="auto")
+        model.merge_and_unload().save_pretrained(merged)
         AutoTokenizer.from_pretrained(run_dir).save_pretrained(merged)
+        log(f"{run_dir}: LoRA adapter merged into {merged} for evaluation")
     return merged

@@ -179,6 +179,24 @@ class RefLogpStore:
             shard.unlink(missing_ok=True)
 
 
+def _check_reference_weights() -> None:
+    """Refuse FSDP's ``cpu_ram_efficient_loading``: with it transformers loads the weights
+    on rank 0 only (the other ranks hold zeros until FSDP shares rank 0's at ``prepare``),
+    but the reference log-probs are computed before that, from ``__init__``, each rank on
+    its shard of the rows: the other ranks' values would be wrong, and cached for every
+    later run. Measured on a 2-process CPU run: values off by up to 1.3 nats."""
+    from transformers.integrations.fsdp import is_fsdp_enabled
+
+    if is_fsdp_enabled():
+        from prefdelta.train.configs import TrainConfigError
+
+        raise TrainConfigError(
+            "fsdp_cpu_ram_efficient_loading: set it to false in the accelerate config: the "
+            "reference log-probs are computed before FSDP gives every process the weights "
+            "(recipes/accelerate/fsdp.yaml sets it)"
+        )
+
+
 def _row_keys(
     dataset: datasets.Dataset, columns: Sequence[tuple[str, str, str]]
 ) -> tuple[dict[str, list[bytes]], list[int]]:
@@ -238,6 +256,7 @@ class RefCacheMixin:
         self, dataset: datasets.Dataset, name: str, batch_size: int
     ) -> datasets.Dataset:
         if self.ref_cache is None:
+            _check_reference_weights()
             return super()._precompute_ref_logps(dataset, name, batch_size)  # type: ignore[misc]
         import datasets as hf_datasets
 
@@ -252,6 +271,7 @@ class RefCacheMixin:
         ]
         hits = sum(k in known for c, _, _ in columns for k in keys[c])
         if missing:
+            _check_reference_weights()
             missing.sort(key=lambda i: -lengths[i])
             values = self._compute_missing(dataset.select(missing), name, batch_size)
             new: dict[bytes, float] = {}

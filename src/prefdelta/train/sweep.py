@@ -14,7 +14,10 @@ only sets the selection keys (:data:`~prefdelta.train.sweep_config.SELECTION_KEY
 ``output_dir``, and writes each run's full config to ``runs/<name>/train.yaml`` so any
 run can be repeated alone (or launched with ``accelerate launch -m prefdelta.train.dpo
 runs/<name>/train.yaml`` on more GPUs). Runs share the reference log-prob cache, so the
-reference pass happens once for the sweep.
+reference pass happens once for the sweep. Runs train inside this process one after
+another, or, with the config's ``launch:``, each as its own process (the script, or the
+script under ``accelerate launch``), one per device side by side, a crashed run retried
+alone (:mod:`prefdelta.train.sweep_launch`).
 
 Each trained model and the untrained base model then answer every eval set with the same
 decoding (:mod:`prefdelta.train.evaluate`), and every accuracy and difference comes with
@@ -122,7 +125,7 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
     # an unknown `trainer:` (a list even) gets DPO's data arguments, which refuse it by name
     trainer = REGISTRY.get(str(base.get("trainer") or "dpo"), REGISTRY["dpo"])
     out = Path(config.output_dir or Path("outputs") / "sweeps" / config.name)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(out, config.name)
     (out / "sweep.yaml").write_text(Path(path).read_text(encoding="utf-8"), encoding="utf-8")
 
     if "dataset" not in base:
@@ -186,7 +189,11 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
             evaluator.run("base model", out / "base", _hash(model), lambda: model),
         )
     ]
-    trained: dict[str, RunResult] = {}  # selection hash -> the run that trained on it
+    # plan: each run's config and selection; runs that select the same pairs train once
+    planned: list[tuple[str, Path, str, dict[str, Any], str | None]] = []
+    first: dict[str, str] = {}  # selection hash -> the run that trains on it
+    infos: dict[str, dict[str, Any]] = {}  # selection hash -> what its training left
+    todo: list[tuple[str, Path, dict[str, Any], str]] = []
     for i, run in enumerate(runs, 1):
         tag = f"[{i}/{len(runs)}] {run.name}"
         run_dir = out / "runs" / run.name
@@ -195,29 +202,28 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
         run_cfg = {k: v for k, v in run_cfg.items() if v is not None}
         selection = _selection_hash(trainer, run_cfg, tag)
         meta = {**run.meta(), **_gap_columns(run, gaps)}
-        if selection in trained:  # e.g. the only generator pair is all pairs: train once
-            same = trained[selection]
-            log(f"{tag}: same pairs as {same.info['run']}, result reused")
-            results.append(RunResult({**same.info, **meta}, same.evals))
+        planned.append((tag, run_dir, selection, meta, first.get(selection)))
+        if selection in first:
             continue
+        first[selection] = run.name
         info = read_cached_result(run_dir / TRAINED, selection)
         if info is not None:
             log(f"{tag}: trained before, reused")
+            infos[selection] = info
         else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            cfg_file = run_dir / "train.yaml"
-            cfg_file.write_text(yaml.safe_dump(run_cfg, sort_keys=False), encoding="utf-8")
-            log(f"{tag}: training")
-            result = run_script(trainer, [str(cfg_file)])
-            _release_memory()
-            loss = result.train_loss
-            info = {
-                "pairs": result.counts.get("pairs_selected"),
-                "train_loss": None if loss is None else round(loss, 4),
-                "model_dir": str(run_dir),
-            }
-            write_cached_result(run_dir / TRAINED, selection, info)
-        evals = evaluator.run(tag, run_dir, selection, lambda d=run_dir: str(merged_for_eval(d)))
+            todo.append((tag, run_dir, run_cfg, selection))
+    _train(todo, trainer, config, base_dir, infos, log)
+
+    trained: dict[str, RunResult] = {}  # selection hash -> the run that trained on it
+    for tag, run_dir, selection, meta, same in planned:
+        if same is not None:  # e.g. the only generator pair is all pairs: train once
+            log(f"{tag}: same pairs as {same}, result reused")
+            results.append(RunResult({**trained[selection].info, **meta}, trained[selection].evals))
+            continue
+        info = infos[selection]
+        evals = evaluator.run(
+            tag, run_dir, selection, lambda d=run_dir: str(merged_for_eval(d, log))
+        )
         done = RunResult({**meta, **info}, evals)
         results.append(done)
         trained[selection] = done
@@ -225,6 +231,74 @@ def run_sweep(path: str | Path, *, log: Callable[[str], None] = print) -> list[d
     figures = ", ".join(str(out / f) for f in figure_names(rows))
     log(f"results: {out / 'results.md'}, {out / 'results.csv'}, {figures}")
     return rows
+
+
+SWEEP_MARKER = ".prefdelta-sweep.json"
+
+
+def claim_output_dir(out: Path, name: str) -> None:
+    """Make ``out`` a sweep's folder, or refuse: a sweep rewrites results.csv, results.md,
+    its figures and runs/ there, so a non-empty folder it did not make is never written to.
+
+    A folder a sweep made carries :data:`SWEEP_MARKER` (written on its first run), so a
+    rerun resumes there, skipping what is finished.
+    """
+    marker = out / SWEEP_MARKER
+    if out.exists() and not out.is_dir():
+        raise SweepError([f"output_dir: {out} is a file; name a folder for the sweep"])
+    if out.is_dir() and not marker.is_file() and any(out.iterdir()):
+        raise SweepError(
+            [
+                f"output_dir: {out} is not empty and no sweep wrote it (no {SWEEP_MARKER}); "
+                "name a new or empty folder, so none of its files are replaced"
+            ]
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        marker.write_text(json.dumps({"sweep": name}) + "\n", encoding="utf-8")
+
+
+def _train(
+    todo: list[tuple[str, Path, dict[str, Any], str]],
+    trainer: TrainerKind,
+    config: SweepConfig,
+    base_dir: Path,
+    infos: dict[str, dict[str, Any]],
+    log: Callable[[str], None],
+) -> None:
+    """Train the runs not trained before: in this process one after another, or (with
+    ``launch:``) each as its own process, side by side. Each run's ``trained.json`` is
+    written as it finishes, so a rerun after a failure trains only what is missing."""
+    from prefdelta.train.sweep_launch import Job, train_jobs
+
+    module = trainer.script().__name__  # what `python -m` / `accelerate launch -m` runs
+    selections: dict[Path, str] = {}
+    jobs: list[Job] = []
+    for tag, run_dir, run_cfg, selection in todo:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_file = run_dir / "train.yaml"
+        cfg_file.write_text(yaml.safe_dump(run_cfg, sort_keys=False), encoding="utf-8")
+        selections[run_dir] = selection
+        jobs.append(Job(tag, run_dir, cfg_file, module))
+
+    def done(job: Job, record: dict[str, Any]) -> None:
+        loss = record.get("train_loss")
+        info = {
+            "pairs": record["counts"].get("pairs_selected"),
+            "train_loss": None if loss is None else round(float(loss), 4),
+            "model_dir": str(job.run_dir),
+        }
+        write_cached_result(job.run_dir / TRAINED, selections[job.run_dir], info)
+        infos[selections[job.run_dir]] = info
+
+    if config.launch is not None:
+        train_jobs(jobs, config.launch, base_dir, log, done)
+        return
+    for job in jobs:
+        log(f"{job.tag}: training")
+        result = run_script(trainer, [str(job.config_file)])
+        _release_memory()
+        done(job, {"counts": result.counts, "train_loss": result.train_loss})
 
 
 BASE_META: dict[str, Any] = {

@@ -127,6 +127,7 @@ class EvalConfig(StrictModel):
         "transformers", description="engine that runs each model"
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    tensor_parallel_size: int = Field(1, gt=0, description="GPUs per model (vllm)")
     batch_size: int = Field(8, gt=0)
     generation: GenerationParams = Field(
         default_factory=lambda: GenerationParams(temperature=0.0, max_new_tokens=512)
@@ -155,6 +156,67 @@ class EvalConfig(StrictModel):
         return v
 
 
+class LaunchConfig(StrictModel):
+    """How the training runs start: each as its own process, side by side on the devices.
+
+    Without ``launch`` every run trains inside the ``prefdelta sweep`` process, one after
+    another. With it, each run is ``python -m prefdelta.train.dpo runs/<name>/train.yaml``
+    (or ``accelerate launch --config_file ...`` with ``accelerate_config``) with its output
+    in ``runs/<name>/train.log``; one run per ``devices`` entry trains at a time, with
+    ``CUDA_VISIBLE_DEVICES`` set to that entry.
+    """
+
+    devices: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="one run at a time per entry, its CUDA_VISIBLE_DEVICES: `[0, 1, 2, 3]` "
+        "trains four runs side by side; `['0,1', '2,3']` two runs of two GPUs each; "
+        "default: one run at a time, devices as inherited",
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="start each run with `accelerate launch --config_file` this file "
+        "(relative to the sweep file: ../accelerate/multi_gpu.yaml from recipes/train/)",
+    )
+    num_processes: int | None = Field(
+        None, gt=0, description="accelerate's --num_processes per run (default: the config's)"
+    )
+    retries: int = Field(
+        1, ge=0, description="a crashed run is retried alone (nothing else running) this often"
+    )
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _device_names(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            out = []
+            for d in v:
+                if isinstance(d, bool) or not isinstance(d, int | str):
+                    raise ValueError(f"expected GPU indices like 0 or '0,1', got {d!r}")
+                name = str(d).replace(" ", "")
+                if not name or not all(p.isdigit() for p in name.split(",")):
+                    raise ValueError(f"expected GPU indices like 0 or '0,1', got {d!r}")
+                out.append(name)
+            return out
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _distinct(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            used = [g for d in v for g in d.split(",")]
+            twice = sorted({g for g in used if used.count(g) > 1})
+            if twice:
+                raise ValueError(f"GPU {', '.join(twice)} is in two slots")
+        return v
+
+    @model_validator(mode="after")
+    def _accelerate(self) -> LaunchConfig:
+        if self.num_processes is not None and self.accelerate_config is None:
+            raise ValueError("num_processes goes with accelerate_config (accelerate launch)")
+        return self
+
+
 class SweepConfig(StrictModel):
     """One sweep: a base training config, the experiments, the evaluation."""
 
@@ -172,6 +234,9 @@ class SweepConfig(StrictModel):
         None, description="experiment (c); needs verifier results (references) in the build"
     )
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    launch: LaunchConfig | None = Field(
+        None, description="train each run as its own process, side by side (see below)"
+    )
 
     @field_validator("generator_pairs")
     @classmethod
@@ -220,4 +285,9 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
     train = (p.parent / config.train).resolve()
     if not train.is_file():
         raise SweepError([f"{p}:{doc.line_of(('train',))}: train: file not found: {train}"])
+    if config.launch is not None and config.launch.accelerate_config is not None:
+        accel = (p.parent / config.launch.accelerate_config).resolve()
+        if not accel.is_file():
+            where = doc.line_of(("launch", "accelerate_config"))
+            raise SweepError([f"{p}:{where}: launch.accelerate_config: file not found: {accel}"])
     return config, train
