@@ -348,3 +348,17 @@ judge: {model: org/j, backend: openai, base_url: http://127.0.0.1:9/v1, structur
     result = runner.invoke(app, ["inspect", str(tmp_path / "r.yaml")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "a (someorg/not-downloaded)" in result.output and "4 ~" in result.output
+
+
+def test_the_training_reference_reads_the_same_after_a_config_was_parsed() -> None:
+    """TRL's parser resolves the dataclass fields' types in place; the reference prints the
+    annotations as written, whichever test parsed a config first."""
+    from trl import TrlParser
+
+    from prefdelta.train.configs import DataArguments, KTODataArguments
+
+    before = training_reference_markdown()
+    TrlParser([KTODataArguments]).parse_args_and_config(["--dataset", "x"])
+    TrlParser([DataArguments]).parse_args_and_config(["--dataset", "x"])
+    assert training_reference_markdown() == before
+    assert "<class" not in before

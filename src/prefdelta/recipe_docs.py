@@ -113,7 +113,16 @@ def training_reference_markdown() -> str:
         SweepConfig,
     )
 
-    def rows(fields: list[dataclasses.Field[Any]]) -> list[str]:
+    def written(cls: type, name: str) -> str:
+        # the annotation as the source writes it: a parser (TrlParser) resolves a field's
+        # `type` in place, which would print `<class 'str'>` once a config has been parsed
+        for klass in cls.__mro__:
+            annotations = klass.__dict__.get("__annotations__", {})
+            if name in annotations:
+                return str(annotations[name])
+        raise KeyError(name)
+
+    def rows(cls: type, fields: list[dataclasses.Field[Any]]) -> list[str]:
         out = ["| key | type | default | meaning |", "|---|---|---|---|"]
         for f in fields:
             if f.default is not dataclasses.MISSING:
@@ -121,7 +130,7 @@ def training_reference_markdown() -> str:
             else:
                 default = "**required**"
             doc = str(f.metadata.get("help", "")).replace("|", "\\|")
-            kind = str(f.type).replace("|", "\\|")
+            kind = written(cls, f.name).replace("|", "\\|")
             out.append(f"| `{f.name}` | {kind} | {default} | {doc} |")
         return out
 
@@ -129,7 +138,8 @@ def training_reference_markdown() -> str:
     names = {f.name for f in base}
     kto = [f for f in dataclasses.fields(KTODataArguments) if f.name not in names]
     parts = [TRAIN_START, "", "#### training config: data keys (DPO and KTO)", ""]
-    parts += [*rows(base), "", "#### training config: KTO only", "", *rows(kto), ""]
+    parts += [*rows(DataArguments, base), "", "#### training config: KTO only", ""]
+    parts += [*rows(KTODataArguments, kto), ""]
     parts += _model_tables(
         [
             ("sweep: top level", SweepConfig),
