@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import types
+import inspect
 import typing
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def training_reference_markdown() -> str:
         # the annotation as the source writes it: a parser (TrlParser) resolves a field's
         # `type` in place, which would print `<class 'str'>` once a config has been parsed
         for klass in cls.__mro__:
-            annotations = klass.__dict__.get("__annotations__", {})
+            annotations = inspect.get_annotations(klass)
             if name in annotations:
                 return str(annotations[name])
         raise KeyError(name)
