@@ -10,9 +10,9 @@ differs from :func:`reference_markdown` or :func:`training_reference_markdown`.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import types
-import inspect
 import typing
 from pathlib import Path
 from typing import Any
