@@ -154,11 +154,6 @@ def test_a_lora_run_is_evaluated_on_vllm_as_a_merged_folder(
     assert "What is 2 + 2?" in calls.prompts[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="distilabel 1.5.3's vLLM.generate passes logits_processors=, which vLLM 0.33.0's "
-    "SamplingParams no longer has (TypeError: Unexpected keyword argument)",
-)
 def test_every_sampling_argument_is_a_vllm_0_33_field(
     tiny_model_dir: Path,  # noqa: F811
     tmp_path: Path,

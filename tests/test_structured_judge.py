@@ -389,7 +389,7 @@ def test_tgi_gets_its_grammar(chat_server: ChatServer) -> None:  # noqa: F811
 
 def test_vllm_gets_structured_outputs_params(monkeypatch: pytest.MonkeyPatch) -> None:
     """No GPU here: vLLM's classes are stood in for, and the SamplingParams that
-    distilabel's own generate builds are checked."""
+    our generate builds are checked."""
     seen: dict[str, Any] = {}
 
     class SamplingParams:
@@ -439,6 +439,7 @@ def test_vllm_gets_structured_outputs_params(monkeypatch: pytest.MonkeyPatch) ->
     assert isinstance(params, StructuredOutputsParams) and params.kwargs == {"json": schema}
     assert seen["logprobs"] == 20 and seen["max_tokens"] == 600
     assert not any(k.startswith("guided") for k in seen)
+    assert "logits_processors" not in seen  # vLLM 0.33's SamplingParams has no such field
     reader = AnswerReader(tuple(DIMS), SCALE, schema)
     row = reader.outputs(
         [[{"text": out["generations"][0], "tokens": 60, "logprobs": out["token_logprobs"][0]}]]

@@ -476,9 +476,15 @@ class BoundedInferenceEndpointsLLM(_BoundedConcurrency, InferenceEndpointsLLM):
 
 
 class StructuredvLLM(vLLM):
-    """distilabel's ``vLLM`` with the judge's schema (``StructuredOutputsParams``, passed
-    through ``extra_sampling_params``) and token log-probs; such outputs carry
-    ``token_logprobs``. Importing distilabel's class needs no vLLM; using it does."""
+    """distilabel's ``vLLM`` with the judge's schema (``StructuredOutputsParams``) and token
+    log-probs; such outputs carry ``token_logprobs``. Importing distilabel's class needs no
+    vLLM; using it does.
+
+    ``generate`` builds vLLM's ``SamplingParams`` itself: distilabel 1.5.3's always passes
+    ``logits_processors=``, a field vLLM 0.33 (the release the pins resolve to) no longer
+    has, so its ``generate`` fails on the first batch. Everything else (the engine, the
+    chat template, token counts, log-probs) stays distilabel's.
+    """
 
     json_schema: dict[str, Any] | None = None
     logprobs: bool = False
@@ -506,14 +512,19 @@ class StructuredvLLM(vLLM):
         extra_sampling_params: dict[str, Any] | None = None,
         echo: bool = False,
     ) -> list[Any]:
+        from distilabel.models.llms.utils import prepare_output
+        from vllm import SamplingParams
+
+        if logits_processors:
+            raise ValueError(
+                "vLLM 0.33 takes no per-request logits_processors; use structured_outputs"
+            )
         extra = dict(extra_sampling_params or {})
         if self.json_schema is not None:
             extra["structured_outputs"] = vllm_structured_outputs(self.json_schema)
-        self._tokens = []
-        outputs = super().generate(
-            inputs=inputs,
-            num_generations=num_generations,
-            max_new_tokens=max_new_tokens,
+        n_logprobs = TOP_LOGPROBS if self.logprobs else logprobs
+        params = SamplingParams(
+            n=num_generations,
             presence_penalty=presence_penalty,
             frequency_penalty=frequency_penalty,
             repetition_penalty=repetition_penalty,
@@ -521,18 +532,37 @@ class StructuredvLLM(vLLM):
             top_p=top_p,
             top_k=top_k,
             min_p=min_p,
-            logprobs=TOP_LOGPROBS if self.logprobs else logprobs,
+            max_tokens=max_new_tokens,
+            prompt_logprobs=n_logprobs if echo else None,
+            logprobs=n_logprobs,
             stop=stop,
             stop_token_ids=stop_token_ids,
             include_stop_str_in_output=include_stop_str_in_output,
             skip_special_tokens=skip_special_tokens,
-            logits_processors=logits_processors,
-            extra_sampling_params=extra,
-            echo=echo,
+            **extra,
         )
-        for output, tokens in zip(outputs, self._tokens, strict=True):
-            output["token_logprobs"] = tokens
-        return outputs
+        prompts = [self.prepare_input(i) for i in inputs]
+        self._tokens = []
+        generations = []
+        answered = self._model.generate(prompts=prompts, sampling_params=params, use_tqdm=False)
+        for prompt, request in zip(prompts, answered, strict=True):
+            prompt_logprobs = (
+                self._get_llm_logprobs(request.prompt_logprobs)
+                if request.prompt_logprobs is not None
+                else []
+            )
+            texts, statistics, outputs_logprobs = self._process_outputs(
+                prompt, request, prompt_logprobs, echo
+            )
+            generation = prepare_output(
+                generations=texts,
+                input_tokens=statistics["input_tokens"],
+                output_tokens=statistics["output_tokens"],
+                logprobs=outputs_logprobs,
+            )
+            generation["token_logprobs"] = self._tokens[-1]  # type: ignore[typeddict-unknown-key]
+            generations.append(generation)
+        return generations
 
     def _process_outputs(
         self, input: str, outputs: Any, prompt_logprobs: Any, echo: bool = False
