@@ -557,3 +557,88 @@ def test_best_vs_worst_with_a_judge_that_scores_nothing_says_why_and_keeps_the_b
     assert summary["pairs"] == 0 and summary["prompts_too_few_judged"] == 2
     assert sum(summary["unjudged_traces_left_out"].values()) == 6 and not summary["unjudged_pairs"]
     assert (out / "traces.parquet").is_file() and not (tmp_path / "published").exists()
+
+
+API_RECIPE = """
+name: api-build
+prompts: {{path: prompts.jsonl, reference_column: answer}}
+generators:
+  strong: {{model: gen-strong, backend: openai, base_url: {url}, batch_size: 2, concurrency: 1}}
+  weak: {{model: gen-weak, backend: openai, base_url: {url}, batch_size: 2, concurrency: 1}}
+pairing: {{chosen: strong, rejected: [weak]}}
+judge:
+  model: the-judge
+  backend: openai
+  base_url: {url}
+  dimensions: [step_coherence, factuality]
+  scoring: sampled
+"""
+
+
+def write_api_recipe(folder: Path, server: ChatServer, prompts: int) -> Path:
+    """Generators and judge on the loopback server; it answers every call with a judgment
+    (a generator's trace is then that text: it only has to be text)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"problem": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(prompts)]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    server.state.content = json.dumps(
+        {d: {"rationale": "ok", "score": 3} for d in ("step_coherence", "factuality")}
+    )
+    path = folder / "recipe.yaml"
+    path.write_text(API_RECIPE.format(url=server.url))
+    return path
+
+
+def _asked(server: ChatServer, model: str) -> int:
+    return sum(1 for b in server.state.bodies if b["model"] == model)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_build_keeps_every_answer_and_a_rerun_resumes(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """Ctrl-C (SIGINT to the build's process group, as a terminal sends it) once answers
+    are stored: the build stops with exit 130 and one line, judges nothing, writes no
+    table and reports no failure; the rerun asks only what was never answered."""
+    prompts = 10
+    planned = prompts * 2
+    chat_server.state.delay_s = 0.5  # the build cannot outrun the signal
+    path = write_api_recipe(tmp_path, chat_server, prompts)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(path), "-o", str(out), "--no-publish"]
+    log = tmp_path / "interrupted.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
+    store_path = out / "store.sqlite"
+    try:
+        while proc.poll() is None:  # an event, not a deadline: the suite's timeout bounds it
+            if store_path.exists() and InspectableStore(store_path).count_all("generation"):
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = log.read_text(errors="replace")
+    assert code == 130, output[-4000:]
+    assert output.strip().splitlines()[-1] == "interrupted; rerun to resume", output[-4000:]
+    assert "fail" not in output.lower() and "Traceback" not in output, output[-4000:]
+    store = InspectableStore(store_path)
+    stored = store.count_all("generation")
+    assert 0 < stored < planned, output[-4000:]
+    assert store.count_all("failure") == 0 and store.count_all("judgment") == 0
+    assert _asked(chat_server, "the-judge") == 0  # judging never started
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "store.sqlite"], output[-4000:]
+    # every request that was answered before the stop is a stored generation
+    assert _asked(chat_server, "gen-strong") + _asked(chat_server, "gen-weak") == stored
+
+    chat_server.state.delay_s = 0.0
+    chat_server.state.bodies.clear()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["reused"]["generations"] == stored
+    assert _asked(chat_server, "gen-strong") + _asked(chat_server, "gen-weak") == planned - stored
+    assert summary["traces"] == planned and summary["judge_status"] == {"ok": planned}

@@ -35,7 +35,12 @@ from prefdelta.builders.pipelines import (
 from prefdelta.builders.progress import store_progress
 from prefdelta.builders.prompt_length import refuse_long_prompts
 from prefdelta.builders.prompts import Prompt, load_prompts
-from prefdelta.builders.runtime import pipeline_scratch, workers_die_with_their_parent
+from prefdelta.builders.runtime import (
+    BuildInterrupted,
+    pipeline_scratch,
+    run_pipeline,
+    workers_die_with_their_parent,
+)
 from prefdelta.builders.store import ResultStore
 from prefdelta.builders.summary import build_summary, print_summary, token_usage
 from prefdelta.builders.verify import is_correct
@@ -137,7 +142,9 @@ def run_build(
     output_dir: str | Path | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) a build; return its summary. Raises BuildIncomplete on failed calls.
+    """Run (or resume) a build; return its summary. Raises BuildIncomplete on failed calls,
+    and BuildInterrupted on Ctrl-C: the answers already in are stored, and no later stage
+    (judging, tables) runs, so nothing is reported failed that was only cut short.
 
     From Python, call it before this process runs any torch computation (``prefdelta
     build`` always does): distilabel forks its step workers, and on Linux a worker forked
@@ -150,7 +157,10 @@ def run_build(
     claim_build_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     with _build_lock(out):
-        return _run_build(recipe, out, console)
+        try:
+            return _run_build(recipe, out, console)
+        except KeyboardInterrupt:  # Ctrl-C between the pipelines (theirs is handled there)
+            raise BuildInterrupted from None
 
 
 @contextmanager
@@ -209,7 +219,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         if todo:
             rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt} for p in prompts]
             with pipeline_scratch(recipe.ray) as scratch:
-                generation_pipeline(recipe, rows, todo, store_path, scratch).run(use_cache=False)
+                run_pipeline(generation_pipeline(recipe, rows, todo, store_path, scratch))
     generations = store.get_many("generation", [t.key for t in planned])
     missing = [t for t in planned if t.key not in generations]
     generated = [t for t in planned if t.key in generations]
@@ -237,7 +247,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         traces_in.sort(key=lambda r: len(r["prompt"]) + len(r["trace"]), reverse=True)
         if traces_in:
             with pipeline_scratch(recipe.ray) as scratch:
-                judge_pipeline(recipe, traces_in, store_path, scratch).run(use_cache=False)
+                run_pipeline(judge_pipeline(recipe, traces_in, store_path, scratch))
     judgments = store.get_many("judgment", jkeys.values())
     unjudged = [t for t in generated if jkeys[t.key] not in judgments]
 
