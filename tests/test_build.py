@@ -564,7 +564,13 @@ name: api-build
 prompts: {{path: prompts.jsonl, reference_column: answer}}
 generators:
   strong: {{model: gen-strong, backend: openai, base_url: {url}, batch_size: 2, concurrency: 1}}
-  weak: {{model: gen-weak, backend: openai, base_url: {url}, batch_size: 2, concurrency: 1}}
+  weak:
+    model: gen-weak
+    backend: openai
+    base_url: {url}
+    batch_size: 2
+    concurrency: 1
+    prompt_template: "Briefly. {{prompt}}"
 pairing: {{chosen: strong, rejected: [weak]}}
 judge:
   model: the-judge
@@ -642,3 +648,40 @@ def test_ctrl_c_stops_the_build_keeps_every_answer_and_a_rerun_resumes(
     assert summary["reused"]["generations"] == stored
     assert _asked(chat_server, "gen-strong") + _asked(chat_server, "gen-weak") == planned - stored
     assert summary["traces"] == planned and summary["judge_status"] == {"ok": planned}
+
+
+def test_an_empty_answer_is_kept_and_counted_but_never_judged_or_paired(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A generator answering "" (or only whitespace): the row is kept with its own status,
+    the judge is not asked about it (no paid call), the summary and the terminal count
+    it, and no pair has an empty side; a rerun asks nothing again."""
+    path = write_api_recipe(tmp_path, chat_server, prompts=3)
+    chat_server.state.blank_when = {
+        "Briefly. What is 1 plus 1?": "",
+        "Briefly. What is 2 plus 2?": " \n ",
+    }
+    out = tmp_path / "out"
+    log = io.StringIO()
+    summary = run_build(load_recipe(path), out, console=Console(file=log, width=300))
+
+    assert _asked(chat_server, "the-judge") == 4  # 6 traces, 2 of them empty
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    assert len(traces) == 6
+    empty = [t for t in traces if t["judge_status"] == "empty_trace"]
+    assert sorted(t["trace"] for t in empty) == ["", " \n "]
+    assert all(t["generator"] == "weak" and t["judge_attempts"] == 0 for t in empty)
+    assert all(t["judge_problem"] == "not judged: the generator answered no text" for t in empty)
+    assert summary["empty_traces"] == {"weak": 2}
+    assert summary["judge_status"] == {"ok": 4, "empty_trace": 2}
+    assert summary["failed"]["judgments"] == 0 and summary["prompts_without_pair"] == 2
+    pairs = pq.read_table(out / "pairs.parquet").to_pylist()
+    assert [p["rejected"][0]["content"] for p in pairs] == [chat_server.state.content]
+    assert "2 of 6 traces are empty (weak: 2)" in log.getvalue()
+
+    chat_server.state.bodies.clear()
+    again = run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    assert chat_server.state.bodies == []  # the empty answers are kept, not asked again
+    assert pq.read_table(out / "traces.parquet").to_pylist() == traces
+    assert again["empty_traces"] == {"weak": 2}

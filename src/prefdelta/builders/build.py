@@ -25,6 +25,7 @@ from rich.console import Console
 
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
 from prefdelta.builders.judge import AnswerReader, judge_template, reader_for
+from prefdelta.builders.judge_parsing import EMPTY_TRACE
 from prefdelta.builders.keys import judgment_key, trace_key
 from prefdelta.builders.pairs import make_pairs
 from prefdelta.builders.pipelines import (
@@ -223,11 +224,14 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     generations = store.get_many("generation", [t.key for t in planned])
     missing = [t for t in planned if t.key not in generations]
     generated = [t for t in planned if t.key in generations]
+    # an empty answer is kept and counted, but there is nothing in it to judge or to pair
+    empty = [t for t in generated if not generations[t.key]["trace"].strip()]
+    judgeable = [t for t in generated if generations[t.key]["trace"].strip()]
 
-    # ---- judging: every trace that exists; a failed generation is not judged
+    # ---- judging: every trace with text; a failed or empty generation is not judged
     jkeys = {
         t.key: judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
-        for t in generated
+        for t in judgeable
     }
     judged_before = store.existing("judgment", jkeys.values())
     judge_reused = len(judged_before)
@@ -239,7 +243,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
                 "trace": generations[t.key]["trace"],
                 "trace_key": t.key,
             }
-            for t in generated
+            for t in judgeable
             if jkeys[t.key] not in judged_before
         ]
         # longest first: batches of like lengths pad least (and on a GPU, memory runs out
@@ -249,7 +253,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
             with pipeline_scratch(recipe.ray) as scratch:
                 run_pipeline(judge_pipeline(recipe, traces_in, store_path, scratch))
     judgments = store.get_many("judgment", jkeys.values())
-    unjudged = [t for t in generated if jkeys[t.key] not in judgments]
+    unjudged = [t for t in judgeable if jkeys[t.key] not in judgments]
 
     # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild;
     # what failed for good is a row marked failed, never a row left out
@@ -262,6 +266,8 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
             error = (gen_errors.get(t.key) or {}).get("error") or "the call returned no trace"
             gen = {"trace": "", "finish_reason": "error", "output_tokens": 0}
             judged = _failed(reader, f"not judged: the generation failed: {error}")
+        elif t.key not in jkeys:
+            gen, judged = generations[t.key], _empty_trace(reader)
         elif jkeys[t.key] not in judgments:
             error = (judge_errors.get(jkeys[t.key]) or {}).get("error") or "no answer"
             gen, judged = generations[t.key], _failed(reader, error)
@@ -273,8 +279,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     means = generator_means(traces, dims, recipe.delta)
     gen_pairs = _generator_pairs(recipe.pairing)
     gaps = {pair: generator_gap(means, *pair) for pair in gen_pairs}
-    # a trace that was never generated has no text to train on: it makes no pair
-    report = make_pairs([t for t in traces if t["finish_reason"] != "error"], recipe, gaps)
+    report = make_pairs(traces, recipe, gaps)  # of the traces with text only
 
     _write_parquet(out / TRACES_FILE, traces, traces_schema(dims))
     _write_parquet(out / PAIRS_FILE, report.pairs, pairs_schema(dims))
@@ -293,6 +298,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         "judgments": len(unjudged),
         "by_generator": dict(Counter(t.generator for t in missing)),
     }
+    summary["empty_traces"] = dict(Counter(t.generator for t in empty))
     summary["reused"] = {
         "generations": gen_reused,
         "generated": len(generated) - gen_reused,
@@ -352,6 +358,15 @@ def _by_generator(traces: list[PlannedTrace]) -> str:
 def _failed(reader: AnswerReader, error: str) -> dict[str, Any]:
     """The judge columns of a trace whose judgment failed for good (status ``failed``)."""
     return reader.outputs([[{"text": None, "tokens": None, "error": error}]])
+
+
+def _empty_trace(reader: AnswerReader) -> dict[str, Any]:
+    """The judge columns of a trace the generator answered with no text: never sent to
+    the judge (status ``empty_trace``, no attempt)."""
+    return reader.outputs([]) | {
+        "judge_status": EMPTY_TRACE,
+        "judge_problem": "not judged: the generator answered no text",
+    }
 
 
 def _generator_pairs(pairing: PairingConfig) -> list[tuple[str, str]]:
