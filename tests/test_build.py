@@ -685,3 +685,24 @@ def test_an_empty_answer_is_kept_and_counted_but_never_judged_or_paired(
     assert chat_server.state.bodies == []  # the empty answers are kept, not asked again
     assert pq.read_table(out / "traces.parquet").to_pylist() == traces
     assert again["empty_traces"] == {"weak": 2}
+
+
+def test_a_200_answer_that_is_not_json_is_a_failure_kept_as_data(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A generator's server that answers one request 200 text/plain: the row is kept,
+    marked failed with what the server sent, counted, and named by the build."""
+    from prefdelta.builders.build import BuildIncomplete
+
+    path = write_api_recipe(tmp_path, chat_server, prompts=2)
+    chat_server.state.text_when = {"Briefly. What is 1 plus 1?": "Service Unavailable"}
+    out = tmp_path / "out"
+    with pytest.raises(BuildIncomplete) as err:
+        run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    reason = "the server answered 200 with a body that is not JSON: 'Service Unavailable'"
+    assert f"1 of 4 generations failed (weak: 1); weak: {reason}" in str(err.value)
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    [failed] = [t for t in traces if t["finish_reason"] == "error"]
+    assert failed["judge_status"] == "failed" and reason in failed["judge_problem"]
+    assert json.loads((out / SUMMARY).read_text())["failed"]["generations"] == 1

@@ -435,3 +435,29 @@ def test_inference_endpoints_backend(
     assert [o["generations"] for o in outputs] == [[f"echo: question {i}"] * 2 for i in range(5)]
     assert chat_server.state.requests == 10 and chat_server.state.max_in_flight == 2
     assert set(chat_server.state.auth) == {"Bearer hf_endpoint_token"}
+
+
+# --------------------------------------------------------------------------- failures as data
+
+
+@pytest.mark.parametrize("backend", ["openai", "inference-endpoints"])
+def test_a_200_answer_that_is_not_json_fails_its_row_with_a_clear_reason(
+    backend: str,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A proxy's page (200, text/plain) for one request: that row fails and says what the
+    server sent; the rows beside it in the batch are answered."""
+    page = "<html><body>Upstream gateway: please log in to continue " + "x" * 200
+    chat_server.state.text_when = {"question 1": page}
+    base_url = chat_server.url if backend == "openai" else chat_server.url.removesuffix("/v1")
+    endpoint = ModelEndpoint(model="m", backend=backend, base_url=base_url, request_retries=0)  # type: ignore[arg-type]
+    outputs = _generate(make_llm(endpoint, GREEDY, Path(".")), 3)
+    assert [o["generations"] for o in outputs] == [
+        ["echo: question 0"],
+        [None],
+        ["echo: question 2"],
+    ]
+    shown = " ".join(page.split())[:80]
+    assert outputs[1]["errors"] == [
+        f"the server answered 200 with a body that is not JSON: {shown!r}"
+    ]
