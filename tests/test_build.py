@@ -706,3 +706,24 @@ def test_a_200_answer_that_is_not_json_is_a_failure_kept_as_data(
     [failed] = [t for t in traces if t["finish_reason"] == "error"]
     assert failed["judge_status"] == "failed" and reason in failed["judge_problem"]
     assert json.loads((out / SUMMARY).read_text())["failed"]["generations"] == 1
+
+
+def test_a_build_waiting_on_slow_requests_says_so(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests that take longer than the heartbeat: the build says, per stage, how many
+    are still waiting, for how long, and how long a request may take."""
+    import re
+
+    monkeypatch.setenv("PREFDELTA_HEARTBEAT_S", "0.5")
+    chat_server.state.delay_s = 3.0  # each answer takes several heartbeats
+    path = write_api_recipe(tmp_path, chat_server, prompts=1)
+    log = io.StringIO()
+    run_build(load_recipe(path), tmp_path / "out", console=Console(file=log, width=300))
+    output = log.getvalue()
+    note = "(a request may wait 120 s, retried up to 6 times; recipe: request_timeout)"
+    waiting = r": 1 of 1 still waiting; no new answer for \d+ s "
+    assert re.search("generate strong" + waiting + re.escape(note), output), output
+    assert re.search("judge" + waiting + re.escape(note), output), output

@@ -300,7 +300,10 @@ def test_openai_backend_kwargs(chat_server: ChatServer, monkeypatch: pytest.Monk
     assert isinstance(llm, OpenAILLM)
     assert (llm.model, llm.base_url, llm.max_concurrency) == ("served-model", chat_server.url, 5)
     assert llm.api_key is not None and llm.api_key.get_secret_value() == "sk-test-123"
-    assert (llm.max_retries, llm.timeout) == (6, 600)  # the recipe's defaults
+    assert (llm.max_retries, llm.timeout) == (6, 120)  # the recipe's defaults
+    plain = ModelEndpoint(model="m", backend="openai", base_url=chat_server.url)
+    long = make_llm(plain, GenerationParams(max_new_tokens=8000), Path("."))
+    assert long.timeout == 800  # a budget a slow server needs longer for: 1 s per 10 tokens
     tuned = ModelEndpoint(
         model="m", backend="openai", base_url=chat_server.url, request_timeout=30, request_retries=1
     )
@@ -429,9 +432,11 @@ def test_inference_endpoints_backend(
     assert llm.model_id is None and llm.base_url == endpoint.base_url  # model_id= is broken
     assert llm.model_name == "org/tgi-model"
     assert llm.generation_kwargs == generation_kwargs("inference-endpoints", SAMPLED)
+    assert llm.request_timeout == 120  # the recipe's default, given to the client at load
 
     # this class cannot ask for n generations at once: 5 inputs x 2 = 10 requests, <= 2 at once
     outputs = _generate(llm, 5, num_generations=2)
+    assert llm._aclient is not None and llm._aclient.timeout == 120
     assert [o["generations"] for o in outputs] == [[f"echo: question {i}"] * 2 for i in range(5)]
     assert chat_server.state.requests == 10 and chat_server.state.max_in_flight == 2
     assert set(chat_server.state.auth) == {"Bearer hf_endpoint_token"}

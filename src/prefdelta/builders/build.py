@@ -47,7 +47,14 @@ from prefdelta.builders.summary import build_summary, print_summary, token_usage
 from prefdelta.builders.verify import is_correct
 from prefdelta.errors import PrefdeltaError
 from prefdelta.files import atomic_write
-from prefdelta.recipe import BuildRecipe, PairingConfig
+from prefdelta.recipe import (
+    API_BACKENDS,
+    BuildRecipe,
+    GenerationParams,
+    ModelEndpoint,
+    PairingConfig,
+    request_timeout_s,
+)
 from prefdelta.schema import (
     HASHED_FILES,
     PAIRS_FILE,
@@ -216,7 +223,13 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     by_generator: dict[str, list[str]] = {}
     for t in planned:
         by_generator.setdefault(f"generate {t.generator}", []).append(t.key)
-    with store_progress(console, "generation", by_generator, store):
+    notes = {
+        f"generate {name}": _waiting_note(
+            recipe.generators[name], recipe.generators[name].generation
+        )
+        for name in names
+    }
+    with store_progress(console, "generation", by_generator, store, notes=notes):
         if todo:
             rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt} for p in prompts]
             with pipeline_scratch(recipe.ray) as scratch:
@@ -235,7 +248,10 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     }
     judged_before = store.existing("judgment", jkeys.values())
     judge_reused = len(judged_before)
-    with store_progress(console, "judgment", {"judge": list(jkeys.values())}, store):
+    judge_note = {"judge": _waiting_note(recipe.judge, recipe.judge.generation)}
+    with store_progress(
+        console, "judgment", {"judge": list(jkeys.values())}, store, notes=judge_note
+    ):
         traces_in = [
             {
                 "prompt_id": t.prompt.prompt_id,
@@ -358,6 +374,17 @@ def _by_generator(traces: list[PlannedTrace]) -> str:
 def _failed(reader: AnswerReader, error: str) -> dict[str, Any]:
     """The judge columns of a trace whose judgment failed for good (status ``failed``)."""
     return reader.outputs([[{"text": None, "tokens": None, "error": error}]])
+
+
+def _waiting_note(endpoint: ModelEndpoint, generation: GenerationParams) -> str:
+    """What a heartbeat says of a model's requests: how long each may wait (API backends)."""
+    if endpoint.backend not in API_BACKENDS:
+        return ""
+    timeout = request_timeout_s(endpoint, generation)
+    retries = (
+        f", retried up to {endpoint.request_retries} times" if endpoint.backend == "openai" else ""
+    )
+    return f"a request may wait {timeout} s{retries}; recipe: request_timeout"
 
 
 def _empty_trace(reader: AnswerReader) -> dict[str, Any]:
