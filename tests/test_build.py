@@ -53,6 +53,9 @@ judge:
 """
 
 
+TINY_MODEL = "tiny-model"  # the link to the session's tiny model, beside each recipe
+
+
 def write_recipe(
     folder: Path,
     model: Path,
@@ -62,13 +65,20 @@ def write_recipe(
     retries: int = 0,
     structured: str = "auto",
 ) -> Path:
+    """The tiny-model recipe in ``folder``. The model is named by a link beside the recipe,
+    not by its session folder: the store keys (and so each sampled trace's seed) are then
+    the same in every test session, and so is every trace the tiny model writes (one in a
+    hundred of its samples is empty, which the build keeps apart; these recipes draw none)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = [{"problem": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(prompts)]
     (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    link = folder / TINY_MODEL
+    if not link.exists():
+        link.symlink_to(model, target_is_directory=True)
     path = folder / "recipe.yaml"
     path.write_text(
         RECIPE.format(
-            model=model,
+            model=TINY_MODEL,
             tokens=tokens,
             judge_tokens=judge_tokens,
             retries=retries,
@@ -434,7 +444,7 @@ def test_a_judge_request_that_fails_costs_only_its_own_traces(
 
     path = write_recipe(tmp_path, tiny_model_dir, prompts=3)
     text = path.read_text().replace(
-        f"judge:\n  model: {tiny_model_dir}\n  backend: transformers\n",
+        f"judge:\n  model: {TINY_MODEL}\n  backend: transformers\n",
         f"judge:\n  model: served\n  backend: openai\n  base_url: {chat_server.url}\n",
     )
     path.write_text(text)

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from prefdelta.builders.store import Kind, ResultStore
 
-__all__ = ["HEARTBEAT_S", "PLAIN_EVERY_S", "progress_line", "store_progress"]
+__all__ = ["HEARTBEAT_S", "PLAIN_EVERY_S", "progress_line", "store_progress", "waiting_line"]
 
 # Seconds between plain progress lines (PREFDELTA_PROGRESS_EVERY overrides it).
 PLAIN_EVERY_S = 30.0
