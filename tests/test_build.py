@@ -53,6 +53,9 @@ judge:
 """
 
 
+TINY_MODEL = "tiny-model"  # the link to the session's tiny model, beside each recipe
+
+
 def write_recipe(
     folder: Path,
     model: Path,
@@ -62,13 +65,20 @@ def write_recipe(
     retries: int = 0,
     structured: str = "auto",
 ) -> Path:
+    """The tiny-model recipe in ``folder``. The model is named by a link beside the recipe,
+    not by its session folder: the store keys (and so each sampled trace's seed) are then
+    the same in every test session, and so is every trace the tiny model writes (one in a
+    hundred of its samples is empty, which the build keeps apart; these recipes draw none)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = [{"problem": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(prompts)]
     (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    link = folder / TINY_MODEL
+    if not link.exists():
+        link.symlink_to(model, target_is_directory=True)
     path = folder / "recipe.yaml"
     path.write_text(
         RECIPE.format(
-            model=model,
+            model=TINY_MODEL,
             tokens=tokens,
             judge_tokens=judge_tokens,
             retries=retries,
@@ -434,7 +444,7 @@ def test_a_judge_request_that_fails_costs_only_its_own_traces(
 
     path = write_recipe(tmp_path, tiny_model_dir, prompts=3)
     text = path.read_text().replace(
-        f"judge:\n  model: {tiny_model_dir}\n  backend: transformers\n",
+        f"judge:\n  model: {TINY_MODEL}\n  backend: transformers\n",
         f"judge:\n  model: served\n  backend: openai\n  base_url: {chat_server.url}\n",
     )
     path.write_text(text)
@@ -557,3 +567,173 @@ def test_best_vs_worst_with_a_judge_that_scores_nothing_says_why_and_keeps_the_b
     assert summary["pairs"] == 0 and summary["prompts_too_few_judged"] == 2
     assert sum(summary["unjudged_traces_left_out"].values()) == 6 and not summary["unjudged_pairs"]
     assert (out / "traces.parquet").is_file() and not (tmp_path / "published").exists()
+
+
+API_RECIPE = """
+name: api-build
+prompts: {{path: prompts.jsonl, reference_column: answer}}
+generators:
+  strong: {{model: gen-strong, backend: openai, base_url: {url}, batch_size: 2, concurrency: 1}}
+  weak:
+    model: gen-weak
+    backend: openai
+    base_url: {url}
+    batch_size: 2
+    concurrency: 1
+    prompt_template: "Briefly. {{prompt}}"
+pairing: {{chosen: strong, rejected: [weak]}}
+judge:
+  model: the-judge
+  backend: openai
+  base_url: {url}
+  dimensions: [step_coherence, factuality]
+  scoring: sampled
+"""
+
+
+def write_api_recipe(folder: Path, server: ChatServer, prompts: int) -> Path:
+    """Generators and judge on the loopback server; it answers every call with a judgment
+    (a generator's trace is then that text: it only has to be text)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"problem": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(prompts)]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    server.state.content = json.dumps(
+        {d: {"rationale": "ok", "score": 3} for d in ("step_coherence", "factuality")}
+    )
+    path = folder / "recipe.yaml"
+    path.write_text(API_RECIPE.format(url=server.url))
+    return path
+
+
+def _asked(server: ChatServer, model: str) -> int:
+    return sum(1 for b in server.state.bodies if b["model"] == model)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_build_keeps_every_answer_and_a_rerun_resumes(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """Ctrl-C (SIGINT to the build's process group, as a terminal sends it) once answers
+    are stored: the build stops with exit 130 and one line, judges nothing, writes no
+    table and reports no failure; the rerun asks only what was never answered."""
+    prompts = 10
+    planned = prompts * 2
+    chat_server.state.delay_s = 0.5  # the build cannot outrun the signal
+    path = write_api_recipe(tmp_path, chat_server, prompts)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(path), "-o", str(out), "--no-publish"]
+    log = tmp_path / "interrupted.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
+    store_path = out / "store.sqlite"
+    try:
+        while proc.poll() is None:  # an event, not a deadline: the suite's timeout bounds it
+            if store_path.exists() and InspectableStore(store_path).count_all("generation"):
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = log.read_text(errors="replace")
+    assert code == 130, output[-4000:]
+    assert output.strip().splitlines()[-1] == "interrupted; rerun to resume", output[-4000:]
+    assert "fail" not in output.lower() and "Traceback" not in output, output[-4000:]
+    store = InspectableStore(store_path)
+    stored = store.count_all("generation")
+    assert 0 < stored < planned, output[-4000:]
+    assert store.count_all("failure") == 0 and store.count_all("judgment") == 0
+    assert _asked(chat_server, "the-judge") == 0  # judging never started
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "store.sqlite"], output[-4000:]
+    # every request that was answered before the stop is a stored generation
+    assert _asked(chat_server, "gen-strong") + _asked(chat_server, "gen-weak") == stored
+
+    chat_server.state.delay_s = 0.0
+    chat_server.state.bodies.clear()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["reused"]["generations"] == stored
+    assert _asked(chat_server, "gen-strong") + _asked(chat_server, "gen-weak") == planned - stored
+    assert summary["traces"] == planned and summary["judge_status"] == {"ok": planned}
+
+
+def test_an_empty_answer_is_kept_and_counted_but_never_judged_or_paired(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A generator answering "" (or only whitespace): the row is kept with its own status,
+    the judge is not asked about it (no paid call), the summary and the terminal count
+    it, and no pair has an empty side; a rerun asks nothing again."""
+    path = write_api_recipe(tmp_path, chat_server, prompts=3)
+    chat_server.state.blank_when = {
+        "Briefly. What is 1 plus 1?": "",
+        "Briefly. What is 2 plus 2?": " \n ",
+    }
+    out = tmp_path / "out"
+    log = io.StringIO()
+    summary = run_build(load_recipe(path), out, console=Console(file=log, width=300))
+
+    assert _asked(chat_server, "the-judge") == 4  # 6 traces, 2 of them empty
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    assert len(traces) == 6
+    empty = [t for t in traces if t["judge_status"] == "empty_trace"]
+    assert sorted(t["trace"] for t in empty) == ["", " \n "]
+    assert all(t["generator"] == "weak" and t["judge_attempts"] == 0 for t in empty)
+    assert all(t["judge_problem"] == "not judged: the generator answered no text" for t in empty)
+    assert summary["empty_traces"] == {"weak": 2}
+    assert summary["judge_status"] == {"ok": 4, "empty_trace": 2}
+    assert summary["failed"]["judgments"] == 0 and summary["prompts_without_pair"] == 2
+    pairs = pq.read_table(out / "pairs.parquet").to_pylist()
+    assert [p["rejected"][0]["content"] for p in pairs] == [chat_server.state.content]
+    assert "2 of 6 traces are empty (weak: 2)" in log.getvalue()
+
+    chat_server.state.bodies.clear()
+    again = run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    assert chat_server.state.bodies == []  # the empty answers are kept, not asked again
+    assert pq.read_table(out / "traces.parquet").to_pylist() == traces
+    assert again["empty_traces"] == {"weak": 2}
+
+
+def test_a_200_answer_that_is_not_json_is_a_failure_kept_as_data(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A generator's server that answers one request 200 text/plain: the row is kept,
+    marked failed with what the server sent, counted, and named by the build."""
+    from prefdelta.builders.build import BuildIncomplete
+
+    path = write_api_recipe(tmp_path, chat_server, prompts=2)
+    chat_server.state.text_when = {"Briefly. What is 1 plus 1?": "Service Unavailable"}
+    out = tmp_path / "out"
+    with pytest.raises(BuildIncomplete) as err:
+        run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    reason = "the server answered 200 with a body that is not JSON: 'Service Unavailable'"
+    assert f"1 of 4 generations failed (weak: 1); weak: {reason}" in str(err.value)
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    [failed] = [t for t in traces if t["finish_reason"] == "error"]
+    assert failed["judge_status"] == "failed" and reason in failed["judge_problem"]
+    assert json.loads((out / SUMMARY).read_text())["failed"]["generations"] == 1
+
+
+def test_a_build_waiting_on_slow_requests_says_so(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests that take longer than the heartbeat: the build says, per stage, how many
+    are still waiting, for how long, and how long a request may take."""
+    import re
+
+    monkeypatch.setenv("PREFDELTA_HEARTBEAT_S", "0.5")
+    chat_server.state.delay_s = 3.0  # each answer takes several heartbeats
+    path = write_api_recipe(tmp_path, chat_server, prompts=1)
+    log = io.StringIO()
+    run_build(load_recipe(path), tmp_path / "out", console=Console(file=log, width=300))
+    output = log.getvalue()
+    note = "(a request may wait 120 s, retried up to 6 times; recipe: request_timeout)"
+    waiting = r": 1 of 1 still waiting; no new answer for \d+ s "
+    assert re.search("generate strong" + waiting + re.escape(note), output), output
+    assert re.search("judge" + waiting + re.escape(note), output), output

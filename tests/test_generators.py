@@ -300,7 +300,10 @@ def test_openai_backend_kwargs(chat_server: ChatServer, monkeypatch: pytest.Monk
     assert isinstance(llm, OpenAILLM)
     assert (llm.model, llm.base_url, llm.max_concurrency) == ("served-model", chat_server.url, 5)
     assert llm.api_key is not None and llm.api_key.get_secret_value() == "sk-test-123"
-    assert (llm.max_retries, llm.timeout) == (6, 600)  # the recipe's defaults
+    assert (llm.max_retries, llm.timeout) == (6, 120)  # the recipe's defaults
+    plain = ModelEndpoint(model="m", backend="openai", base_url=chat_server.url)
+    long = make_llm(plain, GenerationParams(max_new_tokens=8000), Path("."))
+    assert long.timeout == 800  # a budget a slow server needs longer for: 1 s per 10 tokens
     tuned = ModelEndpoint(
         model="m", backend="openai", base_url=chat_server.url, request_timeout=30, request_retries=1
     )
@@ -429,9 +432,37 @@ def test_inference_endpoints_backend(
     assert llm.model_id is None and llm.base_url == endpoint.base_url  # model_id= is broken
     assert llm.model_name == "org/tgi-model"
     assert llm.generation_kwargs == generation_kwargs("inference-endpoints", SAMPLED)
+    assert llm.request_timeout == 120  # the recipe's default, given to the client at load
 
     # this class cannot ask for n generations at once: 5 inputs x 2 = 10 requests, <= 2 at once
     outputs = _generate(llm, 5, num_generations=2)
+    assert llm._aclient is not None and llm._aclient.timeout == 120
     assert [o["generations"] for o in outputs] == [[f"echo: question {i}"] * 2 for i in range(5)]
     assert chat_server.state.requests == 10 and chat_server.state.max_in_flight == 2
     assert set(chat_server.state.auth) == {"Bearer hf_endpoint_token"}
+
+
+# --------------------------------------------------------------------------- failures as data
+
+
+@pytest.mark.parametrize("backend", ["openai", "inference-endpoints"])
+def test_a_200_answer_that_is_not_json_fails_its_row_with_a_clear_reason(
+    backend: str,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A proxy's page (200, text/plain) for one request: that row fails and says what the
+    server sent; the rows beside it in the batch are answered."""
+    page = "<html><body>Upstream gateway: please log in to continue " + "x" * 200
+    chat_server.state.text_when = {"question 1": page}
+    base_url = chat_server.url if backend == "openai" else chat_server.url.removesuffix("/v1")
+    endpoint = ModelEndpoint(model="m", backend=backend, base_url=base_url, request_retries=0)  # type: ignore[arg-type]
+    outputs = _generate(make_llm(endpoint, GREEDY, Path(".")), 3)
+    assert [o["generations"] for o in outputs] == [
+        ["echo: question 0"],
+        [None],
+        ["echo: question 2"],
+    ]
+    shown = " ".join(page.split())[:80]
+    assert outputs[1]["errors"] == [
+        f"the server answered 200 with a body that is not JSON: {shown!r}"
+    ]

@@ -382,12 +382,20 @@ def build(
     Rerun to resume: every finished generation and judgment is reused.
     """
     _quiet_libraries()
-    from prefdelta.builders.build import BuildIncomplete, build_dir_for, run_build
+    from prefdelta.builders.build import (
+        BuildIncomplete,
+        BuildInterrupted,
+        build_dir_for,
+        run_build,
+    )
 
     r = _load(recipe)
     with user_errors(log_dir=build_dir_for(r, output_dir)):
         try:
             run_build(r, output_dir, console=err, repair=repair)
+        except BuildInterrupted as exc:  # Ctrl-C: the shell's code for SIGINT, 128 + 2
+            err.print(str(exc), markup=False, highlight=False)
+            raise typer.Exit(130) from None
         except BuildIncomplete as exc:
             unpublished = " Not published." if r.publish is not None and not no_publish else ""
             _fail(f"{exc}{unpublished}")

@@ -138,6 +138,22 @@ class Price(StrictModel):
     output_per_mtok: float = Field(ge=0, allow_inf_nan=False, description="per 1M generated tokens")
 
 
+# An API request's default wait: long enough for its whole answer at a slow server's pace
+# (a timed-out request is retried, and may be paid again), short enough that a server that
+# never answers is given up on in minutes, not the client libraries' 10.
+REQUEST_TIMEOUT_S = 120
+TOKENS_PER_TIMEOUT_S = 10
+
+
+def request_timeout_s(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
+    """Whole seconds one request of ``endpoint`` may take (distilabel's OpenAI client takes
+    an int): the recipe's ``request_timeout``, else :data:`REQUEST_TIMEOUT_S`, or longer
+    for a token budget that a slow server needs longer for."""
+    if endpoint.request_timeout is not None:
+        return math.ceil(endpoint.request_timeout)
+    return max(REQUEST_TIMEOUT_S, math.ceil(generation.max_new_tokens / TOKENS_PER_TIMEOUT_S))
+
+
 class ModelEndpoint(StrictModel):
     """What a generator and the judge share: a model behind one of the backends."""
 
@@ -147,8 +163,13 @@ class ModelEndpoint(StrictModel):
     api_key: str | None = Field(None, description="environment reference, e.g. ${OPENAI_API_KEY}")
     batch_size: int = Field(8, gt=0, le=4096, description="requests per batch")
     concurrency: int = Field(8, gt=0, le=1024, description="parallel requests (API backends)")
-    request_timeout: float = Field(
-        600.0, gt=0, le=86_400, description="seconds one request may take (API backends)"
+    request_timeout: float | None = Field(
+        None,
+        gt=0,
+        le=86_400,
+        description="seconds one request may take (API backends); default "
+        f"{REQUEST_TIMEOUT_S}, or 1 s per {TOKENS_PER_TIMEOUT_S} tokens of "
+        "generation.max_new_tokens when that is longer",
     )
     request_retries: int = Field(
         6, ge=0, le=50, description="retries of a failed request, with backoff (API backends)"

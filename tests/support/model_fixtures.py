@@ -224,7 +224,7 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
 @dataclass
 class ChatServerState:
     """What the server saw, and how it behaves (tests set ``delay_s``, ``fail_first``,
-    ``content`` and ``refuse_types``). It ignores ``response_format`` as some servers do."""
+    ``content``, ``refuse_types`` and the ``*_when`` faults). It ignores ``response_format`` as some servers do."""
 
     delay_s: float = 0.05  # long enough for concurrent requests to overlap
     fail_first: int = 0  # answer this many requests with 429 before serving
@@ -233,6 +233,8 @@ class ChatServerState:
     # by a text in the last user message: answer that HTTP status, or "" / None as content
     fail_when: dict[str, int] = field(default_factory=dict)
     blank_when: dict[str, str | None] = field(default_factory=dict)
+    # by a text in the last user message: answer 200 with this body as text/plain (not JSON)
+    text_when: dict[str, str] = field(default_factory=dict)
     refused: int = 0
     requests: int = 0
     rate_limited: int = 0
@@ -252,7 +254,7 @@ class ChatServer:
         self.url = ""
 
     async def _chat(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, PlainTextResponse
 
         state = self.state
         state.requests += 1
@@ -274,6 +276,9 @@ class ChatServer:
                     {"error": {"message": f"no: {needle}", "type": "invalid_request_error"}},
                     status_code=status,
                 )
+        for needle, text in state.text_when.items():
+            if needle in last:
+                return PlainTextResponse(text)
         kind = (body.get("response_format") or {}).get("type")
         if kind in state.refuse_types:  # as llama-cpp-python's server refuses json_schema
             state.refused += 1

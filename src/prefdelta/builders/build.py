@@ -25,6 +25,7 @@ from rich.console import Console
 
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
 from prefdelta.builders.judge import AnswerReader, judge_template, reader_for
+from prefdelta.builders.judge_parsing import EMPTY_TRACE
 from prefdelta.builders.keys import judgment_key, trace_key
 from prefdelta.builders.pairs import make_pairs
 from prefdelta.builders.pipelines import (
@@ -35,13 +36,25 @@ from prefdelta.builders.pipelines import (
 from prefdelta.builders.progress import store_progress
 from prefdelta.builders.prompt_length import refuse_long_prompts
 from prefdelta.builders.prompts import Prompt, load_prompts
-from prefdelta.builders.runtime import pipeline_scratch, workers_die_with_their_parent
+from prefdelta.builders.runtime import (
+    BuildInterrupted,
+    pipeline_scratch,
+    run_pipeline,
+    workers_die_with_their_parent,
+)
 from prefdelta.builders.store import ResultStore, repair_store
 from prefdelta.builders.summary import build_summary, print_summary, token_usage
 from prefdelta.builders.verify import is_correct
 from prefdelta.errors import PrefdeltaError
 from prefdelta.files import atomic_write
-from prefdelta.recipe import BuildRecipe, PairingConfig
+from prefdelta.recipe import (
+    API_BACKENDS,
+    BuildRecipe,
+    GenerationParams,
+    ModelEndpoint,
+    PairingConfig,
+    request_timeout_s,
+)
 from prefdelta.schema import (
     HASHED_FILES,
     PAIRS_FILE,
@@ -141,7 +154,9 @@ def run_build(
     *,
     repair: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) a build; return its summary. Raises BuildIncomplete on failed calls.
+    """Run (or resume) a build; return its summary. Raises BuildIncomplete on failed calls,
+    and BuildInterrupted on Ctrl-C: the answers already in are stored, and no later stage
+    (judging, tables) runs, so nothing is reported failed that was only cut short.
 
     ``repair``: first copy the readable rows of a damaged store into a fresh one (see
     :func:`prefdelta.builders.store.repair_store`); the build then redoes only the rest.
@@ -161,7 +176,10 @@ def run_build(
             report = repair_store(out / STORE)
             said = "nothing to repair" if report is None else f"repaired: {report.describe()}"
             console.print(f"{out / STORE}: {said}", markup=False, highlight=False)
-        return _run_build(recipe, out, console)
+        try:
+            return _run_build(recipe, out, console)
+        except KeyboardInterrupt:  # Ctrl-C between the pipelines (theirs is handled there)
+            raise BuildInterrupted from None
 
 
 @contextmanager
@@ -217,23 +235,35 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     by_generator: dict[str, list[str]] = {}
     for t in planned:
         by_generator.setdefault(f"generate {t.generator}", []).append(t.key)
-    with store_progress(console, "generation", by_generator, store):
+    notes = {
+        f"generate {name}": _waiting_note(
+            recipe.generators[name], recipe.generators[name].generation
+        )
+        for name in names
+    }
+    with store_progress(console, "generation", by_generator, store, notes=notes):
         if todo:
             rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt} for p in prompts]
             with pipeline_scratch(recipe.ray) as scratch:
-                generation_pipeline(recipe, rows, todo, store_path, scratch).run(use_cache=False)
+                run_pipeline(generation_pipeline(recipe, rows, todo, store_path, scratch))
     generations = store.get_many("generation", [t.key for t in planned])
     missing = [t for t in planned if t.key not in generations]
     generated = [t for t in planned if t.key in generations]
+    # an empty answer is kept and counted, but there is nothing in it to judge or to pair
+    empty = [t for t in generated if not generations[t.key]["trace"].strip()]
+    judgeable = [t for t in generated if generations[t.key]["trace"].strip()]
 
-    # ---- judging: every trace that exists; a failed generation is not judged
+    # ---- judging: every trace with text; a failed or empty generation is not judged
     jkeys = {
         t.key: judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
-        for t in generated
+        for t in judgeable
     }
     judged_before = store.existing("judgment", jkeys.values())
     judge_reused = len(judged_before)
-    with store_progress(console, "judgment", {"judge": list(jkeys.values())}, store):
+    judge_note = {"judge": _waiting_note(recipe.judge, recipe.judge.generation)}
+    with store_progress(
+        console, "judgment", {"judge": list(jkeys.values())}, store, notes=judge_note
+    ):
         traces_in = [
             {
                 "prompt_id": t.prompt.prompt_id,
@@ -241,7 +271,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
                 "trace": generations[t.key]["trace"],
                 "trace_key": t.key,
             }
-            for t in generated
+            for t in judgeable
             if jkeys[t.key] not in judged_before
         ]
         # longest first: batches of like lengths pad least (and on a GPU, memory runs out
@@ -249,9 +279,9 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         traces_in.sort(key=lambda r: len(r["prompt"]) + len(r["trace"]), reverse=True)
         if traces_in:
             with pipeline_scratch(recipe.ray) as scratch:
-                judge_pipeline(recipe, traces_in, store_path, scratch).run(use_cache=False)
+                run_pipeline(judge_pipeline(recipe, traces_in, store_path, scratch))
     judgments = store.get_many("judgment", jkeys.values())
-    unjudged = [t for t in generated if jkeys[t.key] not in judgments]
+    unjudged = [t for t in judgeable if jkeys[t.key] not in judgments]
 
     # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild;
     # what failed for good is a row marked failed, never a row left out
@@ -264,6 +294,8 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
             error = (gen_errors.get(t.key) or {}).get("error") or "the call returned no trace"
             gen = {"trace": "", "finish_reason": "error", "output_tokens": 0}
             judged = _failed(reader, f"not judged: the generation failed: {error}")
+        elif t.key not in jkeys:
+            gen, judged = generations[t.key], _empty_trace(reader)
         elif jkeys[t.key] not in judgments:
             error = (judge_errors.get(jkeys[t.key]) or {}).get("error") or "no answer"
             gen, judged = generations[t.key], _failed(reader, error)
@@ -275,8 +307,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     means = generator_means(traces, dims, recipe.delta)
     gen_pairs = _generator_pairs(recipe.pairing)
     gaps = {pair: generator_gap(means, *pair) for pair in gen_pairs}
-    # a trace that was never generated has no text to train on: it makes no pair
-    report = make_pairs([t for t in traces if t["finish_reason"] != "error"], recipe, gaps)
+    report = make_pairs(traces, recipe, gaps)  # of the traces with text only
 
     _write_parquet(out / TRACES_FILE, traces, traces_schema(dims))
     _write_parquet(out / PAIRS_FILE, report.pairs, pairs_schema(dims))
@@ -295,6 +326,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         "judgments": len(unjudged),
         "by_generator": dict(Counter(t.generator for t in missing)),
     }
+    summary["empty_traces"] = dict(Counter(t.generator for t in empty))
     summary["reused"] = {
         "generations": gen_reused,
         "generated": len(generated) - gen_reused,
@@ -354,6 +386,26 @@ def _by_generator(traces: list[PlannedTrace]) -> str:
 def _failed(reader: AnswerReader, error: str) -> dict[str, Any]:
     """The judge columns of a trace whose judgment failed for good (status ``failed``)."""
     return reader.outputs([[{"text": None, "tokens": None, "error": error}]])
+
+
+def _waiting_note(endpoint: ModelEndpoint, generation: GenerationParams) -> str:
+    """What a heartbeat says of a model's requests: how long each may wait (API backends)."""
+    if endpoint.backend not in API_BACKENDS:
+        return ""
+    timeout = request_timeout_s(endpoint, generation)
+    retries = (
+        f", retried up to {endpoint.request_retries} times" if endpoint.backend == "openai" else ""
+    )
+    return f"a request may wait {timeout} s{retries}; recipe: request_timeout"
+
+
+def _empty_trace(reader: AnswerReader) -> dict[str, Any]:
+    """The judge columns of a trace the generator answered with no text: never sent to
+    the judge (status ``empty_trace``, no attempt)."""
+    return reader.outputs([]) | {
+        "judge_status": EMPTY_TRACE,
+        "judge_problem": "not judged: the generator answered no text",
+    }
 
 
 def _generator_pairs(pairing: PairingConfig) -> list[tuple[str, str]]:

@@ -56,6 +56,7 @@ from prefdelta.recipe import (
     ModelEndpoint,
     RecipeError,
     locate_model_file,
+    request_timeout_s,
     resolve_path,
     resolve_secret,
 )
@@ -183,8 +184,20 @@ def takes_row_seeds(llm: LLM) -> bool:
     return bool(getattr(llm, "per_row_seeds", False))
 
 
+class NotJSONResponse(ValueError):
+    """A request answered 200 whose body is not JSON (a proxy's page, a misrouted URL)."""
+
+    def __init__(self, body: str) -> None:
+        shown = " ".join(body.split())[:80]
+        super().__init__(f"the server answered 200 with a body that is not JSON: {shown!r}")
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a failed request: the HTTP status and the server's message, if any."""
+    if isinstance(exc, NotJSONResponse):
+        return str(exc)
+    if isinstance(exc, json.JSONDecodeError):  # a JSON content type over a body that is not
+        return str(NotJSONResponse(exc.doc))
     status = getattr(exc, "status_code", None)  # openai's errors
     if status is None:  # huggingface_hub's and httpx's carry the response
         status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -368,7 +381,7 @@ class BoundedOpenAILLM(_BoundedConcurrency, OpenAILLM):
             body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
         client = self._aclient if retries else self._aclient.with_options(max_retries=0)  # type: ignore[union-attr]
         try:
-            return await client.chat.completions.create(**body)
+            return _parsed(await client.chat.completions.create(**body))
         except openai.APIError as exc:
             if "logprobs" not in body or not rejects_field(exc, "logprobs"):
                 raise
@@ -378,6 +391,11 @@ class BoundedOpenAILLM(_BoundedConcurrency, OpenAILLM):
         )
         return await self._send(request, dialect, retries)
 
+    def _generations_from_openai_completion(self, completion: Any) -> Any:
+        """distilabel's reading of a completion, which the client hands over as the body's
+        text when that is not JSON: then a :class:`NotJSONResponse`, not an AttributeError."""
+        return super()._generations_from_openai_completion(_parsed(completion))
+
     def _probe_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         if self._probe is None or self._probe[0] is not loop:  # distilabel runs a loop per batch
@@ -385,17 +403,32 @@ class BoundedOpenAILLM(_BoundedConcurrency, OpenAILLM):
         return self._probe[1]
 
 
-class BoundedInferenceEndpointsLLM(_BoundedConcurrency, InferenceEndpointsLLM):
-    """``InferenceEndpointsLLM`` with at most ``max_concurrency`` requests in flight.
+def _parsed(completion: Any) -> Any:
+    """The completion; openai's client returns the body's text when it is not JSON."""
+    if isinstance(completion, str):
+        raise NotJSONResponse(completion)
+    return completion
 
-    For the judge, ``json_schema`` goes to TGI's grammar (``response_format`` of type
-    ``json`` on its chat route) and ``logprobs`` asks for each token's alternatives; such
-    outputs carry ``token_logprobs``.
+
+class BoundedInferenceEndpointsLLM(_BoundedConcurrency, InferenceEndpointsLLM):
+    """``InferenceEndpointsLLM`` with at most ``max_concurrency`` requests in flight, each
+    waiting at most ``request_timeout`` seconds.
+
+    Every request goes to TGI's chat route here, not through distilabel's ``agenerate``,
+    which turns any failed request into an empty output and drops its reason: a failure
+    then fails its own row with the reason (:class:`_BoundedConcurrency`). For the judge,
+    ``json_schema`` goes to TGI's grammar (``response_format`` of type ``json``) and
+    ``logprobs`` asks for each token's alternatives; such outputs carry ``token_logprobs``.
     """
 
     max_concurrency: int = Field(8, gt=0)
+    request_timeout: float | None = Field(None, gt=0)
     json_schema: dict[str, Any] | None = None
     logprobs: bool = False
+
+    def load(self) -> None:
+        super().load()
+        self._aclient.timeout = self.request_timeout  # type: ignore[union-attr]
 
     async def agenerate(  # type: ignore[override]
         self,
@@ -422,31 +455,6 @@ class BoundedInferenceEndpointsLLM(_BoundedConcurrency, InferenceEndpointsLLM):
         watermark: bool = False,
         num_generations: int = 1,
     ) -> Any:
-        if self.json_schema is None and not self.logprobs:
-            return await super().agenerate(
-                input=input,
-                max_new_tokens=max_new_tokens,
-                frequency_penalty=frequency_penalty,
-                logit_bias=logit_bias,
-                logprobs=logprobs,
-                presence_penalty=presence_penalty,
-                seed=seed,
-                stop_sequences=stop_sequences,
-                temperature=temperature,
-                tool_choice=tool_choice,
-                tool_prompt=tool_prompt,
-                tools=tools,
-                top_logprobs=top_logprobs,
-                top_n_tokens=top_n_tokens,
-                top_p=top_p,
-                do_sample=do_sample,
-                repetition_penalty=repetition_penalty,
-                return_full_text=return_full_text,
-                top_k=top_k,
-                typical_p=typical_p,
-                watermark=watermark,
-                num_generations=num_generations,
-            )
         extra: dict[str, Any] = {}
         if self.json_schema is not None:
             extra["response_format"] = {"type": "json", "value": self.json_schema}
@@ -459,6 +467,8 @@ class BoundedInferenceEndpointsLLM(_BoundedConcurrency, InferenceEndpointsLLM):
             stop=stop_sequences,
             temperature=temperature,
             top_p=top_p,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
             **extra,
         )  # a failure fails this row only (see _BoundedConcurrency), with its reason
         choice = completion.choices[0]
@@ -676,7 +686,7 @@ def make_llm(
             model=endpoint.model,
             api_key=key,
             max_retries=endpoint.request_retries,
-            timeout=endpoint.request_timeout,
+            timeout=request_timeout_s(endpoint, generation),
             max_concurrency=endpoint.concurrency,
             generation_kwargs=kwargs,
             json_schema=json_schema,
@@ -692,6 +702,7 @@ def make_llm(
             model_display_name=endpoint.model,
             api_key=key,
             max_concurrency=endpoint.concurrency,
+            request_timeout=request_timeout_s(endpoint, generation),
             generation_kwargs=kwargs,
             json_schema=json_schema,
             logprobs=logprobs,

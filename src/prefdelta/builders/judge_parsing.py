@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 JudgeStatus = Literal[
-    "ok", "parse_error", "refused", "truncated", "schema_violation", "empty", "failed"
+    "ok",
+    "parse_error",
+    "refused",
+    "truncated",
+    "schema_violation",
+    "empty",
+    "failed",
+    "empty_trace",
 ]
 JUDGE_STATUSES: tuple[str, ...] = (
     "ok",
@@ -33,9 +40,12 @@ JUDGE_STATUSES: tuple[str, ...] = (
     "schema_violation",
     "empty",  # the call succeeded with no text
     "failed",  # the call itself failed (after the client's retries)
+    "empty_trace",  # the generator answered no text: nothing to judge, never asked
 )
+# A trace with no text (empty or whitespace): kept, counted, not judged, never paired.
+EMPTY_TRACE: JudgeStatus = "empty_trace"
 
-__all__ = ["JUDGE_STATUSES", "JudgeStatus", "Judgment", "parse_judgment"]
+__all__ = ["EMPTY_TRACE", "JUDGE_STATUSES", "JudgeStatus", "Judgment", "parse_judgment"]
 
 
 @dataclass(frozen=True)

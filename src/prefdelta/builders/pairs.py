@@ -5,6 +5,11 @@ generator's sample i (the generator-gap sweep: one family of pairs per rejected
 generator). ``best-vs-worst``: for each prompt, the judged trace with the highest aggregate
 score in the pool against the lowest (sample-level only).
 
+A trace with no text to train on makes no pair: one never generated (``finish_reason``
+``error``) or one the generator answered empty (``judge_status`` ``empty_trace``); both
+are rows of the traces table, counted in the summary. A generator pair needs both its
+traces, matched by sample number.
+
 Nothing is dropped silently. A generator pair whose traces were not both judged ``ok``
 is still a generator-level pair: it is kept with null deltas and both judge statuses (a
 delta filter never selects it), or dropped and counted, as the recipe says. Ties are
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefdelta.builders.deltas import GeneratorGap, aggregate, pair_deltas
+from prefdelta.builders.judge_parsing import EMPTY_TRACE
 from prefdelta.builders.keys import pair_id
 from prefdelta.recipe import BuildRecipe
 
@@ -87,18 +93,26 @@ def _scores(trace: Trace, dims: Sequence[str]) -> dict[str, float | None]:
     return {d: float(trace["scores"][d]) if ok else None for d in dims}
 
 
+def has_text(trace: Trace) -> bool:
+    """Whether a trace has text to train on (it was generated, and not empty)."""
+    return trace.get("finish_reason") != "error" and trace["judge_status"] != EMPTY_TRACE
+
+
 def make_pairs(
     traces: Sequence[Trace],
     recipe: BuildRecipe,
     gaps: Mapping[tuple[str, str], GeneratorGap],
 ) -> PairingReport:
-    """Pairs in a stable order (prompt order, then rejected generator, then sample)."""
+    """Pairs in a stable order (prompt order, then rejected generator, then sample), of
+    the traces that have text (:func:`has_text`)."""
     by_prompt: dict[str, dict[str, list[Trace]]] = defaultdict(lambda: defaultdict(list))
     order: list[str] = []
     for t in traces:
         if t["prompt_id"] not in by_prompt:
             order.append(t["prompt_id"])
-        by_prompt[t["prompt_id"]][t["generator"]].append(t)
+        samples = by_prompt[t["prompt_id"]][t["generator"]]
+        if has_text(t):
+            samples.append(t)
     for per_gen in by_prompt.values():
         for samples in per_gen.values():
             samples.sort(key=lambda t: t["sample"])
@@ -112,7 +126,10 @@ def make_pairs(
         if pairing.strategy == "generators":
             chosen_samples = per_gen.get(pairing.chosen or "", [])
             for rejected_name in pairing.rejected:
-                candidates += zip(chosen_samples, per_gen.get(rejected_name, []), strict=False)
+                rejected = {t["sample"]: t for t in per_gen.get(rejected_name, [])}
+                candidates += [
+                    (c, rejected[c["sample"]]) for c in chosen_samples if c["sample"] in rejected
+                ]
         else:
             pool = [t for g in pairing.pool for t in per_gen.get(g, [])]
             judged = [t for t in pool if t["judge_status"] == "ok"]

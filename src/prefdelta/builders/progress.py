@@ -6,7 +6,10 @@ are counted once each: traces with identical text share one judgment.
 
 On a terminal: a live bar per group. Anywhere else (a file, a CI log, a pipe): a plain
 line per group every ``every`` seconds while it moves, with its rate and time left, so a
-redirected build is never silent for the length of a stage.
+redirected build is never silent for the length of a stage. On both, a group that has had
+no new answer for ``HEARTBEAT_S`` seconds says so, again every ``HEARTBEAT_S``, with how
+many are still waiting and how long a request may take: a server that never answers shows
+as a build that is waiting, not one that hangs.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from prefdelta.builders.store import Kind, ResultStore
 
-__all__ = ["PLAIN_EVERY_S", "progress_line", "store_progress"]
+__all__ = ["HEARTBEAT_S", "PLAIN_EVERY_S", "progress_line", "store_progress", "waiting_line"]
 
 # Seconds between plain progress lines (PREFDELTA_PROGRESS_EVERY overrides it).
 PLAIN_EVERY_S = 30.0
+# Seconds without a new answer before a group says it is waiting (PREFDELTA_HEARTBEAT_S).
+HEARTBEAT_S = 30.0
 
 
 def progress_line(label: str, done: int, total: int, made: int, elapsed: float) -> str:
@@ -40,6 +45,12 @@ def progress_line(label: str, done: int, total: int, made: int, elapsed: float) 
     elif done < total:
         line += ", rate not known yet"
     return line
+
+
+def waiting_line(label: str, left: int, total: int, silent: float, note: str | None) -> str:
+    """``label: left of total still waiting; no new answer for <silent>`` (and ``note``)."""
+    line = f"{label}: {left} of {total} still waiting; no new answer for {_duration(silent)}"
+    return line + (f" ({note})" if note else "")
 
 
 def _duration(seconds: float) -> str:
@@ -58,13 +69,62 @@ def store_progress(
     groups: dict[str, list[str]],
     store: ResultStore,
     every: float | None = None,
+    notes: dict[str, str] | None = None,
 ) -> Iterator[None]:
-    """Progress per group of result keys (per generator, or one for the judge)."""
+    """Progress per group of result keys (per generator, or one for the judge), and a
+    heartbeat while a group waits; ``notes``: per group, said with its heartbeat (how long
+    its requests may take)."""
     groups = {label: sorted(set(keys)) for label, keys in groups.items()}
-    if console.is_terminal:
-        with _bars(console, kind, groups, store):
+    beat = float(os.environ.get("PREFDELTA_HEARTBEAT_S", HEARTBEAT_S))
+    with _heartbeat(console, kind, groups, store, beat, notes or {}):
+        if console.is_terminal:
+            with _bars(console, kind, groups, store):
+                yield
+            return
+        with _plain(console, kind, groups, store, every):
             yield
-        return
+
+
+@contextmanager
+def _heartbeat(
+    console: Console,
+    kind: Kind,
+    groups: dict[str, list[str]],
+    store: ResultStore,
+    every: float,
+    notes: dict[str, str],
+) -> Iterator[None]:
+    """A waiting line for each unfinished group without a new answer for ``every`` s."""
+    now = time.monotonic()
+    last: dict[str, tuple[int, float]] = {label: (-1, now) for label in groups}
+
+    def beat() -> None:
+        now = time.monotonic()
+        for label, keys in groups.items():
+            done = store.count(kind, keys)
+            before, since = last[label]
+            if done != before and before != -1:
+                last[label] = (done, now)
+                continue
+            last[label] = (done, since)
+            if done < len(keys) and now - since >= every:
+                line = waiting_line(
+                    label, len(keys) - done, len(keys), now - since, notes.get(label)
+                )
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    with _every(every, beat):
+        yield
+
+
+@contextmanager
+def _plain(
+    console: Console,
+    kind: Kind,
+    groups: dict[str, list[str]],
+    store: ResultStore,
+    every: float | None,
+) -> Iterator[None]:
     interval = every or float(os.environ.get("PREFDELTA_PROGRESS_EVERY", PLAIN_EVERY_S))
     start = {label: store.count(kind, keys) for label, keys in groups.items()}
     began = time.monotonic()

@@ -1,6 +1,7 @@
 """The build's housekeeping around distilabel: workers that die with the build, a private
 scratch folder per pipeline run (swept when a killed build left one), the caller's
-logging restored after a run, and a local Ray runtime shut down if the run started it."""
+logging restored after a run, a local Ray runtime shut down if the run started it, and a
+run that Ctrl-C stopped told apart from one that finished."""
 
 from __future__ import annotations
 
@@ -10,13 +11,99 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from prefdelta.errors import PrefdeltaError
 from prefdelta.scratch import make_scratch, remove_abandoned
 
-__all__ = ["SCRATCH_PREFIX", "pipeline_scratch", "workers_die_with_their_parent"]
+__all__ = [
+    "SCRATCH_PREFIX",
+    "BuildInterrupted",
+    "pipeline_scratch",
+    "run_pipeline",
+    "workers_die_with_their_parent",
+]
+
+INTERRUPTED = "interrupted; rerun to resume"
+
+
+class BuildInterrupted(PrefdeltaError, RuntimeError):
+    """Ctrl-C stopped the build: every answer it got is in the store, no later stage ran,
+    and a rerun resumes where it stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(INTERRUPTED)
+
+
+def run_pipeline(pipeline: Any) -> None:
+    """Run a distilabel pipeline to its end; raise :class:`BuildInterrupted` if Ctrl-C
+    stopped it.
+
+    distilabel answers Ctrl-C with its own SIGINT handler (``Pipeline._stop``): the steps
+    finish the batches they hold (the store keeps those answers) and ``run`` returns as
+    if the work were done, with nothing that says it stopped early; a third Ctrl-C makes
+    it kill its steps and exit. The build must not go on to the next stage then, so SIGINT
+    is watched while the pipeline runs (:func:`_sigint_watch`).
+    """
+    with _sigint_watch() as interrupted:
+        try:
+            pipeline.run(use_cache=False)
+        except SystemExit:  # distilabel's forced stop
+            if not interrupted():
+                raise
+            raise BuildInterrupted from None
+    if interrupted():
+        raise BuildInterrupted
+
+
+@contextmanager
+def _sigint_watch() -> Iterator[Callable[[], bool]]:
+    """Yield ``interrupted()``: whether SIGINT arrived while the block ran, whichever
+    handler took it, and put the caller's SIGINT handler back afterwards.
+
+    The interpreter writes the number of each signal it catches to the signal module's
+    wakeup fd before it runs the Python handler, whoever installed that handler, so a
+    pipe set as the wakeup fd sees distilabel's Ctrl-C without reaching into distilabel
+    (which leaves its handler installed after ``run``: a later Ctrl-C would go to it).
+    Signals are only handled on the main thread; elsewhere nothing is watched.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    saved = signal.getsignal(signal.SIGINT)
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    caught = bytearray()
+    open_ = [True]
+
+    def interrupted() -> bool:
+        while open_[0]:
+            try:
+                chunk = os.read(read, 512)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            caught.extend(chunk)
+        return signal.SIGINT in caught
+
+    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    try:
+        yield interrupted
+    finally:
+        if saved is not None:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGINT, saved)
+        signal.set_wakeup_fd(previous)
+        interrupted()
+        open_[0] = False
+        os.close(read)
+        os.close(write)
+
 
 _PR_SET_PDEATHSIG = 1
 _fork_parent: int | None = None

@@ -118,6 +118,9 @@ def no_pairs_reason(summary: dict[str, Any]) -> str:
         )
     if summary["ties_dropped"]:
         why.append(f"{summary['ties_dropped']} pairs were ties (pairing.ties: drop)")
+    empty = sum((summary.get("empty_traces") or {}).values())
+    if empty:
+        why.append(f"{empty} traces were empty (never paired)")
     if not why:
         why.append(f"no prompt gave traces to pair ({summary['traces']} traces)")
     status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
@@ -188,6 +191,15 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             f"[yellow]{cut} of {summary['traces']} generations stopped at max_new_tokens[/] "
             "(finish_reason length): their traces are cut off; raise the generator's "
             "generation.max_new_tokens to let them finish"
+        )
+    empty = summary.get("empty_traces") or {}
+    if empty:
+        by = ", ".join(f"{g}: {n}" for g, n in sorted(empty.items()))
+        console.print(
+            f"[yellow]{sum(empty.values())} of {summary['traces']} traces are empty[/] "
+            f"({by}): the generator answered no text; kept in traces.parquet (judge_status "
+            "empty_trace), not sent to the judge, never paired",
+            soft_wrap=True,
         )
     status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
     console.print(f"judge status: {status}")
