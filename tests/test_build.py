@@ -24,6 +24,7 @@ from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GenerationParams, GeneratorConfig, RecipeError, load_recipe
 from prefdelta.schema import SUMMARY
+from support.api_build import write_api_recipe
 from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
 from support.store_fixtures import InspectableStore
 
@@ -567,42 +568,6 @@ def test_best_vs_worst_with_a_judge_that_scores_nothing_says_why_and_keeps_the_b
     assert summary["pairs"] == 0 and summary["prompts_too_few_judged"] == 2
     assert sum(summary["unjudged_traces_left_out"].values()) == 6 and not summary["unjudged_pairs"]
     assert (out / "traces.parquet").is_file() and not (tmp_path / "published").exists()
-
-
-API_RECIPE = """
-name: api-build
-prompts: {{path: prompts.jsonl, reference_column: answer}}
-generators:
-  strong: {{model: gen-strong, backend: openai, base_url: {url}, batch_size: 2, concurrency: 1}}
-  weak:
-    model: gen-weak
-    backend: openai
-    base_url: {url}
-    batch_size: 2
-    concurrency: 1
-    prompt_template: "Briefly. {{prompt}}"
-pairing: {{chosen: strong, rejected: [weak]}}
-judge:
-  model: the-judge
-  backend: openai
-  base_url: {url}
-  dimensions: [step_coherence, factuality]
-  scoring: sampled
-"""
-
-
-def write_api_recipe(folder: Path, server: ChatServer, prompts: int) -> Path:
-    """Generators and judge on the loopback server; it answers every call with a judgment
-    (a generator's trace is then that text: it only has to be text)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [{"problem": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(prompts)]
-    (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    server.state.content = json.dumps(
-        {d: {"rationale": "ok", "score": 3} for d in ("step_coherence", "factuality")}
-    )
-    path = folder / "recipe.yaml"
-    path.write_text(API_RECIPE.format(url=server.url))
-    return path
 
 
 def _asked(server: ChatServer, model: str) -> int:
