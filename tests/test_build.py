@@ -24,7 +24,7 @@ from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GenerationParams, GeneratorConfig, RecipeError, load_recipe
 from prefdelta.schema import SUMMARY
-from support.api_build import write_api_recipe
+from support.api_build import interrupt_build, write_api_recipe
 from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
 from support.store_fixtures import InspectableStore
 
@@ -589,19 +589,8 @@ def test_ctrl_c_stops_the_build_keeps_every_answer_and_a_rerun_resumes(
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "prefdelta", "build", str(path), "-o", str(out), "--no-publish"]
     log = tmp_path / "interrupted.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
     store_path = out / "store.sqlite"
-    try:
-        while proc.poll() is None:  # an event, not a deadline: the suite's timeout bounds it
-            if store_path.exists() and InspectableStore(store_path).count_all("generation"):
-                break
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
-        code = proc.wait(timeout=300)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    code = interrupt_build(cmd, store_path, log)
     output = log.read_text(errors="replace")
     assert code == 130, output[-4000:]
     assert output.strip().splitlines()[-1] == "interrupted; rerun to resume", output[-4000:]

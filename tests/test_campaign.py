@@ -9,14 +9,9 @@ detailed tests of each fix live beside their code; this table keeps the campaign
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +25,7 @@ from typer.testing import CliRunner
 
 from prefdelta.cli import app
 from prefdelta.push import publish_build
-from support.api_build import write_api_recipe
+from support.api_build import interrupt_build, write_api_recipe
 from support.argilla_fixtures import not_argilla
 from support.build_fixtures import make_build
 from support.model_fixtures import ChatServer, chat_server  # noqa: F401  (a fixture)
@@ -189,19 +184,8 @@ def ctrl_c_during_a_build(tmp: Path, server: ChatServer, **_: Any) -> None:
     build = tmp / "out"
     cmd = [sys.executable, "-m", "prefdelta", "build", str(recipe), "-o", str(build)]
     log = tmp / "build.log"
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
     store = build / "store.sqlite"
-    try:
-        while proc.poll() is None:  # an event, not a deadline: the suite's timeout bounds it
-            if store.exists() and InspectableStore(store).count_all("generation"):
-                break
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
-        code = proc.wait(timeout=300)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    code = interrupt_build(cmd, store, log)
     text = log.read_text()
     assert code == 130, text
     assert "interrupted; rerun to resume" in text and "fail" not in text.lower(), text

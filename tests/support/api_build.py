@@ -3,7 +3,12 @@ model's minutes): ``from support.api_build import write_api_recipe``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 from support.model_fixtures import ChatServer
@@ -42,3 +47,24 @@ def write_api_recipe(folder: Path, server: ChatServer, prompts: int) -> Path:
     path = folder / "recipe.yaml"
     path.write_text(API_RECIPE.format(url=server.url))
     return path
+
+
+def interrupt_build(cmd: list[str], store: Path, log: Path) -> int:
+    """Run the build ``cmd`` in a process group of its own, send it Ctrl-C (SIGINT to the
+    group, as a terminal does) once ``store`` holds a generation, and return its exit code;
+    its output goes to ``log``. Waits on an event, not a deadline: the suite's timeout
+    bounds it."""
+    from support.store_fixtures import InspectableStore
+
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
+    try:
+        while proc.poll() is None:
+            if store.exists() and InspectableStore(store).count_all("generation"):
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        return proc.wait(timeout=300)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
