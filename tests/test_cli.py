@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from prefdelta.cli import app
-from prefdelta.recipe_docs import (
+from prefdelta.recipe.docs import (
     END,
     START,
     TRAIN_END,
@@ -148,10 +148,10 @@ def test_inspect_prints_no_library_warnings() -> None:
 def test_readme_recipe_reference_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index(START) : readme.index(END) + len(END)]
-    assert section == reference_markdown(), "run: python -m prefdelta.recipe_docs README.md"
+    assert section == reference_markdown(), "run: python -m prefdelta.recipe.docs README.md"
     section = readme[readme.index(TRAIN_START) : readme.index(TRAIN_END) + len(TRAIN_END)]
     assert section == training_reference_markdown(), (
-        "run: python -m prefdelta.recipe_docs README.md"
+        "run: python -m prefdelta.recipe.docs README.md"
     )
     for key in ("min_delta", "top_fraction", "num_pairs", "kto_source", "options_column"):
         assert f"| `{key}` |" in section

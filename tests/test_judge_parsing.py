@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prefdelta.builders.judge_parsing import JUDGE_STATUSES, Judgment, _parse, parse_judgment
-from prefdelta.rubrics import DEFAULT_DIMENSIONS
+from prefdelta.recipe.rubrics import DEFAULT_DIMENSIONS
 
 DIMS = list(DEFAULT_DIMENSIONS)  # factuality, strategy_coherence, step_coherence, ...
 S43 = (4.0, 3.0, 5.0, 2.0, 4.0)  # the scores most cases below encode, in DIMS order

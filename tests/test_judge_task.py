@@ -16,7 +16,7 @@ from pydantic import Field, PrivateAttr
 
 from prefdelta.builders.judge import JUDGE_OUTPUTS, ReasoningJudge, judge_from_config
 from prefdelta.recipe import JudgeConfig
-from prefdelta.rubrics import DEFAULT_DIMENSIONS
+from prefdelta.recipe.rubrics import DEFAULT_DIMENSIONS
 
 DIMS = list(DEFAULT_DIMENSIONS)
 BUDGET = 200

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prefdelta.recipe import BuildRecipe, RecipeError, load_recipe, parse_recipe
-from prefdelta.rubrics import BUILTIN_RUBRICS
+from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -26,14 +26,14 @@ from prefdelta.builders.structured import (
     schema_problem,
     score_distributions,
 )
-from prefdelta.judge_schema import (
+from prefdelta.recipe import JudgeConfig, RecipeError, parse_recipe
+from prefdelta.recipe.judgment import (
     MIN_RATIONALE_CHARS,
     judgment_schema,
     min_structured_tokens,
     rationale_max_chars,
 )
-from prefdelta.recipe import JudgeConfig, RecipeError, parse_recipe
-from prefdelta.rubrics import DEFAULT_DIMENSIONS
+from prefdelta.recipe.rubrics import DEFAULT_DIMENSIONS
 from support.model_fixtures import ChatServer, chat_server, tiny_gguf, tiny_model_dir  # noqa: F401
 
 DIMS = list(DEFAULT_DIMENSIONS)

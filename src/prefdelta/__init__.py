@@ -3,9 +3,9 @@
 Layers, top down (each imports only those below it; pyproject.toml's import contract and
 tests/test_architecture.py check it): ``cli``; ``train`` | ``review``; ``loading`` |
 ``push``; ``builders``; ``recipe`` | ``schema``; and the shared bottom modules
-(``errors``, ``files``, ``locations``, ``rubrics``, ``judge_schema``, ``local_models``,
-``scratch``, ``recipe_errors``). ``plan`` (a build's cost, over ``builders``) and
-``recipe_docs`` (the recipe reference) serve the CLI.
+(``errors``, ``files``, ``locations``, ``local_models``, ``scratch``). ``recipe`` holds
+the built-in rubrics and the judgment's schema too. ``plan`` (a build's cost, over
+``builders``) and ``recipe.docs`` (the recipe reference) serve the CLI.
 """
 
 from __future__ import annotations

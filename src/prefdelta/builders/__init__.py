@@ -5,7 +5,7 @@ Submodules are imported where they are used, so importing ``prefdelta.builders``
 cheap and never pulls in distilabel, torch or a backend SDK.
 
 May import: ``recipe``, ``schema`` and the shared bottom modules (``errors``, ``files``,
-``locations``, ``rubrics``, ``judge_schema``, ``local_models``, ``scratch``). Never
-``loading``, ``push``, ``review``, ``train`` or ``cli``, which all build on this package
-(the import contract in pyproject.toml checks it).
+``locations``, ``local_models``, ``scratch``). Never ``loading``, ``push``, ``review``,
+``train`` or ``cli``, which all build on this package (the import contract in
+pyproject.toml checks it).
 """

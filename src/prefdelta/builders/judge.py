@@ -6,7 +6,7 @@ the chosen-minus-rejected delta a difference of two absolute judgments rather th
 comparison the judge could bias by position or length.
 
 The answer's shape is enforced by the backend's decoder where the recipe says so (the
-default; see ``prefdelta.judge_schema``), and every answer is checked against that schema.
+default; see ``prefdelta.recipe.judgment``), and every answer is checked against that schema.
 Judges still fail in ways a schema cannot prevent (a server that ignores it, refusals,
 errors), so the Task re-asks inside the step, batched across rows, and keeps every row it
 could not score with its status and raw outputs: nothing the judge failed on disappears.
@@ -14,7 +14,7 @@ How raw answers become scores lives in one place, :class:`AnswerReader`, which t
 also uses to read its stored answers again.
 
 Why one module of this size: the judge Task and its AnswerReader are the one place raw
-answers become scores and statuses; the schema is in :mod:`prefdelta.judge_schema`,
+answers become scores and statuses; the schema is in :mod:`prefdelta.recipe.judgment`,
 decoding in :mod:`prefdelta.builders.constrained`, prose parsing in
 :mod:`prefdelta.builders.judge_parsing`.
 """
@@ -38,8 +38,8 @@ from prefdelta.builders.constrained import row_seed
 from prefdelta.builders.generators import takes_row_seeds
 from prefdelta.builders.judge_parsing import JudgeStatus, Judgment, parse_judgment
 from prefdelta.builders.structured import expected_score, schema_problem, score_distributions
-from prefdelta.judge_schema import judgment_schema
-from prefdelta.rubrics import BUILTIN_RUBRICS
+from prefdelta.recipe.judgment import judgment_schema
+from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
 if TYPE_CHECKING:
     from distilabel.models.llms.base import LLM
@@ -251,7 +251,7 @@ class ReasoningJudge(Task):
         max_retries: re-asks for a judgment that could not be used, each round batched
             across all rows that still need one. (``num_generations`` must stay 1: use
             ``samples``.)
-        json_schema: the schema the LLM enforces (see ``prefdelta.judge_schema``); answers
+        json_schema: the schema the LLM enforces (see ``prefdelta.recipe.judgment``); answers
             must conform to it. None: answers are prose, read by the lenient parser.
         scoring: ``expected`` reads probability-weighted scores where the LLM returns token
             log-probs (``token_logprobs`` in its outputs), ``sampled`` the integers written.

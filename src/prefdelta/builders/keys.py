@@ -2,7 +2,8 @@
 
 A key hashes exactly what determines a result; fields that only change how a result is
 fetched (batch sizes, concurrency, URLs, keys, timeouts and retries) are left out, so
-tuning them reuses everything. Change a rule here and every build recomputes what it
+tuning them reuses everything. Which fields those are, each recipe field declares
+(:mod:`prefdelta.recipe.identity`). Change a rule here and every build recomputes what it
 touches, and nothing else.
 """
 
@@ -13,8 +14,11 @@ import json
 from typing import Any
 
 from prefdelta.recipe import GeneratorConfig, JudgeConfig
+from prefdelta.recipe.identity import fields_with, identity_body
 
 __all__ = [
+    "GENERATOR_OPERATIONAL",
+    "JUDGE_OPERATIONAL",
     "content_key",
     "generator_fingerprint",
     "judge_fingerprint",
@@ -24,34 +28,12 @@ __all__ = [
     "trace_key",
 ]
 
+# What a key leaves out is what each field declares (prefdelta.recipe.identity): these are
+# derived from the declarations, never listed here.
 # Generator fields that change how a trace is fetched, never what it says.
-GENERATOR_OPERATIONAL = frozenset(
-    {
-        "batch_size",
-        "concurrency",
-        "base_url",
-        "api_key",
-        "description",
-        "request_timeout",
-        "request_retries",
-        "price",
-    }
-)
-# Judge fields likewise; the response format is how the schema travels, not what it says.
-JUDGE_OPERATIONAL = frozenset(
-    {
-        "batch_size",
-        "concurrency",
-        "base_url",
-        "api_key",
-        "max_retries",
-        "response_format",
-        "request_timeout",
-        "request_retries",
-        "template",  # where the template file is; its text is part of the key
-        "price",
-    }
-)
+GENERATOR_OPERATIONAL = fields_with(GeneratorConfig, "operational", "outside")
+# Judge fields likewise, and the template's file name: its text is part of the key.
+JUDGE_OPERATIONAL = fields_with(JudgeConfig, "operational", "outside") | {"template"}
 
 
 def content_key(*parts: Any) -> str:
@@ -61,7 +43,9 @@ def content_key(*parts: Any) -> str:
 
 
 def generator_fingerprint(config: GeneratorConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json", exclude=set(GENERATOR_OPERATIONAL))
+    """What changes a trace: the generator's fields that count toward a key, at any depth
+    (an option added later counts only when set)."""
+    return identity_body(config, "key")
 
 
 def trace_key(config: GeneratorConfig, prompt: str, sample: int) -> str:
@@ -71,9 +55,8 @@ def trace_key(config: GeneratorConfig, prompt: str, sample: int) -> str:
 
 def judge_fingerprint(config: JudgeConfig, template: str) -> str:
     """What changes a judgment: the judge's config and the template it is asked with."""
-    body = config.model_dump(mode="json", exclude=set(JUDGE_OPERATIONAL))
-    if body.get("system_prompt") is None:  # a judge without one keeps its earlier key
-        body.pop("system_prompt", None)
+    body = identity_body(config, "key")  # an option added later counts only when set
+    body.pop("template", None)  # where the template file is; its text is keyed below
     return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
 
 

@@ -109,7 +109,7 @@ def rubrics_for(source: str | os.PathLike[str], dims: Sequence[str]) -> dict[str
 
     Reviewers answer per dimension: they need the judge's own definition of it.
     """
-    from prefdelta.rubrics import BUILTIN_RUBRICS
+    from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
     rubrics = {d: BUILTIN_RUBRICS[d] for d in dims if d in BUILTIN_RUBRICS}
     try:

@@ -261,7 +261,7 @@ class SweepConfig(StrictModel):
 def load_sweep(path: str | Path) -> tuple[SweepConfig, Path]:
     """Validate a sweep file; problems come back as ``file:line: field: message`` lines."""
     from prefdelta.recipe import describe_recipe_error
-    from prefdelta.recipe_errors import LocatedYaml, dotted_path
+    from prefdelta.recipe.errors import LocatedYaml, dotted_path
 
     p = Path(path)
     try:

@@ -1,0 +1,252 @@
+"""The recipe's models: what a generator and the judge are, and how they decode.
+
+A generator and the judge share :class:`ModelEndpoint`: a model behind one of the
+backends, and how it is called. Each field declares its cache identity
+(:mod:`prefdelta.recipe.identity`).
+
+Secrets never live in a recipe: ``api_key`` only accepts an environment reference such as
+``${OPENAI_API_KEY}``, kept as written and resolved when a model is called.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, field_validator, model_validator
+
+from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel
+from prefdelta.recipe.identity import content, later, operational, outside
+from prefdelta.recipe.judgment import min_structured_tokens
+from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
+
+Backend = Literal["transformers", "gguf", "vllm", "openai", "inference-endpoints"]
+API_BACKENDS: frozenset[str] = frozenset({"openai", "inference-endpoints"})
+_SECRET_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
+class GenerationParams(StrictModel):
+    """Decoding parameters passed to the backend."""
+
+    temperature: float = content(0.7, ge=0.0, le=5.0, description="0 means greedy decoding")
+    top_p: float = content(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_new_tokens: int = content(1024, gt=0, le=1_000_000, description="token budget per trace")
+
+
+def _secret_ref(value: str | None) -> str | None:
+    if value is not None and not _SECRET_REF.match(value):
+        raise ValueError(
+            "api_key must be an environment reference like ${OPENAI_API_KEY}, "
+            "never the secret itself"
+        )
+    return value
+
+
+class Price(StrictModel):
+    """What a model costs, per million tokens (any currency: estimates use it as given)."""
+
+    input_per_mtok: float = outside(ge=0, allow_inf_nan=False, description="per 1M prompt tokens")
+    output_per_mtok: float = outside(
+        ge=0, allow_inf_nan=False, description="per 1M generated tokens"
+    )
+
+
+# An API request's default wait: long enough for its whole answer at a slow server's pace
+# (a timed-out request is retried, and may be paid again), short enough that a server that
+# never answers is given up on in minutes, not the client libraries' 10.
+REQUEST_TIMEOUT_S = 120
+TOKENS_PER_TIMEOUT_S = 10
+
+
+def request_timeout_s(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
+    """Whole seconds one request of ``endpoint`` may take (distilabel's OpenAI client takes
+    an int): the recipe's ``request_timeout``, else :data:`REQUEST_TIMEOUT_S`, or longer
+    for a token budget that a slow server needs longer for."""
+    if endpoint.request_timeout is not None:
+        return math.ceil(endpoint.request_timeout)
+    return max(REQUEST_TIMEOUT_S, math.ceil(generation.max_new_tokens / TOKENS_PER_TIMEOUT_S))
+
+
+class ModelEndpoint(StrictModel):
+    """What a generator and the judge share: a model behind one of the backends."""
+
+    model: str = content(min_length=1, description="model id, local path, or .gguf file")
+    backend: Backend = content(description="the engine that runs the model")
+    base_url: str | None = operational(None, description="server URL (openai, inference-endpoints)")
+    api_key: str | None = operational(
+        None, description="environment reference, e.g. ${OPENAI_API_KEY}"
+    )
+    batch_size: int = operational(8, gt=0, le=4096, description="requests per batch")
+    concurrency: int = operational(8, gt=0, le=1024, description="parallel requests (API backends)")
+    request_timeout: float | None = operational(
+        None,
+        gt=0,
+        le=86_400,
+        description="seconds one request may take (API backends); default "
+        f"{REQUEST_TIMEOUT_S}, or 1 s per {TOKENS_PER_TIMEOUT_S} tokens of "
+        "generation.max_new_tokens when that is longer",
+    )
+    request_retries: int = operational(
+        6, ge=0, le=50, description="retries of a failed request, with backoff (API backends)"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = content(
+        "auto", description="weights dtype (local backends)"
+    )
+    tensor_parallel_size: int = content(1, gt=0, description="GPUs per model (vllm)")
+    price: Price | None = outside(
+        None, description="{input_per_mtok, output_per_mtok}: inspect estimates the cost"
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_is_reference(cls, v: str | None) -> str | None:
+        return _secret_ref(v)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> ModelEndpoint:
+        if self.backend == "inference-endpoints" and self.base_url is None:
+            raise ValueError(
+                "backend 'inference-endpoints' needs `base_url` (the endpoint URL); "
+                "calling by model id alone is broken in distilabel"
+            )
+        if self.backend not in API_BACKENDS and (self.base_url or self.api_key):
+            raise ValueError(f"`base_url`/`api_key` apply to API backends, not {self.backend!r}")
+        if self.backend == "gguf" and not self.model.endswith(".gguf"):
+            raise ValueError(f"backend 'gguf' needs a .gguf file as `model`, got {self.model!r}")
+        return self
+
+
+class GeneratorConfig(ModelEndpoint):
+    """One named generator: a model and how it is prompted and decoded."""
+
+    generation: GenerationParams = content(default_factory=GenerationParams)
+    system_prompt: str | None = content(None, description="system message, if any")
+    prompt_template: str = content(
+        "{prompt}", description="user message; `{prompt}` is replaced by the problem"
+    )
+    samples_per_prompt: int = content(1, gt=0, le=64, description="traces per prompt")
+    description: str | None = operational(
+        None, description="what this generator stands for (shown in the card)"
+    )
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_placeholder(cls, v: str) -> str:
+        if "{prompt}" not in v:
+            raise ValueError("prompt_template must contain the placeholder {prompt}")
+        return v
+
+
+class Dimension(StrictModel):
+    """A judged dimension: a snake_case name and the rubric the judge applies."""
+
+    name: str = content(pattern=DIMENSION_NAME_PATTERN, max_length=48)
+    rubric: str = content(min_length=10)
+
+
+def _dimension_item(item: Any) -> Any:
+    if isinstance(item, str):
+        if item not in BUILTIN_RUBRICS:
+            raise ValueError(
+                f"unknown dimension {item!r}; built-in dimensions are "
+                f"{', '.join(BUILTIN_RUBRICS)} (or give a custom one as {{name, rubric}})"
+            )
+        return {"name": item, "rubric": BUILTIN_RUBRICS[item]}
+    return item
+
+
+class JudgeConfig(ModelEndpoint):
+    """The LLM judge: one call per trace scores every dimension."""
+
+    generation: GenerationParams = content(
+        default_factory=lambda: GenerationParams(temperature=0.0, max_new_tokens=1024)
+    )
+    scale: tuple[int, int] = content((1, 5), description="[low, high] integer score range")
+    dimensions: list[Annotated[Dimension, BeforeValidator(_dimension_item)]] = content(
+        default_factory=lambda: [Dimension(name=n, rubric=r) for n, r in BUILTIN_RUBRICS.items()],
+        description="built-in names and/or custom {name, rubric}",
+    )
+    samples: int = content(1, gt=0, le=32, description=">1: repeated judgments, scores averaged")
+    max_retries: int = operational(2, ge=0, le=10, description="re-asks for an unusable judgment")
+    structured: Literal["auto", "off"] = content(
+        "auto", description="auto: the decoder enforces the answer's JSON schema; off: prose"
+    )
+    scoring: Literal["expected", "sampled"] = content(
+        "expected",
+        description="expected: probability-weighted score where the backend gives token "
+        "probabilities; sampled: the integer written",
+    )
+    response_format: Literal["auto", "json_schema", "json_object"] = operational(
+        "auto",
+        description="openai: how the schema is sent; auto tries json_schema, then json_object",
+    )
+    template: str | None = later(
+        None,
+        description="Jinja file (relative to the recipe) for the judge's user turn, in place "
+        "of the built-in one; `prefdelta inspect --judge-prompt` shows what it renders",
+    )
+    system_prompt: str | None = later(None, description="a system message for the judge")
+
+    @field_validator("template")
+    @classmethod
+    def _jinja_file(cls, v: str | None) -> str | None:
+        if v is not None and not v.endswith((".jinja", ".jinja2", ".j2")):
+            raise ValueError(f"must name a Jinja file (.jinja, .jinja2 or .j2), got {v!r}")
+        return v
+
+    @field_validator("dimensions")
+    @classmethod
+    def _dimensions_ok(cls, v: list[Dimension]) -> list[Dimension]:
+        if not v:
+            raise ValueError("at least one dimension is required")
+        names = [d.name for d in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"dimension listed twice: {', '.join(dupes)}")
+        return v
+
+    @field_validator("structured", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        """YAML reads a bare ``off`` as false (and ``on`` as true)."""
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale_shape(cls, v: Any) -> Any:
+        if not isinstance(v, list | tuple) or len(v) != 2:
+            raise ValueError(f"scale must be two integers [low, high], got {v!r}")
+        return v
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_ok(cls, v: tuple[int, int]) -> tuple[int, int]:
+        low, high = v
+        if low >= high:
+            raise ValueError(f"scale must be [low, high] with low < high, got [{low}, {high}]")
+        if high - low > 100:
+            raise ValueError(f"scale spans at most 100 points, got [{low}, {high}]")
+        return v
+
+    @model_validator(mode="after")
+    def _sampling(self) -> JudgeConfig:
+        if self.samples > 1 and self.generation.temperature == 0:
+            raise ValueError(
+                "samples > 1 needs generation.temperature > 0: greedy judgments repeat exactly"
+            )
+        if self.response_format != "auto" and self.backend != "openai":
+            raise ValueError(f"response_format applies to backend 'openai', not {self.backend!r}")
+        if self.structured == "auto":
+            need = min_structured_tokens(self.dimension_names, self.scale)
+            if self.generation.max_new_tokens < need:
+                raise ValueError(
+                    f"generation.max_new_tokens {self.generation.max_new_tokens} is too small "
+                    f"for a structured judgment of {len(self.dimensions)} dimensions: give at "
+                    f"least {need} (rationales are bounded to fit the budget), or structured: off"
+                )
+        return self
+
+    @property
+    def dimension_names(self) -> list[str]:
+        return [d.name for d in self.dimensions]
