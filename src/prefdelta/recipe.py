@@ -40,14 +40,12 @@ from pydantic import (
     model_validator,
 )
 
+from prefdelta.backends import Backend, is_api, traits_of
 from prefdelta.judge_schema import min_structured_tokens
 from prefdelta.locations import REPO_ID_PATTERN
 from prefdelta.recipe_errors import LocatedYaml, RecipeError, describe_error, dotted_path
 from prefdelta.redact import remember
 from prefdelta.rubrics import BUILTIN_RUBRICS
-
-Backend = Literal["transformers", "gguf", "vllm", "openai", "inference-endpoints"]
-API_BACKENDS: frozenset[str] = frozenset({"openai", "inference-endpoints"})
 
 _NAME = r"^[a-z0-9][a-z0-9._-]*$"
 _DIMENSION_NAME = r"^[a-z][a-z0-9_]*$"
@@ -194,7 +192,7 @@ class ModelEndpoint(StrictModel):
                 "backend 'inference-endpoints' needs `base_url` (the endpoint URL); "
                 "calling by model id alone is broken in distilabel"
             )
-        if self.backend not in API_BACKENDS and (self.base_url or self.api_key):
+        if not is_api(self.backend) and (self.base_url or self.api_key):
             raise ValueError(f"`base_url`/`api_key` apply to API backends, not {self.backend!r}")
         if self.backend == "gguf" and not self.model.endswith(".gguf"):
             raise ValueError(f"backend 'gguf' needs a .gguf file as `model`, got {self.model!r}")
@@ -755,12 +753,15 @@ class RecipeView:
         for loc, backend, model in self.endpoints:
             if not isinstance(model, str):
                 continue
-            if backend == "gguf":
+            traits = traits_of(backend)
+            if traits is None or traits.api:
+                continue
+            if traits.needs_file:
                 try:
                     locate_model_file(model, base_dir)
                 except FileNotFoundError as exc:
                     yield (*loc, "model"), str(exc)
-            elif backend in ("transformers", "vllm"):
+            else:
                 problem = _model_folder_problem(model, base_dir)
                 if problem is not None:
                     yield (*loc, "model"), problem
