@@ -168,7 +168,8 @@ class _RowSampler:
 
     transformers samples a whole batch from the one global stream, so a row's text
     depends on the rows beside it and on how many ran before; here each row draws from a
-    generator seeded by :func:`~prefdelta.builders.keys.row_seed`, one vector per step, whatever its batch.
+    generator seeded by :func:`~prefdelta.builders.keys.row_seed`, one vector per step,
+    whatever its batch.
     """
 
     def __init__(self, seeds: list[int], num_generations: int) -> None:

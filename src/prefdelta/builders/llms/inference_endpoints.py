@@ -21,7 +21,8 @@ class BoundedInferenceEndpointsLLM(BoundedConcurrency, InferenceEndpointsLLM):
 
     Every request goes to TGI's chat route here, not through distilabel's ``agenerate``,
     which turns any failed request into an empty output and drops its reason: a failure
-    then fails its own row with the reason (:class:`~prefdelta.builders.llms.common.BoundedConcurrency`). For the judge,
+    then fails its own row with the reason
+    (:class:`~prefdelta.builders.llms.common.BoundedConcurrency`). For the judge,
     ``json_schema`` goes to TGI's grammar (``response_format`` of type ``json``) and
     ``logprobs`` asks for each token's alternatives; such outputs carry ``token_logprobs``.
     """

@@ -24,9 +24,9 @@ class LocalTransformersLLM(TransformersLLM):
     each one crawl (same test, one prompt at a time, cores busy with other work: 6 tok/s
     with 2 threads, 11 with 1; idle cores: 12 and 11). ``seed`` seeds the step's process:
     forked from one parent, every step would otherwise sample from the same random stream.
-    Callers that name their rows pass ``seeds`` instead (:func:`~prefdelta.builders.llms.
-    takes_row_seeds`): each
-    sampled row then draws from its own stream, whatever shares its batch or its model.
+    Callers that name their rows pass ``seeds`` instead
+    (:func:`~prefdelta.builders.llms.takes_row_seeds`): each sampled row then draws from its
+    own stream, whatever shares its batch or its model.
     """
 
     per_row_seeds: ClassVar[bool] = True
