@@ -71,8 +71,8 @@ def baseline(problems: list[str], batch: int, recipe_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prefdelta.builders.generators import make_llm
     from prefdelta.builders.judge import judge_from_config
+    from prefdelta.builders.llms import make_llm
     from prefdelta.local_models import smollm2_pretrained
     from prefdelta.recipe import load_recipe
 

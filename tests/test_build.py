@@ -19,9 +19,9 @@ from distilabel.constants import STEP_ATTR_NAME
 from rich.console import Console
 
 from prefdelta.builders.build import run_build
-from prefdelta.builders.generate import model_group
 from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
+from prefdelta.builders.traces import model_group
 from prefdelta.recipe import GenerationParams, GeneratorConfig, RecipeError, load_recipe
 from prefdelta.schema import SUMMARY
 from support.api_build import interrupt_build, write_api_recipe
@@ -238,7 +238,7 @@ def test_a_generator_whose_calls_raise_fails_alone_and_the_build_says_why(
 ) -> None:
     """strong and weak share one step: weak's error must not cost strong its traces."""
     from prefdelta.builders.build import BuildIncomplete
-    from prefdelta.builders.generators import LocalTransformersLLM
+    from prefdelta.builders.llms.transformers import LocalTransformersLLM
 
     original = LocalTransformersLLM.generate
 

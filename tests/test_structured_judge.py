@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from prefdelta.builders.generators import StructuredvLLM, make_llm
 from prefdelta.builders.judge import AnswerReader, judge_from_config, reader_for, schema_for
+from prefdelta.builders.llms import make_llm
+from prefdelta.builders.llms.vllm import StructuredvLLM
 from prefdelta.builders.structured import (
     digit_tokens,
     expected_score,

@@ -99,9 +99,9 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
     judge's by up to ``1 + max_retries``), from the build's ``prompts`` themselves. The
     judge's prompts hold traces not yet written: they are counted at their budget, from
     characters."""
-    from prefdelta.builders.generate import chat_for
     from prefdelta.builders.judge import judge_prompt
     from prefdelta.builders.prompt_length import prompt_token_counts
+    from prefdelta.builders.traces import chat_for
 
     out: list[TokenEstimate] = []
     judge = recipe.judge

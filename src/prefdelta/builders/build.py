@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
+from prefdelta.backends import is_api
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
 from prefdelta.builders.judge import AnswerReader, judge_template, reader_for
 from prefdelta.builders.judge_parsing import EMPTY_TRACE
@@ -48,7 +49,6 @@ from prefdelta.builders.verify import is_correct
 from prefdelta.errors import PrefdeltaError
 from prefdelta.files import atomic_write
 from prefdelta.recipe import (
-    API_BACKENDS,
     BuildRecipe,
     GenerationParams,
     ModelEndpoint,
@@ -390,7 +390,7 @@ def _failed(reader: AnswerReader, error: str) -> dict[str, Any]:
 
 def _waiting_note(endpoint: ModelEndpoint, generation: GenerationParams) -> str:
     """What a heartbeat says of a model's requests: how long each may wait (API backends)."""
-    if endpoint.backend not in API_BACKENDS:
+    if not is_api(endpoint.backend):
         return ""
     timeout = request_timeout_s(endpoint, generation)
     retries = (

@@ -21,14 +21,14 @@ distilabel forks its workers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefdelta.builders.keys import row_seed
 from prefdelta.builders.structured import TOP_LOGPROBS, TokenLogprobs
 
-__all__ = ["GrammarCache", "LocalGeneration", "generate_local", "row_seed"]
+__all__ = ["GrammarCache", "LocalGeneration", "generate_local"]
 
 
 class GrammarCache:
@@ -161,13 +161,6 @@ def _processors(
     return LogitsProcessorList(processors)
 
 
-def row_seed(key: str, index: int = 0) -> int:
-    """A 63-bit seed for sequence ``index`` of the row named by ``key`` (a trace key, or a
-    hash of what was asked): the same row draws the same numbers in every run."""
-    digest = hashlib.sha256(f"{key}#{index}".encode()).hexdigest()
-    return int(digest[:16], 16) >> 1
-
-
 class _RowSampler:
     """The last logits processor: adds Gumbel noise from each row's own generator to the
     row's log-probabilities, so that ``generate``'s argmax is an exact sample of the
@@ -175,7 +168,8 @@ class _RowSampler:
 
     transformers samples a whole batch from the one global stream, so a row's text
     depends on the rows beside it and on how many ran before; here each row draws from a
-    generator seeded by :func:`row_seed`, one vector per step, whatever its batch.
+    generator seeded by :func:`~prefdelta.builders.keys.row_seed`, one vector per step,
+    whatever its batch.
     """
 
     def __init__(self, seeds: list[int], num_generations: int) -> None:

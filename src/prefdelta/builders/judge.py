@@ -34,9 +34,9 @@ from jinja2 import Template
 from pydantic import Field, NonNegativeInt, PositiveInt, PrivateAttr, field_validator
 from typing_extensions import override
 
-from prefdelta.builders.constrained import row_seed
-from prefdelta.builders.generators import takes_row_seeds
 from prefdelta.builders.judge_parsing import JudgeStatus, Judgment, parse_judgment
+from prefdelta.builders.keys import row_seed
+from prefdelta.builders.llms import takes_row_seeds
 from prefdelta.builders.structured import expected_score, schema_problem, score_distributions
 from prefdelta.recipe.judgment import judgment_schema
 from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
@@ -659,7 +659,7 @@ def judge_from_config(
     same configuration; ``step_kwargs`` (name, input_mappings, input_batch_size, the
     subclass's own fields) go to the step. The LLM's generation parameters, and the
     enforcement of the schema, stay the caller's: they belong to the backend that built
-    ``llm`` (:func:`prefdelta.builders.generators.make_judge_llm`).
+    ``llm`` (:func:`prefdelta.builders.llms.make_llm`).
     """
     return task_class(
         llm=llm,

@@ -4,7 +4,8 @@ A key hashes exactly what determines a result; fields that only change how a res
 fetched (batch sizes, concurrency, URLs, keys, timeouts and retries) are left out, so
 tuning them reuses everything. Which fields those are, each recipe field declares
 (:mod:`prefdelta.recipe.identity`). Change a rule here and every build recomputes what it
-touches, and nothing else.
+touches, and nothing else. Sampling seeds derive from keys here too (:func:`row_seed`), so a
+resumed build draws what the uninterrupted one did.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "judged_ref",
     "judgment_key",
     "pair_id",
+    "row_seed",
     "trace_key",
 ]
 
@@ -72,3 +74,10 @@ def judged_ref(fingerprint: str, trace_key: str) -> str:
 def pair_id(chosen_trace_key: str, rejected_trace_key: str) -> str:
     """A pair's id: its two traces, in order."""
     return content_key("pair", chosen_trace_key, rejected_trace_key)[:32]
+
+
+def row_seed(key: str, index: int = 0) -> int:
+    """A 63-bit seed for sequence ``index`` of the row named by ``key`` (a trace key, or a
+    hash of what was asked): the same row draws the same numbers in every run."""
+    digest = hashlib.sha256(f"{key}#{index}".encode()).hexdigest()
+    return int(digest[:16], 16) >> 1

@@ -17,8 +17,8 @@ from distilabel.pipeline import Pipeline
 from distilabel.steps import LoadDataFromDicts, StepInput
 from distilabel.typing import StepOutput
 
+from prefdelta.backends import is_local
 from prefdelta.builders import keys
-from prefdelta.builders.generate import TraceGeneration, model_group
 from prefdelta.builders.judge import (
     ReasoningJudge,
     judge_from_config,
@@ -27,9 +27,8 @@ from prefdelta.builders.judge import (
 )
 from prefdelta.builders.keys import judged_ref, judgment_key
 from prefdelta.builders.store import ResultStore
+from prefdelta.builders.traces import TraceGeneration, model_group
 from prefdelta.recipe import BuildRecipe, JudgeConfig
-
-LOCAL_BACKENDS = frozenset({"transformers", "gguf"})
 
 
 def judge_fingerprint(config: JudgeConfig, base_dir: Path | None = None) -> str:
@@ -75,7 +74,7 @@ def _answered(judged: dict[str, Any]) -> bool:
 def _maybe_ray(pipeline: Pipeline, use_ray: bool) -> Any:
     if not use_ray:
         return pipeline
-    from prefdelta.builders.generators import BackendUnavailableError
+    from prefdelta.builders.llms import BackendUnavailableError
 
     try:
         import ray  # noqa: F401
@@ -98,15 +97,13 @@ def generation_pipeline(
     cache_dir: Path,
 ) -> Any:
     """load prompts >> one TraceGeneration per model that generators still need."""
-    from prefdelta.builders.generators import make_llm
+    from prefdelta.builders.llms import make_llm
 
     groups: dict[Any, list[str]] = {}
     for name in generators:
         group = model_group(recipe.generators[name])
         groups.setdefault(group if group is not None else ("api", name), []).append(name)
-    local = [
-        names for names in groups.values() if recipe.generators[names[0]].backend in LOCAL_BACKENDS
-    ]
+    local = [names for names in groups.values() if is_local(recipe.generators[names[0]].backend)]
     # local models in parallel step processes share the cores; more threads than cores crawl
     threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
     with Pipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
@@ -134,7 +131,7 @@ def judge_pipeline(
     recipe: BuildRecipe, traces: Sequence[dict[str, Any]], store_path: Path, cache_dir: Path
 ) -> Any:
     """load traces >> the cached judge."""
-    from prefdelta.builders.generators import make_llm
+    from prefdelta.builders.llms import make_llm
 
     judge = recipe.judge
     with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:

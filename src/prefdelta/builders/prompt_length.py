@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefdelta.builders.generate import chat_for
-from prefdelta.builders.generators import local_model_path
+from prefdelta.backends import is_local
+from prefdelta.builders.llms import local_model_path
 from prefdelta.builders.prompts import Prompt
+from prefdelta.builders.traces import chat_for
 from prefdelta.recipe import GeneratorConfig, PromptsConfig, RecipeError
 
 __all__ = ["RefusedPrompt", "prompt_token_counts", "refuse_long_prompts"]
 
-_LOCAL = ("transformers", "gguf")
 logger = logging.getLogger(__name__)
 
 
@@ -57,7 +57,7 @@ def refuse_long_prompts(
     """The prompts every local generator can take, and the others with the reason."""
     refused: dict[str, RefusedPrompt] = {}
     for name, generator in generators.items():
-        if generator.backend not in _LOCAL:
+        if not is_local(generator.backend):
             continue
         tokenizer, context = _tokenizer_and_context(generator, base_dir)
         bound, why = _bound(name, generator, context, config.max_tokens)
@@ -85,7 +85,7 @@ def prompt_token_counts(
     None for an API generator, whose tokenizer is not at hand, or a local one whose
     tokenizer cannot be loaded here (a Hub model not downloaded, offline): an estimate
     then counts characters, it never fails."""
-    if generator.backend not in _LOCAL:
+    if not is_local(generator.backend):
         return None
     try:
         tokenizer, _ = _tokenizer_and_context(generator, base_dir)

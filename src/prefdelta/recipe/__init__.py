@@ -15,10 +15,8 @@ models), :mod:`~prefdelta.recipe.checks` (names across sections, files),
 from prefdelta.recipe.base import StrictModel
 from prefdelta.recipe.checks import judge_template_problem, locate_model_file, resolve_path
 from prefdelta.recipe.endpoints import (
-    API_BACKENDS,
     REQUEST_TIMEOUT_S,
     TOKENS_PER_TIMEOUT_S,
-    Backend,
     Dimension,
     GenerationParams,
     GeneratorConfig,
@@ -45,11 +43,9 @@ from prefdelta.recipe.schema import (
 )
 
 __all__ = [
-    "API_BACKENDS",
     "PUBLISH_HUB_ONLY",
     "REQUEST_TIMEOUT_S",
     "TOKENS_PER_TIMEOUT_S",
-    "Backend",
     "BuildRecipe",
     "DeltaConfig",
     "Dimension",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefdelta.backends import traits_of
 from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
 Loc = tuple[Any, ...]
@@ -134,12 +135,15 @@ def file_problems(d: Declared, base_dir: Path) -> Problems:
     for loc, backend, model in d.endpoints:
         if model is None:
             continue
-        if backend == "gguf":
+        traits = traits_of(backend)
+        if traits is None or traits.api:
+            continue
+        if traits.needs_file:
             try:
                 locate_model_file(model, base_dir)
             except FileNotFoundError as exc:
                 yield (*loc, "model"), str(exc)
-        elif backend in ("transformers", "vllm"):
+        else:
             problem = _model_folder_problem(model, base_dir)
             if problem is not None:
                 yield (*loc, "model"), problem

@@ -16,13 +16,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, field_validator, model_validator
 
+from prefdelta.backends import Backend, is_api
 from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel
 from prefdelta.recipe.identity import content, later, operational, outside
 from prefdelta.recipe.judgment import min_structured_tokens
 from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
-Backend = Literal["transformers", "gguf", "vllm", "openai", "inference-endpoints"]
-API_BACKENDS: frozenset[str] = frozenset({"openai", "inference-endpoints"})
 _SECRET_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
 
 
@@ -110,7 +109,7 @@ class ModelEndpoint(StrictModel):
                 "backend 'inference-endpoints' needs `base_url` (the endpoint URL); "
                 "calling by model id alone is broken in distilabel"
             )
-        if self.backend not in API_BACKENDS and (self.base_url or self.api_key):
+        if not is_api(self.backend) and (self.base_url or self.api_key):
             raise ValueError(f"`base_url`/`api_key` apply to API backends, not {self.backend!r}")
         if self.backend == "gguf" and not self.model.endswith(".gguf"):
             raise ValueError(f"backend 'gguf' needs a .gguf file as `model`, got {self.model!r}")

@@ -3,7 +3,7 @@
 An eval set is the dataset's held-out split or any prompts a build could read (a Hub id
 or a local file), so out-of-domain sets (MMLU-Pro, TheoremQA, ...) sit beside the build's
 own. Each trained model (and the base model) answers with the build's own backend
-machinery (:func:`~prefdelta.builders.generators.make_llm`: transformers or vLLM on the
+machinery (:func:`~prefdelta.builders.llms.make_llm`: transformers or vLLM on the
 run's output folder), so a sweep evaluates the way a build generates; each set's scorer
 (math-verify, or the option letter) checks the answers against the references.
 """
@@ -162,7 +162,7 @@ def evaluate_model(
 ) -> dict[str, dict[str, Any]]:
     """Answer every set's prompts with one ``make_llm`` model (loaded once) and score each
     answer with the set's scorer; per set: accuracy, counts and the answers in prompt order."""
-    from prefdelta.builders.generators import make_llm
+    from prefdelta.builders.llms import make_llm
     from prefdelta.builders.verify import is_choice_correct, is_correct
     from prefdelta.recipe import GeneratorConfig
 

@@ -19,9 +19,9 @@ from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from distilabel.typing import ChatType, StepColumns, StepOutput
 
-from prefdelta.builders.constrained import row_seed
-from prefdelta.builders.generators import generation_kwargs, takes_row_seeds
-from prefdelta.builders.keys import trace_key
+from prefdelta.backends import TRAITS
+from prefdelta.builders.keys import row_seed, trace_key
+from prefdelta.builders.llms import generation_kwargs, takes_row_seeds
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GeneratorConfig
 
@@ -53,7 +53,7 @@ def model_group(config: GeneratorConfig) -> tuple[Any, ...] | None:
     Local and vLLM models are shared (one copy in memory, turns instead of split cores or
     a second copy on the GPU); API generators get a step each, so their requests overlap.
     """
-    if config.backend not in ("transformers", "gguf", "vllm"):
+    if not TRAITS[config.backend].shares_loaded_model:
         return None
     return (
         config.backend,
