@@ -19,8 +19,8 @@ from distilabel.steps import StepInput
 from distilabel.steps.tasks import Task
 from distilabel.typing import ChatType, StepColumns, StepOutput
 
-from prefdelta.builders.constrained import row_seed
 from prefdelta.builders.generators import generation_kwargs, takes_row_seeds
+from prefdelta.builders.judge.constrained import row_seed
 from prefdelta.builders.keys import trace_key
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GeneratorConfig

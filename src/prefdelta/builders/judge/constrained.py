@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefdelta.builders.structured import TOP_LOGPROBS, TokenLogprobs
+from prefdelta.builders.judge.structured import TOP_LOGPROBS, TokenLogprobs
 
 __all__ = ["GrammarCache", "LocalGeneration", "generate_local", "row_seed"]
 
