@@ -71,7 +71,8 @@ def baseline(problems: list[str], batch: int, recipe_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prefdelta.builders.judge import judge_from_config
+    from prefdelta.builders.judge.spec import JudgeSpec
+    from prefdelta.builders.judge.task import judge_from_spec
     from prefdelta.builders.llms import make_llm
     from prefdelta.local_models import smollm2_pretrained
     from prefdelta.recipe import load_recipe
@@ -116,8 +117,9 @@ def baseline(problems: list[str], batch: int, recipe_path: Path) -> None:
             problems, generate(chats, g["tokens"], g["temperature"], g["top_p"]), strict=True
         )
     recipe = load_recipe(recipe_path)  # the judge's prompts exactly as the build renders them
-    judge = judge_from_config(
-        recipe.judge, make_llm(recipe.judge, recipe.judge.generation, recipe.base_dir)
+    judge = judge_from_spec(
+        JudgeSpec.resolve(recipe.judge, recipe.base_dir),
+        make_llm(recipe.judge, recipe.judge.generation, recipe.base_dir),
     )
     chats = [judge.format_input({"instruction": p, "generation": t}) for p, t in traces]
     generate(chats, JUDGE_TOKENS, 0.0, 1.0)

@@ -235,8 +235,9 @@ def main() -> int:
     logging.getLogger("distilabel").setLevel(logging.ERROR)  # "step outside a Pipeline" notes
     from distilabel.steps.tasks import UltraFeedback
 
-    from prefdelta.builders.judge import ReasoningJudge, schema_for
-    from prefdelta.builders.structured import schema_problem
+    from prefdelta.builders.judge.spec import schema_for
+    from prefdelta.builders.judge.structured import schema_problem
+    from prefdelta.builders.judge.task import ReasoningJudge
     from prefdelta.recipe import JudgeConfig
 
     tok = load_tokenizer()

@@ -4,7 +4,7 @@ Both sides run SmolLM2-135M-Instruct (fp32, CPU, loaded offline from the ``llm-s
 wheel) on the same judge prompts (the ``ReasoningJudge`` prompt for the demo's recipe,
 over 16 traces), in the same left-padded batches:
 
-- structured: prefdelta's judge path (``prefdelta.builders.constrained.generate_local``):
+- structured: prefdelta's judge path (``prefdelta.builders.judge.constrained.generate_local``):
   xgrammar's logits processor enforcing the judgment schema, plus the recorder of each
   digit token's alternatives that expected scores are read from; greedy; stops when the
   JSON is complete;
@@ -41,18 +41,20 @@ TRACES = [
 
 def judge_prompts() -> tuple[list[str], Any, dict[str, Any]]:
     """16 judge prompts (8 demo problems x 2 traces), the judge step, and its schema."""
-    from prefdelta.builders.judge import judge_from_config, schema_for
+    from prefdelta.builders.judge.spec import JudgeSpec
+    from prefdelta.builders.judge.task import judge_from_spec
     from prefdelta.recipe import load_recipe
 
     recipe = load_recipe(ROOT / "recipes" / "demo.yaml")
-    schema = schema_for(recipe.judge)
+    spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
+    schema = spec.schema
     assert schema is not None
     rows = [
         json.loads(line)
         for line in (ROOT / "recipes" / "data" / "demo-prompts.jsonl").read_text().splitlines()
     ][:8]
 
-    judge = judge_from_config(recipe.judge, offline_llm())  # rendering needs no model
+    judge = judge_from_spec(spec, offline_llm())  # rendering needs no model
     chats = [
         judge.format_input(
             {"instruction": r["problem"], "generation": t.format(q=r["problem"], a=r["answer"])}
@@ -77,9 +79,9 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from prefdelta.builders.constrained import GrammarCache, generate_local
-    from prefdelta.builders.judge_parsing import parse_judgment
-    from prefdelta.builders.structured import schema_problem
+    from prefdelta.builders.judge.constrained import GrammarCache, generate_local
+    from prefdelta.builders.judge.parsing import parse_judgment
+    from prefdelta.builders.judge.structured import schema_problem
     from prefdelta.local_models import smollm2_pretrained
 
     torch.set_num_threads(2)

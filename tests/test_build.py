@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 from distilabel.constants import STEP_ATTR_NAME
 from rich.console import Console
 
+from prefdelta.builders import keys
 from prefdelta.builders.build import run_build
 from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
@@ -291,6 +293,54 @@ def test_changing_only_the_judge_generates_nothing(
     assert summary["reused"]["judged"] == 6  # every trace judged anew by the new judge
     after = {t["trace_key"]: t["trace"] for t in pq.read_table(out / "traces.parquet").to_pylist()}
     assert after == before
+
+
+def test_a_build_reads_its_judge_template_once(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The template file is read once per build, so an edit while the build runs cannot
+    make the judgment keys, the prompts and the summary's template hash disagree: all come
+    from the text read at the start. Reads are logged to a file, so a read in a step's
+    worker process counts too."""
+    path = write_recipe(tmp_path, tiny_model_dir, prompts=2)
+    template = tmp_path / "strict.jinja2"
+    original = (
+        "Rate from {{ low }} to {{ high }}.\nPROBLEM: {{ instruction }}\n"
+        "SOLUTION: {{ generation }}\n{% for d in dimensions %}{{ d.name }}: {{ d.rubric }}\n"
+        "{% endfor %}"
+    )
+    template.write_text(original)
+    path.write_text(
+        path.read_text().replace(
+            "  max_retries:",
+            "  template: strict.jinja2\n  system_prompt: Be strict.\n  max_retries:",
+        )
+    )
+    recipe = load_recipe(path)
+    reads = tmp_path / "reads.log"
+    read_text = Path.read_text
+
+    def logged_read(self: Path, *args: object, **kwargs: object) -> str:
+        text = read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+        if self.resolve() == template.resolve():
+            with reads.open("a") as log:
+                log.write(f"{os.getpid()}\n")
+            template.write_text(original + "Edited while the build runs.\n")
+        return text
+
+    monkeypatch.setattr(Path, "read_text", logged_read)
+    out = tmp_path / "out"
+    summary = run_build(recipe, out, console=Console(file=io.StringIO(), width=200))
+    monkeypatch.undo()
+
+    assert reads.read_text().splitlines() == [str(os.getpid())]
+    assert summary["judge_template_sha256"] == hashlib.sha256(original.encode()).hexdigest()
+    fingerprint = keys.judge_fingerprint(recipe.judge, original)
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    jkeys = [keys.judgment_key(fingerprint, t["prompt"], t["trace"]) for t in traces]
+    assert len(traces) == 6 and ResultStore(out / "store.sqlite").count("judgment", jkeys) == 6
 
 
 def _session_processes(sid: int) -> list[str]:

@@ -160,8 +160,8 @@ def test_readme_recipe_reference_is_current() -> None:
 def test_inspect_says_how_much_of_the_work_is_already_stored(tmp_path: Path) -> None:
     """Counted by the keys the build looks up: a half-generated, one-judged store."""
     from prefdelta.builders.build import STORE, plan_traces
+    from prefdelta.builders.judge.spec import JudgeSpec
     from prefdelta.builders.keys import judgment_key
-    from prefdelta.builders.pipelines import judge_fingerprint
     from prefdelta.builders.prompts import load_prompts
     from prefdelta.builders.store import ResultStore
     from prefdelta.recipe import load_recipe
@@ -181,7 +181,8 @@ def test_inspect_says_how_much_of_the_work_is_already_stored(tmp_path: Path) -> 
     store = ResultStore(out / STORE)
     store.put_many("generation", {t.key: {"trace": f"trace {t.key}"} for t in careful[:5]})
     first = careful[0]
-    jkey = judgment_key(judge_fingerprint(recipe.judge), first.prompt.prompt, f"trace {first.key}")
+    fingerprint = JudgeSpec.resolve(recipe.judge).fingerprint
+    jkey = judgment_key(fingerprint, first.prompt.prompt, f"trace {first.key}")
     store.put_many("judgment", {jkey: {"judge_answers": []}})
 
     result = runner.invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"})
@@ -195,7 +196,7 @@ def test_inspect_says_how_much_of_the_work_is_already_stored(tmp_path: Path) -> 
 def test_a_recipe_can_give_the_judge_its_own_template_and_system_prompt(tmp_path: Path) -> None:
     """The override is what the judge is sent (inspect shows it), its text is part of the
     judgment key (its path is not), and a template that hides the trace is refused."""
-    from prefdelta.builders.pipelines import judge_fingerprint
+    from prefdelta.builders.judge.spec import JudgeSpec
     from prefdelta.recipe import load_recipe
 
     prompts = ROOT / "recipes" / "data" / "demo-prompts.jsonl"
@@ -222,14 +223,15 @@ def test_a_recipe_can_give_the_judge_its_own_template_and_system_prompt(tmp_path
     assert "<trace>" not in result.output  # not the built-in template
 
     recipe = load_recipe(recipe_path)
-    key = judge_fingerprint(recipe.judge, recipe.base_dir)
+    key = JudgeSpec.resolve(recipe.judge, recipe.base_dir).fingerprint
     moved = tmp_path / "elsewhere"
     moved.mkdir()
     (moved / "my_judge.jinja2").write_text(template.read_text())
     (moved / "r.yaml").write_text(text)
-    assert judge_fingerprint(load_recipe(moved / "r.yaml").judge, moved) == key  # path: no
+    # the template's path is not part of the key, its text is
+    assert JudgeSpec.resolve(load_recipe(moved / "r.yaml").judge, moved).fingerprint == key
     template.write_text(template.read_text() + "Be brief.\n")
-    assert judge_fingerprint(recipe.judge, recipe.base_dir) != key  # text: yes
+    assert JudgeSpec.resolve(recipe.judge, recipe.base_dir).fingerprint != key  # text: yes
 
     template.write_text("Grade {{ instruction }} on {{ low }}..{{ high }}.\n")
     result = runner.invoke(app, ["validate", str(recipe_path)])
@@ -241,7 +243,8 @@ def test_a_recipe_can_give_the_judge_its_own_template_and_system_prompt(tmp_path
 
 
 def test_inspect_estimates_tokens_and_cost_checked_by_hand(tmp_path: Path) -> None:
-    from prefdelta.builders.judge import judge_prompt
+    from prefdelta.builders.judge.prompt import judge_prompt
+    from prefdelta.builders.judge.spec import JudgeSpec
     from prefdelta.builders.prompts import load_prompts
     from prefdelta.plan import estimate_tokens
     from prefdelta.recipe import load_recipe
@@ -281,7 +284,9 @@ judge:
     assert (g2.calls, g2.input_tokens, g2.output_tokens, g2.cost) == (2, 15, 40, None)
     # the judge: 4 traces, each with its problem and the trace at its budget (4 chars a
     # token) inside the judge's own words (its messages with both left empty)
-    frame = sum(len(m["content"]) for m in judge_prompt(recipe.judge, "", "", tmp_path))
+    frame = sum(
+        len(m["content"]) for m in judge_prompt(JudgeSpec.resolve(recipe.judge, tmp_path), "", "")
+    )
     chars = 4 * frame + 2 * (40 + 20) + 2 * (10 * 4) + 2 * (20 * 4)
     assert (judge.calls, judge.input_tokens, judge.output_tokens) == (4, -(-chars // 4), 120)
     assert judge.cost == pytest.approx((judge.input_tokens * 0.5 + 120 * 4.0) / 1e6)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefdelta.builders.judge_parsing import JUDGE_STATUSES, Judgment, _parse, parse_judgment
+from prefdelta.builders.judge.parsing import JUDGE_STATUSES, Judgment, _parse, parse_judgment
 from prefdelta.recipe.rubrics import DEFAULT_DIMENSIONS
 
 DIMS = list(DEFAULT_DIMENSIONS)  # factuality, strategy_coherence, step_coherence, ...

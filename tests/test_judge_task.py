@@ -14,7 +14,8 @@ from distilabel.steps import StepInput
 from distilabel.typing import StepOutput
 from pydantic import Field, PrivateAttr
 
-from prefdelta.builders.judge import JUDGE_OUTPUTS, ReasoningJudge, judge_from_config
+from prefdelta.builders.judge.spec import JudgeSpec
+from prefdelta.builders.judge.task import JUDGE_OUTPUTS, ReasoningJudge, judge_from_spec
 from prefdelta.recipe import JudgeConfig
 from prefdelta.recipe.rubrics import DEFAULT_DIMENSIONS
 
@@ -269,7 +270,7 @@ def test_upstream_metadata_is_kept() -> None:
     assert meta[f"statistics_{judge.name}"]["output_tokens"] > 0
 
 
-def test_judge_from_config() -> None:
+def test_judge_from_spec() -> None:
     config = JudgeConfig(
         model="some/judge",
         backend="openai",
@@ -279,7 +280,8 @@ def test_judge_from_config() -> None:
         max_retries=4,
         generation={"temperature": 0.7, "max_new_tokens": 512},
     )
-    judge = judge_from_config(config, ScriptedLLM(script={}), name="judge_traces")
+    spec = JudgeSpec.resolve(config)
+    judge = judge_from_spec(spec, ScriptedLLM(script={}), name="judge_traces")
     assert judge.name == "judge_traces"
     assert judge.dimension_names == ["factuality", "cites_sources"]
     assert judge.dimensions[1]["rubric"] == "Does it cite sources?"
@@ -290,15 +292,13 @@ def test_judge_from_config() -> None:
     class Tagged(ReasoningJudge):
         tag: str
 
-    sub = judge_from_config(config, ScriptedLLM(script={}), task_class=Tagged, tag="x")
+    sub = judge_from_spec(spec, ScriptedLLM(script={}), task_class=Tagged, tag="x")
     assert isinstance(sub, Tagged) and sub.tag == "x" and sub.samples == 3
 
 
-def test_invalid_configuration_is_rejected() -> None:
-    with pytest.raises(ValueError, match="scale"):
-        ReasoningJudge(llm=ScriptedLLM(script={}), scale=(5, 1))
-    with pytest.raises(ValueError, match="twice"):
-        ReasoningJudge(llm=ScriptedLLM(script={}), dimensions=["factuality", "factuality"])
+def test_num_generations_is_refused_for_samples() -> None:
+    """Dimensions and scale are the recipe's to check (``JudgeConfig``); what the Task
+    refuses is its own: repeated judgments are ``samples``, never extra rows."""
     judge = ReasoningJudge(llm=ScriptedLLM(script={}), num_generations=3)
     with pytest.raises(ValueError, match="samples"):
         judge.load()

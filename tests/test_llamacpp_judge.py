@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from prefdelta.builders.judge import judge_from_config, reader_for, schema_for
+from prefdelta.builders.judge.spec import JudgeSpec
+from prefdelta.builders.judge.structured import expected_score, schema_problem
+from prefdelta.builders.judge.task import judge_from_spec
 from prefdelta.builders.llms import make_llm
-from prefdelta.builders.structured import expected_score, schema_problem
 from prefdelta.recipe import JudgeConfig
 from support.llamacpp_fixtures import LlamaCppServer, llamacpp_server  # noqa: F401
 
@@ -40,7 +41,8 @@ def test_real_server_judgments_are_schema_valid_with_expected_scores(
         max_retries=0,
         generation={"temperature": 0.0, "max_new_tokens": 400},
     )
-    schema = schema_for(config)
+    spec = JudgeSpec.resolve(config)
+    schema = spec.schema
     llm = make_llm(
         config,
         config.generation,
@@ -49,7 +51,7 @@ def test_real_server_judgments_are_schema_valid_with_expected_scores(
         logprobs=True,
         schema_dialect=config.response_format,
     )
-    judge = judge_from_config(config, llm, name="judge")
+    judge = judge_from_spec(spec, llm, name="judge")
     judge.load()
     with caplog.at_level(logging.WARNING):
         rows = next(judge.process([{"instruction": p, "generation": t} for p, t in PROBLEMS]))
@@ -63,4 +65,4 @@ def test_real_server_judgments_are_schema_valid_with_expected_scores(
             assert sum(probs) == pytest.approx(1.0)
             assert row["scores"][dim] == pytest.approx(expected_score(probs, (1, 5)))
         # what the build stores is enough to read the same scores again
-        assert reader_for(config).outputs(row["judge_answers"])["scores"] == row["scores"]
+        assert spec.reader.outputs(row["judge_answers"])["scores"] == row["scores"]

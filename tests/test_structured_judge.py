@@ -17,16 +17,18 @@ from typing import Any
 
 import pytest
 
-from prefdelta.builders.judge import AnswerReader, judge_from_config, reader_for, schema_for
-from prefdelta.builders.llms import make_llm
-from prefdelta.builders.llms.vllm import StructuredvLLM
-from prefdelta.builders.structured import (
+from prefdelta.builders.judge.reader import AnswerReader
+from prefdelta.builders.judge.spec import JudgeSpec, schema_for
+from prefdelta.builders.judge.structured import (
     digit_tokens,
     expected_score,
     response_format,
     schema_problem,
     score_distributions,
 )
+from prefdelta.builders.judge.task import judge_from_spec
+from prefdelta.builders.llms import make_llm
+from prefdelta.builders.llms.vllm import StructuredvLLM
 from prefdelta.recipe import JudgeConfig, RecipeError, parse_recipe
 from prefdelta.recipe.judgment import (
     MIN_RATIONALE_CHARS,
@@ -251,7 +253,7 @@ def _judge_rows(model: str, backend: str, structured: str) -> list[dict[str, Any
         json_schema=schema_for(config),
         logprobs=config.scoring == "expected",
     )
-    judge = judge_from_config(config, llm, name="judge")
+    judge = judge_from_spec(JudgeSpec.resolve(config), llm, name="judge")
     judge.load()
     rows = [
         {"instruction": f"What is {i} + {i}?", "generation": f"{i} + {i} = {2 * i}."}
@@ -286,13 +288,13 @@ def test_tiny_random_model_answers_in_schema_only_under_the_grammar(
             assert row["scores"][dim] == pytest.approx(expected_score(probs, SCALE))
         # the table re-reads the stored answers to the same values
         assert (
-            reader_for(
+            JudgeSpec.resolve(
                 JudgeConfig(
                     model=model,
                     backend=backend,
                     generation={"temperature": 0.0, "max_new_tokens": 420},
                 )
-            ).outputs(row["judge_answers"])["scores"]
+            ).reader.outputs(row["judge_answers"])["scores"]
             == row["scores"]
         )
 
@@ -319,7 +321,7 @@ def _api_judge(server: ChatServer, backend: str = "openai", **config: Any) -> An
         logprobs=cfg.scoring == "expected",
         schema_dialect=cfg.response_format,
     )
-    judge = judge_from_config(cfg, llm, name="judge")
+    judge = judge_from_spec(JudgeSpec.resolve(cfg), llm, name="judge")
     judge.load()
     return judge
 

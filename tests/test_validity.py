@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from prefdelta.builders.validity import judge_validity, validity_markdown, validity_rows
+from prefdelta.builders.judge.validity import judge_validity, validity_markdown, validity_rows
 from prefdelta.stats import Z95, auc_interval, mann_whitney_auc, pearson, pearson_interval, wilson
 
 

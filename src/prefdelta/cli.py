@@ -334,7 +334,8 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
     import pyarrow.parquet as pq
 
     from prefdelta.builders.build import build_dir_for
-    from prefdelta.builders.judge import judge_prompt
+    from prefdelta.builders.judge.prompt import judge_prompt
+    from prefdelta.builders.judge.spec import JudgeSpec
     from prefdelta.builders.prompts import read_prompt_table
     from prefdelta.schema import TRACES_FILE
 
@@ -351,7 +352,7 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
             prompt = str(table[0][r.prompts.column])
         trace, source = "(a generator's trace)", "not built yet: a placeholder trace"
     err.print(f"judge prompt ({source}):", markup=False, highlight=False)
-    messages = judge_prompt(r.judge, prompt, trace, r.base_dir)
+    messages = judge_prompt(JudgeSpec.resolve(r.judge, r.base_dir), prompt, trace)
     for m in messages:
         if len(messages) > 1:
             err.print(f"--- {m['role']}", markup=False, highlight=False)

@@ -99,14 +99,16 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
     judge's by up to ``1 + max_retries``), from the build's ``prompts`` themselves. The
     judge's prompts hold traces not yet written: they are counted at their budget, from
     characters."""
-    from prefdelta.builders.judge import judge_prompt
+    from prefdelta.builders.judge.prompt import judge_prompt
+    from prefdelta.builders.judge.spec import JudgeSpec
     from prefdelta.builders.prompt_length import prompt_token_counts
     from prefdelta.builders.traces import chat_for
 
     out: list[TokenEstimate] = []
     judge = recipe.judge
     # the judge's own words around each problem and trace: its messages with both empty
-    frame = sum(len(m["content"]) for m in judge_prompt(judge, "", "", recipe.base_dir))
+    spec = JudgeSpec.resolve(judge, recipe.base_dir)
+    frame = sum(len(m["content"]) for m in judge_prompt(spec, "", ""))
     judge_calls = judge_chars = 0
     for name in recipe.pairing.generator_names:
         g = recipe.generators[name]

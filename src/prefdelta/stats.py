@@ -1,6 +1,6 @@
 """The intervals every figure prefdelta reports carries, from scipy, in one place.
 
-The judge's validity report (:mod:`prefdelta.builders.validity`) and the sweep's error bars
+The judge's validity report (:mod:`prefdelta.builders.judge.validity`) and the sweep's error bars
 (:mod:`prefdelta.train.sweep`) ask the same questions of small samples: how sure is a
 proportion, an AUC, a correlation, a paired difference. scipy answers each; this module
 only fixes the choices (95%, the Wilson interval, percentile bootstraps over one seeded

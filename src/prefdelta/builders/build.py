@@ -25,15 +25,12 @@ from rich.console import Console
 
 from prefdelta.backends import is_api
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
-from prefdelta.builders.judge import AnswerReader, judge_template, reader_for
-from prefdelta.builders.judge_parsing import EMPTY_TRACE
+from prefdelta.builders.judge.parsing import EMPTY_TRACE
+from prefdelta.builders.judge.reader import AnswerReader
+from prefdelta.builders.judge.spec import JudgeSpec
 from prefdelta.builders.keys import judgment_key, trace_key
 from prefdelta.builders.pairs import make_pairs
-from prefdelta.builders.pipelines import (
-    generation_pipeline,
-    judge_fingerprint,
-    judge_pipeline,
-)
+from prefdelta.builders.pipelines import generation_pipeline, judge_pipeline
 from prefdelta.builders.progress import store_progress
 from prefdelta.builders.prompt_length import refuse_long_prompts
 from prefdelta.builders.prompts import Prompt, load_prompts
@@ -134,7 +131,7 @@ def stored_work(recipe: BuildRecipe, out: Path, prompts: Sequence[Prompt]) -> St
     for t in planned:
         done, total = per.get(t.generator, (0, 0))
         per[t.generator] = (done + (t.key in generations), total + 1)
-    fingerprint = judge_fingerprint(recipe.judge, recipe.base_dir)
+    fingerprint = JudgeSpec.resolve(recipe.judge, recipe.base_dir).fingerprint
     jkeys = [
         judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
         for t in planned
@@ -227,7 +224,9 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     for r in refused:
         console.print(f"[yellow]refused[/] {r.describe()}", soft_wrap=True)
     planned = plan_traces(recipe, prompts)
-    fingerprint = judge_fingerprint(recipe.judge, recipe.base_dir)
+    # the judge's template is read here, once: keys, prompts and summary share its text
+    spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
+    fingerprint = spec.fingerprint
 
     # ---- generation
     gen_reused = store.count("generation", [t.key for t in planned])
@@ -279,13 +278,13 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         traces_in.sort(key=lambda r: len(r["prompt"]) + len(r["trace"]), reverse=True)
         if traces_in:
             with pipeline_scratch(recipe.ray) as scratch:
-                run_pipeline(judge_pipeline(recipe, traces_in, store_path, scratch))
+                run_pipeline(judge_pipeline(recipe, spec, traces_in, store_path, scratch))
     judgments = store.get_many("judgment", jkeys.values())
     unjudged = [t for t in judgeable if jkeys[t.key] not in judgments]
 
     # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild;
     # what failed for good is a row marked failed, never a row left out
-    reader = reader_for(recipe.judge)
+    reader = spec.reader
     gen_errors = store.get_many("failure", [t.key for t in missing])
     judge_errors = store.get_many("failure", [jkeys[t.key] for t in unjudged])
     traces = []
@@ -319,8 +318,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         stored[t.generator].append(generations[t.key])
     summary["tokens"] = token_usage(stored, judgments.values())
     # what produced judge_raw: the template's hash is part of every judgment's key too
-    template = judge_template(recipe.judge, recipe.base_dir)
-    summary["judge_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()
+    summary["judge_template_sha256"] = spec.template_sha256
     summary["failed"] = {
         "generations": len(missing),
         "judgments": len(unjudged),

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefdelta.builders.deltas import GeneratorGap, aggregate, pair_deltas
-from prefdelta.builders.judge_parsing import EMPTY_TRACE
+from prefdelta.builders.judge.parsing import EMPTY_TRACE
 from prefdelta.builders.keys import pair_id
 from prefdelta.recipe import BuildRecipe
 

@@ -18,23 +18,12 @@ from distilabel.steps import LoadDataFromDicts, StepInput
 from distilabel.typing import StepOutput
 
 from prefdelta.backends import is_local
-from prefdelta.builders import keys
-from prefdelta.builders.judge import (
-    ReasoningJudge,
-    judge_from_config,
-    judge_template,
-    schema_for,
-)
+from prefdelta.builders.judge.spec import JudgeSpec
+from prefdelta.builders.judge.task import ReasoningJudge, judge_from_spec
 from prefdelta.builders.keys import judged_ref, judgment_key
 from prefdelta.builders.store import ResultStore
 from prefdelta.builders.traces import TraceGeneration, model_group
-from prefdelta.recipe import BuildRecipe, JudgeConfig
-
-
-def judge_fingerprint(config: JudgeConfig, base_dir: Path | None = None) -> str:
-    """The judge's fingerprint with the template it asks with (:mod:`prefdelta.builders.keys`);
-    ``base_dir``: the recipe's folder, where a ``judge.template`` file is found."""
-    return keys.judge_fingerprint(config, judge_template(config, base_dir))
+from prefdelta.recipe import BuildRecipe
 
 
 class CachedReasoningJudge(ReasoningJudge):
@@ -128,29 +117,32 @@ def generation_pipeline(
 
 
 def judge_pipeline(
-    recipe: BuildRecipe, traces: Sequence[dict[str, Any]], store_path: Path, cache_dir: Path
+    recipe: BuildRecipe,
+    spec: JudgeSpec,
+    traces: Sequence[dict[str, Any]],
+    store_path: Path,
+    cache_dir: Path,
 ) -> Any:
-    """load traces >> the cached judge."""
+    """load traces >> the cached judge; ``spec``: the recipe's judge, resolved once."""
     from prefdelta.builders.llms import make_llm
 
-    judge = recipe.judge
+    judge = spec.config
     with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
         load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=judge.batch_size)
         llm = make_llm(
             judge,
             judge.generation,
             recipe.base_dir,
-            json_schema=schema_for(judge),
+            json_schema=spec.schema,
             logprobs=judge.scoring == "expected",
             schema_dialect=judge.response_format,
         )
-        step = judge_from_config(
-            judge,
+        step = judge_from_spec(
+            spec,
             llm,
             task_class=CachedReasoningJudge,
             name="judge",
-            fingerprint=judge_fingerprint(judge, recipe.base_dir),
-            base_dir=recipe.base_dir,
+            fingerprint=spec.fingerprint,
             store_path=str(store_path),
             input_batch_size=judge.batch_size,
             input_mappings={"instruction": "prompt", "generation": "trace"},

@@ -11,8 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from prefdelta.builders.judge.validity import judge_validity, validity_rows
 from prefdelta.builders.prompts import Prompt
-from prefdelta.builders.validity import judge_validity, validity_rows
 from prefdelta.recipe import BuildRecipe
 
 __all__ = ["build_summary", "no_pairs_reason", "print_summary"]

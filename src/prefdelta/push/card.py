@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from prefdelta.builders.validity import validity_markdown
+from prefdelta.builders.judge.validity import validity_markdown
 from prefdelta.push.card_template import CARD_TEMPLATE
 from prefdelta.schema import PAIRS, REVIEWS, TRACES, config_dir, size_category
 

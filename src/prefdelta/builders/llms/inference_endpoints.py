@@ -9,8 +9,8 @@ from distilabel.models.llms import InferenceEndpointsLLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import Field
 
+from prefdelta.builders.judge.structured import TOP_LOGPROBS, chat_choice_tokens, digit_tokens
 from prefdelta.builders.llms.common import BoundedConcurrency
-from prefdelta.builders.structured import TOP_LOGPROBS, chat_choice_tokens, digit_tokens
 
 __all__ = ["BoundedInferenceEndpointsLLM"]
 

@@ -11,8 +11,7 @@ from distilabel.models.llms import OpenAILLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr
 
-from prefdelta.builders.llms.common import BoundedConcurrency, NotJSONResponse
-from prefdelta.builders.structured import (
+from prefdelta.builders.judge.structured import (
     TOP_LOGPROBS,
     ResponseFormatDialect,
     chat_choice_tokens,
@@ -20,6 +19,7 @@ from prefdelta.builders.structured import (
     rejects_field,
     response_format,
 )
+from prefdelta.builders.llms.common import BoundedConcurrency, NotJSONResponse
 
 __all__ = ["BoundedOpenAILLM"]
 

@@ -52,7 +52,7 @@ class LocalTransformersLLM(TransformersLLM):
         super().load()
         self._pipeline._batch_size = self.batch_size  # type: ignore[union-attr]
         if self.json_schema is not None:
-            from prefdelta.builders.constrained import GrammarCache
+            from prefdelta.builders.judge.constrained import GrammarCache
 
             model = self._pipeline.model  # type: ignore[union-attr]
             self._grammars = GrammarCache(
@@ -90,7 +90,7 @@ class LocalTransformersLLM(TransformersLLM):
             )
         if repetition_penalty != 1.0 or top_k != 0:
             raise ValueError("constrained decoding supports temperature and top_p only")
-        from prefdelta.builders.constrained import generate_local
+        from prefdelta.builders.judge.constrained import generate_local
 
         pipeline = self._pipeline
         assert pipeline is not None

@@ -7,7 +7,7 @@ from typing import Any
 from distilabel.models.llms import vLLM
 from pydantic import PrivateAttr
 
-from prefdelta.builders.structured import (
+from prefdelta.builders.judge.structured import (
     TOP_LOGPROBS,
     digit_tokens,
     vllm_output_tokens,

@@ -10,56 +10,36 @@ default; see ``prefdelta.recipe.judgment``), and every answer is checked against
 Judges still fail in ways a schema cannot prevent (a server that ignores it, refusals,
 errors), so the Task re-asks inside the step, batched across rows, and keeps every row it
 could not score with its status and raw outputs: nothing the judge failed on disappears.
-How raw answers become scores lives in one place, :class:`AnswerReader`, which the build
-also uses to read its stored answers again.
-
-Why one module of this size: the judge Task and its AnswerReader are the one place raw
-answers become scores and statuses; the schema is in :mod:`prefdelta.recipe.judgment`,
-decoding in :mod:`prefdelta.builders.constrained`, prose parsing in
-:mod:`prefdelta.builders.judge_parsing`.
+How raw answers become scores lives in one place,
+:class:`~prefdelta.builders.judge.reader.AnswerReader`, which the build also uses to read
+its stored answers again.
 """
 
-import importlib.resources as importlib_resources
 import inspect
 import json
-import statistics
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from distilabel.constants import DISTILABEL_METADATA_KEY
 from distilabel.steps.base import StepInput
 from distilabel.steps.tasks.base import Task, normalize_statistics
 from jinja2 import Template
-from pydantic import Field, NonNegativeInt, PositiveInt, PrivateAttr, field_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, PrivateAttr
 from typing_extensions import override
 
-from prefdelta.builders.judge_parsing import JudgeStatus, Judgment, parse_judgment
+from prefdelta.builders.judge.parsing import Judgment
+from prefdelta.builders.judge.prompt import judge_messages
+from prefdelta.builders.judge.reader import AnswerReader, ScoreKind
+from prefdelta.builders.judge.spec import JudgeSpec, template_source
 from prefdelta.builders.keys import row_seed
 from prefdelta.builders.llms import takes_row_seeds
-from prefdelta.builders.structured import expected_score, schema_problem, score_distributions
-from prefdelta.recipe.judgment import judgment_schema
 from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
 if TYPE_CHECKING:
     from distilabel.models.llms.base import LLM
     from distilabel.typing import ChatType, GenerateOutput, StepOutput
 
-    from prefdelta.recipe import JudgeConfig
-
-__all__ = [
-    "JUDGE_OUTPUTS",
-    "AnswerReader",
-    "ReasoningJudge",
-    "judge_from_config",
-    "judge_messages",
-    "judge_template",
-    "reader_for",
-    "schema_for",
-    "template_source",
-]
-
-ScoreKind = Literal["expected", "sampled"]
+__all__ = ["JUDGE_OUTPUTS", "ReasoningJudge", "judge_from_spec"]
 
 JUDGE_OUTPUTS: tuple[str, ...] = (
     "scores",
@@ -77,10 +57,6 @@ JUDGE_OUTPUTS: tuple[str, ...] = (
     "model_name",
 )
 
-# Backends that count output tokens by re-encoding the decoded text (TransformersLLM)
-# can report a few tokens under the budget the model actually exhausted.
-_TRUNCATION_SLACK = 0.05
-
 _FIX_REQUEST = (
     "That answer could not be used ({problem}). Reply again with only the JSON object, "
     "every dimension present, each score an integer from {low} to {high}."
@@ -91,161 +67,14 @@ _SHORTER_REQUEST = (
 )
 
 
-def template_source() -> str:
-    """The built-in Jinja template of the judge's user turn."""
-    path = importlib_resources.files("prefdelta.builders") / "templates" / "judge.jinja2"
-    return path.read_text(encoding="utf-8")
-
-
-def judge_template(config: "JudgeConfig", base_dir: Path | None = None) -> str:
-    """The template a recipe's judge asks with: its ``template`` file (relative to
-    ``base_dir``, the recipe's folder), else the built-in one. Its text is part of every
-    judgment's cache key, since it shapes the scores."""
-    if config.template is None:
-        return template_source()
-    from prefdelta.recipe import resolve_path
-
-    return resolve_path(config.template, base_dir or Path(".")).read_text(encoding="utf-8")
-
-
-def schema_for(config: "JudgeConfig") -> dict[str, Any] | None:
-    """The schema a recipe's judge answers in; None when ``structured: off``."""
-    if config.structured == "off":
-        return None
-    return judgment_schema(
-        config.dimension_names, tuple(config.scale), config.generation.max_new_tokens
-    )
-
-
-@dataclass(frozen=True)
-class AnswerReader:
-    """Reads stored answers into judgments: the one place where raw text becomes scores.
-
-    The build keeps every raw answer (text, token count, digit-token log-probs) in its store
-    and reads the tables through this, so a fix here reaches a rebuild without calling the
-    judge again. ``schema``: answers must conform to it (``schema_violation`` otherwise) and
-    are read as JSON; None: prose answers, read by the lenient parser. ``budget``: the
-    token budget, to tell a truncated answer from a malformed one.
-    """
-
-    dimensions: tuple[str, ...]
-    scale: tuple[int, int]
-    schema: dict[str, Any] | None = None
-    scoring: ScoreKind = "expected"
-    budget: int | None = None
-
-    def read(self, attempt: dict[str, Any]) -> tuple[Judgment, str | None]:
-        """One attempt ``{text, tokens, error, logprobs}`` -> (judgment, why not expected)."""
-        text, tokens, error = attempt.get("text"), attempt.get("tokens"), attempt.get("error")
-        if text is None:
-            return Judgment("failed", problem=error or "the LLM returned no output"), None
-        if not text.strip():
-            return Judgment("empty", problem="the judge answered with no text"), None
-        truncated = (
-            tokens is not None
-            and self.budget is not None
-            and tokens >= self.budget * (1 - _TRUNCATION_SLACK)
-        )
-        if self.schema is None:
-            judgment = parse_judgment(text, self.dimensions, self.scale, truncated=truncated)
-        else:
-            judgment = self._read_structured(text, truncated)
-        if not judgment.ok or self.scoring != "expected":
-            return judgment, None
-        logprobs = attempt.get("logprobs")
-        if logprobs is None:
-            return judgment, "the backend returned no token probabilities"
-        try:
-            probs, why = score_distributions(text, logprobs, self.dimensions, self.scale)
-        except (KeyError, TypeError, ValueError) as exc:
-            probs, why = None, f"unreadable token probabilities ({exc})"
-        if probs is None:
-            return judgment, why
-        return Judgment("ok", judgment.scores, judgment.rationales, probs=probs), None
-
-    def _read_structured(self, text: str, truncated: bool) -> Judgment:
-        problem = schema_problem(text, self.schema or {})
-        if problem is not None:
-            status: JudgeStatus = "truncated" if truncated else "schema_violation"
-            return Judgment(status, problem=f"answer does not match the schema: {problem}")
-        value = json.loads(text)
-        return Judgment(
-            "ok",
-            scores={d: float(value[d]["score"]) for d in self.dimensions},
-            rationales={d: value[d]["rationale"] for d in self.dimensions},
-        )
-
-    def outputs(self, slots: list[list[dict[str, Any]]]) -> dict[str, Any]:
-        """The judge's output columns for one trace from its slots' attempts.
-
-        A slot is one requested judgment (``samples`` per trace) and holds its attempts in
-        order; its first usable attempt counts. Scores average over usable slots; they are
-        expected scores only if every usable slot has them (never a mix within a trace).
-        """
-        names = self.dimensions
-        ok: list[tuple[Judgment, str | None]] = []
-        failure: Judgment | None = None
-        for attempts in slots:
-            read = [self.read(a) for a in attempts]
-            usable = next((r for r in read if r[0].ok), None)
-            if usable is not None:
-                ok.append(usable)
-            elif read and failure is None:
-                failure = read[-1][0]
-        if not slots:
-            failure = Judgment("parse_error", problem="no trace to judge (generation is missing)")
-        raw = [a.get("text") or "" for attempts in slots for a in attempts]
-        out: dict[str, Any] = {
-            "scores": dict.fromkeys(names),
-            "score_spread": dict.fromkeys(names),
-            "score_kind": None,
-            "score_probs": dict.fromkeys(names),
-            "score_fallback": None,
-            "rationales": dict.fromkeys(names),
-            "judge_status": "ok" if ok else (failure.status if failure else "parse_error"),
-            "judge_problem": None if ok else (failure.problem if failure else None),
-            "judge_raw": raw,
-            "judge_answers": slots,
-            "judge_attempts": len(raw),
-            "judge_samples": len(ok),
-        }
-        if not ok:
-            return out
-        expected = all(j.probs is not None for j, _ in ok)
-        out["score_kind"] = "expected" if expected else "sampled"
-        if self.scoring == "expected" and not expected:
-            out["score_fallback"] = next((why for _, why in ok if why), None)
-        for name in names:
-            if expected:
-                dists = [j.probs[name] for j, _ in ok if j.probs is not None]
-                values = [expected_score(p, self.scale) for p in dists]
-                out["score_probs"][name] = [statistics.fmean(p) for p in zip(*dists, strict=True)]
-            else:  # the integers the judge wrote
-                values = [j.scores[name] for j, _ in ok]
-            out["scores"][name] = statistics.fmean(values)
-            out["score_spread"][name] = statistics.pstdev(values)
-            out["rationales"][name] = ok[0][0].rationales.get(name, "")
-        return out
-
-
-def reader_for(config: "JudgeConfig") -> AnswerReader:
-    """The reader of a recipe's judge answers."""
-    return AnswerReader(
-        dimensions=tuple(config.dimension_names),
-        scale=tuple(config.scale),  # type: ignore[arg-type]
-        schema=schema_for(config),
-        scoring=config.scoring,
-        budget=config.generation.max_new_tokens,
-    )
-
-
 class ReasoningJudge(Task):
     """Scores one reasoning trace on every recipe dimension in a single LLM call.
 
     Attributes:
-        dimensions: ``{name, rubric}`` dicts (built-in names and ``Dimension`` objects are
-            accepted and expanded); defaults to the five built-in rubrics.
+        dimensions: ``{name, rubric}`` dicts; defaults to the five built-in rubrics.
         scale: ``(low, high)`` integer scale; out-of-scale answers are errors, not clamped.
+            Dimensions and scale are taken as given: the recipe's ``JudgeConfig`` checks
+            them, and :func:`judge_from_spec` passes on the checked ones.
         samples: judgments per trace; >1 averages scores per dimension and records their
             standard deviation (needs a sampling temperature to mean anything).
         max_retries: re-asks for a judgment that could not be used, each round batched
@@ -292,39 +121,6 @@ class ReasoningJudge(Task):
     scoring: ScoreKind = "expected"
 
     _template: Template | None = PrivateAttr(default=None)
-
-    @field_validator("dimensions", mode="before")
-    @classmethod
-    def _expand_dimensions(cls, value: Any) -> Any:
-        if not isinstance(value, list | tuple):
-            return value
-        out = []
-        for item in value:
-            if isinstance(item, str):
-                if item not in BUILTIN_RUBRICS:
-                    raise ValueError(f"unknown dimension {item!r}; give {{name, rubric}}")
-                item = {"name": item, "rubric": BUILTIN_RUBRICS[item]}
-            elif hasattr(item, "model_dump"):
-                item = item.model_dump()
-            out.append(item)
-        return out
-
-    @field_validator("dimensions")
-    @classmethod
-    def _check_dimensions(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
-        names = [d.get("name", "") for d in value]
-        if not value or not all(names) or not all(d.get("rubric") for d in value):
-            raise ValueError("every dimension needs a non-empty name and rubric")
-        if len(set(names)) != len(names):
-            raise ValueError(f"dimension listed twice in {names}")
-        return value
-
-    @field_validator("scale")
-    @classmethod
-    def _check_scale(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if value[0] >= value[1]:
-            raise ValueError(f"scale must be (low, high) with low < high, got {value}")
-        return value
 
     @property
     def dimension_names(self) -> list[str]:
@@ -591,69 +387,14 @@ class _Slot:
         self.judgments.append(judgment)
 
 
-def render_judge_prompt(
-    template: Template,
-    dimensions: list[dict[str, str]],
-    scale: tuple[int, int],
-    json_schema: dict[str, Any] | None,
-    instruction: str,
-    generation: str,
-) -> str:
-    """The judge's one user turn: rubrics, the problem, the trace and the shape to answer
-    in (with the schema's rationale bound, when there is a schema)."""
-    rationale_chars = None
-    if json_schema is not None:
-        first = json_schema["properties"][dimensions[0]["name"]]
-        rationale_chars = first["properties"]["rationale"]["maxLength"]
-    return template.render(
-        dimensions=dimensions,
-        low=scale[0],
-        high=scale[1],
-        instruction=instruction,
-        generation=generation,
-        rationale_chars=rationale_chars,
-    ).strip()
-
-
-def judge_messages(
-    template: Template,
-    system_prompt: str | None,
-    dimensions: list[dict[str, str]],
-    scale: tuple[int, int],
-    json_schema: dict[str, Any] | None,
-    instruction: str,
-    generation: str,
-) -> "ChatType":
-    """The judge's messages: the system prompt, if any, and the rendered user turn."""
-    content = render_judge_prompt(template, dimensions, scale, json_schema, instruction, generation)
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*system, {"role": "user", "content": content}]
-
-
-def judge_prompt(
-    config: "JudgeConfig", prompt: str, trace: str, base_dir: Path | None = None
-) -> "ChatType":
-    """Exactly the messages the recipe's judge is sent about ``trace`` (no model needed)."""
-    return judge_messages(
-        Template(judge_template(config, base_dir)),
-        config.system_prompt,
-        [d.model_dump() for d in config.dimensions],
-        tuple(config.scale),
-        schema_for(config),
-        prompt,
-        trace,
-    )
-
-
-def judge_from_config(
-    judge_config: "JudgeConfig",
+def judge_from_spec(
+    spec: JudgeSpec,
     llm: "LLM",
     *,
     task_class: type[ReasoningJudge] = ReasoningJudge,
-    base_dir: Path | None = None,
     **step_kwargs: Any,
 ) -> ReasoningJudge:
-    """A judge step for a recipe's ``judge`` block.
+    """A judge step for a recipe's resolved ``judge`` block.
 
     ``task_class`` lets a subclass (e.g. one that consults a result store first) get the
     same configuration; ``step_kwargs`` (name, input_mappings, input_batch_size, the
@@ -663,13 +404,13 @@ def judge_from_config(
     """
     return task_class(
         llm=llm,
-        dimensions=[d.model_dump() for d in judge_config.dimensions],
-        scale=tuple(judge_config.scale),
-        template=None if judge_config.template is None else judge_template(judge_config, base_dir),
-        system_prompt=judge_config.system_prompt,
-        samples=judge_config.samples,
-        max_retries=judge_config.max_retries,
-        json_schema=schema_for(judge_config),
-        scoring=judge_config.scoring,
+        dimensions=[dict(d) for d in spec.dimensions],
+        scale=spec.scale,
+        template=spec.template,
+        system_prompt=spec.system_prompt,
+        samples=spec.config.samples,
+        max_retries=spec.config.max_retries,
+        json_schema=spec.schema,
+        scoring=spec.config.scoring,
         **step_kwargs,
     )

@@ -25,8 +25,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefdelta.builders.judge.structured import TOP_LOGPROBS, TokenLogprobs
 from prefdelta.builders.keys import row_seed
-from prefdelta.builders.structured import TOP_LOGPROBS, TokenLogprobs
 
 __all__ = ["GrammarCache", "LocalGeneration", "generate_local"]
 
