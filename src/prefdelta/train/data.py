@@ -7,9 +7,8 @@ takes the pairs of :func:`prefdelta.load_pairs` as they are; KTO takes either th
 unpaired (chosen desirable, rejected undesirable) or every judged trace of the ``traces``
 config, labelled by absolute score thresholds, with loss weights that balance the two
 classes as TRL's KTO documentation advises.
-
-Why one module of this size: the DPO and KTO selections share one source resolution, one
-filter and one set of counts; apart they would drift.
+The DPO and KTO selections share one source resolution, one filter and one set of counts,
+so they live together.
 """
 
 from __future__ import annotations

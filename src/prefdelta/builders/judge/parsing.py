@@ -8,9 +8,9 @@ read unambiguously, but never invents or bends a score: a value outside the scal
 error that names the dimension and the value, a missing dimension is an error that names
 it, and ``status == "ok"`` guarantees an in-range float for every dimension.
 
-Why one module of this size: it is one lenient parser for prose judge answers (JSON, then
-repaired JSON, then labelled lines), whose fallbacks must be read together to know what a
-status means; the forgiving JSON reader itself is :mod:`prefdelta.builders.judge.lenient_json`.
+One lenient parser for prose judge answers (JSON, then repaired JSON, then labelled
+lines), whose fallbacks are read together to know what a status means; the forgiving JSON
+reader itself is :mod:`prefdelta.builders.judge.lenient_json`.
 """
 
 from __future__ import annotations
