@@ -95,7 +95,7 @@ def test_readme_gpu_commands_name_real_files_and_parse() -> None:
 
     from prefdelta.recipe import load_recipe
     from prefdelta.train.configs import parse_config
-    from prefdelta.train.sweep_config import load_sweep
+    from prefdelta.train.sweep.config import load_sweep
 
     section = _gpu_section()
     for path in re.findall(r"(?<![\w/.])((?:recipes|scripts|tests)/[\w./-]+\w)", section):
