@@ -105,7 +105,7 @@ def training_reference_markdown() -> str:
     import dataclasses
 
     from prefdelta.train.configs import DataArguments, KTODataArguments
-    from prefdelta.train.sweep_config import (
+    from prefdelta.train.sweep.config import (
         CorrectnessSweep,
         DeltaSweep,
         EvalConfig,
