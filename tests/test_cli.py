@@ -159,12 +159,13 @@ def test_readme_recipe_reference_is_current() -> None:
 
 def test_inspect_says_how_much_of_the_work_is_already_stored(tmp_path: Path) -> None:
     """Counted by the keys the build looks up: a half-generated, one-judged store."""
-    from prefdelta.builders.build import STORE, plan_traces
+    from prefdelta.builders.build import plan_traces
     from prefdelta.builders.keys import judgment_key
     from prefdelta.builders.pipelines import judge_fingerprint
     from prefdelta.builders.prompts import load_prompts
     from prefdelta.builders.store import ResultStore
     from prefdelta.recipe import load_recipe
+    from prefdelta.schema import STORE
 
     recipe_text = (ROOT / "recipes" / "demo.yaml").read_text()
     out = tmp_path / "build"

@@ -143,7 +143,7 @@ def _traceback(exc: BaseException) -> str:
 def _write_log(folder: Path | None, text: str) -> Path | None:
     """``text`` in ``folder/logs/error-<time>.log``; None when it cannot be written (the
     disk is full, the folder is not there: a log never creates a build folder)."""
-    from prefdelta.builders.build import LOGS
+    from prefdelta.schema import LOGS
 
     if folder is None or not folder.is_dir():
         return None
@@ -633,7 +633,7 @@ def review_push(
     _quiet_libraries()
     from huggingface_hub.errors import HfHubHTTPError
 
-    from prefdelta.review.push import push_review
+    from prefdelta.review.send import push_review
 
     with user_errors(HfHubHTTPError, OSError):
         result = push_review(

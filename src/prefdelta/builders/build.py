@@ -57,8 +57,10 @@ from prefdelta.recipe import (
 )
 from prefdelta.schema import (
     HASHED_FILES,
+    LOGS,
     PAIRS_FILE,
     RECIPE_FILE,
+    STORE,
     SUMMARY,
     TRACES_FILE,
     pairs_schema,
@@ -72,10 +74,6 @@ class BuildIncomplete(PrefdeltaError, RuntimeError):
 
 class OutputDirError(PrefdeltaError, ValueError):
     """The build folder is a file, or a folder of someone else's files."""
-
-
-STORE = "store.sqlite"
-LOGS = "logs"  # the command's error logs (tracebacks), when a build fails
 
 
 def claim_build_dir(out: Path) -> None:
