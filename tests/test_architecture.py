@@ -125,7 +125,7 @@ def test_the_project_names_no_file_outside_its_repository() -> None:
     outside = ("/" + "work/", "../" + "shared", "DESIGN" + ".md")
     texts = [
         p
-        for folder in ("src", "tests", "bench", "recipes", "scripts")
+        for folder in ("src", "tests", "bench", "recipes", "scripts", "docs")
         for p in (root / folder).rglob("*")
         if p.is_file() and p.suffix in {".py", ".md", ".yaml", ".yml", ".sh", ".toml", ".jinja2"}
     ] + [root / "README.md", root / "pyproject.toml", root / "Makefile"]

@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 from prefdelta.cli import app
 from prefdelta.recipe_docs import (
     END,
+    RECIPE_REFERENCE,
     START,
     TRAIN_END,
     TRAIN_START,
+    TRAINING_REFERENCE,
     reference_markdown,
     training_reference_markdown,
 )
@@ -145,14 +147,13 @@ def test_inspect_prints_no_library_warnings() -> None:
     assert "judge calls" in proc.stdout
 
 
-def test_readme_recipe_reference_is_current() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index(START) : readme.index(END) + len(END)]
-    assert section == reference_markdown(), "run: python -m prefdelta.recipe_docs README.md"
-    section = readme[readme.index(TRAIN_START) : readme.index(TRAIN_END) + len(TRAIN_END)]
-    assert section == training_reference_markdown(), (
-        "run: python -m prefdelta.recipe_docs README.md"
-    )
+def test_the_reference_pages_are_current() -> None:
+    page = (ROOT / RECIPE_REFERENCE).read_text()
+    section = page[page.index(START) : page.index(END) + len(END)]
+    assert section == reference_markdown(), "run: python -m prefdelta.recipe_docs"
+    page = (ROOT / TRAINING_REFERENCE).read_text()
+    section = page[page.index(TRAIN_START) : page.index(TRAIN_END) + len(TRAIN_END)]
+    assert section == training_reference_markdown(), "run: python -m prefdelta.recipe_docs"
     for key in ("min_delta", "top_fraction", "num_pairs", "kto_source", "options_column"):
         assert f"| `{key}` |" in section
 
