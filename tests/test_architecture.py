@@ -148,3 +148,30 @@ def test_a_module_over_450_lines_says_why_it_is_one_module() -> None:
             if "Why one module of this size" not in doc:
                 long.append(f"{path.relative_to(PACKAGE)}: {len(text.splitlines())} lines")
     assert long == []
+
+
+def test_no_module_re_exports_a_name_it_imports() -> None:
+    """A name is imported from the module that defines it: a plain module neither lists an
+    imported name in ``__all__`` nor imports one ``as`` itself (packages' ``__init__`` may:
+    that is their public face)."""
+    offences = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prefdelta"):
+                for alias in node.names:
+                    imported[alias.asname or alias.name] = node.lineno
+                    if alias.asname == alias.name:
+                        offences.append(
+                            f"{_module_name(path)}:{node.lineno} {alias.name} as itself"
+                        )
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+                for name in ast.literal_eval(node.value):
+                    if name in imported:
+                        offences.append(f"{_module_name(path)}: __all__ lists imported {name}")
+    assert offences == []
