@@ -6,7 +6,7 @@
 #   bash scripts/install-argilla-server.sh
 #   PREFDELTA_ARGILLA_VENV=/elsewhere PYTHON=python3.11 bash scripts/install-argilla-server.sh
 #
-# prefdelta.review.stack finds the venv the same way: $PREFDELTA_ARGILLA_VENV, else .venv-argilla
+# prefdelta.review.server_venv finds the venv the same way: $PREFDELTA_ARGILLA_VENV, else .venv-argilla
 # in the working directory or beside the prefdelta checkout it is run from (this script's ROOT).
 set -euo pipefail
 

@@ -1,6 +1,6 @@
 """The accelerate configs a GPU user is pointed at exist, and accelerate reads them.
 
-Every ``--config_file PATH`` named in recipes/ and README.md must be a file of
+Every ``--config_file PATH`` named in recipes/, README.md and docs/ must be a file of
 recipes/accelerate/ that accelerate's own loader accepts (unknown keys are errors there),
 with the keys its launcher needs for that kind of run.
 """
@@ -24,11 +24,15 @@ NEEDS = {
 
 
 def _documents() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "recipes").rglob("*.yaml"))]
+    return [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        *sorted((ROOT / "recipes").rglob("*.yaml")),
+    ]
 
 
 def named_config_files() -> list[tuple[Path, str]]:
-    """(document, path) for every ``--config_file PATH`` in recipes/ and README.md."""
+    """(document, path) for every ``--config_file PATH`` in recipes/, README.md and docs/."""
     found = []
     for doc in _documents():
         for match in re.finditer(r"--config_file[ =]([^\s`'\"]+)", doc.read_text()):
@@ -38,7 +42,7 @@ def named_config_files() -> list[tuple[Path, str]]:
 
 def test_every_named_accelerate_config_exists() -> None:
     named = named_config_files()
-    # the paper's training config names all three; the README's GPU section does too
+    # the paper's training config names all three; the GPU page does too
     assert {p for _, p in named} >= {
         f"recipes/accelerate/{n}" for n in ("multi_gpu.yaml", "fsdp.yaml", "zero3.yaml")
     }
@@ -69,9 +73,7 @@ def test_shipped_configs_are_what_accelerate_reads(name: str) -> None:
 
 
 def _gpu_section() -> str:
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("## On GPUs")
-    return readme[start : readme.index("\n## ", start + 1)]
+    return (ROOT / "docs" / "gpus.md").read_text()
 
 
 def _commands(section: str) -> list[list[str]]:
@@ -87,19 +89,19 @@ def _commands(section: str) -> list[list[str]]:
     return out
 
 
-def test_readme_gpu_commands_name_real_files_and_parse() -> None:
-    """Every command in README's On GPUs section: its files exist, its extras are the
+def test_gpu_page_commands_name_real_files_and_parse() -> None:
+    """Every command on the On GPUs page (docs/gpus.md): its files exist, its extras are the
     package's, its recipes and sweep configs validate, and each `accelerate launch` line's
     training arguments parse as the script would parse them (on CPU here)."""
     import importlib
 
     from prefdelta.recipe import load_recipe
     from prefdelta.train.configs import parse_config
-    from prefdelta.train.sweep_config import load_sweep
+    from prefdelta.train.sweep.config import load_sweep
 
     section = _gpu_section()
     for path in re.findall(r"(?<![\w/.])((?:recipes|scripts|tests)/[\w./-]+\w)", section):
-        assert (ROOT / path).exists(), f"README's On GPUs section names {path}, which is missing"
+        assert (ROOT / path).exists(), f"docs/gpus.md names {path}, which is missing"
     pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib: Python 3.11+ only)
     table = pyproject.split("[project.optional-dependencies]")[1].split("\n[")[0]
     extras = re.findall(r"^([\w-]+) = \[", table, flags=re.M)
@@ -123,7 +125,7 @@ def test_readme_gpu_commands_name_real_files_and_parse() -> None:
             argv = [str(ROOT / cmd[cmd.index("-m") + 2]), *cmd[cmd.index("-m") + 3 :]]
             parse_config(script.DATACLASSES, [*argv, "--use_cpu", "true", "--bf16", "false"])
         else:
-            raise AssertionError(f"a README command no test checks: {' '.join(cmd)}")
+            raise AssertionError(f"a docs/gpus.md command no test checks: {' '.join(cmd)}")
     assert kinds == {
         "pip",
         "prefdelta validate",

@@ -111,15 +111,12 @@ def test_no_module_imports_another_modules_private_names() -> None:
     assert offences == []
 
 
-RECIPE_MODULES = sorted(
-    _module_name(p) for p in (PACKAGE / "recipe").glob("*.py") if p.stem != "docs"
-)
+RECIPE_MODULES = sorted(_module_name(p) for p in (PACKAGE / "recipe").glob("*.py"))
 
 
 @pytest.mark.parametrize("module", RECIPE_MODULES)
 def test_the_recipe_layer_imports_nothing_above_it(module: str) -> None:
-    """The recipe is the bottom of cli -> train/review -> loading/push -> builders -> recipe.
-    (Only ``recipe.docs``, the README generator, reads the training configs it documents.)"""
+    """The recipe is the bottom of cli -> train/review -> loading/push -> builders -> recipe."""
     above = ("prefdelta.builders", "prefdelta.push", "prefdelta.train", "prefdelta.review")
     above += ("prefdelta.cli", "prefdelta.loading")
     assert not [t for t in _graph()[module] if t.startswith(above)]
@@ -131,7 +128,7 @@ def test_the_project_names_no_file_outside_its_repository() -> None:
     outside = ("/" + "work/", "../" + "shared", "DESIGN" + ".md")
     texts = [
         p
-        for folder in ("src", "tests", "bench", "recipes", "scripts")
+        for folder in ("src", "tests", "bench", "recipes", "scripts", "docs")
         for p in (root / folder).rglob("*")
         if p.is_file() and p.suffix in {".py", ".md", ".yaml", ".yml", ".sh", ".toml", ".jinja2"}
     ] + [root / "README.md", root / "pyproject.toml", root / "Makefile"]
@@ -156,3 +153,30 @@ def test_no_module_is_over_500_lines() -> None:
         if lines > MAX_LINES:
             long.append(f"{path.relative_to(PACKAGE)}: {lines} lines")
     assert long == []
+
+
+def test_no_module_re_exports_a_name_it_imports() -> None:
+    """A name is imported from the module that defines it: a plain module neither lists an
+    imported name in ``__all__`` nor imports one ``as`` itself (packages' ``__init__`` may:
+    that is their public face)."""
+    offences = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prefdelta"):
+                for alias in node.names:
+                    imported[alias.asname or alias.name] = node.lineno
+                    if alias.asname == alias.name:
+                        offences.append(
+                            f"{_module_name(path)}:{node.lineno} {alias.name} as itself"
+                        )
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+                for name in ast.literal_eval(node.value):
+                    if name in imported:
+                        offences.append(f"{_module_name(path)}: __all__ lists imported {name}")
+    assert offences == []

@@ -11,11 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from prefdelta.cli import app
-from prefdelta.recipe.docs import (
+from prefdelta.docs import (
     END,
+    RECIPE_REFERENCE,
     START,
     TRAIN_END,
     TRAIN_START,
+    TRAINING_REFERENCE,
     reference_markdown,
     training_reference_markdown,
 )
@@ -145,26 +147,26 @@ def test_inspect_prints_no_library_warnings() -> None:
     assert "judge calls" in proc.stdout
 
 
-def test_readme_recipe_reference_is_current() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index(START) : readme.index(END) + len(END)]
-    assert section == reference_markdown(), "run: python -m prefdelta.recipe.docs README.md"
-    section = readme[readme.index(TRAIN_START) : readme.index(TRAIN_END) + len(TRAIN_END)]
-    assert section == training_reference_markdown(), (
-        "run: python -m prefdelta.recipe.docs README.md"
-    )
+def test_the_reference_pages_are_current() -> None:
+    page = (ROOT / RECIPE_REFERENCE).read_text()
+    section = page[page.index(START) : page.index(END) + len(END)]
+    assert section == reference_markdown(), "run: python -m prefdelta.docs"
+    page = (ROOT / TRAINING_REFERENCE).read_text()
+    section = page[page.index(TRAIN_START) : page.index(TRAIN_END) + len(TRAIN_END)]
+    assert section == training_reference_markdown(), "run: python -m prefdelta.docs"
     for key in ("min_delta", "top_fraction", "num_pairs", "kto_source", "options_column"):
         assert f"| `{key}` |" in section
 
 
 def test_inspect_says_how_much_of_the_work_is_already_stored(tmp_path: Path) -> None:
     """Counted by the keys the build looks up: a half-generated, one-judged store."""
-    from prefdelta.builders.build import STORE, plan_traces
+    from prefdelta.builders.build import plan_traces
     from prefdelta.builders.judge.spec import JudgeSpec
     from prefdelta.builders.keys import judgment_key
     from prefdelta.builders.prompts import load_prompts
     from prefdelta.builders.store import ResultStore
     from prefdelta.recipe import load_recipe
+    from prefdelta.schema import STORE
 
     recipe_text = (ROOT / "recipes" / "demo.yaml").read_text()
     out = tmp_path / "build"

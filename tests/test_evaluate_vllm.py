@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from prefdelta.train.evaluate import EvalPrompt, evaluate_model, merged_for_eval
-from prefdelta.train.sweep_config import EvalConfig, EvalSet
+from prefdelta.train.sweep.config import EvalConfig, EvalSet
+from prefdelta.train.sweep.evaluate import EvalPrompt, evaluate_model, merged_for_eval
 from support.model_fixtures import tiny_model_dir  # noqa: F401  (a fixture)
 
 # vLLM 0.33.0's own names, read from its wheel: LLM.__init__'s parameters (vllm/entrypoints/

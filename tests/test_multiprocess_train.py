@@ -206,8 +206,8 @@ def test_the_sweeps_accelerate_launch_trains_a_run_on_two_processes(
     tmp_path: Path,
 ) -> None:
     """`launch: {accelerate_config: ..., num_processes: 2}`: the command the sweep starts."""
-    from prefdelta.train.sweep_config import LaunchConfig
-    from prefdelta.train.sweep_launch import Job, command, train_jobs
+    from prefdelta.train.sweep.config import LaunchConfig
+    from prefdelta.train.sweep.launch import Job, command, train_jobs
 
     accel = tmp_path / "accel.yaml"  # recipes/accelerate/multi_gpu.yaml less bf16 (CPU)
     data = yaml.safe_load((ROOT / "recipes/accelerate/multi_gpu.yaml").read_text())

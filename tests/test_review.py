@@ -25,7 +25,7 @@ from prefdelta.push import publish_build
 from prefdelta.review.agreement import GeneratorPreference, judge_label
 from prefdelta.review.argilla_client import ArgillaUnreachable, ReviewError
 from prefdelta.review.pull import pull_reviews
-from prefdelta.review.push import push_review
+from prefdelta.review.send import push_review
 from prefdelta.review.stack import ArgillaStack
 from support.argilla_fixtures import argilla_stack, not_argilla  # noqa: F401
 from support.build_fixtures import make_build

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-import prefdelta.review.stack as stack_module
-from prefdelta.review.stack import ArgillaServerNotInstalled, ArgillaStack
+import prefdelta.review.server_venv as venv_module
+from prefdelta.review.server_venv import ArgillaServerNotInstalled
+from prefdelta.review.stack import ArgillaStack
 from support.argilla_fixtures import BOOT_LIMIT_S, argilla_stack, eventually, new_stack  # noqa: F401
 
 
@@ -137,7 +138,7 @@ def test_missing_server_venv_says_what_to_run(tmp_path: Path) -> None:
 
 @pytest.fixture
 def no_venv_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    monkeypatch.delenv(stack_module.VENV_ENV, raising=False)
+    monkeypatch.delenv(venv_module.VENV_ENV, raising=False)
     return monkeypatch
 
 
@@ -151,41 +152,41 @@ def test_the_env_var_names_the_server_venv_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / ".venv-argilla").mkdir()
-    monkeypatch.setenv(stack_module.VENV_ENV, str(tmp_path / "elsewhere"))
-    assert stack_module.default_venv(tmp_path) == tmp_path / "elsewhere"
+    monkeypatch.setenv(venv_module.VENV_ENV, str(tmp_path / "elsewhere"))
+    assert venv_module.default_venv(tmp_path) == tmp_path / "elsewhere"
 
 
 def test_the_server_venv_in_the_working_directory(
     tmp_path: Path, no_venv_env: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / ".venv-argilla").mkdir()
-    assert stack_module.default_venv(tmp_path) == tmp_path / ".venv-argilla"
+    assert venv_module.default_venv(tmp_path) == tmp_path / ".venv-argilla"
 
 
 def test_the_server_venv_beside_the_project_the_working_directory_is_in(
     tmp_path: Path, no_venv_env: pytest.MonkeyPatch
 ) -> None:
-    no_venv_env.setattr(stack_module, "_checkout_root", lambda: None)  # as from a wheel
+    no_venv_env.setattr(venv_module, "_checkout_root", lambda: None)  # as from a wheel
     project = _project(tmp_path / "proj")
     _project(project / "vendored" / "other", name="other")
     inside = project / "vendored" / "other" / "deep"
     inside.mkdir()
     # not made yet: the error names where the install script puts it
-    assert stack_module.default_venv(inside) == project / ".venv-argilla"
+    assert venv_module.default_venv(inside) == project / ".venv-argilla"
     (project / ".venv-argilla").mkdir()
-    assert stack_module.default_venv(inside) == project / ".venv-argilla"
+    assert venv_module.default_venv(inside) == project / ".venv-argilla"
 
 
 def test_no_server_venv_anywhere_is_one_line_naming_the_env_var_and_the_script(
     tmp_path: Path, no_venv_env: pytest.MonkeyPatch
 ) -> None:
-    no_venv_env.setattr(stack_module, "_checkout_root", lambda: None)  # as from a wheel
+    no_venv_env.setattr(venv_module, "_checkout_root", lambda: None)  # as from a wheel
     _project(tmp_path, name="not-prefdelta")
     with pytest.raises(ArgillaServerNotInstalled) as caught:
-        stack_module.default_venv(tmp_path)
+        venv_module.default_venv(tmp_path)
     message = str(caught.value)
     assert "\n" not in message
-    assert stack_module.VENV_ENV in message
+    assert venv_module.VENV_ENV in message
     assert "scripts/install-argilla-server.sh" in message
 
 
@@ -193,8 +194,8 @@ def test_a_checkout_finds_its_own_server_venv(
     tmp_path: Path, no_venv_env: pytest.MonkeyPatch
 ) -> None:
     """Run from this checkout (src/ on the path), elsewhere: the checkout's .venv-argilla."""
-    checkout = Path(stack_module.__file__).resolve().parents[3]
-    assert stack_module.default_venv(tmp_path) == checkout / ".venv-argilla"
+    checkout = Path(venv_module.__file__).resolve().parents[3]
+    assert venv_module.default_venv(tmp_path) == checkout / ".venv-argilla"
 
 
 # ------------------------------------------------------------------------------ the review flow

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from prefdelta.cli import app
 from prefdelta.push import publish_build
-from prefdelta.review.push import push_review
+from prefdelta.review.send import push_review
 from prefdelta.review.stack import ArgillaStack
 from support.argilla_fixtures import argilla_stack, eventually  # noqa: F401
 from support.build_fixtures import make_build

@@ -199,7 +199,7 @@ def _direction_counts(published: Path) -> dict[str, int]:
 
 
 def test_correctness_runs_are_one_size_and_skips_are_counted(tmp_path: Path) -> None:
-    from prefdelta.train.sweep_config import CorrectnessSweep
+    from prefdelta.train.sweep.config import CorrectnessSweep
 
     counts = {"both_correct": 9, "chosen_only": 20, "rejected_only": 2, "both_wrong": 6}
     runs, notes = correctness_runs(CorrectnessSweep(min_pairs=4), counts)

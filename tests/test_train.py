@@ -350,6 +350,34 @@ def test_cli_train_reads_the_trainer_from_the_config(
     assert "- kto" in card and "max_steps: 1" in card
 
 
+def test_cli_train_reads_its_config_file_once(
+    published: Path,
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trainer, the key and value checks and TRL's parser all see one reading of the
+    file: a file edited mid-run cannot give them different configs."""
+    cfg = _write(
+        tmp_path / "dpo.yaml",
+        _base_yaml(published, tiny_model_dir, tmp_path / "out", trainer="dpo", top_fraction=0.5),
+    )
+    text = cfg.read_text()
+    reads = []
+    safe_load = yaml.safe_load
+
+    def counting(stream: Any) -> Any:
+        content = stream.read() if hasattr(stream, "read") else stream
+        if content == text:
+            reads.append(content)
+        return safe_load(content)
+
+    monkeypatch.setattr(yaml, "safe_load", counting)
+    result = CliRunner().invoke(app, ["train", str(cfg), "--set", "max_steps=1"])
+    assert result.exit_code == 0, result.output
+    assert len(reads) == 1
+
+
 def test_cli_filter_that_leaves_nothing_is_one_line(
     published: Path,
     tiny_model_dir: Path,  # noqa: F811

@@ -5,7 +5,8 @@ tests/test_architecture.py check it): ``cli``; ``train`` | ``review``; ``loading
 ``push``; ``builders``; ``recipe`` | ``schema``; and the shared bottom modules
 (``errors``, ``files``, ``locations``, ``local_models``, ``scratch``). ``recipe`` holds
 the built-in rubrics and the judgment's schema too. ``plan`` (a build's cost, over
-``builders``) and ``recipe.docs`` (the recipe reference) serve the CLI.
+``builders``) serves the CLI; ``docs`` (the generated reference pages) reads the recipe
+and the training configs from the top.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The data contract: the names of the files in a build folder and in a published dataset.
 
 A build folder (``prefdelta build``) holds ``traces.parquet``, ``pairs.parquet``,
-``recipe.yaml`` and, written last, ``summary.json`` with the tables' sha256. A published
+``recipe.yaml`` and, written last, ``summary.json`` with the tables' sha256; beside them
+``store.sqlite`` (every model call's result, so a rerun resumes) and ``logs/`` (the error
+logs of a failed command). A published
 dataset (a Hub repo or a folder, the same files in both) holds:
 
     data/pairs/train-00000-of-00001.parquet   (+ data/pairs/test-... when a test split is asked)
@@ -26,12 +28,14 @@ __all__ = [
     "CARD",
     "FOLDER_MANIFEST",
     "HASHED_FILES",
+    "LOGS",
     "PAIRS",
     "PAIRS_FILE",
     "RECIPE_FILE",
     "REPO_TYPE",
     "REQUIRED_PAIR_COLUMNS",
     "REVIEWS",
+    "STORE",
     "SUMMARY",
     "TRACES",
     "TRACES_FILE",
@@ -49,6 +53,8 @@ SUMMARY = "summary.json"
 TRACES_FILE = "traces.parquet"
 PAIRS_FILE = "pairs.parquet"
 RECIPE_FILE = "recipe.yaml"
+STORE = "store.sqlite"  # every model call's result, keyed, so a rerun resumes
+LOGS = "logs"  # the command's error logs (tracebacks), when a build fails
 # The files summary.json vouches for (their sha256): a build is published only when they match.
 HASHED_FILES = (TRACES_FILE, PAIRS_FILE, RECIPE_FILE)
 REQUIRED_PAIR_COLUMNS = ("pair_id", "prompt_id", "prompt", "chosen", "rejected", "delta")

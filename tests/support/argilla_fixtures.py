@@ -20,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from prefdelta.review.stack import ArgillaServerNotInstalled, ArgillaStack
+from prefdelta.review.server_venv import ArgillaServerNotInstalled
+from prefdelta.review.stack import ArgillaStack
 
 BOOT_LIMIT_S = 60.0
 """Tests and CI budget for one boot of the whole stack."""

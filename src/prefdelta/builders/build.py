@@ -54,8 +54,10 @@ from prefdelta.recipe import (
 )
 from prefdelta.schema import (
     HASHED_FILES,
+    LOGS,
     PAIRS_FILE,
     RECIPE_FILE,
+    STORE,
     SUMMARY,
     TRACES_FILE,
     pairs_schema,
@@ -69,10 +71,6 @@ class BuildIncomplete(PrefdeltaError, RuntimeError):
 
 class OutputDirError(PrefdeltaError, ValueError):
     """The build folder is a file, or a folder of someone else's files."""
-
-
-STORE = "store.sqlite"
-LOGS = "logs"  # the command's error logs (tracebacks), when a build fails
 
 
 def claim_build_dir(out: Path) -> None:

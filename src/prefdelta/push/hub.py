@@ -33,7 +33,6 @@ from prefdelta.schema import FOLDER_MANIFEST, REPO_TYPE
 __all__ = [
     "CALL_ATTEMPTS",
     "COMMIT_ATTEMPTS",
-    "REPO_TYPE",
     "RemoteFiles",
     "call",
     "commit_on_head",

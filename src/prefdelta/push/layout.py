@@ -17,10 +17,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from prefdelta.push.build_folder import Build, check_no_secrets, sha256_file
-
-# read_recipe_text was defined here; review/push.py still imports it from here (the
-# re-export goes when it imports prefdelta.push.build_folder instead).
-from prefdelta.push.build_folder import read_recipe_text as read_recipe_text
 from prefdelta.push.card import render_card
 from prefdelta.push.errors import PublishError
 from prefdelta.push.plots import write_plots

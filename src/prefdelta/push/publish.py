@@ -64,9 +64,7 @@ from prefdelta.push.target import (
 from prefdelta.schema import CARD, FOLDER_MANIFEST, REVIEWS, data_path
 from prefdelta.scratch import make_scratch, remove_abandoned
 
-# REPO_TYPE and is_hub_target were defined here; review/push.py still imports them from here
-# (they go from this module when it imports them from prefdelta.push.hub).
-__all__ = ["REPO_TYPE", "PublishResult", "is_hub_target", "publish_build"]
+__all__ = ["PublishResult", "publish_build"]
 
 # What the Hub itself puts in a new repo: a repo holding only these is empty.
 HUB_MADE = frozenset({".gitattributes"})

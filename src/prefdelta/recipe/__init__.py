@@ -8,8 +8,8 @@ which the recipe validates against), :mod:`~prefdelta.recipe.identity` (which fi
 toward the recipe hash and the cache keys), :mod:`~prefdelta.recipe.base`,
 :mod:`~prefdelta.recipe.endpoints` and :mod:`~prefdelta.recipe.schema` (the pydantic
 models), :mod:`~prefdelta.recipe.checks` (names across sections, files),
-:mod:`~prefdelta.recipe.errors` and :mod:`~prefdelta.recipe.load` (reading a file), and
-:mod:`~prefdelta.recipe.docs` (the README's generated reference).
+:mod:`~prefdelta.recipe.errors` and :mod:`~prefdelta.recipe.load` (reading a file); the
+generated reference pages are :mod:`prefdelta.docs`.
 """
 
 from prefdelta.recipe.base import StrictModel

@@ -8,16 +8,15 @@ imports nothing from it. Every child gets its own process group (stopped as a gr
 forked workers go too) and a stdin pipe from us: if this process dies without cleaning up, the
 pipe closes and each child exits by itself.
 
-Why one module of this size: it owns four processes (fakeredis, the osmem search server,
-the API server and its worker) that must start, be watched and stop as one, and the
-lookup of the venv they run from.
+It owns four processes (fakeredis, the osmem search server, the API server and its worker)
+that must start, be watched and stop as one; the venv they run from is found by
+:mod:`prefdelta.review.server_venv`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -36,13 +35,8 @@ from types import TracebackType
 from typing import IO
 
 from prefdelta.errors import PrefdeltaError
+from prefdelta.review.server_venv import ArgillaServerNotInstalled, osmem_binaries, server_python
 
-VENV_ENV = "PREFDELTA_ARGILLA_VENV"
-"""Environment variable naming the server venv; without it, see :func:`default_venv`."""
-VENV_DIR = ".venv-argilla"
-"""The server venv's folder name beside a prefdelta project (where the install script puts it)."""
-
-INSTALL_HINT = "bash scripts/install-argilla-server.sh"
 # A script for the server venv, shipped as package data: see its docstring for why.
 ENGINE_FILE = Path(__file__).with_name("server_scripts") / "argilla_engine.py"
 ENGINE_NAME = "osmem"  # argilla_engine.ENGINE_NAME; that script cannot be imported here
@@ -59,82 +53,8 @@ server.serve_forever()
 """
 
 
-class ArgillaServerNotInstalled(PrefdeltaError, RuntimeError):
-    """The server venv is missing: the message says which command makes it."""
-
-
 class ArgillaStackError(PrefdeltaError, RuntimeError):
     """A component failed to start or died; the message carries the tail of its log."""
-
-
-def _is_prefdelta_project(folder: Path) -> bool:
-    """Whether ``folder`` holds prefdelta's own pyproject.toml (a checkout of this project)."""
-    try:
-        text = (folder / "pyproject.toml").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return False
-    return re.search(r"""^name\s*=\s*["']prefdelta["']\s*$""", text, re.MULTILINE) is not None
-
-
-def _checkout_root() -> Path | None:
-    """The checkout this module runs from (``src/prefdelta/review/stack.py``), if it is one.
-
-    An installed wheel has no project folder above it: then None.
-    """
-    root = Path(__file__).resolve().parents[3]
-    return root if _is_prefdelta_project(root) else None
-
-
-def default_venv(cwd: Path | str | None = None) -> Path:
-    """Where the server venv is looked for, first match wins:
-
-    1. ``$PREFDELTA_ARGILLA_VENV``;
-    2. ``.venv-argilla`` in the working directory;
-    3. ``.venv-argilla`` beside the prefdelta project the working directory is in (the nearest
-       folder up with a pyproject.toml naming prefdelta), where
-       ``scripts/install-argilla-server.sh`` puts it;
-    4. ``.venv-argilla`` beside the checkout this module runs from (an editable install).
-
-    Without a venv at 2-4, the first project found (3, else 4) is named, so the error says
-    where the install script would put one; with no project either,
-    :class:`ArgillaServerNotInstalled`.
-    """
-    if os.environ.get(VENV_ENV):
-        return Path(os.environ[VENV_ENV]).expanduser()
-    try:
-        here: Path | None = Path(cwd).resolve() if cwd is not None else Path.cwd()
-    except OSError:  # the working directory was deleted
-        here = None
-    project = None
-    if here is not None:
-        project = next((d for d in (here, *here.parents) if _is_prefdelta_project(d)), None)
-    beside = [root / VENV_DIR for root in (project, _checkout_root()) if root is not None]
-    candidates = ([here / VENV_DIR] if here is not None else []) + beside
-    found = next((venv for venv in candidates if venv.is_dir()), None)
-    if found is not None:
-        return found
-    if beside:
-        return beside[0]
-    raise ArgillaServerNotInstalled(
-        f"no Argilla server venv found: set {VENV_ENV} to one, or run `{INSTALL_HINT}` in a"
-        f" prefdelta checkout (it makes {VENV_DIR} there)"
-    )
-
-
-def server_python(venv: Path | str | None = None) -> Path:
-    """The server venv's interpreter, or a one-line :class:`ArgillaServerNotInstalled`."""
-    venv = Path(venv).expanduser() if venv else default_venv()
-    python = venv / "bin" / "python"
-    if not python.exists() or not _osmem_binaries(venv):
-        raise ArgillaServerNotInstalled(
-            f"Argilla server venv not found at {venv}: run `{INSTALL_HINT}`"
-            f" (or point {VENV_ENV} at an existing one)"
-        )
-    return python
-
-
-def _osmem_binaries(venv: Path) -> list[Path]:
-    return sorted(venv.glob("lib/python*/site-packages/osmem_server/bin/osmem-server"))
 
 
 def _free_listener(host: str, port: int | None) -> socket.socket:
@@ -271,7 +191,7 @@ class ArgillaStack:
     # -- components --------------------------------------------------------------------------
 
     def _start_osmem(self) -> str:
-        binary = _osmem_binaries(self.venv)[0]
+        binary = osmem_binaries(self.venv)[0]
         cmd = [str(binary), "--no-ja", "--addr", f"{LOOPBACK}:0", "--parent-pid", str(os.getpid())]
         proc = self._spawn("osmem", cmd, stdout=subprocess.PIPE)
         msg = json.loads(self._read_ready_line("osmem", proc))

@@ -17,7 +17,7 @@ import logging
 import os
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -121,7 +121,7 @@ def describe(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def check_values(values: dict[str, Any], dataclass_types: Sequence[type], source: str) -> None:
+def check_values(values: Mapping[str, Any], dataclass_types: Sequence[type], source: str) -> None:
     """Each known key's value against its field's type; the first misfit is a one-line error.
 
     ``source`` is the config file, or "command line" (whose values are all strings).

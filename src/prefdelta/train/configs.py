@@ -10,7 +10,7 @@ Unknown keys are errors, as in build recipes: a typo must never fall back to a d
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,24 +287,33 @@ def config_argv(argv: Sequence[str]) -> list[str]:
 
 
 def parse_config(
-    dataclass_types: Sequence[type], argv: Sequence[str], *, runnable: bool = False
+    dataclass_types: Sequence[type],
+    argv: Sequence[str],
+    *,
+    runnable: bool = False,
+    config: Mapping[str, Any] | None = None,
 ) -> tuple[Any, ...]:
     """Parse a config file (and command-line overrides) with ``TrlParser``; one-line errors.
 
     Keys and values are checked before TRL builds its configs from them
     (:mod:`prefdelta.train.config_checks`). ``runnable``: also check, before a run loads any
     data, that the base model can be loaded here (which may ask the Hub) and that the output
-    folder can be written; off for a config that is only being validated.
+    folder can be written; off for a config that is only being validated. ``config``: the
+    file named by ``--config`` when the caller has read it already (:func:`read_config`),
+    so the file is read once per run, and every check sees the same mapping as TRL.
     """
     from trl import TrlParser
 
     args = config_argv(argv)
     source = "command line"
+    data: Mapping[str, Any] | None = None
     if "--config" in args:
-        source = args[args.index("--config") + 1]
-        data = read_config(source)
+        at = args.index("--config")
+        source = args[at + 1]
+        data = read_config(source) if config is None else config
         _check_keys(data, dataclass_types, source)
         check_values(data, dataclass_types, source)
+        del args[at : at + 2]  # TrlParser would read the file again: it gets the mapping
     # argparse would take `--max_step` for `--max_steps` (a prefix) and answer a real typo
     # with the whole usage: every flag is an exact key, or a one-line error with a match
     flags = [a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")]
@@ -313,7 +322,7 @@ def parse_config(
     parser = TrlParser(list(dataclass_types))
     parser.error = _one_line_error(source)  # type: ignore[method-assign]
     try:
-        parsed = tuple(parser.parse_args_and_config(args))
+        parsed = tuple(_parse_with_mapping(parser, args, data))
     except SystemExit as exc:  # --help, or an exit not routed through error() above
         raise TrainConfigError(f"{source}: invalid arguments (exit {exc.code})") from None
     except TrainConfigError:
@@ -327,6 +336,25 @@ def parse_config(
             where = "command line" if "model_name_or_path" in flags else source
             check_model(obj.model_name_or_path, getattr(obj, "model_revision", None), where)
     return parsed
+
+
+def _parse_with_mapping(parser: Any, args: list[str], data: Mapping[str, Any] | None) -> Any:
+    """``TrlParser.parse_args_and_config`` with the config file already read: the same steps
+    (``env`` into the environment, the file's values as defaults, then the command line, a
+    key no dataclass takes an error), minus opening the file a second time."""
+    if data is None:
+        return parser.parse_args_and_config(args)
+    values = dict(data)
+    env = values.pop("env", {})
+    if not isinstance(env, dict):
+        raise ValueError("`env` field should be a dict in the YAML file.")
+    for key, value in env.items():
+        os.environ[key] = str(value)
+    remaining = parser.set_defaults_with_config(**values)
+    output = parser.parse_args_into_dataclasses(args=args)
+    if remaining:
+        raise ValueError(f"Unknown arguments from config file: {remaining}.")
+    return output
 
 
 def _one_line_error(source: str) -> Any:
@@ -344,7 +372,7 @@ def _one_line_error(source: str) -> Any:
     return error
 
 
-def _check_keys(data: dict[str, Any], dataclass_types: Sequence[type], source: str) -> None:
+def _check_keys(data: Mapping[str, Any], dataclass_types: Sequence[type], source: str) -> None:
     """Unknown keys are errors, with a close match when there is one (TRL checks too late:
     after building the configs, whose own checks may fail first with a stranger message)."""
     import dataclasses
@@ -384,9 +412,12 @@ def read_config(config: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def read_trainer(config: str | os.PathLike[str]) -> str | None:
-    """The ``trainer:`` key of a training config, without parsing the rest."""
-    trainer = read_config(config).get("trainer")
+def read_trainer(
+    config: str | os.PathLike[str], data: Mapping[str, Any] | None = None
+) -> str | None:
+    """The ``trainer:`` key of a training config (``data``: the file, already read), without
+    parsing the rest."""
+    trainer = (read_config(config) if data is None else data).get("trainer")
     if trainer is not None and trainer not in TRAINERS:
         raise TrainConfigError(
             f"{config}: trainer: expected one of {', '.join(TRAINERS)}, got {trainer!r}"

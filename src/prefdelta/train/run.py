@@ -10,7 +10,7 @@ Dependencies run one way: this module imports the scripts; the scripts import
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -23,6 +23,7 @@ from prefdelta.train.configs import (
     KTODataArguments,
     TrainConfigError,
     parse_config,
+    read_config,
     read_trainer,
 )
 from prefdelta.train.data import load_dpo_selection, load_kto_selection
@@ -68,10 +69,15 @@ REGISTRY: dict[str, TrainerKind] = {
 }
 
 
-def run_script(trainer: TrainerKind, argv: Sequence[str]) -> TrainResult:
-    """Parse ``argv`` (``CONFIG.yaml [--key value ...]``) as the trainer's script would, and run it."""
+def run_script(
+    trainer: TrainerKind, argv: Sequence[str], config: Mapping[str, Any] | None = None
+) -> TrainResult:
+    """Parse ``argv`` (``CONFIG.yaml [--key value ...]``) as the trainer's script would, and run it.
+
+    ``config``: the config file, already read (:func:`~prefdelta.train.configs.read_config`).
+    """
     script = trainer.script()
-    return script.main(*parse_config(script.DATACLASSES, argv, runnable=True))
+    return script.main(*parse_config(script.DATACLASSES, argv, runnable=True, config=config))
 
 
 def run_config(
@@ -79,13 +85,14 @@ def run_config(
 ) -> TrainResult:
     """``prefdelta train``: the script named by ``--trainer`` or the config's ``trainer:``,
     run in this process. ``overrides`` are ``key=value`` strings, as on TRL's command line."""
-    chosen = trainer or read_trainer(config)
+    if trainer is not None and trainer not in TRAINERS:
+        raise TrainConfigError(f"--trainer: expected one of {', '.join(TRAINERS)}, got {trainer!r}")
+    data = read_config(config)  # once: the trainer and every check read this mapping
+    chosen = trainer or read_trainer(config, data)
     if chosen is None:
         raise TrainConfigError(
             f"{config}: set `trainer: dpo` or `trainer: kto` (or pass --trainer)"
         )
-    if chosen not in TRAINERS:
-        raise TrainConfigError(f"--trainer: expected one of {', '.join(TRAINERS)}, got {chosen!r}")
     argv = ["--config", str(config)]  # whatever its name ends with
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -94,4 +101,4 @@ def run_config(
         argv += [f"--{key.removeprefix('--')}", value]
     if trainer is not None:
         argv += ["--trainer", trainer]
-    return run_script(REGISTRY[chosen], argv)
+    return run_script(REGISTRY[chosen], argv, config=data)

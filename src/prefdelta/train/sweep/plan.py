@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefdelta.loading import CORRECTNESS, CORRECTNESS_DIRECTIONS
-from prefdelta.train.sweep_config import SELECTION_KEYS, CorrectnessSweep, SweepConfig, SweepError
+from prefdelta.train.sweep.config import SELECTION_KEYS, CorrectnessSweep, SweepConfig, SweepError
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from prefdelta.train.common import RUN_RECORD
-from prefdelta.train.sweep_config import LaunchConfig, SweepError
+from prefdelta.train.sweep.config import LaunchConfig, SweepError
 
 LOG = "train.log"
 LAUNCH_RECORD = "launch.json"

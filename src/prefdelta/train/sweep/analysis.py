@@ -3,7 +3,7 @@ against random k%, gain against the generator delta, the correctness directions.
 
 Every difference is paired over the same prompts (:mod:`prefdelta.stats`): one seed per
 eval set, so all of them see the same bootstrap resamples. The report
-(:mod:`prefdelta.train.sweep_results`) and the figures (:mod:`prefdelta.train.sweep_plots`)
+(:mod:`prefdelta.train.sweep.results`) and the figures (:mod:`prefdelta.train.sweep.plots`)
 both read what :func:`analyse` returns.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from prefdelta.stats import Interval, gain_slope, paired_difference, wilson
-from prefdelta.train.sweep_config import SweepConfig
+from prefdelta.train.sweep.config import SweepConfig
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 from prefdelta.builders.verify import LETTERS
 from prefdelta.recipe import PromptsConfig, RecipeError
 from prefdelta.train.data import fresh_cache, read_traces
-from prefdelta.train.sweep_config import EvalConfig, EvalSet, SweepError
+from prefdelta.train.sweep.config import EvalConfig, EvalSet, SweepError
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 A run's ``trained.json`` names its selection, and each eval set's ``result.json`` its
 model and prompts, so a rerun of the sweep skips what is finished and redoes what changed.
-The comparisons are :mod:`prefdelta.train.sweep_analysis`, the figures
-:mod:`prefdelta.train.sweep_plots`.
+The comparisons are :mod:`prefdelta.train.sweep.analysis`, the figures
+:mod:`prefdelta.train.sweep.plots`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from prefdelta.stats import RESAMPLES
-from prefdelta.train.sweep_analysis import COLUMNS, RunResult, SetFindings, analyse
-from prefdelta.train.sweep_config import SweepConfig
-from prefdelta.train.sweep_plots import plot_experiments
+from prefdelta.train.sweep.analysis import COLUMNS, RunResult, SetFindings, analyse
+from prefdelta.train.sweep.config import SweepConfig
+from prefdelta.train.sweep.plots import plot_experiments
 
 
 def read_cached_result(path: Path, key: str) -> dict[str, Any] | None:

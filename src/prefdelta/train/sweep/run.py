@@ -10,25 +10,25 @@ wrong->right, right->wrong, both wrong), all of one size; the paper found every 
 beat the base model.
 
 Every run starts from the same training config (a ``prefdelta train`` YAML); the sweep
-only sets the selection keys (:data:`~prefdelta.train.sweep_config.SELECTION_KEYS`) and
+only sets the selection keys (:data:`~prefdelta.train.sweep.config.SELECTION_KEYS`) and
 ``output_dir``, and writes each run's full config to ``runs/<name>/train.yaml`` so any
 run can be repeated alone (or launched with ``accelerate launch -m prefdelta.train.dpo
 runs/<name>/train.yaml`` on more GPUs). Runs share the reference log-prob cache, so the
 reference pass happens once for the sweep. Runs train inside this process one after
 another, or, with the config's ``launch:``, each as its own process (the script, or the
 script under ``accelerate launch``), one per device side by side, a crashed run retried
-alone (:mod:`prefdelta.train.sweep_launch`).
+alone (:mod:`prefdelta.train.sweep.launch`).
 
 Each trained model and the untrained base model then answer every eval set with the same
-decoding (:mod:`prefdelta.train.evaluate`), and every accuracy and difference comes with
+decoding (:mod:`prefdelta.train.sweep.evaluate`), and every accuracy and difference comes with
 a 95% interval (:mod:`prefdelta.stats`). Results: ``results.csv`` (one row
 per run and eval set), ``results.md`` and a figure per experiment. A finished run (same
 selection) is not trained again, nor a model's eval set answered again, when the sweep
 is rerun.
 
-The config schema is :mod:`prefdelta.train.sweep_config`, the planning
-:mod:`prefdelta.train.sweep_plan`, the result cache, comparisons and report
-:mod:`prefdelta.train.sweep_results`, the figures :mod:`prefdelta.train.sweep_plots`;
+The config schema is :mod:`prefdelta.train.sweep.config`, the planning
+:mod:`prefdelta.train.sweep.plan`, the result cache, comparisons and report
+:mod:`prefdelta.train.sweep.results`, the figures :mod:`prefdelta.train.sweep.plots`;
 this module runs the plan, each run through the trainer registry of
 :mod:`prefdelta.train.run` (as ``prefdelta train`` does).
 """
@@ -47,7 +47,16 @@ from typing import Any
 import yaml
 
 from prefdelta.train.configs import read_config, resolve_model
-from prefdelta.train.evaluate import (
+from prefdelta.train.run import REGISTRY, TrainerKind, run_script
+from prefdelta.train.sweep.analysis import RunResult
+from prefdelta.train.sweep.config import (
+    SELECTION_KEYS,
+    EvalSet,
+    SweepConfig,
+    SweepError,
+    load_sweep,
+)
+from prefdelta.train.sweep.evaluate import (
     EvalPrompt,
     eval_prompts,
     evaluate_model,
@@ -55,16 +64,7 @@ from prefdelta.train.evaluate import (
     read_pairs_columns,
     training_prompt_ids,
 )
-from prefdelta.train.run import REGISTRY, TrainerKind, run_script
-from prefdelta.train.sweep_analysis import RunResult
-from prefdelta.train.sweep_config import (
-    SELECTION_KEYS,
-    EvalSet,
-    SweepConfig,
-    SweepError,
-    load_sweep,
-)
-from prefdelta.train.sweep_plan import (
+from prefdelta.train.sweep.plan import (
     RunSpec,
     correctness_runs,
     direction_counts,
@@ -72,25 +72,13 @@ from prefdelta.train.sweep_plan import (
     generator_gaps,
     plan_runs,
 )
-from prefdelta.train.sweep_plots import figure_names
-from prefdelta.train.sweep_results import (
+from prefdelta.train.sweep.plots import figure_names
+from prefdelta.train.sweep.results import (
     cache_answers,
     read_cached_result,
     write_cached_result,
     write_results,
 )
-
-__all__ = [
-    "RunSpec",
-    "SweepError",
-    "correctness_runs",
-    "direction_counts",
-    "drop_unrankable",
-    "load_sweep",
-    "plan_runs",
-    "run_sweep",
-]
-
 
 # --------------------------------------------------------------------------- running
 
@@ -269,7 +257,7 @@ def _train(
     """Train the runs not trained before: in this process one after another, or (with
     ``launch:``) each as its own process, side by side. Each run's ``trained.json`` is
     written as it finishes, so a rerun after a failure trains only what is missing."""
-    from prefdelta.train.sweep_launch import Job, train_jobs
+    from prefdelta.train.sweep.launch import Job, train_jobs
 
     module = trainer.script().__name__  # what `python -m` / `accelerate launch -m` runs
     selections: dict[Path, str] = {}

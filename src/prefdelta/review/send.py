@@ -113,8 +113,9 @@ def rubrics_for(source: str | os.PathLike[str], dims: Sequence[str]) -> dict[str
 
     rubrics = {d: BUILTIN_RUBRICS[d] for d in dims if d in BUILTIN_RUBRICS}
     try:
-        from prefdelta.push.layout import read_recipe_text
-        from prefdelta.push.publish import REPO_TYPE, is_hub_target
+        from prefdelta.push.build_folder import read_recipe_text
+        from prefdelta.push.hub import is_hub_target
+        from prefdelta.schema import REPO_TYPE
 
         if is_hub_target(source):
             from huggingface_hub import hf_hub_download

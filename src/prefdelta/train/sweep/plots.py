@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefdelta.train.sweep_analysis import SetFindings
+from prefdelta.train.sweep.analysis import SetFindings
 
 FIGURES = {  # experiment -> its figure
     "delta": "top_vs_random.png",
