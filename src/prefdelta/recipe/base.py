@@ -1,6 +1,6 @@
 """The base of every recipe model, and the patterns its names follow.
 
-:class:`StrictModel` is shared with the sweep configs (:mod:`prefdelta.train.sweep_config`),
+:class:`StrictModel` is shared with the sweep configs (:mod:`prefdelta.train.sweep.config`),
 which are validated and reported the same way.
 """
 
