@@ -151,7 +151,12 @@ def review_pull(
     quiet_libraries()
     from huggingface_hub.errors import HfHubHTTPError
 
-    from prefdelta.review.pull import agreement_rich_table, preference_rich_table, pull_reviews
+    from prefdelta.review.pull import (
+        agreement_rich_table,
+        ceiling_rich_table,
+        preference_rich_table,
+        pull_reviews,
+    )
 
     with user_errors(HfHubHTTPError, OSError):
         result = pull_reviews(
@@ -174,6 +179,9 @@ def review_pull(
         )
         return
     out.print(agreement_rich_table(result))
+    ceiling = ceiling_rich_table(result)
+    if ceiling is not None:
+        out.print(ceiling)
     out.print(preference_rich_table(result))
     if result.published is not None:
         p = result.published

@@ -219,40 +219,41 @@ def _counts(counts: dict[str, int]) -> str:
     return " / ".join(str(counts.get(c, 0)) for c in ("chosen", "rejected", "same"))
 
 
-def _with_interval(x: float | None, interval: tuple[float, float] | None) -> str:
+def _with_interval(x: float | None, interval: tuple[float, float] | None, sep: str = " ") -> str:
     """``0.667 [0.333, 1.000]``: the estimate and its 95% bootstrap interval."""
     if x is None:
         return "—"
     if interval is None:
         return _fmt(x)
-    return f"{_fmt(x)} [{_fmt(interval[0])}, {_fmt(interval[1])}]"
+    return f"{_fmt(x)}{sep}[{_fmt(interval[0])}, {_fmt(interval[1])}]"
 
 
 def _band(tie_band: float) -> str:
     return f"{tie_band:g}"
 
 
-def agreement_cells(a: Agreement) -> list[str]:
-    """Judge-human figures of one question, the same in the card and the terminal."""
+def agreement_cells(a: Agreement, sep: str = " ") -> list[str]:
+    """Judge-human figures of one question, the same in the card and the terminal (where
+    ``sep`` puts the intervals on a line of their own)."""
     return [
         a.question,
         str(a.n),
-        _with_interval(a.accuracy, a.accuracy_interval),
-        _with_interval(a.kappa, a.kappa_interval),
+        _with_interval(a.accuracy, a.accuracy_interval, sep),
+        _with_interval(a.kappa, a.kappa_interval, sep),
         _counts(a.judge),
         _counts(a.answered),
     ]
 
 
-def ceiling_cells(a: Agreement) -> list[str]:
+def ceiling_cells(a: Agreement, sep: str = " ") -> list[str]:
     """The reviewers' agreement with each other on one question (— without such records)."""
     r = a.between_reviewers
     if r is None:
         return ["0", "—", "—"]
     return [
         str(r.n),
-        _with_interval(r.accuracy, r.accuracy_interval),
-        _with_interval(r.kappa, r.kappa_interval),
+        _with_interval(r.accuracy, r.accuracy_interval, sep),
+        _with_interval(r.kappa, r.kappa_interval, sep),
     ]
 
 
@@ -389,44 +390,52 @@ def _preference_cells(g: GeneratorPreference) -> list[str]:
 
 
 def agreement_rich_table(result: PullResult) -> Any:
-    """The agreement table for the terminal."""
+    """The judge-human agreement table for the terminal."""
     from rich.table import Table
 
     table = Table(
         title=f"judge-human agreement: {result.dataset_name} "
-        f"({len(result.rows)} reviews, {result.reviewed} pairs; "
-        f"tie band |delta| < {_band(result.tie_band)})"
+        f"({len(result.rows)} reviews, {result.reviewed} pairs)"
     )
-    names = ["question", "n", "agreement [95% CI]", "kappa [95% CI]", "judge c/r/s", "human c/r/s"]
-    for name in names:
-        table.add_column(name, justify="left" if name == "question" else "right")
+    table.add_column("question", no_wrap=True)  # never cut a dimension's name
+    for name in ("n", "agreement [95% CI]", "kappa [95% CI]", "judge c/r/s", "human c/r/s"):
+        table.add_column(name, justify="right")
     unjudged = any(a.unjudged_count for a in result.agreement)
     if unjudged:  # reviews of pairs the judge could not score: theirs, counted apart
         table.add_column("no judge view", justify="right")
-    ceiling = _has_ceiling(result)
-    if ceiling:  # the reviewers' agreement with each other, beside the judge's with them
-        for name in ("reviewer pairs", "rev-rev agreement", "rev-rev kappa"):
-            table.add_column(name, justify="right")
     for a in result.agreement:
-        cells = agreement_cells(a)
-        if unjudged:
-            cells.append(str(a.unjudged_count))
-        if ceiling:
-            cells += ceiling_cells(a)
-        table.add_row(*cells)
-    captions = []
+        table.add_row(*agreement_cells(a, "\n"), *([str(a.unjudged_count)] if unjudged else []))
+    captions = [
+        f"tie band |delta| < {_band(result.tie_band)}: the judge's 'same'; "
+        "95% bootstrap intervals over the pairs"
+    ]
     if result.judge_gave_no_view:
         captions.append(
             "the judge scored none of these pairs: no agreement to measure; "
             "human c/r/s are the reviewers' own answers"
         )
-    if not ceiling:
+    if not _has_ceiling(result):
         captions.append(
             "no pair has two reviewers: push with --reviewers-per-record 2 for their "
             "agreement with each other"
         )
-    if captions:
-        table.caption = "; ".join(captions)
+    table.caption = "; ".join(captions)
+    return table
+
+
+def ceiling_rich_table(result: PullResult) -> Any | None:
+    """The reviewers' agreement with each other for the terminal, printed right under the
+    judge's (None when no pair has two reviewers): the ceiling to read it against."""
+    from rich.table import Table
+
+    if not _has_ceiling(result):
+        return None
+    table = Table(title="reviewers against each other (the ceiling for the judge)")
+    table.add_column("question", no_wrap=True)
+    for name in ("reviewer pairs", "agreement [95% CI]", "kappa [95% CI]"):
+        table.add_column(name, justify="right")
+    for a in result.agreement:
+        table.add_row(a.question, *ceiling_cells(a, "\n"))
     return table
 
 
