@@ -11,14 +11,17 @@ from collections import Counter
 import pytest
 
 from prefdelta.review.agreement import (
+    DEFAULT_TIE_BAND,
     GeneratorPreference,
     agreement,
     agreement_table,
     cohen_kappa,
     generator_preference,
     judge_label,
+    reviewer_agreement,
 )
 from prefdelta.review.sample import allocate, bucket_edges, stratified_sample
+from prefdelta.stats import RESAMPLES, bootstrap_indices
 
 C, R, S = "chosen", "rejected", "same"
 
@@ -71,6 +74,16 @@ def test_judge_label_is_the_sign() -> None:
     assert [judge_label(x) for x in (2.0, 0.25, 0.0, -0.0, -1.0, None)] == [C, C, S, S, R, None]
 
 
+def test_tie_band_at_its_edges() -> None:
+    # |delta| < band is "same"; at the band's edge the judge already has a view
+    band = 0.25
+    deltas = (0.25, 0.2499, 0.0, -0.2499, -0.25, 0.26, -1.0, None)
+    assert [judge_label(d, band) for d in deltas] == [C, S, S, S, R, C, R, None]
+    # a band of 0 keeps only an exact 0 (the old rule); a tiny gap is a view
+    assert [judge_label(d, 0.0) for d in (0.0, 0.001, -0.001)] == [S, C, R]
+    assert DEFAULT_TIE_BAND == 0.25
+
+
 def test_agreement_table_skips_missing_answers() -> None:
     rows = [
         {"overall": C, "judge_overall": C, "f": S, "judge_f": C},
@@ -79,6 +92,98 @@ def test_agreement_table_skips_missing_answers() -> None:
     overall, f = agreement_table(rows, ["overall", "f"])
     assert (overall.n, overall.agree) == (2, 1)
     assert (f.n, f.agree) == (1, 0)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """numpy's default (linear) percentile, written out."""
+    s = sorted(values)
+    pos = q / 100 * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def test_intervals_resample_records_with_all_their_reviews_by_hand() -> None:
+    # five records; p2 and p4 were reviewed twice: 7 (judge, human) comparisons
+    rows = [
+        {"pair_id": "p1", "annotator": "alice", "overall": C, "judge_overall": C},
+        {"pair_id": "p2", "annotator": "alice", "overall": C, "judge_overall": C},
+        {"pair_id": "p2", "annotator": "bob", "overall": S, "judge_overall": C},
+        {"pair_id": "p3", "annotator": "alice", "overall": R, "judge_overall": R},
+        {"pair_id": "p4", "annotator": "alice", "overall": R, "judge_overall": C},
+        {"pair_id": "p4", "annotator": "bob", "overall": C, "judge_overall": C},
+        {"pair_id": "p5", "annotator": "bob", "overall": S, "judge_overall": S},
+    ]
+    (a,) = agreement_table(rows, ["overall"], seed=4)
+    assert (a.n, a.records, a.agree) == (7, 5, 5)
+    # judge c5 r1 s1, human c3 r2 s2: p_e = (15 + 2 + 2) / 49, p_o = 5/7
+    assert a.kappa == pytest.approx((5 / 7 - 19 / 49) / (1 - 19 / 49))
+    # by hand: each resample draws 5 records (in first-seen order) with all their comparisons
+    by_record: dict[int, list[tuple[str, str]]] = {}
+    order = ["p1", "p2", "p3", "p4", "p5"]
+    for r in rows:
+        by_record.setdefault(order.index(r["pair_id"]), []).append(
+            (r["judge_overall"], r["overall"])
+        )
+    accuracies, kappas = [], []
+    for row in bootstrap_indices(5, RESAMPLES, seed=4).tolist():
+        pairs = [p for i in row for p in by_record[i]]
+        accuracies.append(sum(j == h for j, h in pairs) / len(pairs))
+        k = cohen_kappa(pairs)
+        if k is not None:  # undefined resamples are left out of kappa's interval
+            kappas.append(k)
+    # a resample that drew one of p1, p3 or p5 five times has one label for everything
+    assert len(kappas) < RESAMPLES
+    assert a.accuracy_interval == pytest.approx(
+        (_percentile(accuracies, 2.5), _percentile(accuracies, 97.5))
+    )
+    assert a.kappa_interval == pytest.approx((_percentile(kappas, 2.5), _percentile(kappas, 97.5)))
+    lo, hi = a.kappa_interval or (0, 0)
+    assert lo < (a.kappa or 0) < hi
+    # the same pairs with no records named: each comparison is its own unit, another interval
+    alone = agreement("overall", [(r["judge_overall"], r["overall"]) for r in rows], seed=4)
+    assert alone.records == 7 and alone.accuracy_interval != a.accuracy_interval
+
+
+def test_reviewers_against_each_other_by_hand() -> None:
+    # alice and bob on six records; carol also on r1. Alice's answer is rater 1 (first by name).
+    answers = {
+        "r1": {"bob": C, "alice": C, "carol": R},
+        "r2": {"alice": C, "bob": C},
+        "r3": {"alice": R, "bob": R},
+        "r4": {"alice": S, "bob": C},
+        "r5": {"alice": C, "bob": R},
+        "r6": {"alice": S, "bob": S},
+        "r7": {"alice": C},  # one reviewer: nothing to compare
+    }
+    between = reviewer_agreement("overall", answers)
+    # pairs: r1 (a,b)=(C,C) (a,c)=(C,R) (b,c)=(C,R); r2 (C,C); r3 (R,R); r4 (S,C); r5 (C,R);
+    # r6 (S,S): 8 pairs over 6 records, 4 agree
+    assert (between.records, between.n, between.agree) == (6, 8, 4)
+    assert between.accuracy == pytest.approx(0.5)
+    # rater 1: C C C C R S C S -> c5 r1 s2; rater 2: C R R C R C R S -> c3 r4 s1
+    # p_e = (5*3 + 1*4 + 2*1) / 64 = 21/64; kappa = (32/64 - 21/64) / (43/64) = 11/43
+    assert between.kappa == pytest.approx(11 / 43)
+    assert between.accuracy_interval is not None and between.kappa_interval is not None
+    # two reviewers on every record: their Cohen's kappa, by hand
+    two = {k: {n: v[n] for n in ("alice", "bob")} for k, v in answers.items() if "bob" in v}
+    pair = reviewer_agreement("overall", two)
+    # alice C C R S C S (c3 r1 s2), bob C C R C R S (c3 r2 s1): p_o = 4/6,
+    # p_e = (9 + 2 + 2) / 36 = 13/36; kappa = (24/36 - 13/36) / (23/36) = 11/23
+    assert (pair.n, pair.agree) == (6, 4)
+    assert pair.kappa == pytest.approx(11 / 23)
+    assert reviewer_agreement("overall", {"r7": {"alice": C}}).n == 0
+
+    # in the table: beside the judge's figures, and absent where no record has two reviewers
+    rows = [
+        {"pair_id": k, "annotator": name, "overall": label, "judge_overall": C}
+        for k, v in answers.items()
+        for name, label in v.items()
+    ]
+    (a,) = agreement_table(rows, ["overall"])
+    assert a.between_reviewers == between
+    (single,) = agreement_table([r for r in rows if r["annotator"] == "alice"], ["overall"])
+    assert single.between_reviewers is None
 
 
 # ----------------------------------------------------------------------------- sample

@@ -360,8 +360,17 @@ def test_pull_unblinds_and_scores_agreement_by_hand(
     assert len(datasets.load_dataset(str(target), split="train")) > 6  # pairs is still default
     card = DatasetCard.load(target / "README.md")
     assert "## Human review" in card.text
-    assert "| overall | 6 | 0.667 | 0.333 | 4 / 1 / 1 | 4 / 2 / 0 |" in card.text
-    assert "| factuality | 6 | 0.667 | 0.500 | 4 / 1 / 1 | 2 / 2 / 2 |" in card.text
+    for a, figures in (
+        (by["overall"], "0.667 {} | 0.333 {} | 4 / 1 / 1 | 4 / 2 / 0 | 0 |"),
+        (by["factuality"], "0.667 {} | 0.500 {} | 4 / 1 / 1 | 2 / 2 / 2 | 0 |"),
+    ):
+        accuracy, kappa = (
+            f"[{lo:.3f}, {hi:.3f}]" for lo, hi in (a.accuracy_interval, a.kappa_interval)
+        )
+        assert f"| {a.question} | 6 | {figures.format(accuracy, kappa)}" in card.text
+    assert by["overall"].records == 6 and by["overall"].between_reviewers is None
+    assert "Tie band: 0.25 score points" in card.text
+    assert "No pair was answered by two reviewers" in card.text
     # the generator-level check: reviewers preferred the strong generator's trace 4 times in 6
     assert {r["generator_pair"] for r in result.rows} == {"strong vs weak"}
     assert result.preference == [GeneratorPreference("strong vs weak", 4, 2, 0)]
@@ -427,6 +436,123 @@ def test_pairs_the_judge_could_not_score_are_still_reviewed(
     section = agreement_section(pulled, str(target))
     assert "| overall | 0 | — | — | 0 / 0 / 0 | 2 / 1 / 1 | 4 |" in section
     assert "The judge scored none of the reviewed pairs" in section
+
+
+# What a second reviewer means on the six hand pairs (overall, factuality, step_coherence).
+BOB = {
+    "h1": ("same", "chosen", "same"),
+    "h2": ("rejected", "same", "chosen"),
+    "h3": ("rejected", "same", "rejected"),
+    "h4": ("chosen", "rejected", "chosen"),
+    "h5": ("chosen", "same", "chosen"),
+    "h6": ("rejected", "rejected", "chosen"),
+}
+
+
+def test_two_reviewers_on_the_same_records_give_the_ceiling(
+    target: Path, owner: Any, api: dict[str, str], monkeypatch: Any
+) -> None:
+    # h1's aggregate delta is 0.2: inside the default tie band the judge says "same" overall
+    pairs = _hand_pairs().map(lambda r: {"delta": 0.2 if r["pair_id"] == "h1" else r["delta"]})
+    pushed = push_review(
+        target, n=6, dataset_name="two-reviewers", pairs=pairs, reviewers_per_record=2, **api
+    )
+    assert pushed.reviewers_per_record == 2
+    assert owner.datasets("two-reviewers", workspace="prefdelta").distribution.min_submitted == 2
+    records = _records(owner, "two-reviewers")
+    alice, bob = _annotator(owner, "alice"), _annotator(owner, "bob")
+    for client, meant in ((alice, MEANT), (bob, BOB)):
+        for pid, (overall, fact, step) in meant.items():
+            a_is = records[pid].metadata["a_is"]
+            answers = {"overall": _ab(overall, a_is, tie="tie"), "factuality": _ab(fact, a_is)}
+            _answer(client, records[pid], {**answers, "step_coherence": _ab(step, a_is)})
+        # Argilla counts a record done only once both have submitted it
+        status = {r.status for r in _records(owner, "two-reviewers").values()}
+        assert status == {"pending" if client is alice else "completed"}
+
+    result = pull_reviews(target, dataset_name="two-reviewers", **api)
+    assert result.tie_band == 0.25 and len(result.rows) == 12 and result.reviewed == 6
+    by = {a.question: a for a in result.agreement}
+    overall = by["overall"]
+    # judge (band 0.25): h1 s, h2 c, h3 r, h4 c, h5 s, h6 c
+    # alice: c r r c c c -> agrees on h3 h4 h6; bob: s r r c c r -> agrees on h1 h3 h4
+    # 6 of 12; judge c6 r2 s4, humans c6 r5 s1: p_e = (36 + 10 + 4) / 144 = 50/144
+    # kappa = (72/144 - 50/144) / (94/144) = 22/94
+    assert (overall.n, overall.records, overall.agree) == (12, 6, 6)
+    assert overall.kappa == pytest.approx(22 / 94)
+    # alice against bob, overall: c/s r/r r/r c/c c/c c/r -> 4 of 6 agree
+    # alice c4 r2 s0, bob c2 r3 s1: p_e = (8 + 6 + 0) / 36 = 14/36
+    # kappa = (24/36 - 14/36) / (22/36) = 10/22
+    between = overall.between_reviewers
+    assert between is not None and (between.records, between.n, between.agree) == (6, 6, 4)
+    assert between.kappa == pytest.approx(10 / 22)
+    # factuality: c/c r/s s/s c/r s/s r/r -> 4 of 6; alice c2 r2 s2, bob c1 r2 s3:
+    # p_e = (2 + 4 + 6) / 36 = 1/3, kappa = (2/3 - 1/3) / (2/3) = 1/2
+    fact = by["factuality"].between_reviewers
+    assert fact is not None and fact.accuracy == pytest.approx(4 / 6)
+    assert fact.kappa == pytest.approx(0.5)
+    lo, hi = between.kappa_interval or (1.0, -1.0)
+    assert lo <= between.kappa <= hi and lo < hi
+
+    # the card: intervals, the band and the ceiling beside the judge's figures
+    card = (target / "README.md").read_text()
+    assert "Tie band: 0.25 score points" in card and "|delta| < 0.25" in card
+    assert "reviewer-reviewer kappa [95% CI]" in card
+    a_lo, a_hi = overall.accuracy_interval or (0, 0)
+    k_lo, k_hi = overall.kappa_interval or (0, 0)
+    b_lo, b_hi = between.accuracy_interval or (0, 0)
+    assert (
+        f"| overall | 12 | 0.500 [{a_lo:.3f}, {a_hi:.3f}] | {22 / 94:.3f} [{k_lo:.3f}, {k_hi:.3f}] "
+        f"| 6 / 2 / 4 | 6 / 5 / 1 | 0 | 6 | 0.667 [{b_lo:.3f}, {b_hi:.3f}] | {10 / 22:.3f} ["
+    ) in card
+
+    # a narrower band: h1's 0.2 is now the judge preferring the chosen trace
+    narrow = pull_reviews(target, dataset_name="two-reviewers", tie_band=0.1, publish=False, **api)
+    assert narrow.tie_band == 0.1
+    assert [r["judge_overall"] for r in narrow.rows if r["pair_id"] == "h1"] == ["chosen"] * 2
+    # alice's "chosen" on h1 now agrees with the judge and bob's "same" no longer does
+    assert narrow.agreement[0].judge == {"chosen": 8, "rejected": 2, "same": 2}
+    assert narrow.agreement[0].agree == 6
+    assert narrow.agreement[0].between_reviewers == between  # the reviewers did not change
+    with pytest.raises(ReviewError, match="--tie-band must be"):
+        pull_reviews(target, dataset_name="two-reviewers", tie_band=-1, publish=False, **api)
+
+    # the same through the CLI: the band's width and the ceiling columns in the terminal table
+    monkeypatch.setenv("ARGILLA_API_URL", api["api_url"])
+    monkeypatch.setenv("ARGILLA_API_KEY", api["api_key"])
+    monkeypatch.setenv("COLUMNS", "300")
+    args = ["review", "pull", str(target), "--dataset-name", "two-reviewers", "--no-publish"]
+    pulled = runner.invoke(app, [*args, "--tie-band", "0.1"])
+    assert pulled.exit_code == 0, pulled.output
+    assert "tie band |delta| < 0.1" in pulled.output
+    assert "reviewers against each other" in pulled.output
+    refused = runner.invoke(app, [*args, "--tie-band", "-0.5"])
+    assert refused.exit_code != 0 and "tie-band" in refused.output
+
+
+def test_reviewers_per_record_on_a_repush(
+    published: Path, owner: Any, api: dict[str, str], monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("ARGILLA_API_URL", api["api_url"])
+    monkeypatch.setenv("ARGILLA_API_KEY", api["api_key"])
+    monkeypatch.setenv("COLUMNS", "300")
+    args = ["review", "push", str(published), "--n", "2", "--dataset-name", "per-record"]
+
+    def min_submitted() -> int:
+        return int(owner.datasets("per-record", workspace="prefdelta").distribution.min_submitted)
+
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "1 reviewer(s) per pair" in first.output and min_submitted() == 1
+    more = runner.invoke(app, [*args, "--reviewers-per-record", "3"])
+    assert more.exit_code == 0, more.output
+    assert "3 reviewer(s) per pair" in more.output and min_submitted() == 3
+    again = runner.invoke(app, args)  # left out: the dataset keeps its setting
+    assert again.exit_code == 0 and min_submitted() == 3
+    assert "3 reviewer(s) per pair" in again.output
+    refused = runner.invoke(app, [*args, "--reviewers-per-record", "0"])
+    assert refused.exit_code != 0
+    assert "--reviewers-per-record (reviewers per record) must be at least 1" in refused.output
 
 
 def test_pull_to_a_new_folder_copies_the_dataset_beside_its_reviews(

@@ -12,6 +12,7 @@ import pytest
 from prefdelta.stats import (
     Interval,
     bootstrap_indices,
+    bootstrap_interval,
     fit_line,
     gain_slope,
     paired_difference,
@@ -96,3 +97,32 @@ def test_significance_means_the_interval_excludes_zero() -> None:
     assert not Interval(0.1, 0.0, 0.2).significant
     assert not Interval(0.0, -0.1, 0.1).significant
     assert np.isfinite(wilson(3, 3).low)
+
+
+def test_bootstrap_interval_by_hand_leaving_out_undefined_resamples() -> None:
+    values = [1, 0, 1, 1, 0, 1, 1]
+    indices = bootstrap_indices(7, resamples=400, seed=5)
+    means = [sum(values[i] for i in row) / 7 for row in indices.tolist()]
+
+    def mean(x: np.ndarray, axis: int) -> np.ndarray:
+        return np.mean(x, axis=axis)
+
+    low, high = bootstrap_interval([values], mean, resamples=400, seed=5) or (None, None)
+    assert low == pytest.approx(_percentile(means, 2.5))
+    assert high == pytest.approx(_percentile(means, 97.5))
+
+    # undefined (NaN) where a resample drew only ones: those resamples are left out
+    def undefined_at_one(x: np.ndarray, axis: int) -> np.ndarray:
+        m = np.mean(x, axis=axis)
+        return np.where(m == 1, np.nan, m)
+
+    defined = [m for m in means if m != 1]
+    assert 0 < 400 - len(defined) < 400  # (5/7)^7: about one resample in ten is all ones
+    low, high = bootstrap_interval([values], undefined_at_one, resamples=400, seed=5) or (0, 0)
+    assert low == pytest.approx(_percentile(defined, 2.5))
+    assert high == pytest.approx(_percentile(defined, 97.5))
+    assert high < 1
+
+    # one unit: the value itself; undefined everywhere: no interval
+    assert bootstrap_interval([[0.5]], mean) == (0.5, 0.5)
+    assert bootstrap_interval([[1, 1, 1]], undefined_at_one) is None

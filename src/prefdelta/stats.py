@@ -4,7 +4,9 @@ The judge's validity report (:mod:`prefdelta.builders.judge.validity`) and the s
 (:mod:`prefdelta.train.sweep`) ask the same questions of small samples: how sure is a
 proportion, an AUC, a correlation, a paired difference. scipy answers each; this module
 only fixes the choices (95%, the Wilson interval, percentile bootstraps over one seeded
-set of prompt resamples) so both stages say the same thing the same way.
+set of prompt resamples) so both stages say the same thing the same way. The human review's
+agreement figures (:mod:`prefdelta.review.agreement`) use the same bootstrap over the
+reviewed records.
 
 Hanley & McNeil's AUC interval is written out: scipy has no AUC interval.
 """
@@ -12,6 +14,7 @@ Hanley & McNeil's AUC interval is written out: scipy has no AUC interval.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +27,7 @@ __all__ = [
     "Interval",
     "auc_interval",
     "bootstrap_indices",
+    "bootstrap_interval",
     "fit_line",
     "gain_slope",
     "mann_whitney_auc",
@@ -136,6 +140,45 @@ def _paired_bootstrap(
     )
     ci = result.confidence_interval
     return float(ci.low), float(ci.high)
+
+
+def bootstrap_interval(
+    samples: Sequence[Sequence[float]],
+    statistic: Callable[..., np.ndarray],
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile 95% interval of ``statistic`` over units resampled together.
+
+    ``samples`` are per-unit columns of equal length (unit ``i`` is ``s[i]`` of each);
+    ``statistic(*columns, axis=-1)`` is vectorized and returns NaN where it is undefined
+    for a resample (a kappa whose chance agreement is 1). The resamples are
+    :func:`bootstrap_indices` with ``seed``; undefined ones are left out of the percentiles,
+    and None says every resample was undefined.
+    """
+    columns = [np.asarray(s, dtype=float) for s in samples]
+    if columns[0].shape[-1] < 2:  # one unit: every resample is that unit
+        value = float(statistic(*columns, axis=-1))
+        return None if math.isnan(value) else (value, value)
+    with warnings.catch_warnings():  # NaN resamples: scipy warns, the quantiles below omit them
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            result = stats.bootstrap(
+                columns,
+                statistic,
+                n_resamples=resamples,
+                paired=True,
+                vectorized=True,
+                axis=-1,
+                method="percentile",
+                rng=np.random.default_rng(seed),
+            )
+    distribution = np.asarray(result.bootstrap_distribution, dtype=float)
+    if np.isnan(distribution).all():
+        return None
+    low, high = stats.quantile(distribution, [0.025, 0.975], nan_policy="omit")
+    return float(low), float(high)
 
 
 def paired_difference(

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from prefdelta.cli.app import out, quiet_libraries, review_app
 from prefdelta.cli.errors import err, user_errors
+from prefdelta.review.agreement import DEFAULT_TIE_BAND
 
 ApiUrlOption = Annotated[
     str | None, typer.Option(help="Argilla URL (default: $ARGILLA_API_URL)", show_default=False)
@@ -65,6 +66,15 @@ def review_push(
         ),
     ] = False,
     split: Annotated[str, typer.Option(help="split of the pairs config")] = "train",
+    reviewers_per_record: Annotated[
+        int | None,
+        typer.Option(
+            help="submitted answers a pair needs before Argilla counts it done (2 or more lets "
+            "`review pull` measure the reviewers' agreement with each other; default: 1 for "
+            "a new dataset, unchanged for an existing one)",
+            show_default=False,
+        ),
+    ] = None,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -88,6 +98,7 @@ def review_push(
             split=split,
             api_url=api_url,
             api_key=api_key,
+            reviewers_per_record=reviewers_per_record,
         )
     table = Table(title=f"sample by {result.sample.column} bucket and generator pair")
     for name in ("generator pair", result.sample.column, "pairs", "sampled"):
@@ -102,7 +113,8 @@ def review_push(
     out.print(
         f"pushed {len(result.sample)} pairs to {result.workspace}/{result.dataset_name} "
         f"({result.created} new, {result.updated} updated, {result.total} in the dataset; "
-        f"judge suggestions {shown}): {result.url}",
+        f"judge suggestions {shown}; {result.reviewers_per_record} reviewer(s) per pair): "
+        f"{result.url}",
         markup=False,
         highlight=False,
     )
@@ -122,6 +134,16 @@ def review_pull(
     no_publish: Annotated[
         bool, typer.Option("--no-publish", help="only print the agreement")
     ] = False,
+    tie_band: Annotated[
+        float,
+        typer.Option(
+            help="score points: a judge delta with |delta| below it counts as the judge saying "
+            "'same' (probability-weighted scores are almost never exactly equal; 0.25 is a "
+            "quarter point on the default 1-5 scale, a gap no reviewer could be expected to "
+            "see; 0 keeps only an exact 0)",
+            min=0.0,
+        ),
+    ] = DEFAULT_TIE_BAND,
     api_url: ApiUrlOption = None,
     api_key: ApiKeyOption = None,
 ) -> None:
@@ -129,7 +151,12 @@ def review_pull(
     quiet_libraries()
     from huggingface_hub.errors import HfHubHTTPError
 
-    from prefdelta.review.pull import agreement_rich_table, preference_rich_table, pull_reviews
+    from prefdelta.review.pull import (
+        agreement_rich_table,
+        ceiling_rich_table,
+        preference_rich_table,
+        pull_reviews,
+    )
 
     with user_errors(HfHubHTTPError, OSError):
         result = pull_reviews(
@@ -140,6 +167,7 @@ def review_pull(
             api_url=api_url,
             api_key=api_key,
             publish=not no_publish,
+            tie_band=tie_band,
             console=err,
         )
     if not result.rows:
@@ -151,6 +179,9 @@ def review_pull(
         )
         return
     out.print(agreement_rich_table(result))
+    ceiling = ceiling_rich_table(result)
+    if ceiling is not None:
+        out.print(ceiling)
     out.print(preference_rich_table(result))
     if result.published is not None:
         p = result.published

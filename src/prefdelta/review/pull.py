@@ -3,8 +3,9 @@
 Only *submitted* responses count (drafts and discarded ones are a reviewer's unfinished
 business). Each is un-blinded with the record's hidden ``a_is`` metadata, which the server
 returns to owners and admins only: pulling needs such an API key. The judge's view comes from
-the same record's delta metadata (its sign, see :mod:`prefdelta.review.agreement`), i.e. the
-judgment the reviewer was checking, even if the dataset was republished since.
+the same record's delta metadata (its sign outside the tie band, see
+:mod:`prefdelta.review.agreement`), i.e. the judgment the reviewer was checking, even if the
+dataset was republished since.
 
 The result is one row per (pair, reviewer), published as the ``reviews`` config of the
 dataset (or of ``to``), with the agreement table as a section of its card.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from prefdelta.review.agreement import (
+    DEFAULT_TIE_BAND,
     OVERALL,
     Agreement,
     GeneratorPreference,
@@ -44,6 +46,7 @@ from prefdelta.review.records import (
     from_ab,
     review_dimensions,
 )
+from prefdelta.stats import RESAMPLES
 
 if TYPE_CHECKING:
     import argilla as rg
@@ -66,6 +69,7 @@ class PullResult:
     suggested: int  # reviewed records that showed the judge's suggestions
     published: ReviewsPublishResult | None = None
     annotators: list[str] = field(default_factory=list)
+    tie_band: float = DEFAULT_TIE_BAND  # |delta| below it: the judge says "same"
 
     @property
     def reviewed(self) -> int:
@@ -103,7 +107,10 @@ def _usernames(client: rg.Argilla) -> dict[str, str]:
 
 
 def collect_reviews(
-    dataset: rg.Dataset, dims: Sequence[str], usernames: dict[str, str]
+    dataset: rg.Dataset,
+    dims: Sequence[str],
+    usernames: dict[str, str],
+    tie_band: float = DEFAULT_TIE_BAND,
 ) -> tuple[list[dict[str, Any]], int, int]:
     """(rows, records in the dataset, reviewed records that had suggestions)."""
     with quiet_sdk():
@@ -126,8 +133,8 @@ def collect_reviews(
             )
         if len(record.suggestions):
             suggested += 1
-        judge = {OVERALL: judge_label(record.metadata.get("delta"))}
-        judge.update({d: judge_label(record.metadata.get(f"delta_{d}")) for d in dims})
+        judge = {OVERALL: judge_label(record.metadata.get("delta"), tie_band)}
+        judge.update({d: judge_label(record.metadata.get(f"delta_{d}"), tie_band) for d in dims})
         for user_id, answers in by_user.items():
             row: dict[str, Any] = {
                 "pair_id": str(record.id),
@@ -154,13 +161,17 @@ def pull_reviews(
     api_url: str | None = None,
     api_key: str | None = None,
     publish: bool = True,
+    tie_band: float = DEFAULT_TIE_BAND,
     console: Console | None = None,
 ) -> PullResult:
     """Collect submitted answers for ``dataset``'s review, compute agreement, publish them.
 
     Publishes to ``to`` (a Hub id or folder), else back to ``dataset``; nothing is published
-    when there is no submitted answer yet or ``publish`` is False.
+    when there is no submitted answer yet or ``publish`` is False. ``tie_band``: a judge delta
+    with ``|delta| < tie_band`` counts as the judge saying "same".
     """
+    if not (isinstance(tie_band, int | float) and 0 <= tie_band < float("inf")):
+        raise ReviewError(f"--tie-band must be a number of score points >= 0, got {tie_band!r}")
     name = dataset_name or default_dataset_name(dataset)
     client = connect(api_url, api_key)
     with argilla_errors(client.api_url):
@@ -171,7 +182,7 @@ def pull_reviews(
                 f"run `prefdelta review push {dataset}` first (or pass --dataset-name/--workspace)"
             )
         dims = review_dimensions(ds)
-        rows, records, suggested = collect_reviews(ds, dims, _usernames(client))
+        rows, records, suggested = collect_reviews(ds, dims, _usernames(client), tie_band)
     result = PullResult(
         dataset_name=name,
         workspace=workspace,
@@ -182,6 +193,7 @@ def pull_reviews(
         records=records,
         suggested=suggested,
         annotators=sorted({r["annotator"] for r in rows}),
+        tie_band=float(tie_band),
     )
     if not rows or not publish:
         return result
@@ -207,8 +219,71 @@ def _counts(counts: dict[str, int]) -> str:
     return " / ".join(str(counts.get(c, 0)) for c in ("chosen", "rejected", "same"))
 
 
+def _with_interval(x: float | None, interval: tuple[float, float] | None, sep: str = " ") -> str:
+    """``0.667 [0.333, 1.000]``: the estimate and its 95% bootstrap interval."""
+    if x is None:
+        return "—"
+    if interval is None:
+        return _fmt(x)
+    return f"{_fmt(x)}{sep}[{_fmt(interval[0])}, {_fmt(interval[1])}]"
+
+
+def _band(tie_band: float) -> str:
+    return f"{tie_band:g}"
+
+
+def agreement_cells(a: Agreement, sep: str = " ") -> list[str]:
+    """Judge-human figures of one question, the same in the card and the terminal (where
+    ``sep`` puts the intervals on a line of their own)."""
+    return [
+        a.question,
+        str(a.n),
+        _with_interval(a.accuracy, a.accuracy_interval, sep),
+        _with_interval(a.kappa, a.kappa_interval, sep),
+        _counts(a.judge),
+        _counts(a.answered),
+    ]
+
+
+def ceiling_cells(a: Agreement, sep: str = " ") -> list[str]:
+    """The reviewers' agreement with each other on one question (— without such records)."""
+    r = a.between_reviewers
+    if r is None:
+        return ["0", "—", "—"]
+    return [
+        str(r.n),
+        _with_interval(r.accuracy, r.accuracy_interval, sep),
+        _with_interval(r.kappa, r.kappa_interval, sep),
+    ]
+
+
+AGREEMENT_COLUMNS = (
+    "question",
+    "n",
+    "agreement [95% CI]",
+    "Cohen's kappa [95% CI]",
+    "judge: chosen / rejected / same",
+    "reviewers: chosen / rejected / same",
+)
+CEILING_COLUMNS = (
+    "reviewer pairs",
+    "reviewer-reviewer agreement [95% CI]",
+    "reviewer-reviewer kappa [95% CI]",
+)
+
+
+def _has_ceiling(result: PullResult) -> bool:
+    return any(a.between_reviewers is not None for a in result.agreement)
+
+
 def agreement_section(result: PullResult, ref: str) -> str:
     """The dataset card's "Human review" section (Markdown)."""
+    ceiling = _has_ceiling(result)
+    columns = [
+        *AGREEMENT_COLUMNS,
+        "reviewed without a judge view",
+        *(CEILING_COLUMNS if ceiling else ()),
+    ]
     lines = [
         "## Human review",
         "",
@@ -218,17 +293,18 @@ def agreement_section(result: PullResult, ref: str) -> str:
         "Reviewers saw the two traces as Response A and Response B in a random order per pair; "
         "the `reviews` config holds their answers un-blinded, one row per (pair, reviewer), "
         f"next to the judge's view. The judge's suggestions were shown on {result.suggested} "
-        f"of the {result.reviewed} reviewed pair(s).",
+        f"of the {result.reviewed} reviewed pair(s). Tie band: {_band(result.tie_band)} score "
+        f"points (a judge delta with |delta| < {_band(result.tie_band)} counts as the judge "
+        "saying *same*).",
         "",
-        "| question | n | agreement | Cohen's kappa | judge: chosen / rejected / same "
-        "| reviewers: chosen / rejected / same | reviewed without a judge view |",
-        "|---|---|---|---|---|---|---|",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     for a in result.agreement:
-        lines.append(
-            f"| {a.question} | {a.n} | {_fmt(a.accuracy)} | {_fmt(a.kappa)} "
-            f"| {_counts(a.judge)} | {_counts(a.answered)} | {a.unjudged_count} |"
-        )
+        cells = [*agreement_cells(a), str(a.unjudged_count)]
+        if ceiling:
+            cells += ceiling_cells(a)
+        lines.append("| " + " | ".join(cells) + " |")
     if result.judge_gave_no_view:
         lines += [
             "",
@@ -237,14 +313,20 @@ def agreement_section(result: PullResult, ref: str) -> str:
             "reviewers answered nothing): the reviewers' own answers are in the table and in "
             "the `reviews` config.",
         ]
+    lines += ["", *ceiling_lines(result)]
     lines += ["", *preference_lines(result.preference)]
     lines += [
         "",
         "Both raters use three categories: the chosen trace is better, the rejected one is, or "
-        "neither (the judge: a delta of exactly 0; a reviewer: *same*, or *tie* overall). "
+        f"neither (the judge: a delta inside the tie band, |delta| < {_band(result.tie_band)}; "
+        "a reviewer: *same*, or *tie* overall). "
         "*Same* is a category of its own, so a reviewer's tie against a judge's gap is a "
         "disagreement. Kappa is (p_o - p_e) / (1 - p_e) over those categories; — where it is "
-        "undefined (both raters always gave one and the same answer).",
+        "undefined (both raters always gave one and the same answer). The intervals in "
+        f"brackets are 95% percentile bootstraps over the reviewed pairs ({RESAMPLES} seeded "
+        "resamples, each pair with all of its reviews; resamples where kappa is undefined are "
+        "left out of its interval): with a few dozen pairs they are wide, and that is the "
+        "point of showing them.",
         "",
         "```python",
         "from datasets import load_dataset",
@@ -253,6 +335,23 @@ def agreement_section(result: PullResult, ref: str) -> str:
         "```",
     ]
     return "\n".join(lines)
+
+
+def ceiling_lines(result: PullResult) -> list[str]:
+    """What the reviewer-reviewer columns mean, or how to get them."""
+    if _has_ceiling(result):
+        return [
+            "Reviewer-reviewer columns: where two or more reviewers answered the same pair, "
+            "every pair of them is one comparison (the reviewer first by name as rater 1: "
+            "with two reviewers on every pair, their Cohen's kappa). That is the ceiling to "
+            "read the judge's agreement against: a judge cannot be expected to agree with "
+            "reviewers more than they agree with each other.",
+        ]
+    return [
+        "No pair was answered by two reviewers, so there is no reviewer-reviewer agreement "
+        "to read the judge's against: `prefdelta review push --reviewers-per-record 2` asks "
+        "Argilla for two submitted answers per pair.",
+    ]
 
 
 def preference_lines(preference: list[GeneratorPreference]) -> list[str]:
@@ -291,34 +390,52 @@ def _preference_cells(g: GeneratorPreference) -> list[str]:
 
 
 def agreement_rich_table(result: PullResult) -> Any:
-    """The agreement table for the terminal."""
+    """The judge-human agreement table for the terminal."""
     from rich.table import Table
 
     table = Table(
         title=f"judge-human agreement: {result.dataset_name} "
         f"({len(result.rows)} reviews, {result.reviewed} pairs)"
     )
-    for name, justify in (
-        ("question", "left"),
-        ("n", "right"),
-        ("agreement", "right"),
-        ("kappa", "right"),
-        ("judge c/r/s", "right"),
-        ("human c/r/s", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("question", no_wrap=True)  # never cut a dimension's name
+    for name in ("n", "agreement [95% CI]", "kappa [95% CI]", "judge c/r/s", "human c/r/s"):
+        table.add_column(name, justify="right")
     unjudged = any(a.unjudged_count for a in result.agreement)
     if unjudged:  # reviews of pairs the judge could not score: theirs, counted apart
         table.add_column("no judge view", justify="right")
     for a in result.agreement:
-        cells = [a.question, str(a.n), _fmt(a.accuracy), _fmt(a.kappa), _counts(a.judge)]
-        cells.append(_counts(a.answered))
-        table.add_row(*cells, *([str(a.unjudged_count)] if unjudged else []))
+        table.add_row(*agreement_cells(a, "\n"), *([str(a.unjudged_count)] if unjudged else []))
+    captions = [
+        f"tie band |delta| < {_band(result.tie_band)}: the judge's 'same'; "
+        "95% bootstrap intervals over the pairs"
+    ]
     if result.judge_gave_no_view:
-        table.caption = (
+        captions.append(
             "the judge scored none of these pairs: no agreement to measure; "
             "human c/r/s are the reviewers' own answers"
         )
+    if not _has_ceiling(result):
+        captions.append(
+            "no pair has two reviewers: push with --reviewers-per-record 2 for their "
+            "agreement with each other"
+        )
+    table.caption = "; ".join(captions)
+    return table
+
+
+def ceiling_rich_table(result: PullResult) -> Any | None:
+    """The reviewers' agreement with each other for the terminal, printed right under the
+    judge's (None when no pair has two reviewers): the ceiling to read it against."""
+    from rich.table import Table
+
+    if not _has_ceiling(result):
+        return None
+    table = Table(title="reviewers against each other (the ceiling for the judge)")
+    table.add_column("question", no_wrap=True)
+    for name in ("reviewer pairs", "agreement [95% CI]", "kappa [95% CI]"):
+        table.add_column(name, justify="right")
+    for a in result.agreement:
+        table.add_row(a.question, *ceiling_cells(a, "\n"))
     return table
 
 

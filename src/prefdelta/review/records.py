@@ -164,8 +164,12 @@ def build_record(
     )
 
 
-def review_settings(dims: Sequence[str], rubrics: Mapping[str, str]) -> rg.Settings:
-    """Fields, questions and metadata of a review dataset for these dimensions."""
+def review_settings(
+    dims: Sequence[str], rubrics: Mapping[str, str], reviewers_per_record: int = 1
+) -> rg.Settings:
+    """Fields, questions and metadata of a review dataset for these dimensions; a record is
+    complete once ``reviewers_per_record`` reviewers have submitted it (Argilla's task
+    distribution), so with 2 or more the reviewers can be compared with each other."""
     import argilla as rg
 
     questions: list[Any] = [
@@ -220,6 +224,7 @@ def review_settings(dims: Sequence[str], rubrics: Mapping[str, str]) -> rg.Setti
         ],
         questions=questions,
         metadata=metadata,
+        distribution=rg.TaskDistribution(min_submitted=reviewers_per_record),
     )
 
 

@@ -11,6 +11,11 @@ The judge's view goes in as suggestions (in A/B terms, so they do not unblind); 
 The records and the dataset's settings are :mod:`prefdelta.review.records`; the connection is
 :mod:`prefdelta.review.argilla_client`.
 
+``reviewers_per_record`` is Argilla's task distribution (``min_submitted``): a record stays in
+the reviewers' queue until that many have submitted it, which is what lets ``review pull``
+compare reviewers with each other. Given on a re-push, it updates the dataset's setting (Argilla
+then recomputes which records are complete); left out, the dataset keeps the one it has.
+
 Metadata for filtering and sorting: every delta (float), the generator pair and verifier
 correctness in blinded terms ("one correct", not which one). The deltas are hidden from
 annotators like ``a_is``: they are the judge's view in numbers, and a signed delta next to
@@ -165,6 +170,7 @@ class PushResult:
     total: int  # records in the dataset afterwards
     suggestions: bool  # whether the judge's view is shown
     suggestions_deleted: int = 0
+    reviewers_per_record: int = 1  # the dataset's min_submitted after the push
 
 
 def push_review(
@@ -182,19 +188,24 @@ def push_review(
     api_url: str | None = None,
     api_key: str | None = None,
     pairs: datasets.Dataset | None = None,
+    reviewers_per_record: int | None = None,
 ) -> PushResult:
     """Send a stratified, blinded sample of ``dataset``'s pairs to Argilla (upsert by pair id).
 
     ``dataset`` is a Hub id or a published folder; ``pairs`` may pass its pairs already loaded.
     ``unscored``: also sample pairs the judge could not score (see
-    :mod:`prefdelta.review.sample`).
+    :mod:`prefdelta.review.sample`). ``reviewers_per_record``: submitted answers a record
+    needs to be complete (default: 1 for a new dataset, unchanged for an existing one).
     """
     import httpx
     from huggingface_hub.errors import HfHubHTTPError
 
     from prefdelta.loading import PairsLoadError, load_pairs
 
-    for name, value, what in (("n", n, "pairs to send"), ("bins", bins, "delta buckets")):
+    checks = [("n", n, "pairs to send"), ("bins", bins, "delta buckets")]
+    if reviewers_per_record is not None:
+        checks.append(("reviewers-per-record", reviewers_per_record, "reviewers per record"))
+    for name, value, what in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ReviewError(f"--{name} ({what}) must be at least 1, got {value!r}")
     client = connect(api_url, api_key)  # first: a server that is down fails fast
@@ -220,11 +231,17 @@ def push_review(
     with quiet_sdk(), argilla_errors(client.api_url):
         ws = get_workspace(client, workspace, create=True)
         ds, created = open_review_dataset(
-            client, name, ws, dims, lambda: review_settings(dims, rubrics_for(dataset, dims))
+            client,
+            name,
+            ws,
+            dims,
+            lambda: review_settings(dims, rubrics_for(dataset, dims), reviewers_per_record or 1),
         )
         existing: dict[str, _Existing] = {}
         if not created:
             existing = _existing_records(ds, with_suggestions=hide_suggestions)
+            if reviewers_per_record is not None:
+                set_reviewers_per_record(ds, reviewers_per_record)
 
         records = []
         for row in sampled:
@@ -240,6 +257,7 @@ def push_review(
                 client, [existing[r.id] for r in records if r.id in existing]
             )
         total = len(_existing_records(ds, with_suggestions=False))
+        per_record = int(ds.settings.distribution.min_submitted)
     updated = sum(1 for r in records if r.id in existing)
     return PushResult(
         dataset_name=name,
@@ -251,7 +269,17 @@ def push_review(
         total=total,
         suggestions=not hide_suggestions,
         suggestions_deleted=deleted,
+        reviewers_per_record=per_record,
     )
+
+
+def set_reviewers_per_record(dataset: rg.Dataset, n: int) -> None:
+    """Set an existing dataset's ``min_submitted`` the SDK's way (a no-op when it has it)."""
+    import argilla as rg
+
+    if dataset.settings.distribution.min_submitted != n:
+        dataset.settings.distribution = rg.TaskDistribution(min_submitted=n)
+        dataset.update()
 
 
 def _delete_suggestions(client: rg.Argilla, records: Sequence[_Existing]) -> int:
