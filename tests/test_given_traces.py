@@ -194,8 +194,8 @@ def test_samples_per_prompt_takes_the_first_k_and_counts_the_shortfall(tmp_path:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ("\n    generation: {temperature: 0.5}", "`generation` apply to generators that call a"),
-        ("\n    concurrency: 4", "`concurrency` apply to generators that call a model"),
+        ("\n    generation: {temperature: 0.5}", "calls no model: remove `generation`"),
+        ("\n    concurrency: 4", "calls no model: remove `concurrency`"),
         ("\n    base_url: http://x", "`base_url`/`api_key` apply to API backends"),
     ],
 )
@@ -210,9 +210,9 @@ def test_a_model_generator_refuses_a_column_and_a_missing_column_is_named(tmp_pa
     path = write_openr1(tmp_path)
     text = path.read_text()
     path.write_text(text.replace("samples_per_prompt: 2", "samples_per_prompt: 2\n    column: x"))
-    with pytest.raises(RecipeError, match="`column` apply to backend 'dataset'"):
+    with pytest.raises(RecipeError, match="generates its traces: remove `column`"):
         load_recipe(path)
     path.write_text(text.replace("column: generations", "column: r1_traces"))
     recipe = load_recipe(path)
-    with pytest.raises(RecipeError, match="generators.r1.column: column 'r1_traces' is not in"):
+    with pytest.raises(RecipeError, match=r"generators\.r1\.column: column 'r1_traces' is not in"):
         load_prompts(recipe.prompts, recipe.base_dir, given_columns(recipe))

@@ -119,6 +119,10 @@ class ModelEndpoint(StrictModel):
         return self
 
 
+# a `dataset` generator's columns: the fields a model generator never has (left out of
+# what its sampling seed hashes, so that adding them changed no seed)
+GIVEN_FIELDS = ("column", "correct_column", "finish_column", "tokens_column")
+
 # what only a model that is called uses: a `dataset` generator refuses them rather than
 # ignore them (its traces were decoded however they were, whatever `generation` says)
 MODEL_ONLY_FIELDS = frozenset(
@@ -172,16 +176,16 @@ class GeneratorConfig(ModelEndpoint):
     @property
     def given_columns(self) -> dict[str, str]:
         """The prompts table's columns this generator reads, by the field that names them."""
-        fields = ("column", "correct_column", "finish_column", "tokens_column")
-        return {f: getattr(self, f) for f in fields if getattr(self, f) is not None}
+        return {f: getattr(self, f) for f in GIVEN_FIELDS if getattr(self, f) is not None}
 
     @model_validator(mode="after")
     def _dataset_fields(self) -> GeneratorConfig:
         if calls_model(self.backend):
             if self.given_columns:
                 raise ValueError(
-                    f"`{'`/`'.join(self.given_columns)}` apply to backend 'dataset' (traces "
-                    f"read from the prompts table), not {self.backend!r}"
+                    f"backend {self.backend!r} generates its traces: remove "
+                    f"`{'`, `'.join(self.given_columns)}` (for backend 'dataset', whose traces "
+                    "are read from the prompts table)"
                 )
             return self
         if self.column is None:
@@ -191,8 +195,8 @@ class GeneratorConfig(ModelEndpoint):
         refused = sorted(self.model_fields_set & MODEL_ONLY_FIELDS)
         if refused:
             raise ValueError(
-                f"`{'`, `'.join(refused)}` apply to generators that call a model, not to "
-                "backend 'dataset': its traces are read as given, never generated"
+                f"backend 'dataset' reads its traces as given and calls no model: remove "
+                f"`{'`, `'.join(refused)}` (for generators that call a model)"
             )
         return self
 
