@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -127,7 +128,9 @@ def test_a_dataset_column_is_judged_and_paired_against_a_model_generator(
     assert "traces read from column 'generations': r1 (no calls)" in plan.output
     assert "generations: r1" not in plan.output and "r1 (deepseek" not in plan.output
     # 11 read traces, one of them empty (never judged), and 4 prompts x 2 samples
-    assert "judge calls" in plan.output and "18" in plan.output
+    assert re.search(r"│ judge calls +│ +18 │", plan.output), plan.output
+    assert re.search(r"│ generations: small +│ +8 │", plan.output), plan.output
+    assert re.search(r"r1 \(no calls\) +│ +11 │", plan.output), plan.output
     assert chat_server.state.bodies == []
 
     summary = run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
@@ -216,3 +219,25 @@ def test_a_model_generator_refuses_a_column_and_a_missing_column_is_named(tmp_pa
     recipe = load_recipe(path)
     with pytest.raises(RecipeError, match=r"generators\.r1\.column: column 'r1_traces' is not in"):
         load_prompts(recipe.prompts, recipe.base_dir, given_columns(recipe))
+
+
+def test_a_text_column_is_one_trace_with_its_tokens_and_no_correctness(tmp_path: Path) -> None:
+    """A string column gives one trace per prompt; ``tokens_column`` (int64) is its output
+    tokens; without ``correct_column`` nothing is given, and the finish reason is unknown."""
+    path = write_openr1(tmp_path)
+    text = path.read_text().replace(
+        "  small:\n",
+        "  sol: {backend: dataset, model: human, column: solution, "
+        "tokens_column: correctness_count}\n  small:\n",
+    )
+    path.write_text(text.replace("rejected: [small]", "rejected: [small, sol]"))
+    recipe = load_recipe(path)
+    prompts, _ = load_prompts(recipe.prompts, recipe.base_dir, given_columns(recipe))
+    records, short = read_given(recipe, prompts)
+    sol = {pid: r for (name, pid, _), r in records.items() if name == "sol"}
+    assert short == {"r1": 0, "sol": 0} and len(sol) == len(prompts)
+    for p in prompts:
+        assert sol[p.prompt_id]["trace"] == f"Doubling gives {p.reference}."
+        assert sol[p.prompt_id]["output_tokens"] == p.columns["correctness_count"]
+        assert sol[p.prompt_id]["given_correct"] is None
+        assert sol[p.prompt_id]["finish_reason"] == "unknown"

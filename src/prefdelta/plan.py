@@ -47,7 +47,10 @@ def plan_build(
 
     n = prompts if prompts is not None else count_local_prompts(recipe.prompts, recipe.base_dir)
     used = recipe.pairing.generator_names
-    read = Counter(name for name, _, _ in read_given(recipe, loaded or [])[0])
+    records = read_given(recipe, loaded or [])[0]
+    read = Counter(name for name, _, _ in records)
+    # an empty read trace is never sent to the judge
+    judged = Counter(name for (name, _, _), r in records.items() if r["trace"].strip())
     traces: dict[str, int | None] = {}
     for name in used:
         g = recipe.generators[name]
@@ -56,7 +59,11 @@ def plan_build(
         else:
             traces[name] = None if n is None else n * g.samples_per_prompt
     known = None not in traces.values()
-    total = sum(c or 0 for c in traces.values()) if known else None
+    total = None
+    if known:
+        total = sum(
+            judged[k] if is_given(recipe.generators[k]) else c or 0 for k, c in traces.items()
+        )
     judge = recipe.judge
     calls = None if total is None else total * judge.samples
     max_calls = None if calls is None else calls * (1 + judge.max_retries)
