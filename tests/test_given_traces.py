@@ -133,7 +133,12 @@ def test_a_dataset_column_is_judged_and_paired_against_a_model_generator(
     assert re.search(r"r1 \(no calls\) +│ +11 │", plan.output), plan.output
     assert chat_server.state.bodies == []
 
-    summary = run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    log = io.StringIO()
+    summary = run_build(load_recipe(path), out, console=Console(file=log, width=300))
+    assert (
+        "r1: 11 traces read from the dataset, no call made; its correctness disagrees with "
+        "math-verify's on 2 of 11" in log.getvalue()
+    )
     assert _asked(chat_server, "deepseek-ai/DeepSeek-R1") == 0
     assert _asked(chat_server, "gen-small") == 8
     assert _asked(chat_server, "the-judge") == 18  # the empty trace is not judged
