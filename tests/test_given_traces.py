@@ -18,6 +18,8 @@ from prefdelta.builders.build import plan_traces, run_build
 from prefdelta.builders.given import given_columns, read_given
 from prefdelta.builders.prompts import load_prompts
 from prefdelta.cli import app
+from prefdelta.push.build_folder import read_build
+from prefdelta.push.card import render_card
 from prefdelta.recipe import RecipeError, load_recipe
 from support.model_fixtures import ChatServer, chat_server  # noqa: F401
 
@@ -170,6 +172,11 @@ def test_a_dataset_column_is_judged_and_paired_against_a_model_generator(
     assert len(pairs) == 7 and {p["chosen_generator"] for p in pairs} == {"r1"}
     r1_texts = {t["trace"] for t in r1}
     assert all(p["chosen"][-1]["content"] in r1_texts for p in pairs)
+
+    card = render_card(
+        read_build(out), splits={"train": 7}, plots=[], dataset_ref="org/r1", license="mit"
+    )
+    assert "| `r1` | `deepseek-ai/DeepSeek-R1` | dataset | chosen |" in card
 
     chat_server.state.bodies.clear()
     again = run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
