@@ -253,3 +253,13 @@ def test_a_text_column_is_one_trace_with_its_tokens_and_no_correctness(tmp_path:
         assert sol[p.prompt_id]["output_tokens"] == p.columns["correctness_count"]
         assert sol[p.prompt_id]["given_correct"] is None
         assert sol[p.prompt_id]["finish_reason"] == "unknown"
+
+
+def test_the_example_recipe_reads_r1_from_the_dataset() -> None:
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/openr1-math-given.yaml")
+    assert given_columns(recipe) == {
+        "generations": "generators.r1.column",
+        "correctness_math_verify": "generators.r1.correct_column",
+        "finish_reasons": "generators.r1.finish_column",
+    }
+    assert recipe.generators["s1-3b"].backend == "vllm"
