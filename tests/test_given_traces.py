@@ -263,3 +263,21 @@ def test_the_example_recipe_reads_r1_from_the_dataset() -> None:
         "finish_reasons": "generators.r1.finish_column",
     }
     assert recipe.generators["s1-3b"].backend == "vllm"
+
+
+def test_a_recipe_of_dataset_generators_only_calls_the_judge(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    path = write_openr1(tmp_path, chat_server.url, extra="\n    samples_per_prompt: 1")
+    text = path.read_text()
+    small = text[text.index("  small:\n") : text.index("pairing:")]
+    text = text.replace(small, "  sol: {backend: dataset, model: human, column: solution}\n")
+    path.write_text(text.replace("rejected: [small]", "rejected: [sol]"))
+    chat_server.state.content = json.dumps({d: {"rationale": "ok", "score": 3} for d in DIMS})
+    summary = run_build(load_recipe(path), tmp_path / "out", console=Console(file=io.StringIO()))
+    # the first R1 trace of each row (row 2's is empty) and one solution per row
+    assert {b["model"] for b in chat_server.state.bodies} == {"the-judge"}
+    assert len(chat_server.state.bodies) == 3 + 4
+    assert summary["pairs"] == 3 and summary["empty_traces"] == {"r1": 1}
+    assert summary["tokens"]["generators"] == {}
