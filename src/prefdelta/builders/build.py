@@ -338,7 +338,9 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     (out / RECIPE_FILE).write_text(recipe.source_text, encoding="utf-8")
     summary = build_summary(recipe, prompts, duplicates, traces, report, gaps, means)
     summary["refused_prompts"] = [asdict(r) for r in refused]
-    stored: dict[str, list[dict[str, Any]]] = {n: [] for n in names if f"generate {n}" in notes}
+    stored: dict[str, list[dict[str, Any]]] = {
+        n: [] for n in names if not is_given(recipe.generators[n])
+    }
     for t in generated:
         if t.given is None:  # a read trace took no tokens of ours
             stored[t.generator].append(generations[t.key])
