@@ -11,7 +11,7 @@ from typing import Any, get_args
 import pytest
 import yaml
 
-from prefdelta.backends import TRAITS, Backend, is_api, is_local, traits_of
+from prefdelta.backends import TRAITS, Backend, calls_model, is_api, is_local, traits_of
 from prefdelta.builders.build import plan_traces
 from prefdelta.builders.keys import row_seed
 from prefdelta.builders.llms import generation_kwargs, sampling_seed
@@ -22,6 +22,7 @@ from prefdelta.recipe import parse_recipe as parse
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
+MODEL_BACKENDS = tuple(b for b in BACKENDS if calls_model(b))
 
 
 def test_every_backend_has_one_row_of_traits() -> None:
@@ -38,6 +39,8 @@ def test_traits_say_what_each_rule_said_before() -> None:
         "vllm",
     }
     assert {b for b in BACKENDS if TRAITS[b].needs_file} == {"gguf"}
+    # read from the prompts table: nothing to load, call, time out, or run concurrently
+    assert {b for b in BACKENDS if not calls_model(b)} == {"dataset"}
     assert traits_of(["gguf"]) is None and traits_of("tranformers") is None
 
 
@@ -47,13 +50,13 @@ def _generator(backend: Backend) -> GeneratorConfig:
     return GeneratorConfig(model=model, backend=backend, **url)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", MODEL_BACKENDS)
 def test_steps_share_a_model_unless_it_is_served(backend: Backend) -> None:
     group = model_group(_generator(backend))
     assert (group is None) == is_api(backend)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", MODEL_BACKENDS)
 def test_local_backends_decode_with_transformers_parameters(backend: Backend) -> None:
     kwargs = generation_kwargs(backend, GenerationParams(temperature=0.5, max_new_tokens=4))
     assert ("repetition_penalty" in kwargs) == (backend in ("transformers", "gguf"))
@@ -86,6 +89,7 @@ RECIPE: dict[str, Any] = {
         ("gguf", "./no-such.gguf", "model file not found"),
         ("openai", "./no-such-folder", None),
         ("inference-endpoints", "./no-such-folder", None),
+        ("dataset", "./no-such-folder", None),  # a name for what wrote the traces
     ],
 )
 def test_local_model_files_are_checked_at_load(
@@ -94,6 +98,8 @@ def test_local_model_files_are_checked_at_load(
     generator: dict[str, Any] = {"model": model, "backend": backend}
     if backend in ("openai", "inference-endpoints"):
         generator["base_url"] = "http://localhost:1"
+    if backend == "dataset":
+        generator["column"] = "traces"
     data = {**RECIPE, "generators": {"a": generator, **RECIPE["generators"]}}
     if problem is None:
         parse(yaml.safe_dump(data), base_dir=tmp_path)

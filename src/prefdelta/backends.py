@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["TRAITS", "Backend", "BackendTraits", "is_api", "is_local", "traits_of"]
+__all__ = ["TRAITS", "Backend", "BackendTraits", "calls_model", "is_api", "is_local", "traits_of"]
 
-Backend = Literal["transformers", "gguf", "vllm", "openai", "inference-endpoints"]
+Backend = Literal["transformers", "gguf", "vllm", "openai", "inference-endpoints", "dataset"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,10 @@ class BackendTraits:
     a step each, so their requests overlap)."""
     needs_file: bool
     """The model is one file (a ``.gguf``), not a folder or a Hub id."""
+    calls_model: bool = True
+    """The build calls a model for this backend's traces. ``dataset`` calls nothing: its
+    traces are a column of the prompts table, and its ``model`` only names what wrote them
+    (no model to load or find, no request, no timeout, no concurrency, no cost)."""
 
 
 TRAITS: dict[Backend, BackendTraits] = {
@@ -44,6 +48,9 @@ TRAITS: dict[Backend, BackendTraits] = {
     "openai": BackendTraits(local=False, api=True, shares_loaded_model=False, needs_file=False),
     "inference-endpoints": BackendTraits(
         local=False, api=True, shares_loaded_model=False, needs_file=False
+    ),
+    "dataset": BackendTraits(
+        local=False, api=False, shares_loaded_model=False, needs_file=False, calls_model=False
     ),
 }
 
@@ -62,3 +69,8 @@ def is_local(backend: Backend) -> bool:
 def is_api(backend: Backend) -> bool:
     """``backend`` is a server we call over HTTP."""
     return TRAITS[backend].api
+
+
+def calls_model(backend: Backend) -> bool:
+    """The build calls a model for ``backend``'s traces (not so for ``dataset``)."""
+    return TRAITS[backend].calls_model

@@ -3,6 +3,7 @@ the tokens (and, with prices, the money) each model will take."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ from prefdelta.recipe import BuildRecipe, ModelEndpoint, PromptsConfig
 @dataclass(frozen=True)
 class BuildPlan:
     prompts: int | None  # None: unknown until the Hub dataset is read
-    generations: dict[str, int | None]
+    generations: dict[str, int | None]  # model calls, per generator that calls a model
+    given: dict[str, int | None]  # traces read, per dataset generator (no call, no cost)
     judge_calls: int | None
     max_judge_calls: int | None
     pairs: int | None
@@ -36,13 +38,32 @@ def count_local_prompts(prompts: PromptsConfig, base_dir: Path) -> int | None:
     return ds.num_rows if cfg.limit is None else min(ds.num_rows, cfg.limit)
 
 
-def plan_build(recipe: BuildRecipe, prompts: int | None = None) -> BuildPlan:
+def plan_build(
+    recipe: BuildRecipe, prompts: int | None = None, loaded: Sequence[Prompt] | None = None
+) -> BuildPlan:
+    """``loaded``: the build's prompts, where they are read already: a dataset generator's
+    traces are counted from them (unknown without)."""
+    from prefdelta.builders.given import is_given, read_given
+
     n = prompts if prompts is not None else count_local_prompts(recipe.prompts, recipe.base_dir)
     used = recipe.pairing.generator_names
-    generations = {
-        name: None if n is None else n * recipe.generators[name].samples_per_prompt for name in used
-    }
-    total = None if n is None else sum(c or 0 for c in generations.values())
+    records = read_given(recipe, loaded or [])[0]
+    read = Counter(name for name, _, _ in records)
+    # an empty read trace is never sent to the judge
+    judged = Counter(name for (name, _, _), r in records.items() if r["trace"].strip())
+    traces: dict[str, int | None] = {}
+    for name in used:
+        g = recipe.generators[name]
+        if is_given(g):
+            traces[name] = None if loaded is None else read[name]
+        else:
+            traces[name] = None if n is None else n * g.samples_per_prompt
+    known = None not in traces.values()
+    total = None
+    if known:
+        total = sum(
+            judged[k] if is_given(recipe.generators[k]) else c or 0 for k, c in traces.items()
+        )
     judge = recipe.judge
     calls = None if total is None else total * judge.samples
     max_calls = None if calls is None else calls * (1 + judge.max_retries)
@@ -50,13 +71,37 @@ def plan_build(recipe: BuildRecipe, prompts: int | None = None) -> BuildPlan:
     if n is None:
         pairs = None
     elif pairing.strategy == "generators":
-        chosen = recipe.generators[pairing.chosen or ""].samples_per_prompt
-        pairs = sum(
-            n * min(chosen, recipe.generators[r].samples_per_prompt) for r in pairing.rejected
-        )
+        if any(is_given(recipe.generators[g]) for g in used):
+            pairs = None if loaded is None else _read_pairs(recipe, loaded)
+        else:
+            chosen = recipe.generators[pairing.chosen or ""].samples_per_prompt
+            pairs = sum(
+                n * min(chosen, recipe.generators[r].samples_per_prompt) for r in pairing.rejected
+            )
     else:
         pairs = n
-    return BuildPlan(n, generations, calls, max_calls, pairs)
+    generations = {k: v for k, v in traces.items() if not is_given(recipe.generators[k])}
+    given = {k: v for k, v in traces.items() if is_given(recipe.generators[k])}
+    return BuildPlan(n, generations, given, calls, max_calls, pairs)
+
+
+def _read_pairs(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> int:
+    """Pairs at most when a side's traces are read: per prompt, chosen's against each
+    rejected's, as many as the fewer side has."""
+    from prefdelta.builders.given import is_given, read_given
+
+    read = Counter((name, pid) for name, pid, _ in read_given(recipe, prompts)[0])
+
+    def count(name: str, pid: str) -> int:
+        g = recipe.generators[name]
+        return read[(name, pid)] if is_given(g) else g.samples_per_prompt
+
+    chosen = recipe.pairing.chosen or ""
+    return sum(
+        min(count(chosen, p.prompt_id), count(r, p.prompt_id))
+        for p in prompts
+        for r in recipe.pairing.rejected
+    )
 
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English and math text
@@ -99,6 +144,7 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
     judge's by up to ``1 + max_retries``), from the build's ``prompts`` themselves. The
     judge's prompts hold traces not yet written: they are counted at their budget, from
     characters."""
+    from prefdelta.builders.given import is_given, read_given
     from prefdelta.builders.judge.prompt import judge_prompt
     from prefdelta.builders.judge.spec import JudgeSpec
     from prefdelta.builders.prompt_length import prompt_token_counts
@@ -110,8 +156,16 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
     spec = JudgeSpec.resolve(judge, recipe.base_dir)
     frame = sum(len(m["content"]) for m in judge_prompt(spec, "", ""))
     judge_calls = judge_chars = 0
+    by_id = {p.prompt_id: p for p in prompts}
+    for (name, pid, _), record in read_given(recipe, prompts)[0].items():
+        # a read trace costs no generation; the judge reads it as it is (an empty one: never)
+        if record["trace"].strip() and name in recipe.pairing.generator_names:
+            judge_chars += (frame + len(by_id[pid].prompt) + len(record["trace"])) * judge.samples
+            judge_calls += judge.samples
     for name in recipe.pairing.generator_names:
         g = recipe.generators[name]
+        if is_given(g):
+            continue
         n = g.samples_per_prompt
         chars = sum(len(m["content"]) for p in prompts for m in chat_for(g, p.prompt)) * n
         calls = len(prompts) * n

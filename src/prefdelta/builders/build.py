@@ -25,6 +25,14 @@ from rich.console import Console
 
 from prefdelta.backends import is_api
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
+from prefdelta.builders.given import (
+    correctness,
+    given_columns,
+    given_key,
+    given_summary,
+    is_given,
+    read_given,
+)
 from prefdelta.builders.judge.parsing import EMPTY_TRACE
 from prefdelta.builders.judge.reader import AnswerReader
 from prefdelta.builders.judge.spec import JudgeSpec
@@ -42,7 +50,6 @@ from prefdelta.builders.runtime import (
 )
 from prefdelta.builders.store import ResultStore, repair_store
 from prefdelta.builders.summary import build_summary, print_summary, token_usage
-from prefdelta.builders.verify import is_correct
 from prefdelta.errors import PrefdeltaError
 from prefdelta.files import atomic_write
 from prefdelta.recipe import (
@@ -96,16 +103,27 @@ class PlannedTrace:
     generator: str
     sample: int
     key: str
+    given: dict[str, Any] | None = None  # a dataset generator's trace, as read
 
 
 def plan_traces(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[PlannedTrace]:
-    """Every trace the recipe asks for, each with the store key its generation has."""
-    return [
-        PlannedTrace(p, name, s, trace_key(recipe.generators[name], p.prompt, s))
-        for p in prompts
-        for name in recipe.pairing.generator_names
-        for s in range(recipe.generators[name].samples_per_prompt)
-    ]
+    """Every trace the recipe asks for, each with the store key its generation has (a
+    dataset generator's: from what its columns hold)."""
+    given, _ = read_given(recipe, prompts)
+    planned = []
+    for p in prompts:
+        for name in recipe.pairing.generator_names:
+            g = recipe.generators[name]
+            if is_given(g):
+                s = 0
+                while (record := given.get((name, p.prompt_id, s))) is not None:
+                    key = given_key(g, p.prompt, s, record)
+                    planned.append(PlannedTrace(p, name, s, key, record))
+                    s += 1
+                continue
+            for s in range(g.samples_per_prompt):
+                planned.append(PlannedTrace(p, name, s, trace_key(g, p.prompt, s)))
+    return planned
 
 
 @dataclass(frozen=True)
@@ -125,8 +143,11 @@ def stored_work(recipe: BuildRecipe, out: Path, prompts: Sequence[Prompt]) -> St
     store = ResultStore(out / STORE)
     store.check()  # counts read from a damaged store would be wrong, not just short
     generations = store.get_many("generation", [t.key for t in planned])
+    generations |= {t.key: t.given for t in planned if t.given is not None}  # read, not made
     per: dict[str, tuple[int, int]] = {}
     for t in planned:
+        if t.given is not None:
+            continue
         done, total = per.get(t.generator, (0, 0))
         per[t.generator] = (done + (t.key in generations), total + 1)
     fingerprint = JudgeSpec.resolve(recipe.judge, recipe.base_dir).fingerprint
@@ -214,7 +235,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     store = ResultStore(store_path)
     store.check()  # a damaged store is found before any call is made
 
-    prompts, duplicates = load_prompts(recipe.prompts, recipe.base_dir)
+    prompts, duplicates = load_prompts(recipe.prompts, recipe.base_dir, given_columns(recipe))
     names = recipe.pairing.generator_names
     prompts, refused = refuse_long_prompts(
         prompts, {n: recipe.generators[n] for n in names}, recipe.prompts, recipe.base_dir
@@ -226,17 +247,19 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
     fingerprint = spec.fingerprint
 
-    # ---- generation
-    gen_reused = store.count("generation", [t.key for t in planned])
-    todo = sorted({t.generator for t in planned} - _complete_generators(store, planned))
+    # ---- generation: a dataset generator's traces are stored as read, the others generated
+    store.put_many("generation", {t.key: t.given for t in planned if t.given is not None})
+    called = [t for t in planned if t.given is None]
+    gen_reused = store.count("generation", [t.key for t in called])
+    todo = sorted({t.generator for t in called} - _complete_generators(store, called))
     by_generator: dict[str, list[str]] = {}
-    for t in planned:
+    for t in called:
         by_generator.setdefault(f"generate {t.generator}", []).append(t.key)
     notes = {
         f"generate {name}": _waiting_note(
             recipe.generators[name], recipe.generators[name].generation
         )
-        for name in names
+        for name in {t.generator for t in called}
     }
     with store_progress(console, "generation", by_generator, store, notes=notes):
         if todo:
@@ -286,6 +309,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     gen_errors = store.get_many("failure", [t.key for t in missing])
     judge_errors = store.get_many("failure", [jkeys[t.key] for t in unjudged])
     traces = []
+    verdicts = []  # (generator, read trace, math-verify's verdict) for the given summary
     for t in planned:
         if t.key not in generations:
             error = (gen_errors.get(t.key) or {}).get("error") or "the call returned no trace"
@@ -299,7 +323,10 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         else:
             gen = generations[t.key]
             judged = reader.outputs(judgments[jkeys[t.key]]["judge_answers"])
-        traces.append(_trace_row(recipe, t, gen, judged))
+        correct, computed = correctness(gen, t.prompt.reference)
+        if t.given is not None:
+            verdicts.append((t.generator, gen, computed))
+        traces.append(_trace_row(recipe, t, gen, judged, correct))
     dims = recipe.judge.dimension_names
     means = generator_means(traces, dims, recipe.delta)
     gen_pairs = _generator_pairs(recipe.pairing)
@@ -311,9 +338,12 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     (out / RECIPE_FILE).write_text(recipe.source_text, encoding="utf-8")
     summary = build_summary(recipe, prompts, duplicates, traces, report, gaps, means)
     summary["refused_prompts"] = [asdict(r) for r in refused]
-    stored: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    stored: dict[str, list[dict[str, Any]]] = {
+        n: [] for n in names if not is_given(recipe.generators[n])
+    }
     for t in generated:
-        stored[t.generator].append(generations[t.key])
+        if t.given is None:  # a read trace took no tokens of ours
+            stored[t.generator].append(generations[t.key])
     summary["tokens"] = token_usage(stored, judgments.values())
     # what produced judge_raw: the template's hash is part of every judgment's key too
     summary["judge_template_sha256"] = spec.template_sha256
@@ -323,9 +353,10 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         "by_generator": dict(Counter(t.generator for t in missing)),
     }
     summary["empty_traces"] = dict(Counter(t.generator for t in empty))
+    summary["given_traces"] = given_summary(recipe, verdicts, read_given(recipe, prompts)[1])
     summary["reused"] = {
         "generations": gen_reused,
-        "generated": len(generated) - gen_reused,
+        "generated": sum(t.given is None for t in generated) - gen_reused,
         "judgments": judge_reused,
         "judged": len(set(jkeys.values())) - judge_reused - len({jkeys[t.key] for t in unjudged}),
     }
@@ -411,14 +442,15 @@ def _generator_pairs(pairing: PairingConfig) -> list[tuple[str, str]]:
 
 
 def _trace_row(
-    recipe: BuildRecipe, t: PlannedTrace, gen: dict[str, Any], judged: dict[str, Any]
+    recipe: BuildRecipe,
+    t: PlannedTrace,
+    gen: dict[str, Any],
+    judged: dict[str, Any],
+    correct: bool | None,
 ) -> dict[str, Any]:
     dims = recipe.judge.dimension_names
     ok = judged["judge_status"] == "ok"
     scores = {d: (float(judged["scores"][d]) if ok else None) for d in dims}
-    correct = None
-    if t.prompt.reference is not None:
-        correct = is_correct(gen["trace"], t.prompt.reference)
     return {
         "trace_key": t.key,
         "prompt_id": t.prompt.prompt_id,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ class Prompt:
     prompt_id: str  # sha256 of the prompt text: stable across builds and machines
     prompt: str
     reference: str | None
+    # the other columns the recipe reads of this row (a dataset generator's traces)
+    columns: Mapping[str, Any] = dataclass_field(default_factory=dict, compare=False, hash=False)
 
 
 def prompt_id(text: str) -> str:
@@ -149,16 +152,28 @@ def read_prompt_table(config: PromptsConfig, base_dir: Path) -> tuple[Any, str]:
     return ds, where
 
 
-def load_prompts(config: PromptsConfig, base_dir: Path) -> tuple[list[Prompt], int]:
+def load_prompts(
+    config: PromptsConfig, base_dir: Path, columns: Mapping[str, str] | None = None
+) -> tuple[list[Prompt], int]:
     """The prompts to build from, and how many duplicates were folded into one.
 
     Shuffled with the recipe's seed before ``limit``, so a limit takes a fair sample and
     the same recipe always takes the same one. Duplicate problems are folded (they would
     give duplicate pairs) and counted. ``base_dir`` is where a relative ``path`` is found
-    (the recipe's folder).
+    (the recipe's folder). ``columns``: other columns each prompt carries, with the recipe
+    field that names each (:func:`prefdelta.builders.given.given_columns`).
     """
     cfg = config
     ds, where = read_prompt_table(cfg, base_dir)
+    columns = columns or {}
+    for column, named_by in columns.items():
+        if column not in ds.column_names:
+            raise RecipeError(
+                [
+                    f"{named_by}: column {column!r} is not in {where}; "
+                    f"columns: {', '.join(ds.column_names)}"
+                ]
+            )
     ds = ds.shuffle(seed=cfg.seed)
 
     prompts: list[Prompt] = []
@@ -179,7 +194,8 @@ def load_prompts(config: PromptsConfig, base_dir: Path) -> tuple[list[Prompt], i
             continue
         seen.add(pid)
         ref = row[cfg.reference_column] if cfg.reference_column else None
-        prompts.append(Prompt(pid, text, None if ref is None else str(ref)))
+        extra = {c: row[c] for c in columns}
+        prompts.append(Prompt(pid, text, None if ref is None else str(ref), extra))
         if cfg.limit is not None and len(prompts) == cfg.limit:
             break
     if not prompts:

@@ -185,12 +185,29 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             + ", ".join(r["prompt_id"][:12] for r in refused),
             soft_wrap=True,
         )
+    for name, g in (summary.get("given_traces") or {}).items():
+        console.print(
+            f"{name}: {g['traces']} traces read from the dataset, no call made"
+            + (
+                f"; [yellow]{g['shortfall']} short of samples_per_prompt[/]"
+                if g["shortfall"]
+                else ""
+            )
+            + (
+                f"; its correctness disagrees with math-verify's on {g['correct_disagreements']} "
+                f"of {g['checked']}"
+                if g["checked"]
+                else ""
+            ),
+            soft_wrap=True,
+        )
     cut = summary["finish_reason"].get("length", 0)
     if cut:
         console.print(
             f"[yellow]{cut} of {summary['traces']} generations stopped at max_new_tokens[/] "
             "(finish_reason length): their traces are cut off; raise the generator's "
             "generation.max_new_tokens to let them finish"
+            + (" (a dataset's traces are as it gives them)" if summary.get("given_traces") else "")
         )
     empty = summary.get("empty_traces") or {}
     if empty:

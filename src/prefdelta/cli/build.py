@@ -75,6 +75,7 @@ def inspect(
     """Show the resolved recipe and the plan: generations, judge calls, pairs."""
     quiet_libraries()  # before the builders import distilabel
     from prefdelta.builders.build import build_dir_for, stored_work
+    from prefdelta.builders.given import given_columns
     from prefdelta.builders.prompts import load_prompts
     from prefdelta.plan import estimate_tokens, plan_build
 
@@ -96,8 +97,12 @@ def inspect(
         if endpoint.api_key:
             state = "set" if endpoint.api_key[2:-1] in os.environ else "NOT SET"
             out.print(f"{where}: api_key {endpoint.api_key} is {state}")
+    prompts = None
+    if r.prompts.path is not None:  # a Hub dataset is not read before the build
+        with user_errors(log_dir=build_dir_for(r)):
+            prompts, _ = load_prompts(r.prompts, r.base_dir, given_columns(r))
     with user_errors():
-        plan = plan_build(r)
+        plan = plan_build(r, loaded=prompts)
 
     def n(x: int | None) -> str:
         return "?" if x is None else f"{x:,}"
@@ -108,6 +113,9 @@ def inspect(
     table.add_row("prompts", n(plan.prompts))
     for name, count in plan.generations.items():
         table.add_row(f"generations: {name}", n(count))
+    for name, count in plan.given.items():  # no call, no cost: the traces are read
+        column = r.generators[name].column
+        table.add_row(f"traces read from column {column!r}: {name} (no calls)", n(count))
     table.add_row("judge calls", n(plan.judge_calls))
     table.add_row("judge calls, worst case with retries", n(plan.max_judge_calls))
     lost = ["traces the judge cannot score"]
@@ -119,10 +127,9 @@ def inspect(
     out.print(table)
     if plan.prompts is None:
         out.print("prompt count is known once the Hub dataset is read; set prompts.limit to fix it")
-    if r.prompts.path is None:  # a Hub dataset is not read before the build
+    if prompts is None:
         return
     with user_errors(log_dir=build_dir_for(r)):
-        prompts, _ = load_prompts(r.prompts, r.base_dir)
         _print_token_estimates(estimate_tokens(r, prompts))
         stored = stored_work(r, build_dir_for(r), prompts)
     if stored is not None:

@@ -136,7 +136,7 @@ def file_problems(d: Declared, base_dir: Path) -> Problems:
         if model is None:
             continue
         traits = traits_of(backend)
-        if traits is None or traits.api:
+        if traits is None or traits.api or not traits.calls_model:
             continue
         if traits.needs_file:
             try:

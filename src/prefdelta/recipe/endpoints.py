@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, field_validator, model_validator
 
-from prefdelta.backends import Backend, is_api
+from prefdelta.backends import Backend, calls_model, is_api
 from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel
 from prefdelta.recipe.identity import content, later, operational, outside
 from prefdelta.recipe.judgment import min_structured_tokens
@@ -71,7 +71,10 @@ class ModelEndpoint(StrictModel):
     """What a generator and the judge share: a model behind one of the backends."""
 
     model: str = content(min_length=1, description="model id, local path, or .gguf file")
-    backend: Backend = content(description="the engine that runs the model")
+    backend: Backend = content(
+        description="the engine that runs the model; dataset: a generator whose traces "
+        "are a column of the prompts table (`model` then names what wrote them)"
+    )
     base_url: str | None = operational(None, description="server URL (openai, inference-endpoints)")
     api_key: str | None = operational(
         None, description="environment reference, e.g. ${OPENAI_API_KEY}"
@@ -116,6 +119,30 @@ class ModelEndpoint(StrictModel):
         return self
 
 
+# a `dataset` generator's columns: the fields a model generator never has (left out of
+# what its sampling seed hashes, so that adding them changed no seed)
+GIVEN_FIELDS = ("column", "correct_column", "finish_column", "tokens_column")
+
+# what only a model that is called uses: a `dataset` generator refuses them rather than
+# ignore them (its traces were decoded however they were, whatever `generation` says)
+MODEL_ONLY_FIELDS = frozenset(
+    {
+        "base_url",
+        "api_key",
+        "batch_size",
+        "concurrency",
+        "request_timeout",
+        "request_retries",
+        "dtype",
+        "tensor_parallel_size",
+        "price",
+        "generation",
+        "system_prompt",
+        "prompt_template",
+    }
+)
+
+
 class GeneratorConfig(ModelEndpoint):
     """One named generator: a model and how it is prompted and decoded."""
 
@@ -128,6 +155,50 @@ class GeneratorConfig(ModelEndpoint):
     description: str | None = operational(
         None, description="what this generator stands for (shown in the card)"
     )
+    column: str | None = later(
+        None,
+        description="backend dataset: the prompts table's column holding this generator's "
+        "trace(s), a text or a list of texts (one trace each; `samples_per_prompt` takes "
+        "the first k, and a list's every element when not given)",
+    )
+    correct_column: str | None = later(
+        None,
+        description="backend dataset: a bool (or list-of-bool) column aligned with the "
+        "traces, kept as each trace's `correct`",
+    )
+    finish_column: str | None = later(
+        None, description="backend dataset: the finish reason of each trace (text or list)"
+    )
+    tokens_column: str | None = later(
+        None, description="backend dataset: the output tokens of each trace (int or list)"
+    )
+
+    @property
+    def given_columns(self) -> dict[str, str]:
+        """The prompts table's columns this generator reads, by the field that names them."""
+        return {f: getattr(self, f) for f in GIVEN_FIELDS if getattr(self, f) is not None}
+
+    @model_validator(mode="after")
+    def _dataset_fields(self) -> GeneratorConfig:
+        if calls_model(self.backend):
+            if self.given_columns:
+                raise ValueError(
+                    f"backend {self.backend!r} generates its traces: remove "
+                    f"`{'`, `'.join(self.given_columns)}` (for backend 'dataset', whose traces "
+                    "are read from the prompts table)"
+                )
+            return self
+        if self.column is None:
+            raise ValueError(
+                "backend 'dataset' needs `column`: the prompts table's column holding the traces"
+            )
+        refused = sorted(self.model_fields_set & MODEL_ONLY_FIELDS)
+        if refused:
+            raise ValueError(
+                f"backend 'dataset' reads its traces as given and calls no model: remove "
+                f"`{'`, `'.join(refused)}` (for generators that call a model)"
+            )
+        return self
 
     @field_validator("prompt_template")
     @classmethod
@@ -234,6 +305,8 @@ class JudgeConfig(ModelEndpoint):
             raise ValueError(
                 "samples > 1 needs generation.temperature > 0: greedy judgments repeat exactly"
             )
+        if not calls_model(self.backend):
+            raise ValueError(f"the judge must call a model; backend {self.backend!r} calls none")
         if self.response_format != "auto" and self.backend != "openai":
             raise ValueError(f"response_format applies to backend 'openai', not {self.backend!r}")
         if self.structured == "auto":

@@ -49,6 +49,7 @@ from prefdelta.recipe import (
     resolve_path,
     resolve_secret,
 )
+from prefdelta.recipe.endpoints import GIVEN_FIELDS
 
 __all__ = [
     "NO_AUTH_KEY",
@@ -200,11 +201,11 @@ def sampling_seed(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
     """Reproducible per configuration, different between differently configured models.
 
     ``endpoint`` is the whole generator config (prompt template included), so two
-    generators that differ in anything sample differently.
+    generators that differ in anything sample differently. A dataset generator's columns
+    are left out: a generator that samples has none.
     """
-    blob = json.dumps(
-        [endpoint.model_dump(mode="json"), generation.model_dump(mode="json")], sort_keys=True
-    )
+    dumped = endpoint.model_dump(mode="json", exclude=set(GIVEN_FIELDS))
+    blob = json.dumps([dumped, generation.model_dump(mode="json")], sort_keys=True)
     return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16)
 
 
