@@ -118,28 +118,16 @@ def bootstrap_indices(n: int, resamples: int = RESAMPLES, seed: int = 0) -> np.n
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
-def _paired_bootstrap(
-    samples: Sequence[np.ndarray],
+def _interval(
+    samples: Sequence[Sequence[float]],
     statistic: Callable[..., np.ndarray],
     resamples: int,
     seed: int,
 ) -> tuple[float, float]:
-    """Percentile 95% interval of ``statistic`` over prompts resampled together."""
-    if samples[0].shape[-1] < 2:  # one prompt: every resample is that prompt
-        value = float(statistic(*samples, axis=-1))
-        return value, value
-    result = stats.bootstrap(
-        samples,
-        statistic,
-        n_resamples=resamples,
-        paired=True,
-        vectorized=True,
-        axis=-1,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    ci = result.confidence_interval
-    return float(ci.low), float(ci.high)
+    """:func:`bootstrap_interval` of a statistic that is defined on every resample."""
+    interval = bootstrap_interval(samples, statistic, resamples=resamples, seed=seed)
+    assert interval is not None  # a mean difference or a slope is never undefined
+    return interval
 
 
 def bootstrap_interval(
@@ -194,9 +182,7 @@ def paired_difference(
     def mean_difference(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
         return np.mean(x - y, axis=axis)
 
-    return Interval(
-        float((x - y).mean()), *_paired_bootstrap((x, y), mean_difference, resamples, seed)
-    )
+    return Interval(float((x - y).mean()), *_interval((x, y), mean_difference, resamples, seed))
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
@@ -231,5 +217,5 @@ def gain_slope(
             axis=0
         ) / float((dx * dx).sum())
 
-    low, high = _paired_bootstrap(list(outcomes), refit, resamples, seed)
+    low, high = _interval(list(outcomes), refit, resamples, seed)
     return Interval(slope, low, high), intercept
