@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -130,9 +131,19 @@ def finish(trainer: Any, training_args: Any, counts: dict[str, Any]) -> TrainRes
         weights=getattr(getattr(trainer, "card_info", None), "weights", None),
     )
     write_run_record(result, processes)
+    if processes.count > 1:
+        trainer.accelerator.wait_for_everyone()  # every rank's collectives done first
+        _LEFT_ALIVE.append(trainer)  # see script_main
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the group
         trainer.end()
     return result
+
+
+# A run on several processes: its trainer is never freed. Freeing it frees torch's gloo
+# process group from Python, whose destructor joins a worker thread that may still wait
+# for the GIL the freeing thread holds (seen as a hang after training, under load);
+# script_main leaves the process once everything is written instead.
+_LEFT_ALIVE: list[Any] = []
 
 
 RUN_RECORD = "prefdelta-run.json"
@@ -202,4 +213,8 @@ def script_main(
     except TrainConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if _LEFT_ALIVE:  # several processes: leave without freeing the process group
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
