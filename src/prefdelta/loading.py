@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from prefdelta.errors import PrefdeltaError
 from prefdelta.locations import is_local_path
-from prefdelta.schema import PAIRS, REPO_TYPE, config_dir
+from prefdelta.schema import LABEL_COLUMN, PAIRS, REPO_TYPE, config_dir
 
 if TYPE_CHECKING:
     import datasets
@@ -60,6 +60,7 @@ def load_pairs(
     top_fraction: float | None = None,
     generator_pairs: Sequence[tuple[str, str] | str] | None = None,
     correctness: str | None = None,
+    agree_with_label: bool | None = None,
     revision: str | None = None,
 ) -> datasets.Dataset:
     """The ``pairs`` config of a published dataset (Hub ``org/name`` or a local folder).
@@ -77,6 +78,10 @@ def load_pairs(
       ``"chosen_only"`` chosen right and rejected wrong; ``"rejected_only"`` chosen wrong
       and rejected right; ``"both_wrong"`` neither is right; ``"rejected_incorrect"`` the
       rejected answer is wrong.
+    - ``agree_with_label`` (pushed down; a judged preference dataset, pairing strategy
+      ``columns``): ``True`` keeps the pairs whose judge delta has the dataset label's sign
+      (``label_agrees`` true: delta > 0), ``False`` those where it has the opposite sign
+      (delta < 0). Ties and pairs without a delta are neither (``label_agrees`` null).
     - ``top_fraction`` in (0, 1]: after the filters above, keep the ``ceil(fraction * n)``
       pairs with the highest delta; ties are broken by ``pair_id`` so the selection is
       deterministic. Rows keep their dataset order.
@@ -96,6 +101,10 @@ def load_pairs(
             f"unknown correctness {correctness!r}; expected one of: {', '.join(CORRECTNESS)}"
         )
     wanted_pairs = _check_generator_pairs(generator_pairs)
+    if agree_with_label is not None and not isinstance(agree_with_label, bool):
+        raise PairsArgumentError(
+            f"agree_with_label must be True, False or None, got {agree_with_label!r}"
+        )
 
     source = PairsSource.at(repo_or_folder, split, revision)
     schema = source.schema()
@@ -103,6 +112,13 @@ def load_pairs(
     conditions: list[tuple[str, str, Any]] = []
     if min_delta is not None:
         conditions.append((column, ">=", float(min_delta)))
+    if agree_with_label is not None:
+        if LABEL_COLUMN not in schema.names:
+            raise PairsLoadError(
+                f"agree_with_label: {source.path} has no {LABEL_COLUMN} column: only a "
+                "judged preference dataset (pairing strategy 'columns') has labels of its own"
+            )
+        conditions.append((LABEL_COLUMN, "==", agree_with_label))
     for name, value in CORRECTNESS.get(correctness or "", ()):
         conditions.append((name, "==", value))
     if wanted_pairs is None:
@@ -129,11 +145,15 @@ def load_pairs(
     except ValueError as exc:
         if filters and "corresponds to no data" in str(exc):
             raise PairsLoadError(
-                _nothing_left(source, column, min_delta, wanted_pairs, correctness)
+                _nothing_left(
+                    source, column, min_delta, wanted_pairs, correctness, agree_with_label
+                )
             ) from None
         raise
     if len(ds) == 0 and filters:
-        raise PairsLoadError(_nothing_left(source, column, min_delta, wanted_pairs, correctness))
+        raise PairsLoadError(
+            _nothing_left(source, column, min_delta, wanted_pairs, correctness, agree_with_label)
+        )
     if top_fraction is not None:
         ds = _top(ds, column, top_fraction, source)
     return ds
@@ -313,10 +333,12 @@ def _nothing_left(
     min_delta: float | None,
     wanted: list[tuple[str, str]] | None,
     correctness: str | None,
+    agree: bool | None = None,
 ) -> str:
     """Why the selection is empty: each filter next to what the split actually holds."""
     columns = [column, "chosen_generator", "rejected_generator"]
     columns += [c for c, _ in CORRECTNESS.get(correctness or "", ()) if c not in columns]
+    columns += [LABEL_COLUMN] if agree is not None else []
     table = source.read(columns)
     n = table.num_rows
     parts = [
@@ -344,4 +366,10 @@ def _nothing_left(
                 f"{name}: true {values[True]}, false {values[False]}, unknown {values[None]}"
             )
         parts.append(f"correctness {correctness!r} ({'; '.join(counts)})")
+    if agree is not None:
+        values = Counter(table.column(LABEL_COLUMN).to_pylist())
+        parts.append(
+            f"agree_with_label={agree} ({LABEL_COLUMN}: true {values[True]}, false "
+            f"{values[False]}, null (ties, no delta) {values[None]})"
+        )
     return "; ".join(parts)

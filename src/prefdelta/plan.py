@@ -70,7 +70,7 @@ def plan_build(
     pairing = recipe.pairing
     if n is None:
         pairs = None
-    elif pairing.strategy == "generators":
+    elif pairing.strategy != "best-vs-worst":
         if any(is_given(recipe.generators[g]) for g in used):
             pairs = None if loaded is None else _read_pairs(recipe, loaded)
         else:
@@ -96,11 +96,10 @@ def _read_pairs(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> int:
         g = recipe.generators[name]
         return read[(name, pid)] if is_given(g) else g.samples_per_prompt
 
-    chosen = recipe.pairing.chosen or ""
     return sum(
         min(count(chosen, p.prompt_id), count(r, p.prompt_id))
         for p in prompts
-        for r in recipe.pairing.rejected
+        for chosen, r in recipe.pairing.paired_generators
     )
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "CARD",
     "FOLDER_MANIFEST",
     "HASHED_FILES",
+    "LABEL_COLUMN",
     "LOGS",
     "PAIRS",
     "PAIRS_FILE",
@@ -57,6 +58,8 @@ STORE = "store.sqlite"  # every model call's result, keyed, so a rerun resumes
 LOGS = "logs"  # the command's error logs (tracebacks), when a build fails
 # The files summary.json vouches for (their sha256): a build is published only when they match.
 HASHED_FILES = (TRACES_FILE, PAIRS_FILE, RECIPE_FILE)
+# a preference dataset's pairs (pairing strategy columns): does the judge agree with its label
+LABEL_COLUMN = "label_agrees"
 REQUIRED_PAIR_COLUMNS = ("pair_id", "prompt_id", "prompt", "chosen", "rejected", "delta")
 
 # The tables' columns, per judge dimension names ``dims``.
@@ -96,8 +99,11 @@ def traces_schema(dims: list[str]) -> pa.Schema:
     )
 
 
-def pairs_schema(dims: list[str]) -> pa.Schema:
+def pairs_schema(dims: list[str], *, labelled: bool = False) -> pa.Schema:
+    """``labelled``: the pairs are a preference dataset's own (pairing strategy columns),
+    with ``label_agrees`` (the judge's delta has the sign of the dataset's label)."""
     message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    label = [(LABEL_COLUMN, pa.bool_())] if labelled else []
     return pa.schema(
         [
             ("pair_id", pa.string()),
@@ -113,6 +119,7 @@ def pairs_schema(dims: list[str]) -> pa.Schema:
             ("rejected_scores", _dim_struct(dims, pa.float64())),
             *[(f"delta_{d}", pa.float64()) for d in dims],
             ("delta", pa.float64()),
+            *label,
             ("generator_delta", pa.float64()),
             ("generator_accuracy_delta", pa.float64()),
             ("chosen_correct", pa.bool_()),

@@ -224,7 +224,7 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
 @dataclass
 class ChatServerState:
     """What the server saw, and how it behaves (tests set ``delay_s``, ``fail_first``,
-    ``content``, ``refuse_types`` and the ``*_when`` faults). It ignores ``response_format`` as some servers do."""
+    ``content``, ``refuse_types`` and the ``*_when`` answers). It ignores ``response_format`` as some servers do."""
 
     delay_s: float = 0.05  # long enough for concurrent requests to overlap
     fail_first: int = 0  # answer this many requests with 429 before serving
@@ -233,6 +233,8 @@ class ChatServerState:
     # by a text in the last user message: answer that HTTP status, or "" / None as content
     fail_when: dict[str, int] = field(default_factory=dict)
     blank_when: dict[str, str | None] = field(default_factory=dict)
+    # by a text in the last user message: answer this content instead of ``content``
+    content_when: dict[str, str] = field(default_factory=dict)
     # by a text in the last user message: answer 200 with this body as text/plain (not JSON)
     text_when: dict[str, str] = field(default_factory=dict)
     refused: int = 0
@@ -293,6 +295,7 @@ class ChatServer:
         finally:
             state.in_flight -= 1
         text = state.content or f"echo: {body['messages'][-1]['content']}"
+        text = next((c for needle, c in state.content_when.items() if needle in last), text)
         for needle, blank in state.blank_when.items():
             if needle in last:
                 text = blank  # type: ignore[assignment]

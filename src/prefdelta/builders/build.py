@@ -24,13 +24,14 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from prefdelta.backends import is_api
+from prefdelta.builders.columns import label_pairs
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
 from prefdelta.builders.given import (
     correctness,
-    given_columns,
     given_key,
     given_summary,
     is_given,
+    load_build_prompts,
     read_given,
 )
 from prefdelta.builders.judge.parsing import EMPTY_TRACE
@@ -41,7 +42,7 @@ from prefdelta.builders.pairs import make_pairs
 from prefdelta.builders.pipelines import generation_pipeline, judge_pipeline
 from prefdelta.builders.progress import store_progress
 from prefdelta.builders.prompt_length import refuse_long_prompts
-from prefdelta.builders.prompts import Prompt, load_prompts
+from prefdelta.builders.prompts import Prompt
 from prefdelta.builders.runtime import (
     BuildInterrupted,
     pipeline_scratch,
@@ -56,7 +57,6 @@ from prefdelta.recipe import (
     BuildRecipe,
     GenerationParams,
     ModelEndpoint,
-    PairingConfig,
     request_timeout_s,
 )
 from prefdelta.schema import (
@@ -235,7 +235,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     store = ResultStore(store_path)
     store.check()  # a damaged store is found before any call is made
 
-    prompts, duplicates = load_prompts(recipe.prompts, recipe.base_dir, given_columns(recipe))
+    prompts, duplicates = load_build_prompts(recipe)
     names = recipe.pairing.generator_names
     prompts, refused = refuse_long_prompts(
         prompts, {n: recipe.generators[n] for n in names}, recipe.prompts, recipe.base_dir
@@ -329,12 +329,14 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         traces.append(_trace_row(recipe, t, gen, judged, correct))
     dims = recipe.judge.dimension_names
     means = generator_means(traces, dims, recipe.delta)
-    gen_pairs = _generator_pairs(recipe.pairing)
-    gaps = {pair: generator_gap(means, *pair) for pair in gen_pairs}
-    report = make_pairs(traces, recipe, gaps)  # of the traces with text only
+    gaps = {pair: generator_gap(means, *pair) for pair in recipe.pairing.paired_generators}
+    report = make_pairs(traces, recipe, gaps)  # of the traces with text only (not columns)
+    labelled = recipe.pairing.strategy == "columns"
+    if labelled:  # a preference dataset's pairs: its prompts, and whether the judge agrees
+        label_pairs(report.pairs, prompts)
 
     _write_parquet(out / TRACES_FILE, traces, traces_schema(dims))
-    _write_parquet(out / PAIRS_FILE, report.pairs, pairs_schema(dims))
+    _write_parquet(out / PAIRS_FILE, report.pairs, pairs_schema(dims, labelled=labelled))
     (out / RECIPE_FILE).write_text(recipe.source_text, encoding="utf-8")
     summary = build_summary(recipe, prompts, duplicates, traces, report, gaps, means)
     summary["refused_prompts"] = [asdict(r) for r in refused]
@@ -433,12 +435,6 @@ def _empty_trace(reader: AnswerReader) -> dict[str, Any]:
         "judge_status": EMPTY_TRACE,
         "judge_problem": "not judged: the generator answered no text",
     }
-
-
-def _generator_pairs(pairing: PairingConfig) -> list[tuple[str, str]]:
-    if pairing.strategy == "generators":
-        return [(pairing.chosen or "", r) for r in pairing.rejected]
-    return [(a, b) for a in pairing.pool for b in pairing.pool]
 
 
 def _trace_row(

@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from prefdelta.backends import calls_model
+from prefdelta.builders.columns import load_pair_prompts
 from prefdelta.builders.keys import content_key
-from prefdelta.builders.prompts import Prompt
+from prefdelta.builders.prompts import Prompt, load_prompts
 from prefdelta.builders.verify import is_correct
 from prefdelta.recipe import BuildRecipe, GeneratorConfig, RecipeError
 
@@ -35,6 +36,14 @@ def given_columns(recipe: BuildRecipe) -> dict[str, str]:
         for name in recipe.pairing.generator_names
         for field, column in recipe.generators[name].given_columns.items()
     }
+
+
+def load_build_prompts(recipe: BuildRecipe) -> tuple[list[Prompt], int]:
+    """The build's prompts, each with the columns its dataset generators read, and how many
+    duplicates were folded; a preference dataset's (pairing strategy columns) row by row."""
+    if recipe.pairing.strategy == "columns":
+        return load_pair_prompts(recipe)
+    return load_prompts(recipe.prompts, recipe.base_dir, given_columns(recipe))
 
 
 def _cells(value: Any, field: str, prompt: Prompt, kinds: tuple[type, ...]) -> list[Any]:

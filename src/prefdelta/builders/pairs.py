@@ -5,10 +5,14 @@ generator's sample i (the generator-gap sweep: one family of pairs per rejected
 generator). ``best-vs-worst``: for each prompt, the judged trace with the highest aggregate
 score in the pool against the lowest (sample-level only).
 
+``columns``: a preference dataset's own pairs, each row's chosen side against its
+rejected (the generators ``chosen`` and ``rejected``, sample i being the prompt's i-th row).
+
 A trace with no text to train on makes no pair: one never generated (``finish_reason``
 ``error``) or one the generator answered empty (``judge_status`` ``empty_trace``); both
 are rows of the traces table, counted in the summary. A generator pair needs both its
-traces, matched by sample number.
+traces, matched by sample number. Under ``columns`` every row stays a pair: an empty side
+is a pair without deltas, as an unjudged one.
 
 Nothing is dropped silently. A generator pair whose traces were not both judged ``ok``
 is still a generator-level pair: it is kept with null deltas and both judge statuses (a
@@ -111,7 +115,7 @@ def make_pairs(
         if t["prompt_id"] not in by_prompt:
             order.append(t["prompt_id"])
         samples = by_prompt[t["prompt_id"]][t["generator"]]
-        if has_text(t):
+        if has_text(t) or recipe.pairing.strategy == "columns":
             samples.append(t)
     for per_gen in by_prompt.values():
         for samples in per_gen.values():
@@ -123,9 +127,9 @@ def make_pairs(
     for pid in order:
         per_gen = by_prompt[pid]
         candidates: list[tuple[Trace, Trace]] = []
-        if pairing.strategy == "generators":
-            chosen_samples = per_gen.get(pairing.chosen or "", [])
-            for rejected_name in pairing.rejected:
+        if pairing.strategy != "best-vs-worst":
+            for chosen_name, rejected_name in pairing.paired_generators:
+                chosen_samples = per_gen.get(chosen_name, [])
                 rejected = {t["sample"]: t for t in per_gen.get(rejected_name, [])}
                 candidates += [
                     (c, rejected[c["sample"]]) for c in chosen_samples if c["sample"] in rejected

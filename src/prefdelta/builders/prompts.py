@@ -22,6 +22,10 @@ class Prompt:
     reference: str | None
     # the other columns the recipe reads of this row (a dataset generator's traces)
     columns: Mapping[str, Any] = dataclass_field(default_factory=dict, compare=False, hash=False)
+    # the prompt as the dataset's conversation (pairing strategy columns), published as is
+    messages: tuple[Mapping[str, str], ...] | None = dataclass_field(
+        default=None, compare=False, hash=False
+    )
 
 
 def prompt_id(text: str) -> str:
@@ -179,6 +183,8 @@ def load_prompts(
     prompts: list[Prompt] = []
     seen: set[str] = set()
     duplicates = 0
+    if cfg.column is None:
+        raise RecipeError(["prompts.column: name the column holding the prompt text"])
     for index, row in enumerate(ds):
         text = row[cfg.column]
         if not isinstance(text, str) or not text.strip():

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from prefdelta.builders.columns import agreement_line, label_agreement
 from prefdelta.builders.judge.validity import judge_validity, validity_rows
 from prefdelta.builders.prompts import Prompt
 from prefdelta.recipe import BuildRecipe
@@ -63,7 +64,7 @@ def build_summary(
                 for col in columns
             },
         }
-    return {
+    summary: dict[str, Any] = {
         "name": recipe.name,
         "recipe_hash": recipe.content_hash(),
         "prompts": len(prompts),
@@ -101,6 +102,9 @@ def build_summary(
             for g, m in means.items()
         },
     }
+    if recipe.pairing.strategy == "columns":  # the dataset's labels, as the judge sees them
+        summary["label_agreement"] = label_agreement(pairs, dims)
+    return summary
 
 
 def no_pairs_reason(summary: dict[str, Any]) -> str:
@@ -249,6 +253,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         f"ties dropped: {summary['ties_dropped']}, ties kept: {summary['ties_kept']}, "
         f"prompts without a pair: {summary['prompts_without_pair']}"
     )
+    if summary.get("label_agreement"):
+        console.print(agreement_line(summary["label_agreement"]), soft_wrap=True)
     if not summary["pairs"]:
         console.print(f"[yellow]no pairs: {no_pairs_reason(summary)}[/]")
     if summary["pairs"] and not summary["judged_pairs"]:

@@ -75,8 +75,7 @@ def inspect(
     """Show the resolved recipe and the plan: generations, judge calls, pairs."""
     quiet_libraries()  # before the builders import distilabel
     from prefdelta.builders.build import build_dir_for, stored_work
-    from prefdelta.builders.given import given_columns
-    from prefdelta.builders.prompts import load_prompts
+    from prefdelta.builders.given import load_build_prompts
     from prefdelta.plan import estimate_tokens, plan_build
 
     r = _load(recipe)
@@ -100,7 +99,7 @@ def inspect(
     prompts = None
     if r.prompts.path is not None:  # a Hub dataset is not read before the build
         with user_errors(log_dir=build_dir_for(r)):
-            prompts, _ = load_prompts(r.prompts, r.base_dir, given_columns(r))
+            prompts, _ = load_build_prompts(r)
     with user_errors():
         plan = plan_build(r, loaded=prompts)
 
@@ -172,6 +171,7 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
     import pyarrow.parquet as pq
 
     from prefdelta.builders.build import build_dir_for
+    from prefdelta.builders.given import load_build_prompts
     from prefdelta.builders.judge.prompt import judge_prompt
     from prefdelta.builders.judge.spec import JudgeSpec
     from prefdelta.builders.prompts import read_prompt_table
@@ -184,7 +184,10 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
         prompt, trace, source = row["prompt"], row["trace"], f"{traces}, first trace"
     else:
         prompt = "(the problem)"
-        if r.prompts.path is not None:
+        if r.prompts.path is not None and r.pairing.strategy == "columns":
+            with user_errors():  # the prompt as the build reads it (maybe a conversation)
+                prompt = load_build_prompts(r)[0][0].prompt
+        elif r.prompts.path is not None:
             with user_errors():
                 table, _ = read_prompt_table(r.prompts, r.base_dir)
             prompt = str(table[0][r.prompts.column])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from prefdelta.builders.columns import agreement_line
 from prefdelta.builders.judge.validity import validity_markdown
 from prefdelta.push.card_template import CARD_TEMPLATE
 from prefdelta.schema import PAIRS, REVIEWS, TRACES, config_dir, size_category
@@ -117,6 +118,8 @@ def render_card(
         if recipe.pairing.strategy == "generators":
             role = "chosen" if name == recipe.pairing.chosen else "rejected"
             role = role if name in recipe.pairing.generator_names else "unused"
+        elif recipe.pairing.strategy == "columns":
+            role = f"original {name}"  # the dataset's own label
         else:
             role = "pool" if name in recipe.pairing.pool else "unused"
         stats = (summary.get("generators") or {}).get(name) or {}
@@ -167,6 +170,9 @@ def render_card(
         if summary.get("judge_validity")
         else None,
         lost=sorted((summary.get("unjudged_pairs") or {}).items()),
+        labels=agreement_line(summary["label_agreement"])
+        if summary.get("label_agreement")
+        else None,
         test_note=test_note,
         tokens=_token_rows(build),
         delta_stats=[(c, s or empty) for c, s in ordered],

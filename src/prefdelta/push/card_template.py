@@ -70,7 +70,12 @@ it keeps.
 | `{{ g.name }}` | `{{ g.model }}` | {{ g.backend }} | {{ g.role }} | {{ g.description | cell }} | {{ g.mean_score | score }} | {{ g.accuracy | score }} |
 {% endfor %}
 Pairing: **{{ pairing }}**; ties (equal aggregate scores) are {{ "dropped" if tie_policy == "drop" else "kept with delta 0" }}.
-
+{% if labels %}
+The pairs are the source dataset's own, every row with its chosen and rejected sides as it
+labelled them; nothing was generated. {{ labels }}. `label_agrees` is true where the judge's
+`delta` is above 0, false where it is below, null for a tie or a pair without a delta;
+`load_pairs(..., agree_with_label=True)` keeps the pairs the judge agrees with.
+{% endif %}
 ## Judge
 
 `{{ judge.model }}` ({{ judge.backend }}), one call per trace scoring every dimension on an

@@ -102,8 +102,10 @@ def reference_problems(d: Declared) -> Problems:
         if d.strategy == "generators":
             named = [(("pairing", "chosen"), d.chosen)]
             named += [(("pairing", "rejected", i), g) for i, g in enumerate(d.rejected)]
-        else:
+        elif d.strategy == "best-vs-worst":
             named = [(("pairing", "pool", i), g) for i, g in enumerate(d.pool)]
+        else:  # columns: `chosen` and `rejected` name the dataset's columns, not generators
+            named = []
         for loc, name in named:
             if name is not None and name not in d.generators:
                 yield loc, f"unknown generator {name!r}; declared generators: {declared}"

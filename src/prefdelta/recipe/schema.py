@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from prefdelta.locations import REPO_ID_PATTERN
 from prefdelta.recipe.base import NAME_PATTERN, StrictModel
@@ -36,7 +44,13 @@ class PromptsConfig(StrictModel):
     subset: str | None = content(None, description="dataset config name (Hub datasets only)")
     split: str = content("train", description="split to read")
     revision: str | None = content(None, description="dataset revision to pin (Hub datasets only)")
-    column: str = content("problem", min_length=1, description="column holding the prompt text")
+    column: str | None = content(
+        "problem",
+        min_length=1,
+        description="column holding the prompt text; pairing strategy columns: a text or a "
+        "conversation, and when left out the prompt is the conversation before the "
+        "chosen side's final assistant turn",
+    )
     reference_column: str | None = content(
         None, description="column with reference answers; enables the math-verify check"
     )
@@ -72,14 +86,24 @@ class PairingConfig(StrictModel):
     ``generators``: the chosen generator's traces against each rejected generator's, for
     the same prompt (the generator-gap sweep). ``best-vs-worst``: within a pool, the trace
     with the highest aggregate judge score against the lowest (sample-level only).
+    ``columns``: the pairs a preference dataset already holds, each row's chosen against its
+    rejected as labelled; no generator is called (see :mod:`prefdelta.builders.columns`).
     """
 
-    strategy: Literal["generators", "best-vs-worst"] = content(
-        "generators", description="generator pairs, or best-vs-worst within a pool"
+    strategy: Literal["generators", "best-vs-worst", "columns"] = content(
+        "generators",
+        description="generator pairs, best-vs-worst within a pool, or a preference "
+        "dataset's own pairs (columns)",
     )
-    chosen: str | None = content(None, description="generators: the stronger generator")
+    chosen: str | None = content(
+        None,
+        description="generators: the stronger generator; columns: the column of the chosen "
+        "side (a text, or a conversation ending with the assistant's turn)",
+    )
     rejected: list[str] = content(
-        default_factory=list, description="generators: one or more weaker generators"
+        default_factory=list,
+        description="generators: one or more weaker generators; columns: the column of the "
+        "rejected side",
     )
     pool: list[str] = content(
         default_factory=list, description="best-vs-worst: generators to draw from"
@@ -102,7 +126,9 @@ class PairingConfig(StrictModel):
 
     @model_validator(mode="after")
     def _shape(self) -> PairingConfig:
-        if self.strategy == "generators":
+        if self.strategy == "columns":
+            self._columns_shape()
+        elif self.strategy == "generators":
             if self.chosen is None or not self.rejected:
                 raise ValueError("strategy 'generators' needs `chosen` and at least one `rejected`")
             if self.pool:
@@ -120,17 +146,71 @@ class PairingConfig(StrictModel):
                 raise ValueError("a generator is listed twice in `pool`")
         return self
 
+    def _columns_shape(self) -> None:
+        if self.chosen is None or len(self.rejected) != 1:
+            raise ValueError(
+                "strategy 'columns' needs `chosen` and `rejected`: the dataset's columns "
+                "holding each pair's chosen and rejected side (one column each)"
+            )
+        if self.pool:
+            raise ValueError("`pool` belongs to strategy 'best-vs-worst'")
+        if self.chosen == self.rejected[0]:
+            raise ValueError(f"column {self.chosen!r} cannot be both chosen and rejected")
+        # the published pairs are the dataset's pairs, every one: selection is load_pairs's
+        if self.unjudged == "drop" or self.ties == "drop":
+            field = "unjudged" if self.unjudged == "drop" else "ties"
+            raise ValueError(
+                f"strategy 'columns' keeps every pair of the dataset: remove `{field}: drop` "
+                "and filter when loading (load_pairs(..., agree_with_label=True), min_delta)"
+            )
+
     @property
     def tie_policy(self) -> Literal["drop", "keep"]:
         if self.ties is not None:
             return self.ties
-        return "keep" if self.strategy == "generators" else "drop"
+        return "drop" if self.strategy == "best-vs-worst" else "keep"
 
     @property
     def generator_names(self) -> list[str]:
         if self.strategy == "generators":
             return [self.chosen or "", *self.rejected]
+        if self.strategy == "columns":
+            return list(COLUMN_SIDES)
         return list(self.pool)
+
+    @property
+    def paired_generators(self) -> list[tuple[str, str]]:
+        """(chosen, rejected) generator names of each family of pairs (every ordered pair of
+        the pool for best-vs-worst)."""
+        if self.strategy == "best-vs-worst":
+            return [(a, b) for a in self.pool for b in self.pool]
+        first, *rest = self.generator_names
+        return [(first, r) for r in rest]
+
+
+# strategy columns: the two sides, named as the dataset labels them
+COLUMN_SIDES = ("chosen", "rejected")
+
+
+def column_generators(pairing: Any) -> dict[str, dict[str, Any]]:
+    """Strategy columns as the two ``dataset`` generators that read its sides, so that
+    they are stored, judged and tabled like any read traces. ``pairing``: the raw mapping
+    (a malformed one is PairingConfig's to report; its sides read as a placeholder)."""
+
+    def column(value: Any) -> str:
+        value = value[0] if isinstance(value, list) and len(value) == 1 else value
+        return value if isinstance(value, str) and value else "?"
+
+    columns = (column(pairing.get("chosen")), column(pairing.get("rejected")))
+    return {
+        side: {
+            "model": f"column {name}",
+            "backend": "dataset",
+            "column": name,
+            "description": f"the dataset's original {side} side (column {name!r})",
+        }
+        for side, name in zip(COLUMN_SIDES, columns, strict=True)
+    }
 
 
 class DeltaConfig(StrictModel):
@@ -222,7 +302,8 @@ class BuildRecipe(StrictModel):
     description: str | None = outside(None, description="free text for the dataset card")
     prompts: PromptsConfig = content(description="where the problems come from")
     generators: dict[Annotated[str, Field(pattern=NAME_PATTERN)], GeneratorConfig] = content(
-        description="name -> generator; pairing refers to these names"
+        description="name -> generator; pairing refers to these names (none with pairing "
+        "strategy columns: its two sides are the generators `chosen` and `rejected`)"
     )
     pairing: PairingConfig = content(description="how traces become (chosen, rejected) pairs")
     judge: JudgeConfig = content(description="the LLM judge scoring every trace")
@@ -249,6 +330,31 @@ class BuildRecipe(StrictModel):
         if self._source_text is not None:
             return self._source_text
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pairs_from_columns(cls, data: Any) -> Any:
+        """Strategy columns reads both sides from the dataset: its generators are implied
+        (refused when declared), and its prompt may come from the conversation."""
+        pairing = data.get("pairing") if isinstance(data, dict) else None
+        prompts = data.get("prompts") if isinstance(data, dict) else None
+        columns = isinstance(pairing, dict) and pairing.get("strategy") == "columns"
+        if not columns:
+            if isinstance(prompts, dict) and "column" in prompts and prompts["column"] is None:
+                _refuse(data, ("prompts", "column"), "expected the column holding the prompt")
+            return data
+        if "generators" in data:
+            _refuse(
+                data,
+                ("generators",),
+                "pairing strategy 'columns' reads both sides from the dataset's columns and "
+                "calls no generator: remove `generators` (or pair generators with strategy "
+                "'generators')",
+            )
+        data = {**data, "generators": column_generators(pairing)}
+        if isinstance(prompts, dict) and "column" not in prompts:
+            data["prompts"] = {**prompts, "column": None}  # the prompt: the conversation's
+        return data
 
     @field_validator("generators")
     @classmethod
@@ -296,3 +402,9 @@ class BuildRecipe(StrictModel):
             judge_template=self.judge.template,
             endpoints=[*endpoints, (("judge",), self.judge.backend, self.judge.model)],
         )
+
+
+def _refuse(data: Any, loc: tuple[str, ...], message: str) -> None:
+    """A problem a before-validator finds, reported at the field it is about."""
+    detail = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=loc, input=data)
+    raise ValidationError.from_exception_data("BuildRecipe", [detail])
