@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,10 @@ def test_plain_text_pairs_count_and_filter_the_disagreements(
     plan = CliRunner().invoke(app, ["inspect", str(path)], env={"COLUMNS": "200"})
     assert plan.exit_code == 0, plan.output
     assert "traces read from column 'better': chosen (no calls)" in plan.output
+    assert re.search(
+        r"│ pairs \(columns\): one per row of the dataset, every one kept +│ +5 │", plan.output
+    )
+    assert re.search(r"│ judge calls +│ +9 │", plan.output)  # the missing side: never judged
 
     log = io.StringIO()
     summary = run_build(load_recipe(path), tmp_path / "out", console=Console(file=log, width=300))
@@ -407,3 +412,32 @@ def test_the_example_recipe_judges_a_trl_dataset_as_it_stands() -> None:
         "chosen": "chosen",
         "rejected": "rejected",
     }
+
+
+def test_a_conversational_prompt_column_is_the_prompt_and_earlier_turns_are_not_read(
+    tmp_path: Path,
+) -> None:
+    """TRL's explicit-prompt form (``prompt`` a conversation, each side its answer alone),
+    and a side that repeats the prompt before its answer (UltraFeedback's): the prompt
+    column is the prompt, published as the dataset has it."""
+    system = [_turn("system", "Be brief."), _turn("user", "2 + 2?")]
+    rows = [
+        {
+            "prompt": system,
+            "chosen": [_turn("assistant", "4")],
+            "rejected": [_turn("assistant", "5")],
+        },
+        {
+            "prompt": _user("3 + 3?"),
+            "chosen": _conversation(_user("3 + 3?"), "6"),
+            "rejected": _conversation(_user("3 + 3?"), "7"),
+        },
+    ]
+    recipe = load_recipe(_write(tmp_path, rows, COLUMNS, ", column: prompt"))
+    prompts, _ = load_build_prompts(recipe)
+    by_text = {p.prompt: p for p in prompts}
+    brief = by_text["system: Be brief.\n\nuser: 2 + 2?"]
+    assert [dict(m) for m in brief.messages or ()] == system
+    assert brief.columns == {"chosen": ["4"], "rejected": ["5"]}
+    assert by_text["3 + 3?"].columns == {"chosen": ["6"], "rejected": ["7"]}
+    assert [dict(m) for m in by_text["3 + 3?"].messages or ()] == _user("3 + 3?")

@@ -238,7 +238,7 @@ BROKEN: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "strategy typo",
         _set("pairing.strategy", "best_vs_worst"),
         "pairing.strategy",
-        "expected 'generators' or 'best-vs-worst'",
+        "expected 'generators', 'best-vs-worst' or 'columns'",
     ),
     (
         "pool with chosen",

@@ -65,8 +65,8 @@ def read_side(value: Any, field: str, where: str) -> tuple[Messages | None, str]
     if not isinstance(value, list | tuple):
         raise RecipeError(
             [
-                f"{field}: {where} holds a {type(value).__name__}; expected a text or a "
-                "conversation (a list of {role, content} messages)"
+                f"{field}: {where} holds {type(value).__name__} {value!r}; expected a text "
+                "or a conversation (a list of {role, content} messages)"
             ]
         )
     turns = _messages(value, field, where)

@@ -120,9 +120,10 @@ def inspect(
     lost = ["traces the judge cannot score"]
     if r.pairing.tie_policy == "drop":
         lost.append("dropped ties")
-    table.add_row(
-        f"pairs ({r.pairing.strategy}), at most: before {' and '.join(lost)}", n(plan.pairs)
-    )
+    pairs = f"pairs ({r.pairing.strategy}), at most: before {' and '.join(lost)}"
+    if r.pairing.strategy == "columns":
+        pairs = "pairs (columns): one per row of the dataset, every one kept"
+    table.add_row(pairs, n(plan.pairs))
     out.print(table)
     if plan.prompts is None:
         out.print("prompt count is known once the Hub dataset is read; set prompts.limit to fix it")
