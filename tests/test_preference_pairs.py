@@ -162,7 +162,8 @@ def test_a_trl_preference_dataset_gains_deltas_with_its_labels_intact(
 
     traces = pq.read_table(published / "data/traces/train-00000-of-00001.parquet").to_pylist()
     assert Counter(t["generator"] for t in traces) == {"chosen": 6, "rejected": 6}
-    assert summary["judge_validity"]["length_bias"]["aggregate"]["n"] >= 0
+    validity = summary["judge_validity"]
+    assert validity["strategy"] == "columns" and set(validity["dimensions"]) == set(DIMS)
 
     again = run_build(recipe, out, console=Console(file=io.StringIO()))
     assert again["reused"]["judged"] == 0 and again["reused"]["generated"] == 0
@@ -441,3 +442,13 @@ def test_a_conversational_prompt_column_is_the_prompt_and_earlier_turns_are_not_
     assert brief.columns == {"chosen": ["4"], "rejected": ["5"]}
     assert by_text["3 + 3?"].columns == {"chosen": ["6"], "rejected": ["7"]}
     assert [dict(m) for m in by_text["3 + 3?"].messages or ()] == _user("3 + 3?")
+
+
+def test_only_a_preference_dataset_may_leave_the_prompt_column_out(tmp_path: Path) -> None:
+    """Elsewhere (a sweep's eval prompts, say) a prompts table needs its prompt column."""
+    from prefdelta.builders.prompts import load_prompts
+    from prefdelta.recipe import PromptsConfig
+
+    (tmp_path / "p.jsonl").write_text(json.dumps({"problem": "q"}) + "\n")
+    with pytest.raises(RecipeError, match=r"prompts\.column: name the column holding the prompt"):
+        load_prompts(PromptsConfig(path="p.jsonl", column=None), tmp_path)

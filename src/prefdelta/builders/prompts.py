@@ -168,6 +168,8 @@ def load_prompts(
     field that names each (:func:`prefdelta.builders.given.given_columns`).
     """
     cfg = config
+    if cfg.column is None:  # only a preference dataset's prompt may be its conversation
+        raise RecipeError(["prompts.column: name the column holding the prompt text"])
     ds, where = read_prompt_table(cfg, base_dir)
     columns = columns or {}
     for column, named_by in columns.items():
@@ -183,8 +185,6 @@ def load_prompts(
     prompts: list[Prompt] = []
     seen: set[str] = set()
     duplicates = 0
-    if cfg.column is None:
-        raise RecipeError(["prompts.column: name the column holding the prompt text"])
     for index, row in enumerate(ds):
         text = row[cfg.column]
         if not isinstance(text, str) or not text.strip():
