@@ -341,7 +341,12 @@ class BuildRecipe(StrictModel):
         columns = isinstance(pairing, dict) and pairing.get("strategy") == "columns"
         if not columns:
             if isinstance(prompts, dict) and "column" in prompts and prompts["column"] is None:
-                _refuse(data, ("prompts", "column"), "expected the column holding the prompt")
+                _refuse(
+                    data,
+                    ("prompts", "column"),
+                    "expected the column holding the prompt text (only pairing strategy "
+                    "'columns' may take its prompt from a conversation instead)",
+                )
             return data
         if "generators" in data:
             _refuse(
