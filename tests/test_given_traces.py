@@ -255,14 +255,16 @@ def test_a_text_column_is_one_trace_with_its_tokens_and_no_correctness(tmp_path:
         assert sol[p.prompt_id]["finish_reason"] == "unknown"
 
 
-def test_the_example_recipe_reads_r1_from_the_dataset() -> None:
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/openr1-math-given.yaml")
+@pytest.mark.parametrize("name", ["openr1-math-delta", "openr1-math-ladder"])
+def test_the_paper_recipes_read_r1_from_the_dataset(name: str) -> None:
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / f"recipes/{name}.yaml")
     assert given_columns(recipe) == {
         "generations": "generators.r1.column",
         "correctness_math_verify": "generators.r1.correct_column",
         "finish_reasons": "generators.r1.finish_column",
     }
-    assert recipe.generators["s1-3b"].backend == "vllm"
+    # only the s1.1 models generate, and none of them through an API
+    assert {g.backend for n, g in recipe.generators.items() if n != "r1"} == {"vllm"}
 
 
 def test_a_recipe_of_dataset_generators_only_calls_the_judge(

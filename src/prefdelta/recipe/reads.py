@@ -39,7 +39,7 @@ class JudgeReads(StrictModel):
     part: ReadPart = content(
         "whole",
         description="whole: the trace as written; reasoning: the text inside its "
-        "<think>...</think> block; answer: the text after </think> (a trace without a "
+        "`<think>...</think>` block; answer: the text after `</think>` (a trace without a "
         "think block is all reasoning and all answer)",
     )
     max_tokens: int | None = content(
