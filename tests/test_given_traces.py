@@ -283,3 +283,21 @@ def test_a_recipe_of_dataset_generators_only_calls_the_judge(
     assert len(chat_server.state.bodies) == 3 + 4
     assert summary["pairs"] == 3 and summary["empty_traces"] == {"r1": 1}
     assert summary["tokens"]["generators"] == {}
+
+
+def test_inspect_shows_the_api_cost_of_r1_falling_to_zero() -> None:
+    """The paper recipe as first shipped paid an API for 3,500 R1 traces; reading them from
+    the dataset, the shipped recipe makes no API call at all."""
+    root = Path(__file__).resolve().parents[1]
+    env = {"COLUMNS": "200"}
+    before = CliRunner().invoke(
+        app, ["inspect", str(root / "tests/recipes/openr1-math-api.yaml")], env=env
+    )
+    after = CliRunner().invoke(
+        app, ["inspect", str(root / "recipes/openr1-math-delta.yaml")], env=env
+    )
+    assert before.exit_code == 0 and after.exit_code == 0, before.output + after.output
+    assert re.search(r"│ API calls: r1 +│ +3,500 │", before.output), before.output
+    assert re.search(r"│ API calls: none +│ +0 │", after.output), after.output
+    assert "traces read from column 'generations': r1 (no calls)" in after.output
+    assert "generations: r1" not in after.output

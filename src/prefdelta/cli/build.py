@@ -12,6 +12,7 @@ import yaml
 from rich.syntax import Syntax
 from rich.table import Table
 
+from prefdelta.backends import is_api
 from prefdelta.cli.app import app, out, quiet_libraries
 from prefdelta.cli.errors import err, user_errors
 from prefdelta.errors import PrefdeltaError
@@ -118,6 +119,12 @@ def inspect(
         table.add_row(f"traces read from column {column!r}: {name} (no calls)", n(count))
     table.add_row("judge calls", n(plan.judge_calls))
     table.add_row("judge calls, worst case with retries", n(plan.max_judge_calls))
+    # what is paid per call: API models (a dataset's traces and local models cost none)
+    api = [(g, c) for g, c in plan.generations.items() if is_api(r.generators[g].backend)]
+    if is_api(r.judge.backend):
+        api.append(("judge", plan.judge_calls))
+    paid = None if any(c is None for _, c in api) else sum(c or 0 for _, c in api)
+    table.add_row(f"API calls: {', '.join(g for g, _ in api) or 'none'}", n(paid))
     lost = ["traces the judge cannot score"]
     if r.pairing.tie_policy == "drop":
         lost.append("dropped ties")
