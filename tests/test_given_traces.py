@@ -301,3 +301,62 @@ def test_inspect_shows_the_api_cost_of_r1_falling_to_zero() -> None:
     assert re.search(r"│ API calls: none +│ +0 │", after.output), after.output
     assert "traces read from column 'generations': r1 (no calls)" in after.output
     assert "generations: r1" not in after.output
+
+
+@pytest.mark.slow
+def test_a_build_killed_after_the_judges_first_batch_resumes_without_rejudging(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """SIGKILL to the build's process group once the judge's first batch is stored: the
+    rerun asks the judge only about the traces no stored judgment covers, and reads no
+    trace of the dataset's twice (the dataset's traces take no call either time)."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from support.store_fixtures import InspectableStore
+
+    path = write_openr1(tmp_path, chat_server.url, extra="\n    samples_per_prompt: 1")
+    text = path.read_text()
+    small = text[text.index("  small:\n") : text.index("pairing:")]
+    text = text.replace(small, "  sol: {backend: dataset, model: human, column: solution}\n")
+    text = text.replace("rejected: [small]", "rejected: [sol]")
+    path.write_text(
+        text.replace("  scoring: sampled", "  scoring: sampled\n  batch_size: 2\n  concurrency: 1")
+    )
+    chat_server.state.content = json.dumps({d: {"rationale": "ok", "score": 3} for d in DIMS})
+    chat_server.state.delay_s = 0.4  # the build cannot outrun the kill
+    out = tmp_path / "out"
+    store_path = out / "store.sqlite"
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(path), "-o", str(out), "--no-publish"]
+    with (tmp_path / "killed.log").open("wb") as sink:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
+    try:
+        while proc.poll() is None:
+            if store_path.exists() and InspectableStore(store_path).count_all("judgment"):
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    planned = 3 + 4  # the first R1 trace of each row (row 2's is empty) and 4 solutions
+    stored = InspectableStore(store_path).count_all("judgment")
+    assert 2 <= stored < planned, (tmp_path / "killed.log").read_text()[-3000:]
+    assert not (out / "summary.json").exists()
+
+    chat_server.state.delay_s = 0.0
+    chat_server.state.bodies.clear()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert _asked(chat_server, "the-judge") == planned - stored  # nothing judged twice
+    assert {b["model"] for b in chat_server.state.bodies} == {"the-judge"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reused"]["judgments"] == stored
+    assert summary["reused"]["judged"] == planned - stored
+    assert summary["judge_status"] == {"ok": planned, "empty_trace": 1}
