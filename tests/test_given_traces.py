@@ -21,7 +21,7 @@ from prefdelta.cli import app
 from prefdelta.push.build_folder import read_build
 from prefdelta.push.card import render_card
 from prefdelta.recipe import RecipeError, load_recipe
-from support.model_fixtures import ChatServer, chat_server  # noqa: F401
+from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
 
 DIMS = ("step_coherence", "factuality")
 
@@ -360,3 +360,66 @@ def test_a_build_killed_after_the_judges_first_batch_resumes_without_rejudging(
     assert summary["reused"]["judgments"] == stored
     assert summary["reused"]["judged"] == planned - stored
     assert summary["judge_status"] == {"ok": planned, "empty_trace": 1}
+
+
+@pytest.mark.slow
+def test_openr1_traces_build_judge_publish_and_train_with_the_tiny_model(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """The OpenR1-shaped parquet end to end, offline: its list columns become samples
+    beside a generated model's, the tiny model judges every trace with text, the folder
+    published keeps the dataset's correctness, and DPO trains on its pairs."""
+    from trl import ModelConfig
+
+    from prefdelta.push import publish_build
+    from prefdelta.train import dpo
+    from prefdelta.train.configs import DataArguments
+    from support.train_fixtures import dpo_config
+
+    path = write_openr1(tmp_path)
+    (tmp_path / "tiny-model").symlink_to(tiny_model_dir, target_is_directory=True)
+    text = path.read_text()
+    small = text[text.index("  small:\n") : text.index("pairing:")]
+    text = text.replace(
+        small,
+        "  small:\n    model: tiny-model\n    backend: transformers\n    samples_per_prompt: 2\n"
+        "    generation: {temperature: 0.7, max_new_tokens: 12}\n",
+    )
+    judge = text[text.index("judge:\n") :]
+    text = text.replace(
+        judge,
+        "judge:\n  model: tiny-model\n  backend: transformers\n"
+        "  dimensions: [step_coherence, factuality]\n  max_retries: 0\n"
+        "  generation: {temperature: 0.0, max_new_tokens: 160}\n",
+    )
+    path.write_text(text)
+    out = tmp_path / "out"
+    summary = run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    assert summary["traces"] == 11 + 8 and summary["empty_traces"].get("r1") == 1
+    assert summary["tokens"]["judge"]["calls"] == 18  # every trace with text, judged once
+    assert summary["given_traces"]["r1"]["correct_disagreements"] == 2
+
+    published = tmp_path / "published"
+    publish_build(out, published)
+    traces = pq.read_table(next((published / "data/traces").glob("*.parquet"))).to_pylist()
+    r1 = sorted(
+        (t for t in traces if t["generator"] == "r1"), key=lambda t: (t["reference"], t["sample"])
+    )
+    by_answer = sorted(ROWS, key=lambda r: r[0])
+    assert [(t["reference"], t["sample"]) for t in r1] == [
+        (answer, s) for answer, texts, _, _ in by_answer for s in range(len(texts))
+    ]
+    assert [t["correct"] for t in r1] == [c for _, _, correct, _ in by_answer for c in correct]
+    assert {t["judge_model"] for t in traces} == {"tiny-model"}
+    assert all(t["judge_attempts"] == 1 for t in traces if t["trace"].strip())
+    pairs = pq.read_table(next((published / "data/pairs").glob("train-*.parquet"))).to_pylist()
+    assert len(pairs) == 7 and all(p["chosen_model"] == "deepseek-ai/DeepSeek-R1" for p in pairs)
+
+    run = dpo.main(
+        DataArguments(dataset=str(published)),
+        dpo_config(tmp_path / "model", max_steps=2),
+        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    )
+    assert run.counts["pairs_selected"] == 7 and len(run.losses) == 2
+    assert (run.output_dir / "model.safetensors").is_file()
