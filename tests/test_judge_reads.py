@@ -234,3 +234,27 @@ def test_a_local_judge_is_bounded_by_its_models_context(
     ):
         run_build(load_recipe(path), tmp_path / "out", console=Console(file=io.StringIO()))
     assert chat_server.state.bodies == []
+
+
+def test_a_trace_with_nothing_in_the_part_read_is_kept_counted_and_never_sent(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """``reads: answer`` and a trace that stopped mid-thought (no ``</think>``): nothing to
+    judge, so no call; the row keeps its text with judge_status empty_part and the reason,
+    the summary and the terminal count it, and it is not an empty trace."""
+    path = write_reads_recipe(tmp_path, chat_server, tiny_model_dir, "answer")
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [json.loads(line) for line in prompts.read_text().splitlines()]
+    rows[1]["long"] = "<think>\nSeven plus seven is"  # cut off before an answer
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log = io.StringIO()
+    summary = run_build(load_recipe(path), tmp_path / "out", console=Console(file=log, width=300))
+    assert sorted(_sent(chat_server)) == sorted([ANSWER, SHORT, SHORT])
+    traces = pq.read_table(tmp_path / "out" / "traces.parquet").to_pylist()
+    [row] = [t for t in traces if t["judge_status"] == "empty_part"]
+    assert row["trace"] == rows[1]["long"] and row["judge_attempts"] == 0
+    assert "no final answer (no text after </think>)" in row["judge_problem"]
+    assert summary["judge_reads"]["empty_part"] == {"r1": 1} and not summary["empty_traces"]
+    assert "1 traces have nothing in the part the judge reads (r1: 1)" in log.getvalue()
