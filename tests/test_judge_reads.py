@@ -258,3 +258,28 @@ def test_a_trace_with_nothing_in_the_part_read_is_kept_counted_and_never_sent(
     assert "no final answer (no text after </think>)" in row["judge_problem"]
     assert summary["judge_reads"]["empty_part"] == {"r1": 1} and not summary["empty_traces"]
     assert "1 traces have nothing in the part the judge reads (r1: 1)" in log.getvalue()
+
+
+def test_the_judges_token_estimate_counts_what_it_reads(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    from prefdelta.builders.given import given_columns
+    from prefdelta.builders.prompts import load_prompts
+    from prefdelta.plan import CHARS_PER_TOKEN, estimate_tokens
+
+    def judge_tokens(reads: str) -> int:
+        recipe = load_recipe(write_reads_recipe(tmp_path, chat_server, tiny_model_dir, reads))
+        prompts, _ = load_prompts(recipe.prompts, recipe.base_dir, given_columns(recipe))
+        [judge] = [e for e in estimate_tokens(recipe, prompts) if e.name == "judge"]
+        return judge.input_tokens
+
+    whole, answer = judge_tokens(""), judge_tokens("answer")
+    cut = judge_tokens("{max_tokens: 10, tokenizer: tiny-model}")
+    # the long trace's ~14,000 characters: all of them, none (its answer), 10 tokens' worth
+    assert (
+        whole - answer
+        == (len(LONG) - len(ANSWER) + len(_short_r1()) - len(ANSWER)) // CHARS_PER_TOKEN
+    )
+    assert answer < cut < whole and whole - cut > (len(LONG) - 100) // CHARS_PER_TOKEN

@@ -30,7 +30,7 @@ from prefdelta.builders.prompt_length import chat_token_counts, model_tokenizer
 from prefdelta.recipe import RecipeError, resolve_path
 from prefdelta.recipe.reads import JudgeReads
 
-__all__ = ["JudgeInput", "Read", "reads_summary", "split_think"]
+__all__ = ["JudgeInput", "Read", "read_chars", "reads_summary", "split_think"]
 
 REASK_TOKENS = 64  # a re-ask's request line, beyond the previous answer it shows back
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -50,6 +50,19 @@ def split_think(trace: str) -> tuple[str, str, str, str]:
     if close == -1:
         return trace[:begin], trace[begin:], "", ""
     return trace[:begin], trace[begin:close], trace[close:], trace[close + len(THINK_CLOSE) :]
+
+
+def read_chars(reads: JudgeReads | None, trace: str, chars_per_token: int) -> int:
+    """About how many characters of ``trace`` the judge reads (an estimate needs no
+    tokenizer: a cut reasoning counts ``max_tokens`` at ``chars_per_token``)."""
+    if reads is None:
+        return len(trace)
+    head, reasoning, tail, answer = split_think(trace)
+    if reads.part == "answer":
+        return len(answer.strip())
+    if reads.max_tokens is not None:
+        reasoning = reasoning[: reads.max_tokens * chars_per_token]
+    return len(reasoning.strip()) if reads.part == "reasoning" else len(head + reasoning + tail)
 
 
 @dataclass(frozen=True)
