@@ -283,3 +283,20 @@ def test_the_judges_token_estimate_counts_what_it_reads(
         == (len(LONG) - len(ANSWER) + len(_short_r1()) - len(ANSWER)) // CHARS_PER_TOKEN
     )
     assert answer < cut < whole and whole - cut > (len(LONG) - 100) // CHARS_PER_TOKEN
+
+
+def test_inspect_judge_prompt_shows_what_the_judge_reads_of_a_built_trace(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    from typer.testing import CliRunner
+
+    from prefdelta.cli import app
+
+    path = write_reads_recipe(tmp_path, chat_server, tiny_model_dir, "answer")
+    path.write_text(path.read_text() + f"output_dir: {tmp_path / 'out'}\n")
+    run_build(load_recipe(path), None, console=Console(file=io.StringIO()))
+    shown = CliRunner().invoke(app, ["inspect", str(path), "--judge-prompt"])
+    assert shown.exit_code == 0, shown.output
+    assert f"<trace>\n{ANSWER}\n</trace>" in shown.output and "<think>" not in shown.output

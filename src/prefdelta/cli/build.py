@@ -196,8 +196,18 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
                 table, _ = read_prompt_table(r.prompts, r.base_dir)
             prompt = str(table[0][r.prompts.column])
         trace, source = "(a generator's trace)", "not built yet: a placeholder trace"
+    spec = JudgeSpec.resolve(r.judge, r.base_dir)
+    if traces.is_file() and r.judge.reads is not None:  # what judge.reads has it read
+        from prefdelta.builders.judge_input import JudgeInput
+
+        with user_errors():
+            read = JudgeInput(spec, r.base_dir).read(prompt, trace)
+        if read.text is None:
+            err.print(f"{source}: {read.problem}", markup=False, highlight=False)
+            return
+        trace = read.text
     err.print(f"judge prompt ({source}):", markup=False, highlight=False)
-    messages = judge_prompt(JudgeSpec.resolve(r.judge, r.base_dir), prompt, trace)
+    messages = judge_prompt(spec, prompt, trace)
     for m in messages:
         if len(messages) > 1:
             err.print(f"--- {m['role']}", markup=False, highlight=False)
