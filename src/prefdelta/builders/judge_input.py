@@ -16,7 +16,7 @@ room for the re-ask (its previous answer and a line of request).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -142,14 +142,6 @@ class JudgeInput:
                 ]
             )
 
-    @property
-    def measures(self) -> bool:
-        """Whether each judge prompt is measured against the judge's context."""
-        return self.bound is not None
-
-    def bound_text(self) -> str | None:
-        return None if self.bound is None else f"{self.bound:,} tokens: {self.why}"
-
     def read(self, prompt: str, trace: str) -> Read:
         """What the judge reads of ``trace``, cut or refused as the recipe says."""
         reads = self.reads
@@ -170,16 +162,17 @@ class JudgeInput:
 
         return self._fit(prompt, compose, reasoning)
 
-    def _fit(self, prompt: str, compose: Any, reasoning: str | None) -> Read:
+    def _fit(self, prompt: str, compose: Callable[[str], str], reasoning: str | None) -> Read:
         """``compose(reasoning kept)``, with the reasoning cut to ``max_tokens``, then
-        measured against the bound and cut further or refused."""
+        measured against the bound and cut further or refused. The reasoning is tokenized
+        only where it may be cut."""
         reads = self.reads
         assert reads is not None
         offsets: list[tuple[int, int]] = []
         keep = None
-        if reasoning is not None and self.tokenizer is not None:
+        if reasoning is not None and self.tokenizer is not None and reads.max_tokens is not None:
             offsets = self._offsets(reasoning)
-            if reads.max_tokens is not None and len(offsets) > reads.max_tokens:
+            if len(offsets) > reads.max_tokens:
                 keep = reads.max_tokens
         text = compose(self._cut(reasoning, offsets, keep) if reasoning is not None else "")
         if self.bound is None:
@@ -190,6 +183,7 @@ class JudgeInput:
                 return Read(text, cut=0 if keep is None else len(offsets) - keep, tokens=tokens)
             if reads.over_context == "refuse" or reasoning is None:
                 break
+            offsets = offsets or self._offsets(reasoning)
             marker = 0 if keep is not None else self._tokens(reads.marker.format(cut=0)) + 4
             keep = (len(offsets) if keep is None else keep) - (tokens - self.bound) - marker
             if keep <= 0:
