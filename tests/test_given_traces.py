@@ -301,6 +301,10 @@ def test_inspect_shows_the_api_cost_of_r1_falling_to_zero() -> None:
     assert re.search(r"│ API calls: none +│ +0 │", after.output), after.output
     assert "traces read from column 'generations': r1 (no calls)" in after.output
     assert "generations: r1" not in after.output
+    # the resolved recipe shows no decoding or request settings for traces it only reads
+    r1 = after.output[after.output.index("\n  r1:") : after.output.index("\n  s1-3b:")]
+    assert "column: generations" in r1
+    assert "generation:" not in r1 and "temperature" not in r1 and "batch_size" not in r1
 
 
 @pytest.mark.slow

@@ -12,11 +12,12 @@ import yaml
 from rich.syntax import Syntax
 from rich.table import Table
 
-from prefdelta.backends import is_api
+from prefdelta.backends import calls_model, is_api
 from prefdelta.cli.app import app, out, quiet_libraries
 from prefdelta.cli.errors import err, user_errors
 from prefdelta.errors import PrefdeltaError
 from prefdelta.recipe import PUBLISH_HUB_ONLY, BuildRecipe, load_recipe
+from prefdelta.recipe.endpoints import MODEL_ONLY_FIELDS
 from prefdelta.redact import redact
 
 if TYPE_CHECKING:
@@ -48,8 +49,13 @@ def validate(recipe: RecipeArg) -> None:
 def resolved_recipe(r: BuildRecipe) -> dict[str, Any]:
     """The recipe as it will run: defaults filled in and resolved (the ties policy), and
     only the keys that apply (no ``rejected`` for best-vs-worst, no Hub-only ``private``,
-    ``revision`` or ``tag`` for a folder target)."""
+    ``revision`` or ``tag`` for a folder target, no decoding or request settings for a
+    generator whose traces are read from the dataset)."""
     resolved = r.model_dump(mode="json", exclude_none=True)
+    for name, g in r.generators.items():
+        if not calls_model(g.backend):
+            for key in MODEL_ONLY_FIELDS:
+                resolved["generators"][name].pop(key, None)
     pairing = resolved["pairing"]
     for key in ("rejected", "chosen") if r.pairing.strategy == "best-vs-worst" else ("pool",):
         pairing.pop(key, None)
