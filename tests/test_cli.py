@@ -116,7 +116,8 @@ def test_inspect_shows_the_plan() -> None:
 
 def test_inspect_never_prints_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("R1_API_KEY", "sk-top-secret")
-    result = runner.invoke(app, ["inspect", str(ROOT / "recipes" / "openr1-math-delta.yaml")])
+    api_recipe = ROOT / "tests" / "recipes" / "openr1-math-api.yaml"
+    result = runner.invoke(app, ["inspect", str(api_recipe)])
     assert result.exit_code == 0, result.output
     assert "sk-top-secret" not in result.output
     assert "${R1_API_KEY} is set" in result.output

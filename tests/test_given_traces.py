@@ -21,7 +21,7 @@ from prefdelta.cli import app
 from prefdelta.push.build_folder import read_build
 from prefdelta.push.card import render_card
 from prefdelta.recipe import RecipeError, load_recipe
-from support.model_fixtures import ChatServer, chat_server  # noqa: F401
+from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
 
 DIMS = ("step_coherence", "factuality")
 
@@ -255,14 +255,16 @@ def test_a_text_column_is_one_trace_with_its_tokens_and_no_correctness(tmp_path:
         assert sol[p.prompt_id]["finish_reason"] == "unknown"
 
 
-def test_the_example_recipe_reads_r1_from_the_dataset() -> None:
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes/openr1-math-given.yaml")
+@pytest.mark.parametrize("name", ["openr1-math-delta", "openr1-math-ladder"])
+def test_the_paper_recipes_read_r1_from_the_dataset(name: str) -> None:
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / f"recipes/{name}.yaml")
     assert given_columns(recipe) == {
         "generations": "generators.r1.column",
         "correctness_math_verify": "generators.r1.correct_column",
         "finish_reasons": "generators.r1.finish_column",
     }
-    assert recipe.generators["s1-3b"].backend == "vllm"
+    # only the s1.1 models generate, and none of them through an API
+    assert {g.backend for n, g in recipe.generators.items() if n != "r1"} == {"vllm"}
 
 
 def test_a_recipe_of_dataset_generators_only_calls_the_judge(
@@ -281,3 +283,147 @@ def test_a_recipe_of_dataset_generators_only_calls_the_judge(
     assert len(chat_server.state.bodies) == 3 + 4
     assert summary["pairs"] == 3 and summary["empty_traces"] == {"r1": 1}
     assert summary["tokens"]["generators"] == {}
+
+
+def test_inspect_shows_the_api_cost_of_r1_falling_to_zero() -> None:
+    """The paper recipe as first shipped paid an API for 3,500 R1 traces; reading them from
+    the dataset, the shipped recipe makes no API call at all."""
+    root = Path(__file__).resolve().parents[1]
+    env = {"COLUMNS": "200"}
+    before = CliRunner().invoke(
+        app, ["inspect", str(root / "tests/recipes/openr1-math-api.yaml")], env=env
+    )
+    after = CliRunner().invoke(
+        app, ["inspect", str(root / "recipes/openr1-math-delta.yaml")], env=env
+    )
+    assert before.exit_code == 0 and after.exit_code == 0, before.output + after.output
+    assert re.search(r"│ API calls: r1 +│ +3,500 │", before.output), before.output
+    assert re.search(r"│ API calls: none +│ +0 │", after.output), after.output
+    assert "traces read from column 'generations': r1 (no calls)" in after.output
+    assert "generations: r1" not in after.output
+    # the resolved recipe shows no decoding or request settings for traces it only reads
+    r1 = after.output[after.output.index("\n  r1:") : after.output.index("\n  s1-3b:")]
+    assert "column: generations" in r1
+    assert "generation:" not in r1 and "temperature" not in r1 and "batch_size" not in r1
+
+
+@pytest.mark.slow
+def test_a_build_killed_after_the_judges_first_batch_resumes_without_rejudging(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """SIGKILL to the build's process group once the judge's first batch is stored: the
+    rerun asks the judge only about the traces no stored judgment covers, and reads no
+    trace of the dataset's twice (the dataset's traces take no call either time)."""
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from support.store_fixtures import InspectableStore
+
+    path = write_openr1(tmp_path, chat_server.url, extra="\n    samples_per_prompt: 1")
+    text = path.read_text()
+    small = text[text.index("  small:\n") : text.index("pairing:")]
+    text = text.replace(small, "  sol: {backend: dataset, model: human, column: solution}\n")
+    text = text.replace("rejected: [small]", "rejected: [sol]")
+    path.write_text(
+        text.replace("  scoring: sampled", "  scoring: sampled\n  batch_size: 2\n  concurrency: 1")
+    )
+    chat_server.state.content = json.dumps({d: {"rationale": "ok", "score": 3} for d in DIMS})
+    chat_server.state.delay_s = 0.4  # the build cannot outrun the kill
+    out = tmp_path / "out"
+    store_path = out / "store.sqlite"
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(path), "-o", str(out), "--no-publish"]
+    with (tmp_path / "killed.log").open("wb") as sink:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
+    try:
+        while proc.poll() is None:
+            if store_path.exists() and InspectableStore(store_path).count_all("judgment"):
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    planned = 3 + 4  # the first R1 trace of each row (row 2's is empty) and 4 solutions
+    stored = InspectableStore(store_path).count_all("judgment")
+    assert 2 <= stored < planned, (tmp_path / "killed.log").read_text()[-3000:]
+    assert not (out / "summary.json").exists()
+
+    chat_server.state.delay_s = 0.0
+    chat_server.state.bodies.clear()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert _asked(chat_server, "the-judge") == planned - stored  # nothing judged twice
+    assert {b["model"] for b in chat_server.state.bodies} == {"the-judge"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reused"]["judgments"] == stored
+    assert summary["reused"]["judged"] == planned - stored
+    assert summary["judge_status"] == {"ok": planned, "empty_trace": 1}
+
+
+@pytest.mark.slow
+def test_openr1_traces_build_judge_publish_and_train_with_the_tiny_model(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """The OpenR1-shaped parquet end to end, offline: its list columns become samples
+    beside a generated model's, the tiny model judges every trace with text, the folder
+    published keeps the dataset's correctness, and DPO trains on its pairs."""
+    from trl import ModelConfig
+
+    from prefdelta.push import publish_build
+    from prefdelta.train import dpo
+    from prefdelta.train.configs import DataArguments
+    from support.train_fixtures import dpo_config
+
+    path = write_openr1(tmp_path)
+    (tmp_path / "tiny-model").symlink_to(tiny_model_dir, target_is_directory=True)
+    text = path.read_text()
+    small = text[text.index("  small:\n") : text.index("pairing:")]
+    text = text.replace(
+        small,
+        "  small:\n    model: tiny-model\n    backend: transformers\n    samples_per_prompt: 2\n"
+        "    generation: {temperature: 0.7, max_new_tokens: 12}\n",
+    )
+    judge = text[text.index("judge:\n") :]
+    text = text.replace(
+        judge,
+        "judge:\n  model: tiny-model\n  backend: transformers\n"
+        "  dimensions: [step_coherence, factuality]\n  max_retries: 0\n"
+        "  generation: {temperature: 0.0, max_new_tokens: 160}\n",
+    )
+    path.write_text(text)
+    out = tmp_path / "out"
+    summary = run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    assert summary["traces"] == 11 + 8 and summary["empty_traces"].get("r1") == 1
+    assert summary["tokens"]["judge"]["calls"] == 18  # every trace with text, judged once
+    assert summary["given_traces"]["r1"]["correct_disagreements"] == 2
+
+    published = tmp_path / "published"
+    publish_build(out, published)
+    traces = pq.read_table(next((published / "data/traces").glob("*.parquet"))).to_pylist()
+    r1 = sorted(
+        (t for t in traces if t["generator"] == "r1"), key=lambda t: (t["reference"], t["sample"])
+    )
+    by_answer = sorted(ROWS, key=lambda r: r[0])
+    assert [(t["reference"], t["sample"]) for t in r1] == [
+        (answer, s) for answer, texts, _, _ in by_answer for s in range(len(texts))
+    ]
+    assert [t["correct"] for t in r1] == [c for _, _, correct, _ in by_answer for c in correct]
+    assert {t["judge_model"] for t in traces} == {"tiny-model"}
+    assert all(t["judge_attempts"] == 1 for t in traces if t["trace"].strip())
+    pairs = pq.read_table(next((published / "data/pairs").glob("train-*.parquet"))).to_pylist()
+    assert len(pairs) == 7 and all(p["chosen_model"] == "deepseek-ai/DeepSeek-R1" for p in pairs)
+
+    run = dpo.main(
+        DataArguments(dataset=str(published)),
+        dpo_config(tmp_path / "model", max_steps=2),
+        ModelConfig(model_name_or_path=str(tiny_model_dir)),
+    )
+    assert run.counts["pairs_selected"] == 7 and len(run.losses) == 2
+    assert (run.output_dir / "model.safetensors").is_file()

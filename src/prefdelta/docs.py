@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from prefdelta.recipe.endpoints import Dimension, GenerationParams, GeneratorConfig, JudgeConfig
+from prefdelta.recipe.reads import JudgeReads
 from prefdelta.recipe.schema import (
     BuildRecipe,
     DeltaConfig,
@@ -45,6 +46,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("pairing", PairingConfig),
     ("judge", JudgeConfig),
     ("judge.dimensions[] (custom)", Dimension),
+    ("judge.reads (or just its part: whole, reasoning, answer)", JudgeReads),
     ("delta", DeltaConfig),
     ("publish", PublishConfig),
 ]

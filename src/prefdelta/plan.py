@@ -146,6 +146,7 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
     from prefdelta.builders.given import is_given, read_given
     from prefdelta.builders.judge.prompt import judge_prompt
     from prefdelta.builders.judge.spec import JudgeSpec
+    from prefdelta.builders.judge_input import read_chars
     from prefdelta.builders.prompt_length import prompt_token_counts
     from prefdelta.builders.traces import chat_for
 
@@ -157,9 +158,11 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
     judge_calls = judge_chars = 0
     by_id = {p.prompt_id: p for p in prompts}
     for (name, pid, _), record in read_given(recipe, prompts)[0].items():
-        # a read trace costs no generation; the judge reads it as it is (an empty one: never)
+        # a read trace costs no generation; the judge reads what judge.reads says of it (an
+        # empty one: never)
         if record["trace"].strip() and name in recipe.pairing.generator_names:
-            judge_chars += (frame + len(by_id[pid].prompt) + len(record["trace"])) * judge.samples
+            read = read_chars(judge.reads, record["trace"], CHARS_PER_TOKEN)
+            judge_chars += (frame + len(by_id[pid].prompt) + read) * judge.samples
             judge_calls += judge.samples
     for name in recipe.pairing.generator_names:
         g = recipe.generators[name]
@@ -174,6 +177,8 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
         out.append(TokenEstimate.of(name, g, calls, chars, budget, tokens))
         # each trace reaches the judge with its problem; a trace is at most its budget
         trace_chars = g.generation.max_new_tokens * CHARS_PER_TOKEN
+        if judge.reads is not None and judge.reads.max_tokens is not None:  # its cut reasoning
+            trace_chars = min(trace_chars, judge.reads.max_tokens * CHARS_PER_TOKEN)
         judge_chars += sum(frame + len(p.prompt) + trace_chars for p in prompts) * n * judge.samples
         judge_calls += calls * judge.samples
     out.append(

@@ -13,8 +13,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 from rich.console import Console
 
 from prefdelta.backends import is_api
+from prefdelta.builders.build_folder import build_lock, claim_build_dir
 from prefdelta.builders.columns import label_pairs
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
 from prefdelta.builders.given import (
@@ -37,6 +37,7 @@ from prefdelta.builders.given import (
 from prefdelta.builders.judge.parsing import EMPTY_TRACE
 from prefdelta.builders.judge.reader import AnswerReader
 from prefdelta.builders.judge.spec import JudgeSpec
+from prefdelta.builders.judge_input import JudgeInput, Read, reads_summary
 from prefdelta.builders.keys import judgment_key, trace_key
 from prefdelta.builders.pairs import make_pairs
 from prefdelta.builders.pipelines import generation_pipeline, judge_pipeline
@@ -61,7 +62,6 @@ from prefdelta.recipe import (
 )
 from prefdelta.schema import (
     HASHED_FILES,
-    LOGS,
     PAIRS_FILE,
     RECIPE_FILE,
     STORE,
@@ -74,27 +74,6 @@ from prefdelta.schema import (
 
 class BuildIncomplete(PrefdeltaError, RuntimeError):
     """Some model calls failed; what finished is kept, and a rerun retries the rest."""
-
-
-class OutputDirError(PrefdeltaError, ValueError):
-    """The build folder is a file, or a folder of someone else's files."""
-
-
-def claim_build_dir(out: Path) -> None:
-    """Refuse a build folder that would overwrite what is not a build's: a file, or a
-    non-empty folder without a build's store (a build writes ``store.sqlite`` first)."""
-    if out.exists() and not out.is_dir():
-        raise OutputDirError(f"build folder {out} is a file; choose a folder (-o/--output-dir)")
-    if out.is_dir() and not (out / STORE).is_file():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in (".lock", LOGS))
-        if foreign:
-            shown = ", ".join(foreign[:3]) + (
-                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-            )
-            raise OutputDirError(
-                f"refusing to build into {out}: it holds files that are not a prefdelta build "
-                f"({shown}); choose an empty or new folder (-o/--output-dir)"
-            )
 
 
 @dataclass(frozen=True)
@@ -150,12 +129,14 @@ def stored_work(recipe: BuildRecipe, out: Path, prompts: Sequence[Prompt]) -> St
             continue
         done, total = per.get(t.generator, (0, 0))
         per[t.generator] = (done + (t.key in generations), total + 1)
-    fingerprint = JudgeSpec.resolve(recipe.judge, recipe.base_dir).fingerprint
-    jkeys = [
-        judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
+    spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
+    judge_input = JudgeInput(spec, recipe.base_dir)
+    texts = [
+        (t.prompt.prompt, judge_input.read(t.prompt.prompt, generations[t.key]["trace"]).text)
         for t in planned
         if t.key in generations
     ]
+    jkeys = [judgment_key(spec.fingerprint, p, text) for p, text in texts if text is not None]
     return StoredWork(per, (store.count("judgment", jkeys), len(jkeys)))
 
 
@@ -187,7 +168,7 @@ def run_build(
     out = build_dir_for(recipe, output_dir)
     claim_build_dir(out)
     out.mkdir(parents=True, exist_ok=True)
-    with _build_lock(out):
+    with build_lock(out):
         if repair and (out / STORE).is_file():
             report = repair_store(out / STORE)
             said = "nothing to repair" if report is None else f"repaired: {report.describe()}"
@@ -196,36 +177,6 @@ def run_build(
             return _run_build(recipe, out, console)
         except KeyboardInterrupt:  # Ctrl-C between the pipelines (theirs is handled there)
             raise BuildInterrupted from None
-
-
-@contextmanager
-def _build_lock(out: Path) -> Iterator[None]:
-    """One build at a time per folder: a second one stops at once and says who holds it.
-
-    ``flock`` on ``.lock`` in the folder: the kernel drops it when the holder dies, however
-    it dies, so a killed build never leaves the folder locked.
-    """
-    import fcntl
-
-    path = out / ".lock"
-    with path.open("a+", encoding="utf-8") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            raise OutputDirError(
-                f"another build is running in {out} (pid {holder}); wait for it to finish, "
-                "or build into another folder (-o)"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, Any]:
@@ -246,6 +197,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     # the judge's template is read here, once: keys, prompts and summary share its text
     spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
     fingerprint = spec.fingerprint
+    judge_input = JudgeInput(spec, recipe.base_dir)  # its tokenizer loaded before any call
 
     # ---- generation: a dataset generator's traces are stored as read, the others generated
     store.put_many("generation", {t.key: t.given for t in planned if t.given is not None})
@@ -272,11 +224,17 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     # an empty answer is kept and counted, but there is nothing in it to judge or to pair
     empty = [t for t in generated if not generations[t.key]["trace"].strip()]
     judgeable = [t for t in generated if generations[t.key]["trace"].strip()]
+    # what the judge reads of each (judge.reads): a trace too long for it is cut or refused
+    reads = {
+        t.key: judge_input.read(t.prompt.prompt, generations[t.key]["trace"]) for t in judgeable
+    }
+    unread = {t.key: reads[t.key] for t in judgeable if reads[t.key].text is None}
 
-    # ---- judging: every trace with text; a failed or empty generation is not judged
+    # ---- judging: the text read of every trace; a failed, empty or unread one is not judged
     jkeys = {
-        t.key: judgment_key(fingerprint, t.prompt.prompt, generations[t.key]["trace"])
+        t.key: judgment_key(fingerprint, t.prompt.prompt, reads[t.key].text or "")
         for t in judgeable
+        if t.key not in unread
     }
     judged_before = store.existing("judgment", jkeys.values())
     judge_reused = len(judged_before)
@@ -288,11 +246,11 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
             {
                 "prompt_id": t.prompt.prompt_id,
                 "prompt": t.prompt.prompt,
-                "trace": generations[t.key]["trace"],
+                "trace": reads[t.key].text,
                 "trace_key": t.key,
             }
             for t in judgeable
-            if jkeys[t.key] not in judged_before
+            if t.key in jkeys and jkeys[t.key] not in judged_before
         ]
         # longest first: batches of like lengths pad least (and on a GPU, memory runs out
         # on the first batch or not at all)
@@ -301,7 +259,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
             with pipeline_scratch(recipe.ray) as scratch:
                 run_pipeline(judge_pipeline(recipe, spec, traces_in, store_path, scratch))
     judgments = store.get_many("judgment", jkeys.values())
-    unjudged = [t for t in judgeable if jkeys[t.key] not in judgments]
+    unjudged = [t for t in judgeable if t.key in jkeys and jkeys[t.key] not in judgments]
 
     # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild;
     # what failed for good is a row marked failed, never a row left out
@@ -315,6 +273,8 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
             error = (gen_errors.get(t.key) or {}).get("error") or "the call returned no trace"
             gen = {"trace": "", "finish_reason": "error", "output_tokens": 0}
             judged = _failed(reader, f"not judged: the generation failed: {error}")
+        elif t.key in unread:
+            gen, judged = generations[t.key], _not_sent(reader, unread[t.key])
         elif t.key not in jkeys:
             gen, judged = generations[t.key], _empty_trace(reader)
         elif jkeys[t.key] not in judgments:
@@ -355,6 +315,10 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         "by_generator": dict(Counter(t.generator for t in missing)),
     }
     summary["empty_traces"] = dict(Counter(t.generator for t in empty))
+    summary["judge_reads"] = reads_summary(
+        judge_input,
+        ((t.generator, t.key, t.prompt.prompt_id, t.sample, reads[t.key]) for t in judgeable),
+    )
     summary["given_traces"] = given_summary(recipe, verdicts, read_given(recipe, prompts)[1])
     summary["reused"] = {
         "generations": gen_reused,
@@ -426,6 +390,12 @@ def _waiting_note(endpoint: ModelEndpoint, generation: GenerationParams) -> str:
         f", retried up to {endpoint.request_retries} times" if endpoint.backend == "openai" else ""
     )
     return f"a request may wait {timeout} s{retries}; recipe: request_timeout"
+
+
+def _not_sent(reader: AnswerReader, read: Read) -> dict[str, Any]:
+    """The judge columns of a trace not sent for what the judge would read of it (too
+    long for its context, or the part it reads empty): no attempt, the reason kept."""
+    return reader.outputs([]) | {"judge_status": read.status, "judge_problem": read.problem}
 
 
 def _empty_trace(reader: AnswerReader) -> dict[str, Any]:

@@ -56,13 +56,20 @@ def trace_key(config: GeneratorConfig, prompt: str, sample: int) -> str:
 
 
 def judge_fingerprint(config: JudgeConfig, template: str) -> str:
-    """What changes a judgment: the judge's config and the template it is asked with."""
+    """What changes a judgment: the judge's config and the template it is asked with.
+
+    ``reads`` (what the judge reads of a trace) is left out here because its effect is
+    keyed exactly: :func:`judgment_key` hashes the text the judge reads, so a choice that
+    leaves a trace's text as it was (``reads: whole``) reuses its judgment, and one that
+    changes it (the reasoning only, a cut) re-judges that trace."""
     body = identity_body(config, "key")  # an option added later counts only when set
     body.pop("template", None)  # where the template file is; its text is keyed below
+    body.pop("reads", None)  # what it selects of each trace is keyed by judgment_key
     return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
 
 
 def judgment_key(fingerprint: str, prompt: str, trace: str) -> str:
+    """Key of one judgment; ``trace``: the text the judge reads of the trace."""
     return content_key("judgment", fingerprint, prompt, trace)
 
 

@@ -26,7 +26,13 @@ from prefdelta.builders.prompts import Prompt
 from prefdelta.builders.traces import chat_for
 from prefdelta.recipe import GeneratorConfig, PromptsConfig, RecipeError
 
-__all__ = ["RefusedPrompt", "prompt_token_counts", "refuse_long_prompts"]
+__all__ = [
+    "RefusedPrompt",
+    "chat_token_counts",
+    "model_tokenizer",
+    "prompt_token_counts",
+    "refuse_long_prompts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +124,14 @@ def _bound(
 
 def _tokenizer_and_context(generator: GeneratorConfig, base_dir: Path) -> tuple[Any, int | None]:
     """The generator's tokenizer and its model's context length (None when unknown)."""
+    return model_tokenizer(local_model_path(generator, base_dir))
+
+
+def model_tokenizer(model: str) -> tuple[Any, int | None]:
+    """The tokenizer of ``model`` (a folder or a Hub id) and its context length (None
+    when unknown); the judge's reads are counted with it too."""
     from transformers import AutoConfig, AutoTokenizer
 
-    model = local_model_path(generator, base_dir)
     tokenizer = AutoTokenizer.from_pretrained(model)
     context = None
     try:
@@ -134,16 +145,19 @@ def _tokenizer_and_context(generator: GeneratorConfig, base_dir: Path) -> tuple[
 
 
 def _count(tokenizer: Any, generator: GeneratorConfig, prompts: Sequence[Prompt]) -> list[int]:
-    """Tokens of each prompt as the generator sends it (distilabel's ``prepare_input``:
-    the chat template with a generation prompt, or the first message's text without one)."""
+    """Tokens of each prompt as the generator sends it."""
+    return chat_token_counts(tokenizer, [chat_for(generator, p.prompt) for p in prompts])
+
+
+def chat_token_counts(tokenizer: Any, chats: Sequence[list[dict[str, str]]]) -> list[int]:
+    """Tokens of each chat as a model is sent it (distilabel's ``prepare_input``: the chat
+    template with a generation prompt, or the first message's text without one)."""
     if tokenizer.chat_template is None:
-        texts = [chat_for(generator, p.prompt)[0]["content"] for p in prompts]
+        texts = [chat[0]["content"] for chat in chats]
     else:
         texts = [
-            tokenizer.apply_chat_template(
-                chat_for(generator, p.prompt), tokenize=False, add_generation_prompt=True
-            )
-            for p in prompts
+            tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+            for chat in chats
         ]
     # one at a time: a batch would start the tokenizer's thread pool in the build's parent,
     # which distilabel then forks

@@ -222,6 +222,7 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             "empty_trace), not sent to the judge, never paired",
             soft_wrap=True,
         )
+    _print_reads(summary, console)
     status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
     console.print(f"judge status: {status}")
     tokens = summary.get("tokens")
@@ -285,3 +286,34 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         for row in validity_rows(summary["judge_validity"]):
             validity.add_row(*row)
         console.print(validity)
+
+
+def _print_reads(summary: dict[str, Any], console: Console) -> None:
+    """What the judge read (judge.reads): traces cut for it, and those it was not sent."""
+    reads = summary.get("judge_reads") or {}
+
+    def by(counts: dict[str, int]) -> str:
+        return ", ".join(f"{g}: {n}" for g, n in sorted(counts.items()))
+
+    if reads.get("cut"):
+        console.print(
+            f"{sum(reads['cut'].values())} traces had their reasoning cut for the judge "
+            f"({by(reads['cut'])}), as judge.reads says",
+            soft_wrap=True,
+        )
+    over = reads.get("over_context") or {}
+    if over:
+        ids = ", ".join(r["trace_key"][:12] for r in reads["over_context_traces"])
+        console.print(
+            f"[yellow]{sum(over.values())} of {summary['traces']} traces are too long for the "
+            f"judge[/] ({by(over)}; bound {reads['bound']:,} tokens: {reads['bound_why']}): kept "
+            "in traces.parquet (judge_status over_context), not sent to the judge, listed "
+            f"under judge_reads.over_context_traces in summary.json: {ids}",
+            soft_wrap=True,
+        )
+    if reads.get("empty_part"):
+        console.print(
+            f"[yellow]{sum(reads['empty_part'].values())} traces have nothing in the part the "
+            f"judge reads[/] ({by(reads['empty_part'])}): judge_status empty_part, not judged",
+            soft_wrap=True,
+        )

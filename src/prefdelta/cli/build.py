@@ -12,10 +12,12 @@ import yaml
 from rich.syntax import Syntax
 from rich.table import Table
 
+from prefdelta.backends import calls_model, is_api
 from prefdelta.cli.app import app, out, quiet_libraries
 from prefdelta.cli.errors import err, user_errors
 from prefdelta.errors import PrefdeltaError
 from prefdelta.recipe import PUBLISH_HUB_ONLY, BuildRecipe, load_recipe
+from prefdelta.recipe.endpoints import MODEL_ONLY_FIELDS
 from prefdelta.redact import redact
 
 if TYPE_CHECKING:
@@ -47,8 +49,13 @@ def validate(recipe: RecipeArg) -> None:
 def resolved_recipe(r: BuildRecipe) -> dict[str, Any]:
     """The recipe as it will run: defaults filled in and resolved (the ties policy), and
     only the keys that apply (no ``rejected`` for best-vs-worst, no Hub-only ``private``,
-    ``revision`` or ``tag`` for a folder target)."""
+    ``revision`` or ``tag`` for a folder target, no decoding or request settings for a
+    generator whose traces are read from the dataset)."""
     resolved = r.model_dump(mode="json", exclude_none=True)
+    for name, g in r.generators.items():
+        if not calls_model(g.backend):
+            for key in MODEL_ONLY_FIELDS:
+                resolved["generators"][name].pop(key, None)
     pairing = resolved["pairing"]
     for key in ("rejected", "chosen") if r.pairing.strategy == "best-vs-worst" else ("pool",):
         pairing.pop(key, None)
@@ -117,6 +124,12 @@ def inspect(
         table.add_row(f"traces read from column {column!r}: {name} (no calls)", n(count))
     table.add_row("judge calls", n(plan.judge_calls))
     table.add_row("judge calls, worst case with retries", n(plan.max_judge_calls))
+    # what is paid per call: API models (a dataset's traces and local models cost none)
+    api = [(g, c) for g, c in plan.generations.items() if is_api(r.generators[g].backend)]
+    if is_api(r.judge.backend):
+        api.append(("judge", plan.judge_calls))
+    paid = None if any(c is None for _, c in api) else sum(c or 0 for _, c in api)
+    table.add_row(f"API calls: {', '.join(g for g, _ in api) or 'none'}", n(paid))
     lost = ["traces the judge cannot score"]
     if r.pairing.tie_policy == "drop":
         lost.append("dropped ties")
@@ -193,8 +206,18 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
                 table, _ = read_prompt_table(r.prompts, r.base_dir)
             prompt = str(table[0][r.prompts.column])
         trace, source = "(a generator's trace)", "not built yet: a placeholder trace"
+    spec = JudgeSpec.resolve(r.judge, r.base_dir)
+    if traces.is_file() and r.judge.reads is not None:  # what judge.reads has it read
+        from prefdelta.builders.judge_input import JudgeInput
+
+        with user_errors():
+            read = JudgeInput(spec, r.base_dir).read(prompt, trace)
+        if read.text is None:
+            err.print(f"{source}: {read.problem}", markup=False, highlight=False)
+            return
+        trace = read.text
     err.print(f"judge prompt ({source}):", markup=False, highlight=False)
-    messages = judge_prompt(JudgeSpec.resolve(r.judge, r.base_dir), prompt, trace)
+    messages = judge_prompt(spec, prompt, trace)
     for m in messages:
         if len(messages) > 1:
             err.print(f"--- {m['role']}", markup=False, highlight=False)

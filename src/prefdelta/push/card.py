@@ -16,6 +16,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from prefdelta.builders.columns import agreement_line
 from prefdelta.builders.judge.validity import validity_markdown
 from prefdelta.push.card_template import CARD_TEMPLATE
+from prefdelta.recipe.reads import JudgeReads, describe_reads
 from prefdelta.schema import PAIRS, REVIEWS, TRACES, config_dir, size_category
 
 if TYPE_CHECKING:
@@ -99,6 +100,15 @@ def _token_rows(build: Build) -> list[tuple[str, str, dict[str, int]]]:
     return [*rows, ("judge", build.recipe.judge.model, tokens["judge"])]
 
 
+def _judge_reads(reads: JudgeReads | None, summary: dict[str, Any]) -> str:
+    """What the judge read of each trace (``judge.reads``), with the bound it was held to."""
+    if reads is None:
+        return describe_reads(None)
+    bound = (summary.get("judge_reads") or {}).get("bound")
+    why = (summary.get("judge_reads") or {}).get("bound_why")
+    return reads.describe(None if bound is None else f"{bound:,} tokens: {why}")
+
+
 def render_card(
     build: Build,
     *,
@@ -164,6 +174,8 @@ def render_card(
         judge=recipe.judge,
         summary=summary,
         splits=splits,
+        judge_reads=_judge_reads(recipe.judge.reads, summary),
+        over_context=sum(((summary.get("judge_reads") or {}).get("over_context") or {}).values()),
         judge_status=sorted((summary.get("judge_status") or {}).items()),
         score_kinds=sorted((summary.get("score_kind") or {}).items()),
         validity=validity_markdown(summary["judge_validity"])

@@ -81,6 +81,7 @@ labelled them; nothing was generated. {{ labels }}. `label_agrees` is true where
 `{{ judge.model }}` ({{ judge.backend }}), one call per trace scoring every dimension on an
 integer scale from {{ judge.scale[0] }} to {{ judge.scale[1] }}{% if judge.samples > 1 %},
 {{ judge.samples }} samples averaged{% endif %}, temperature {{ judge.generation.temperature }}.
+The judge read {{ judge_reads }}{% if over_context %} ({{ over_context }} traces refused){% endif %}.
 {% if judge.structured == "auto" %}Its answers were decoded under a JSON schema (each
 dimension a rationale and an integer score), and every answer was checked against it.
 {% else %}Its answers were free text, read by a lenient parser.

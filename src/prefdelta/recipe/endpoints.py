@@ -20,6 +20,7 @@ from prefdelta.backends import Backend, calls_model, is_api
 from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel
 from prefdelta.recipe.identity import content, later, operational, outside
 from prefdelta.recipe.judgment import min_structured_tokens
+from prefdelta.recipe.reads import JudgeReads
 from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
 _SECRET_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -257,6 +258,12 @@ class JudgeConfig(ModelEndpoint):
         "of the built-in one; `prefdelta inspect --judge-prompt` shows what it renders",
     )
     system_prompt: str | None = later(None, description="a system message for the judge")
+    reads: JudgeReads | None = later(
+        None,
+        description="what the judge reads of each trace: whole, reasoning or answer, or "
+        "{part, max_tokens, marker, over_context, context_tokens, tokenizer}; when set, a "
+        "trace too long for the judge's context is refused or cut, never sent to fail",
+    )
 
     @field_validator("template")
     @classmethod
@@ -307,6 +314,17 @@ class JudgeConfig(ModelEndpoint):
             )
         if not calls_model(self.backend):
             raise ValueError(f"the judge must call a model; backend {self.backend!r} calls none")
+        reads = self.reads
+        if (
+            is_api(self.backend)
+            and reads is not None
+            and reads.tokenizer is None
+            and (reads.max_tokens is not None or reads.context_tokens is not None)
+        ):
+            raise ValueError(
+                "reads: an API judge's tokens are counted with a tokenizer of its model: "
+                "give reads.tokenizer (a Hub id or a folder)"
+            )
         if self.response_format != "auto" and self.backend != "openai":
             raise ValueError(f"response_format applies to backend 'openai', not {self.backend!r}")
         if self.structured == "auto":

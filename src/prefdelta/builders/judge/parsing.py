@@ -33,6 +33,8 @@ JudgeStatus = Literal[
     "empty",
     "failed",
     "empty_trace",
+    "over_context",
+    "empty_part",
 ]
 JUDGE_STATUSES: tuple[str, ...] = (
     "ok",
@@ -43,11 +45,25 @@ JUDGE_STATUSES: tuple[str, ...] = (
     "empty",  # the call succeeded with no text
     "failed",  # the call itself failed (after the client's retries)
     "empty_trace",  # the generator answered no text: nothing to judge, never asked
+    "over_context",  # too long for the judge's context (judge.reads): never asked
+    "empty_part",  # the part judge.reads names is empty (no final answer): never asked
 )
 # A trace with no text (empty or whitespace): kept, counted, not judged, never paired.
 EMPTY_TRACE: JudgeStatus = "empty_trace"
+# A trace whose judge prompt would not fit the judge's context: kept, counted, not judged.
+OVER_CONTEXT: JudgeStatus = "over_context"
+# A trace with text whose read part (judge.reads: the answer, say) is empty: not judged.
+EMPTY_PART: JudgeStatus = "empty_part"
 
-__all__ = ["EMPTY_TRACE", "JUDGE_STATUSES", "JudgeStatus", "Judgment", "parse_judgment"]
+__all__ = [
+    "EMPTY_PART",
+    "EMPTY_TRACE",
+    "JUDGE_STATUSES",
+    "OVER_CONTEXT",
+    "JudgeStatus",
+    "Judgment",
+    "parse_judgment",
+]
 
 
 @dataclass(frozen=True)

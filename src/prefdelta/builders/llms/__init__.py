@@ -202,9 +202,10 @@ def sampling_seed(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
 
     ``endpoint`` is the whole generator config (prompt template included), so two
     generators that differ in anything sample differently. A dataset generator's columns
-    are left out: a generator that samples has none.
+    are left out: a generator that samples has none; so is what the judge reads of a trace
+    (``judge.reads``), which chooses its input, not how it samples.
     """
-    dumped = endpoint.model_dump(mode="json", exclude=set(GIVEN_FIELDS))
+    dumped = endpoint.model_dump(mode="json", exclude={*GIVEN_FIELDS, "reads"})
     blob = json.dumps([dumped, generation.model_dump(mode="json")], sort_keys=True)
     return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16)
 
