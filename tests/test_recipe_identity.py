@@ -146,6 +146,8 @@ def test_the_every_key_recipe_sets_every_key() -> None:
     # a model generator refuses a dataset generator's columns (the hashes above pin that,
     # unset, they change nothing)
     given = [f"generators.strong.{f}" for f in GIVEN_FIELDS]
+    # an API model refuses GPUs (the judge is walked twice: in the recipe, and on its own)
+    given += ["generators.strong.resources.gpus", "judge.resources.gpus", "judge.resources.gpus"]
     assert sorted(missing) == sorted([*given, "pairing.pool", "prompts.path", "publish.folder"])
 
 
@@ -160,6 +162,7 @@ def test_the_keys_leave_out_what_the_fields_declare() -> None:
         "request_timeout",
         "request_retries",
         "price",
+        "resources",
     }
     assert generator_fields == keys.GENERATOR_OPERATIONAL
     judge_fields = {
@@ -173,6 +176,7 @@ def test_the_keys_leave_out_what_the_fields_declare() -> None:
         "request_retries",
         "template",
         "price",
+        "resources",
     }
     assert judge_fields == keys.JUDGE_OPERATIONAL
 

@@ -31,6 +31,7 @@ __all__ = [
     "LOGS",
     "PAIRS",
     "PAIRS_FILE",
+    "PLACEMENT_LOG",
     "RECIPE_FILE",
     "REPO_TYPE",
     "REQUIRED_PAIR_COLUMNS",
@@ -55,6 +56,7 @@ PAIRS_FILE = "pairs.parquet"
 RECIPE_FILE = "recipe.yaml"
 STORE = "store.sqlite"  # every model call's result, keyed, so a rerun resumes
 LOGS = "logs"  # the command's error logs (tracebacks), when a build fails
+PLACEMENT_LOG = "ray-placement.jsonl"  # in LOGS, on Ray: one line per batch, where it ran
 # The files summary.json vouches for (their sha256): a build is published only when they match.
 HASHED_FILES = (TRACES_FILE, PAIRS_FILE, RECIPE_FILE)
 REQUIRED_PAIR_COLUMNS = ("pair_id", "prompt_id", "prompt", "chosen", "rejected", "delta")
