@@ -138,10 +138,17 @@ def test_steps_the_cluster_holds_pass() -> None:
 
 
 def _build(recipe: Path, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "prefdelta", "build", str(recipe), "-o", str(out)]
-    cmd.append("--no-publish")
+    """Build into ``out`` given relative to the build's folder, as users give it: Ray's
+    workers run elsewhere (here, where the test started the cluster)."""
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(recipe), "-o", out.name, "--no-publish"]
     return subprocess.run(
-        cmd, capture_output=True, text=True, check=False, timeout=600, env={**os.environ, **env}
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        cwd=out.parent,
+        env={**os.environ, **env},
     )
 
 
@@ -153,6 +160,7 @@ def _tables(out: Path) -> dict[str, list[dict[str, Any]]]:
 def test_a_build_on_two_ray_nodes(
     tmp_path: Path,
     chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`ray: true` on a cluster of two one-CPU nodes: a generator and the judge with two
     copies of a whole node's CPU each run one copy on each node, as the placement log in
@@ -185,6 +193,9 @@ def test_a_build_on_two_ray_nodes(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     out = tmp_path / "ray-out"
+    nodes = tmp_path / "nodes"  # the nodes' own folder, where their workers run
+    nodes.mkdir()
+    monkeypatch.chdir(nodes)
     with ray_cluster([1, 1]) as cluster:
         env = {"RAY_ADDRESS": cluster.address}
         # a copy that no node can hold would wait for one forever: refused, one line

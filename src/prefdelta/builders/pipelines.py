@@ -106,6 +106,7 @@ def generation_pipeline(
     """load prompts >> one TraceGeneration per model that generators still need."""
     from prefdelta.builders.llms import make_llm
 
+    store_path = store_path.resolve()  # a Ray actor runs in a folder of its node's choosing
     groups: dict[Any, list[str]] = {}
     for name in generators:
         group = model_group(recipe.generators[name])
@@ -152,6 +153,7 @@ def judge_pipeline(
     from prefdelta.builders.llms import make_llm
 
     judge = spec.config
+    store_path = store_path.resolve()  # a Ray actor runs in a folder of its node's choosing
     placed = step_resources([("judge", judge)])
     with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
         load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=judge.batch_size)

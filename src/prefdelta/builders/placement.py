@@ -88,8 +88,7 @@ def ray_nodes() -> list[dict[str, float]]:
 
 
 def _show(amounts: Mapping[str, float]) -> str:
-    shown = ", ".join(f"{amounts.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
-    return shown
+    return ", ".join(f"{amounts.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
 
 
 def check_cluster(steps: Sequence[PlacedStep], nodes: Sequence[Mapping[str, float]]) -> None:
