@@ -191,6 +191,7 @@ def test_a_build_on_two_ray_nodes(
     local = tmp_path / "local-out"
     done = _build(local_recipe, local, {})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert not (local / LOGS / PLACEMENT_LOG).exists()  # a local build places nothing
 
     out = tmp_path / "ray-out"
     nodes = tmp_path / "nodes"  # the nodes' own folder, where their workers run

@@ -115,7 +115,7 @@ def generation_pipeline(
     # local models in parallel step processes share the cores; more threads than cores crawl
     threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
     log = str(placement_log_path(store_path)) if recipe.ray else None
-    placed = []
+    placed: list[PlacedStep] = []
     with Pipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
         batch = max(recipe.generators[g].batch_size for g in generators)
         load = LoadDataFromDicts(name="load_prompts", data=list(prompts), batch_size=batch)
