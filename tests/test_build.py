@@ -25,7 +25,7 @@ from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.store import ResultStore
 from prefdelta.builders.traces import model_group
 from prefdelta.recipe import GenerationParams, GeneratorConfig, RecipeError, load_recipe
-from prefdelta.schema import SUMMARY
+from prefdelta.schema import LOGS, PLACEMENT_LOG, SUMMARY
 from support.api_build import interrupt_build, write_api_recipe
 from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
 from support.store_fixtures import InspectableStore
@@ -447,6 +447,12 @@ def test_ray_runs_the_same_build(
     summary = json.loads((out / SUMMARY).read_text())
     assert summary["reused"] == {"generations": 0, "generated": 9, "judgments": 0, "judged": 9}
     assert summary["traces"] == 9 and summary["pairs"] == 3
+    # the steps ran as Ray actors (a local pipeline logs no placement): each batch is logged
+    log = (out / LOGS / PLACEMENT_LOG).read_text().splitlines()
+    placed = [json.loads(line) for line in log]
+    assert {p["step"] for p in placed} == {"generate_strong_weak", "judge"}, placed
+    assert sum(p["rows"] for p in placed if p["step"] == "judge") == 9, placed
+    assert all(p["node_id"] and p["actor"].startswith("distilabel-") for p in placed), placed
 
     # Ray is an execution choice, not part of the data: the local rerun finds it all done
     local = recipe_path.with_name("local.yaml")

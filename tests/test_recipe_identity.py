@@ -148,6 +148,8 @@ def test_the_every_key_recipe_sets_every_key() -> None:
     # a model generator refuses a dataset generator's columns (the hashes above pin that,
     # unset, they change nothing)
     given = [f"generators.strong.{f}" for f in GIVEN_FIELDS]
+    # an API model refuses GPUs (the judge is walked twice: in the recipe, and on its own)
+    given += ["generators.strong.resources.gpus", "judge.resources.gpus", "judge.resources.gpus"]
     # judge.reads, added later, is pinned unset here (found once through the recipe, once
     # through the judge) and set in test_judge_reads_identity
     reads = ["judge.reads"] * 2
@@ -167,6 +169,7 @@ def test_the_keys_leave_out_what_the_fields_declare() -> None:
         "request_timeout",
         "request_retries",
         "price",
+        "resources",
     }
     assert generator_fields == keys.GENERATOR_OPERATIONAL
     judge_fields = {
@@ -180,6 +183,7 @@ def test_the_keys_leave_out_what_the_fields_declare() -> None:
         "request_retries",
         "template",
         "price",
+        "resources",
     }
     assert judge_fields == keys.JUDGE_OPERATIONAL
 

@@ -20,7 +20,13 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from prefdelta.recipe.endpoints import Dimension, GenerationParams, GeneratorConfig, JudgeConfig
+from prefdelta.recipe.endpoints import (
+    Dimension,
+    GenerationParams,
+    GeneratorConfig,
+    JudgeConfig,
+    Resources,
+)
 from prefdelta.recipe.reads import JudgeReads
 from prefdelta.recipe.schema import (
     BuildRecipe,
@@ -43,6 +49,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("prompts", PromptsConfig),
     ("generators.NAME", GeneratorConfig),
     ("generators.NAME.generation, judge.generation", GenerationParams),
+    ("generators.NAME.resources, judge.resources", Resources),
     ("pairing", PairingConfig),
     ("judge", JudgeConfig),
     ("judge.dimensions[] (custom)", Dimension),

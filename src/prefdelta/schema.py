@@ -32,6 +32,7 @@ __all__ = [
     "LOGS",
     "PAIRS",
     "PAIRS_FILE",
+    "PLACEMENT_LOG",
     "RECIPE_FILE",
     "REPO_TYPE",
     "REQUIRED_PAIR_COLUMNS",
@@ -56,6 +57,7 @@ PAIRS_FILE = "pairs.parquet"
 RECIPE_FILE = "recipe.yaml"
 STORE = "store.sqlite"  # every model call's result, keyed, so a rerun resumes
 LOGS = "logs"  # the command's error logs (tracebacks), when a build fails
+PLACEMENT_LOG = "ray-placement.jsonl"  # in LOGS, on Ray: one line per batch, where it ran
 # The files summary.json vouches for (their sha256): a build is published only when they match.
 HASHED_FILES = (TRACES_FILE, PAIRS_FILE, RECIPE_FILE)
 # a preference dataset's pairs (pairing strategy columns): does the judge agree with its label

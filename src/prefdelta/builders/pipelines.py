@@ -3,7 +3,8 @@
 Generation and judging run as two pipelines, each skipped when the store already holds
 all its results. Two, not one, so that a judge-only change never loads a generator, and
 so that on a GPU the judge gets the memory the generators held. Each can run on Ray
-(``pipeline.ray()``) when the recipe says so.
+(``pipeline.ray()``) when the recipe says so, each step placed as the recipe's
+``resources`` ask (:mod:`prefdelta.builders.placement`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from prefdelta.backends import is_local
 from prefdelta.builders.judge.spec import JudgeSpec
 from prefdelta.builders.judge.task import ReasoningJudge, judge_from_spec
 from prefdelta.builders.keys import judged_ref, judgment_key
+from prefdelta.builders.placement import (
+    PlacedStep,
+    PlacementLog,
+    check_cluster,
+    placement_log_path,
+    ray_nodes,
+    step_resources,
+)
 from prefdelta.builders.store import ResultStore
 from prefdelta.builders.traces import TraceGeneration, model_group
 from prefdelta.recipe import BuildRecipe
@@ -55,12 +64,20 @@ class CachedReasoningJudge(ReasoningJudge):
         yield [{**row, **(done.get(k) or fresh[k])} for row, k in zip(inputs, keys, strict=True)]
 
 
+class PlacedTraceGeneration(PlacementLog, TraceGeneration):
+    """Trace generation that, on Ray, logs where each batch ran."""
+
+
+class PlacedJudge(PlacementLog, CachedReasoningJudge):
+    """The cached judge that, on Ray, logs where each batch ran."""
+
+
 def _answered(judged: dict[str, Any]) -> bool:
     """Some call for this judgment returned (text, even empty): it is a result."""
     return any(a.get("text") is not None for slot in judged["judge_answers"] for a in slot)
 
 
-def _maybe_ray(pipeline: Pipeline, use_ray: bool) -> Any:
+def _maybe_ray(pipeline: Pipeline, use_ray: bool, steps: Sequence[PlacedStep]) -> Any:
     if not use_ray:
         return pipeline
     from prefdelta.builders.llms import BackendUnavailableError
@@ -71,6 +88,7 @@ def _maybe_ray(pipeline: Pipeline, use_ray: bool) -> Any:
         raise BackendUnavailableError(
             "recipe sets `ray: true` but Ray is not installed: pip install 'prefdelta[ray]'"
         ) from None
+    check_cluster(steps, ray_nodes())
     return pipeline.ray()
 
 
@@ -88,6 +106,7 @@ def generation_pipeline(
     """load prompts >> one TraceGeneration per model that generators still need."""
     from prefdelta.builders.llms import make_llm
 
+    store_path = store_path.resolve()  # a Ray actor runs in a folder of its node's choosing
     groups: dict[Any, list[str]] = {}
     for name in generators:
         group = model_group(recipe.generators[name])
@@ -95,12 +114,17 @@ def generation_pipeline(
     local = [names for names in groups.values() if is_local(recipe.generators[names[0]].backend)]
     # local models in parallel step processes share the cores; more threads than cores crawl
     threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
+    log = str(placement_log_path(store_path)) if recipe.ray else None
+    placed: list[PlacedStep] = []
     with Pipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
         batch = max(recipe.generators[g].batch_size for g in generators)
         load = LoadDataFromDicts(name="load_prompts", data=list(prompts), batch_size=batch)
         for names in groups.values():
             first = recipe.generators[names[0]]
-            step = TraceGeneration(
+            placed.append(
+                step_resources([(f"generators.{n}", recipe.generators[n]) for n in names])
+            )
+            step = PlacedTraceGeneration(
                 name=_step_name("generate_", "_".join(names)),
                 llm=make_llm(
                     first,
@@ -111,9 +135,11 @@ def generation_pipeline(
                 generators={name: recipe.generators[name] for name in names},
                 store_path=str(store_path),
                 input_batch_size=first.batch_size,
+                resources=placed[-1].resources,
+                placement_log=log,
             )
             load >> step
-    return _maybe_ray(pipeline, recipe.ray)
+    return _maybe_ray(pipeline, recipe.ray, placed)
 
 
 def judge_pipeline(
@@ -127,6 +153,8 @@ def judge_pipeline(
     from prefdelta.builders.llms import make_llm
 
     judge = spec.config
+    store_path = store_path.resolve()  # a Ray actor runs in a folder of its node's choosing
+    placed = step_resources([("judge", judge)])
     with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
         load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=judge.batch_size)
         llm = make_llm(
@@ -140,12 +168,14 @@ def judge_pipeline(
         step = judge_from_spec(
             spec,
             llm,
-            task_class=CachedReasoningJudge,
+            task_class=PlacedJudge,
             name="judge",
             fingerprint=spec.fingerprint,
             store_path=str(store_path),
             input_batch_size=judge.batch_size,
             input_mappings={"instruction": "prompt", "generation": "trace"},
+            resources=placed.resources,
+            placement_log=str(placement_log_path(store_path)) if recipe.ray else None,
         )
         load >> step
-    return _maybe_ray(pipeline, recipe.ray)
+    return _maybe_ray(pipeline, recipe.ray, [placed])

@@ -23,6 +23,7 @@ from prefdelta.recipe.endpoints import (
     JudgeConfig,
     ModelEndpoint,
     Price,
+    Resources,
     request_timeout_s,
 )
 from prefdelta.recipe.errors import RecipeError
@@ -58,6 +59,7 @@ __all__ = [
     "PromptsConfig",
     "PublishConfig",
     "RecipeError",
+    "Resources",
     "StrictModel",
     "describe_recipe_error",
     "interpolate_env",

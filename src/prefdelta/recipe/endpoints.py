@@ -68,6 +68,26 @@ def request_timeout_s(endpoint: ModelEndpoint, generation: GenerationParams) -> 
     return max(REQUEST_TIMEOUT_S, math.ceil(generation.max_new_tokens / TOKENS_PER_TIMEOUT_S))
 
 
+class Resources(StrictModel):
+    """How many copies of a model's step run, and what each copy asks for. The build maps
+    it to distilabel's ``StepResources``; on Ray each copy is an actor placed on a node
+    that has what it asks for."""
+
+    replicas: int = outside(
+        1, gt=0, le=256, description="copies of the step, each taking batches of its own"
+    )
+    gpus: int | None = outside(
+        None,
+        gt=0,
+        le=1024,
+        description="GPUs per copy (local and vllm backends); vllm: tensor_parallel_size, "
+        "its default",
+    )
+    cpus: int | None = outside(
+        None, gt=0, le=4096, description="CPU cores Ray reserves per copy (with `ray: true`)"
+    )
+
+
 class ModelEndpoint(StrictModel):
     """What a generator and the judge share: a model behind one of the backends."""
 
@@ -100,6 +120,10 @@ class ModelEndpoint(StrictModel):
     price: Price | None = outside(
         None, description="{input_per_mtok, output_per_mtok}: inspect estimates the cost"
     )
+    resources: Resources = outside(
+        default_factory=Resources,
+        description="{replicas, gpus, cpus}: copies of this model's step and what each needs",
+    )
 
     @field_validator("api_key")
     @classmethod
@@ -117,7 +141,29 @@ class ModelEndpoint(StrictModel):
             raise ValueError(f"`base_url`/`api_key` apply to API backends, not {self.backend!r}")
         if self.backend == "gguf" and not self.model.endswith(".gguf"):
             raise ValueError(f"backend 'gguf' needs a .gguf file as `model`, got {self.model!r}")
+        self._resources_fit_backend()
         return self
+
+    def _resources_fit_backend(self) -> None:
+        gpus, cpus = self.resources.gpus, self.resources.cpus
+        if gpus is not None and is_api(self.backend):
+            raise ValueError(
+                f"`resources.gpus`: backend {self.backend!r} calls a server and needs no GPU; "
+                "remove it"
+            )
+        if self.backend != "vllm":
+            return
+        if gpus is not None and gpus != self.tensor_parallel_size:
+            raise ValueError(
+                f"`resources.gpus` is {gpus} but `tensor_parallel_size` is "
+                f"{self.tensor_parallel_size}: a vllm model runs on exactly tensor_parallel_size "
+                "GPUs (its engine fails to start on fewer); remove `resources.gpus`"
+            )
+        if cpus is not None:
+            raise ValueError(
+                "`resources.cpus`: on Ray a vllm step is placed with one CPU and "
+                "tensor_parallel_size GPUs (distilabel's placement group); remove it"
+            )
 
 
 # a `dataset` generator's columns: the fields a model generator never has (left out of
@@ -137,6 +183,7 @@ MODEL_ONLY_FIELDS = frozenset(
         "dtype",
         "tensor_parallel_size",
         "price",
+        "resources",
         "generation",
         "system_prompt",
         "prompt_template",

@@ -376,6 +376,17 @@ class BuildRecipe(StrictModel):
                 raise ValueError(message)
         return self
 
+    @model_validator(mode="after")
+    def _cpus_need_ray(self) -> BuildRecipe:
+        where = [(f"generators.{n}", g) for n, g in self.generators.items()]
+        for name, endpoint in [*where, ("judge", self.judge)]:
+            if not self.ray and endpoint.resources.cpus is not None:
+                raise ValueError(
+                    f"`{name}.resources.cpus` reserves CPU cores on Ray: set `ray: true`, "
+                    "or remove it"
+                )
+        return self
+
     @property
     def unused_generators(self) -> list[str]:
         used = set(self.pairing.generator_names)
