@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from prefdelta.recipe.endpoints import Dimension, GenerationParams, GeneratorConfig, JudgeConfig
+from prefdelta.recipe.panel import PanelConfig, PanelJudge
 from prefdelta.recipe.schema import (
     BuildRecipe,
     DeltaConfig,
@@ -45,6 +46,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("pairing", PairingConfig),
     ("judge", JudgeConfig),
     ("judge.dimensions[] (custom)", Dimension),
+    ("judge.panel", PanelConfig),
+    ("judge.panel.judges[]", PanelJudge),
     ("delta", DeltaConfig),
     ("publish", PublishConfig),
 ]

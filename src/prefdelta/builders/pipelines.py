@@ -32,9 +32,13 @@ class CachedReasoningJudge(ReasoningJudge):
     fingerprint: str
     store_path: str
 
+    def _key(self, row: dict[str, Any]) -> str:
+        reference = row.get("reference") if self.show_reference else None
+        return judgment_key(self.fingerprint, row["instruction"], row["generation"], reference)
+
     def process(self, inputs: StepInput) -> StepOutput:  # type: ignore[override]
         store = ResultStore(self.store_path)
-        keys = [judgment_key(self.fingerprint, r["instruction"], r["generation"]) for r in inputs]
+        keys = [self._key(r) for r in inputs]
         done = store.get_many("judgment", keys)
         missing = [row for row, key in zip(inputs, keys, strict=True) if key not in done]
         fresh: dict[str, dict[str, Any]] = {}
@@ -42,7 +46,7 @@ class CachedReasoningJudge(ReasoningJudge):
         if missing:
             for batch in super().process(missing):
                 for row in batch:
-                    key = judgment_key(self.fingerprint, row["instruction"], row["generation"])
+                    key = self._key(row)
                     fresh[key] = {c: row[c] for c in self.outputs}
                     refs[key] = judged_ref(self.fingerprint, row["trace_key"])
             # a judgment whose every call failed is not a result: a rerun retries it, and
@@ -118,34 +122,42 @@ def generation_pipeline(
 
 def judge_pipeline(
     recipe: BuildRecipe,
-    spec: JudgeSpec,
+    specs: dict[str, JudgeSpec],
     traces: Sequence[dict[str, Any]],
     store_path: Path,
     cache_dir: Path,
 ) -> Any:
-    """load traces >> the cached judge; ``spec``: the recipe's judge, resolved once."""
+    """load traces >> one cached judge step per judge in ``specs`` (the recipe's judges,
+    resolved once, by name: ``judge`` alone, or a panel's members), side by side."""
     from prefdelta.builders.llms import make_llm
 
-    judge = spec.config
+    local = [n for n, s in specs.items() if is_local(s.config.backend)]
+    # local judges in parallel step processes share the cores, as generators do
+    threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
+    batch = max(s.config.batch_size for s in specs.values())
     with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
-        load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=judge.batch_size)
-        llm = make_llm(
-            judge,
-            judge.generation,
-            recipe.base_dir,
-            json_schema=spec.schema,
-            logprobs=judge.scoring == "expected",
-            schema_dialect=judge.response_format,
-        )
-        step = judge_from_spec(
-            spec,
-            llm,
-            task_class=CachedReasoningJudge,
-            name="judge",
-            fingerprint=spec.fingerprint,
-            store_path=str(store_path),
-            input_batch_size=judge.batch_size,
-            input_mappings={"instruction": "prompt", "generation": "trace"},
-        )
-        load >> step
+        load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=batch)
+        for name, spec in specs.items():
+            judge = spec.config
+            llm = make_llm(
+                judge,
+                judge.generation,
+                recipe.base_dir,
+                json_schema=spec.schema,
+                logprobs=judge.scoring == "expected",
+                schema_dialect=judge.response_format,
+                cpu_threads=threads if name in local else None,
+            )
+            mappings = {"instruction": "prompt", "generation": "trace"}
+            step = judge_from_spec(
+                spec,
+                llm,
+                task_class=CachedReasoningJudge,
+                name="judge" if name == "judge" else _step_name("judge_", name),
+                fingerprint=spec.fingerprint,
+                store_path=str(store_path),
+                input_batch_size=judge.batch_size,
+                input_mappings=mappings,
+            )
+            load >> step
     return _maybe_ray(pipeline, recipe.ray)
