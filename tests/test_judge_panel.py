@@ -184,6 +184,13 @@ def test_a_recipe_with_a_bad_panel_member_says_where(tmp_path: Path) -> None:
     )
     with pytest.raises(RecipeError, match="temperature"):
         load_recipe(path)
+    # a member's local model file must exist now, not when its judge is loaded
+    text = path.read_text().replace(
+        "{name: two, temperature: 1}", "{name: two, model: x.gguf, backend: gguf}"
+    )
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=r"judge.panel.judges\[1\].model: model file not found"):
+        load_recipe(path)
 
 
 # --------------------------------------------------------------------------- show_reference
@@ -274,3 +281,35 @@ def test_the_card_states_reference_guided_judging_and_the_panel(tmp_path: Path) 
     assert "| a | `m1` | 3 | 0 |" in card and "| b | `m2` | 2 | 1 |" in card
     assert "| inter-judge alpha: aggregate | 0.50 [0.10, 0.90] | 3 traces | too few |" in card
     assert "| Check | a | b |" in card
+
+
+def test_the_demo_panel_is_the_demo_judge_and_a_second_decoding() -> None:
+    """recipes/demo-panel.yaml: its first judge is the demo's judge (the same cache key),
+    its second the same model sampled; nothing else differs from the demo."""
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    demo, panel = load_recipe(root / "demo.yaml"), load_recipe(root / "demo-panel.yaml")
+    judges = panel.judge.judges
+    assert list(judges) == ["greedy", "warm"]
+    assert (
+        JudgeSpec.resolve(judges["greedy"]).fingerprint == JudgeSpec.resolve(demo.judge).fingerprint
+    )
+    assert judges["warm"].model == demo.judge.model
+    assert judges["warm"].generation.temperature == 0.8
+    assert panel.generators == demo.generators and panel.prompts == demo.prompts
+
+
+def test_the_plan_counts_every_judge_of_a_panel() -> None:
+    """inspect's plan: each judge of the panel reads every trace (its own estimate)."""
+    from prefdelta.builders.prompts import load_prompts
+    from prefdelta.plan import estimate_tokens, plan_build
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    demo, panel = load_recipe(root / "demo.yaml"), load_recipe(root / "demo-panel.yaml")
+    prompts, _ = load_prompts(panel.prompts, panel.base_dir)
+    assert plan_build(panel, loaded=prompts).judge_calls == 2 * 32
+    assert plan_build(demo, loaded=prompts).judge_calls == 32
+    *_, single = estimate_tokens(demo, prompts)
+    *_, greedy, warm = estimate_tokens(panel, prompts)
+    assert (greedy.name, warm.name, single.name) == ("judge greedy", "judge warm", "judge")
+    assert greedy.calls == warm.calls == single.calls == 32
+    assert greedy.input_tokens == single.input_tokens  # the same judge, the same prompts
