@@ -139,12 +139,16 @@ def _alpha_entry(coders: list[list[float | None]]) -> dict[str, Any]:
         label = "no traces scored by two judges" if not units else "no variation in the scores"
     elif units < MIN_UNITS:
         label = "too few to tell"
-    elif ci is not None and ci[0] >= 0.8:
+    elif ci is None:
+        label = "no interval"
+    elif ci[0] >= 0.8:  # Krippendorff's conventions: 0.8 reliable, under 0.667 not
         label = "judges agree (alpha >= 0.8)"
-    elif ci is not None and ci[1] < 0.667:
+    elif ci[1] < 0:
+        label = "judges disagree, beyond chance (alpha < 0)"
+    elif ci[1] < 0.667:
         label = "judges disagree (alpha < 0.667)"
     else:
-        label = "tentative (95% CI spans 0.667-0.8)"
+        label = "not clear (95% CI crosses 0.667 or 0.8)"
     return {"alpha": alpha, "ci95": list(ci) if ci else None, "n": units, "label": label}
 
 
