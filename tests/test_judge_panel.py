@@ -313,3 +313,20 @@ def test_the_plan_counts_every_judge_of_a_panel() -> None:
     assert (greedy.name, warm.name, single.name) == ("judge greedy", "judge warm", "judge")
     assert greedy.calls == warm.calls == single.calls == 32
     assert greedy.input_tokens == single.input_tokens  # the same judge, the same prompts
+
+
+def test_the_alpha_verdicts() -> None:
+    from prefdelta.builders.panel import alpha_entry
+
+    scores = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+    agree = alpha_entry([scores, scores])
+    assert agree["alpha"] == pytest.approx(1.0) and agree["n"] == 10
+    assert agree["label"] == "judges agree (alpha >= 0.8)"
+    # the second judge's scores reversed: alpha far below 0, the whole interval too
+    against = alpha_entry([scores, [6 - s for s in scores]])
+    assert against["ci95"][1] < 0
+    assert against["label"] == "judges disagree, beyond chance (alpha < 0)"
+    assert alpha_entry([scores[:4], scores[:4]])["label"] == "too few to tell"
+    one_each = alpha_entry([[1, None, 3], [None, 2, None]])
+    assert one_each["alpha"] is None and one_each["n"] == 0
+    assert one_each["label"] == "no traces scored by two judges"

@@ -31,6 +31,7 @@ from prefdelta.stats import krippendorff_alpha, krippendorff_interval
 
 __all__ = [
     "JUDGE_COLUMNS",
+    "alpha_entry",
     "combine_judges",
     "judge_columns",
     "panel_markdown",
@@ -131,7 +132,9 @@ def _pairs_view(
     return out
 
 
-def _alpha_entry(coders: list[list[float | None]]) -> dict[str, Any]:
+def alpha_entry(coders: list[list[float | None]]) -> dict[str, Any]:
+    """Alpha of ``coders[judge][trace]`` (None: not scored), its interval, the traces two
+    judges scored, and a verdict on Krippendorff's conventions (0.8, 0.667)."""
     units = sum(1 for u in zip(*coders, strict=True) if sum(v is not None for v in u) >= 2)
     alpha = krippendorff_alpha(coders) if units else None
     ci = krippendorff_interval(coders) if alpha is not None else None
@@ -175,8 +178,8 @@ def panel_report(
         "agreement": {
             "method": "Krippendorff's alpha (interval), over traces two or more judges "
             "scored; 95% percentile bootstrap over those traces",
-            "aggregate": _alpha_entry(coders(lambda v: v["aggregate"])),
-            "dimensions": {d: _alpha_entry(coders(lambda v, d=d: v["scores"][d])) for d in dims},
+            "aggregate": alpha_entry(coders(lambda v: v["aggregate"])),
+            "dimensions": {d: alpha_entry(coders(lambda v, d=d: v["scores"][d])) for d in dims},
         },
         "by_judge": {
             n: judge_validity(
