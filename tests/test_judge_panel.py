@@ -330,3 +330,22 @@ def test_the_alpha_verdicts() -> None:
     one_each = alpha_entry([[1, None, 3], [None, 2, None]])
     assert one_each["alpha"] is None and one_each["n"] == 0
     assert one_each["label"] == "no traces scored by two judges"
+
+
+def test_inspect_judge_prompt_shows_the_reference_when_the_judge_is_shown_it(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from prefdelta.cli import app
+
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    text = (root / "demo.yaml").read_text().replace("path: data/", f"path: {root}/data/")
+    path = tmp_path / "demo.yaml"
+    path.write_text(
+        text.replace("  max_retries: 0\n", "  max_retries: 0\n  show_reference: true\n")
+    )
+    first = json.loads((root / "data" / "demo-prompts.jsonl").read_text().splitlines()[0])
+    result = CliRunner().invoke(app, ["inspect", str(path), "--judge-prompt"])
+    assert result.exit_code == 0, result.output
+    assert f"<reference_answer>\n{first['answer']}\n</reference_answer>" in result.output
