@@ -150,11 +150,13 @@ def test_the_every_key_recipe_sets_every_key() -> None:
     given = [f"generators.strong.{f}" for f in GIVEN_FIELDS]
     # an API model refuses GPUs (the judge is walked twice: in the recipe, and on its own)
     given += ["generators.strong.resources.gpus", "judge.resources.gpus", "judge.resources.gpus"]
-    # judge.reads, added later, is pinned unset here (found once through the recipe, once
-    # through the judge) and set in test_judge_reads_identity
-    reads = ["judge.reads"] * 2
+    # options added later (`later`: counted only when set) that change what the judge is
+    # asked; their own tests show that setting them changes the keys they should (each is
+    # found twice: within the recipe, and within its judge block); judge.reads is set in
+    # test_judge_reads_identity
+    judge_later = ["judge.show_reference", "judge.panel", "judge.reads"] * 2
     assert sorted(missing) == sorted(
-        [*given, *reads, "pairing.pool", "prompts.path", "publish.folder"]
+        [*given, *judge_later, "pairing.pool", "prompts.path", "publish.folder"]
     )
 
 

@@ -15,6 +15,8 @@ from prefdelta.stats import (
     bootstrap_interval,
     fit_line,
     gain_slope,
+    krippendorff_alpha,
+    krippendorff_interval,
     paired_difference,
     wilson,
 )
@@ -126,3 +128,53 @@ def test_bootstrap_interval_by_hand_leaving_out_undefined_resamples() -> None:
     # one unit: the value itself; undefined everywhere: no interval
     assert bootstrap_interval([[0.5]], mean) == (0.5, 0.5)
     assert bootstrap_interval([[1, 1, 1]], undefined_at_one) is None
+
+
+def test_krippendorff_alpha_and_its_interval_by_hand() -> None:
+    """Interval alpha of 3 units x 2 coders, A = (1, 2, 3), B = (1, 3, 3).
+
+    Pairable values: n = 6, {1, 1, 2, 3, 3, 3}. Within units only unit 2 differs: its two
+    ordered pairs (2, 3) and (3, 2), over m - 1 = 1, give D_o = (1 + 1) / 6 = 1/3. Over all
+    values: value counts n_1 = 2, n_2 = 1, n_3 = 3; ordered pairs of different values
+    2 * (2*1*1 + 2*3*4 + 1*3*1) = 58, so D_e = 58 / (6 * 5) = 29/15.
+    alpha = 1 - (1/3) / (29/15) = 1 - 5/29 = 24/29.
+
+    The bootstrap draws 3 of the 3 units: the lowest alpha of any resample is all three
+    unit 2: values {2, 3} x 3, D_o = 6/6 = 1, D_e = 2 * 9 * 1 / 30 = 3/5, alpha = -2/3,
+    with probability 1/27 of all draws and 1/25 of the defined ones (all unit 1 or all
+    unit 3 is undefined: nothing varies), above 2.5%: the interval's low end. Any resample
+    without unit 2 (and not one unit thrice) agrees perfectly, alpha 1, probability
+    6/25 of the defined ones, over 2.5%: the high end."""
+    table = [[1, 2, 3], [1, 3, 3]]
+    assert krippendorff_alpha(table) == pytest.approx(24 / 29)
+    low, high = krippendorff_interval(table)  # type: ignore[misc]
+    assert low == pytest.approx(-2 / 3) and high == pytest.approx(1.0)
+    # a unit one coder left out counts only where two coders coded it: the same alpha
+    assert krippendorff_alpha([[1, 2, 3, None], [1, 3, 3, 5]]) == pytest.approx(24 / 29)
+    # perfect agreement is 1; nothing varying is undefined
+    assert krippendorff_alpha([[1, 2, 5], [1, 2, 5], [1, 2, 5]]) == pytest.approx(1.0)
+    assert krippendorff_alpha([[3, 3], [3, 3]]) is None
+    assert krippendorff_interval([[3, 3], [3, 3]]) is None
+
+
+def test_krippendorff_alpha_matches_the_coincidence_matrix_form() -> None:
+    """Three coders with gaps, against Krippendorff's coincidence-matrix definition written
+    out in plain Python (pairs within a unit weighted 1 / (m_u - 1))."""
+    table = [[1, 2, 3, 3, 2, None], [1, 2, 3, 3, 1, 4], [None, 3, 3, 2, 1, 4]]
+    units = [[c[u] for c in table if c[u] is not None] for u in range(6)]
+    units = [u for u in units if len(u) >= 2]
+    n = sum(len(u) for u in units)
+    d_o = (
+        sum(
+            (a - b) ** 2 / (len(u) - 1)
+            for u in units
+            for i, a in enumerate(u)
+            for j, b in enumerate(u)
+            if i != j
+        )
+        / n
+    )
+    values = [v for u in units for v in u]
+    d_e = sum((a - b) ** 2 for i, a in enumerate(values) for j, b in enumerate(values) if i != j)
+    d_e /= n * (n - 1)
+    assert krippendorff_alpha(table) == pytest.approx(1 - d_o / d_e)

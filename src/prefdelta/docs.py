@@ -27,6 +27,7 @@ from prefdelta.recipe.endpoints import (
     JudgeConfig,
     Resources,
 )
+from prefdelta.recipe.panel import PanelConfig, PanelJudge
 from prefdelta.recipe.reads import JudgeReads
 from prefdelta.recipe.schema import (
     BuildRecipe,
@@ -54,6 +55,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("judge", JudgeConfig),
     ("judge.dimensions[] (custom)", Dimension),
     ("judge.reads (or just its part: whole, reasoning, answer)", JudgeReads),
+    ("judge.panel", PanelConfig),
+    ("judge.panel.judges[]", PanelJudge),
     ("delta", DeltaConfig),
     ("publish", PublishConfig),
 ]

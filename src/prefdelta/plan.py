@@ -65,7 +65,8 @@ def plan_build(
             judged[k] if is_given(recipe.generators[k]) else c or 0 for k, c in traces.items()
         )
     judge = recipe.judge
-    calls = None if total is None else total * judge.samples
+    # every judge of a panel is asked about every trace
+    calls = None if total is None else total * judge.samples * len(judge.judges)
     max_calls = None if calls is None else calls * (1 + judge.max_retries)
     pairing = recipe.pairing
     if n is None:
@@ -152,17 +153,14 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
 
     out: list[TokenEstimate] = []
     judge = recipe.judge
-    # the judge's own words around each problem and trace: its messages with both empty
-    spec = JudgeSpec.resolve(judge, recipe.base_dir)
-    frame = sum(len(m["content"]) for m in judge_prompt(spec, "", ""))
-    judge_calls = judge_chars = 0
+    judge_calls = judge_chars = 0  # the problems and traces each judge reads
     by_id = {p.prompt_id: p for p in prompts}
     for (name, pid, _), record in read_given(recipe, prompts)[0].items():
         # a read trace costs no generation; the judge reads what judge.reads says of it (an
         # empty one: never)
         if record["trace"].strip() and name in recipe.pairing.generator_names:
             read = read_chars(judge.reads, record["trace"], CHARS_PER_TOKEN)
-            judge_chars += (frame + len(by_id[pid].prompt) + read) * judge.samples
+            judge_chars += (len(by_id[pid].prompt) + read) * judge.samples
             judge_calls += judge.samples
     for name in recipe.pairing.generator_names:
         g = recipe.generators[name]
@@ -179,11 +177,14 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
         trace_chars = g.generation.max_new_tokens * CHARS_PER_TOKEN
         if judge.reads is not None and judge.reads.max_tokens is not None:  # its cut reasoning
             trace_chars = min(trace_chars, judge.reads.max_tokens * CHARS_PER_TOKEN)
-        judge_chars += sum(frame + len(p.prompt) + trace_chars for p in prompts) * n * judge.samples
+        judge_chars += sum(len(p.prompt) + trace_chars for p in prompts) * n * judge.samples
         judge_calls += calls * judge.samples
-    out.append(
-        TokenEstimate.of(
-            "judge", judge, judge_calls, judge_chars, judge_calls * judge.generation.max_new_tokens
-        )
-    )
+    for name, config in judge.judges.items():  # one judge, or each of a panel's
+        # the judge's own words around each problem and trace: its messages with both empty
+        spec = JudgeSpec.resolve(config, recipe.base_dir)
+        frame = sum(len(m["content"]) for m in judge_prompt(spec, "", ""))
+        chars = judge_chars + frame * judge_calls
+        budget = judge_calls * config.generation.max_new_tokens
+        label = "judge" if name == "judge" else f"judge {name}"
+        out.append(TokenEstimate.of(label, config, judge_calls, chars, budget))
     return out

@@ -71,7 +71,21 @@ def _dim_struct(dims: list[str], kind: pa.DataType) -> pa.DataType:
     return pa.struct([(d, kind) for d in dims])
 
 
-def traces_schema(dims: list[str]) -> pa.Schema:
+def traces_schema(dims: list[str], judges: list[str] | tuple[str, ...] = ()) -> pa.Schema:
+    """The traces table; ``judges``: a judge panel's names, each with its own columns
+    (``scores_<judge>``, ``rationales_<judge>``, ``judge_status_<judge>``,
+    ``judge_problem_<judge>``, ``judge_raw_<judge>``) after the panel's combined ones."""
+    per_judge = [
+        column
+        for j in judges
+        for column in (
+            (f"scores_{j}", _dim_struct(dims, pa.float64())),
+            (f"rationales_{j}", _dim_struct(dims, pa.string())),
+            (f"judge_status_{j}", pa.string()),
+            (f"judge_problem_{j}", pa.string()),
+            (f"judge_raw_{j}", pa.list_(pa.string())),
+        )
+    ]
     return pa.schema(
         [
             ("trace_key", pa.string()),
@@ -97,6 +111,7 @@ def traces_schema(dims: list[str]) -> pa.Schema:
             ("judge_raw", pa.list_(pa.string())),
             ("judge_attempts", pa.int32()),
             ("judge_model", pa.string()),
+            *per_judge,
         ]
     )
 

@@ -6,7 +6,8 @@ proportion, an AUC, a correlation, a paired difference. scipy answers each; this
 only fixes the choices (95%, the Wilson interval, percentile bootstraps over one seeded
 set of prompt resamples) so both stages say the same thing the same way. The human review's
 agreement figures (:mod:`prefdelta.review.agreement`) use the same bootstrap over the
-reviewed records.
+reviewed records, and a judge panel's inter-judge agreement (Krippendorff's alpha) the
+same bootstrap over the judged traces.
 
 Hanley & McNeil's AUC interval is written out: scipy has no AUC interval.
 """
@@ -30,6 +31,8 @@ __all__ = [
     "bootstrap_interval",
     "fit_line",
     "gain_slope",
+    "krippendorff_alpha",
+    "krippendorff_interval",
     "mann_whitney_auc",
     "paired_difference",
     "pearson",
@@ -219,3 +222,43 @@ def gain_slope(
 
     low, high = _interval(list(outcomes), refit, resamples, seed)
     return Interval(slope, low, high), intercept
+
+
+def _alpha(*coders: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Vectorized interval alpha: each of ``coders`` holds one coder's values per unit along
+    ``axis`` (NaN: not coded); NaN where the pairable values do not vary."""
+    values = np.moveaxis(np.stack(coders), axis if axis < 0 else axis + 1, -1)
+    coded = ~np.isnan(values)
+    v = np.where(coded, values, 0.0)
+    m = coded.sum(axis=0)  # values per unit
+    pairable = m >= 2  # a unit coded once carries no agreement
+    s1 = np.where(pairable, v.sum(axis=0), 0.0)
+    s2 = np.where(pairable, (v * v).sum(axis=0), 0.0)
+    mp = np.where(pairable, m, 0)
+    # sum over ordered pairs within a unit of (a - b)^2 is 2 (m S2 - S1^2)
+    within = np.where(pairable, 2 * (mp * s2 - s1 * s1) / np.maximum(mp - 1, 1), 0.0).sum(-1)
+    n = mp.sum(-1)
+    total = 2 * (n * s2.sum(-1) - s1.sum(-1) ** 2)  # the same over every pairable value
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = 1 - (n - 1) * within / total
+    return np.where((total > 0) & (n > 1), alpha, np.nan)
+
+
+def krippendorff_alpha(coders: Sequence[Sequence[float | None]]) -> float | None:
+    """Krippendorff's alpha for interval data: ``coders[c][u]`` is coder ``c``'s value of
+    unit ``u`` (None: not coded). 1 - D_o / D_e, where D_o is the mean squared difference
+    of values within a unit and D_e the same over all pairable values (Krippendorff 2011,
+    "Computing Krippendorff's alpha-reliability"); units coded fewer than twice are left
+    out. None when the pairable values do not vary (alpha is undefined there)."""
+    columns = [np.array([np.nan if x is None else x for x in c], dtype=float) for c in coders]
+    value = float(_alpha(*columns))
+    return None if math.isnan(value) else value
+
+
+def krippendorff_interval(
+    coders: Sequence[Sequence[float | None]], *, resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile 95% interval of :func:`krippendorff_alpha` over units resampled (each
+    unit with all its coders' values): :func:`bootstrap_interval`."""
+    columns = [np.array([np.nan if x is None else x for x in c], dtype=float) for c in coders]
+    return bootstrap_interval(columns, _alpha, resamples=resamples, seed=seed)

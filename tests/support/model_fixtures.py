@@ -229,6 +229,7 @@ class ChatServerState:
     delay_s: float = 0.05  # long enough for concurrent requests to overlap
     fail_first: int = 0  # answer this many requests with 429 before serving
     content: str | None = None  # the answer to every request; default: an echo
+    content_by_model: dict[str, str] = field(default_factory=dict)  # per request's model
     refuse_types: set[str] = field(default_factory=set)  # response_format types to refuse
     # by a text in the last user message: answer that HTTP status, or "" / None as content
     fail_when: dict[str, int] = field(default_factory=dict)
@@ -294,7 +295,11 @@ class ChatServer:
             await asyncio.sleep(state.delay_s)
         finally:
             state.in_flight -= 1
-        text = state.content or f"echo: {body['messages'][-1]['content']}"
+        text = (
+            state.content_by_model.get(body.get("model", ""))
+            or state.content
+            or f"echo: {body['messages'][-1]['content']}"
+        )
         text = next((c for needle, c in state.content_when.items() if needle in last), text)
         for needle, blank in state.blank_when.items():
             if needle in last:

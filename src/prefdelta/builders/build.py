@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from prefdelta.backends import is_api
 from prefdelta.builders.build_folder import build_lock, claim_build_dir
 from prefdelta.builders.columns import label_pairs
 from prefdelta.builders.deltas import aggregate, generator_gap, generator_means
@@ -34,13 +33,13 @@ from prefdelta.builders.given import (
     load_build_prompts,
     read_given,
 )
-from prefdelta.builders.judge.parsing import EMPTY_TRACE
-from prefdelta.builders.judge.reader import AnswerReader
-from prefdelta.builders.judge.spec import JudgeSpec
-from prefdelta.builders.judge_input import JudgeInput, Read, reads_summary
-from prefdelta.builders.keys import judgment_key, trace_key
+from prefdelta.builders.judge.spec import panel_specs
+from prefdelta.builders.judge_input import JudgeInput, reads_summary
+from prefdelta.builders.judging import ToJudge, judge_traces, waiting_note
+from prefdelta.builders.keys import trace_key
 from prefdelta.builders.pairs import make_pairs
-from prefdelta.builders.pipelines import generation_pipeline, judge_pipeline
+from prefdelta.builders.panel import JUDGE_COLUMNS, panel_names
+from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.progress import store_progress
 from prefdelta.builders.prompt_length import refuse_long_prompts
 from prefdelta.builders.prompts import Prompt
@@ -56,9 +55,6 @@ from prefdelta.errors import PrefdeltaError
 from prefdelta.files import atomic_write
 from prefdelta.recipe import (
     BuildRecipe,
-    GenerationParams,
-    ModelEndpoint,
-    request_timeout_s,
 )
 from prefdelta.schema import (
     HASHED_FILES,
@@ -129,14 +125,14 @@ def stored_work(recipe: BuildRecipe, out: Path, prompts: Sequence[Prompt]) -> St
             continue
         done, total = per.get(t.generator, (0, 0))
         per[t.generator] = (done + (t.key in generations), total + 1)
-    spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
-    judge_input = JudgeInput(spec, recipe.base_dir)
-    texts = [
-        (t.prompt.prompt, judge_input.read(t.prompt.prompt, generations[t.key]["trace"]).text)
-        for t in planned
-        if t.key in generations
-    ]
-    jkeys = [judgment_key(spec.fingerprint, p, text) for p, text in texts if text is not None]
+    jkeys = []
+    for spec in panel_specs(recipe.judge, recipe.base_dir).values():
+        judge_input = JudgeInput(spec, recipe.base_dir)
+        for t in planned:
+            if t.key in generations:
+                read = judge_input.read(t.prompt.prompt, generations[t.key]["trace"])
+                if read.text is not None:
+                    jkeys.append(spec.key(t.prompt.prompt, read.text, t.prompt.reference))
     return StoredWork(per, (store.count("judgment", jkeys), len(jkeys)))
 
 
@@ -194,10 +190,10 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     for r in refused:
         console.print(f"[yellow]refused[/] {r.describe()}", soft_wrap=True)
     planned = plan_traces(recipe, prompts)
-    # the judge's template is read here, once: keys, prompts and summary share its text
-    spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
-    fingerprint = spec.fingerprint
-    judge_input = JudgeInput(spec, recipe.base_dir)  # its tokenizer loaded before any call
+    # the judges' templates are read here, once: keys, prompts and summary share their text;
+    # what each reads of a trace is resolved here too, its tokenizer loaded before any call
+    specs = panel_specs(recipe.judge, recipe.base_dir)
+    inputs = {name: JudgeInput(spec, recipe.base_dir) for name, spec in specs.items()}
 
     # ---- generation: a dataset generator's traces are stored as read, the others generated
     store.put_many("generation", {t.key: t.given for t in planned if t.given is not None})
@@ -208,7 +204,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     for t in called:
         by_generator.setdefault(f"generate {t.generator}", []).append(t.key)
     notes = {
-        f"generate {name}": _waiting_note(
+        f"generate {name}": waiting_note(
             recipe.generators[name], recipe.generators[name].generation
         )
         for name in {t.generator for t in called}
@@ -224,65 +220,35 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     # an empty answer is kept and counted, but there is nothing in it to judge or to pair
     empty = [t for t in generated if not generations[t.key]["trace"].strip()]
     judgeable = [t for t in generated if generations[t.key]["trace"].strip()]
-    # what the judge reads of each (judge.reads): a trace too long for it is cut or refused
-    reads = {
-        t.key: judge_input.read(t.prompt.prompt, generations[t.key]["trace"]) for t in judgeable
-    }
-    unread = {t.key: reads[t.key] for t in judgeable if reads[t.key].text is None}
 
-    # ---- judging: the text read of every trace; a failed, empty or unread one is not judged
-    jkeys = {
-        t.key: judgment_key(fingerprint, t.prompt.prompt, reads[t.key].text or "")
-        for t in judgeable
-        if t.key not in unread
-    }
-    judged_before = store.existing("judgment", jkeys.values())
-    judge_reused = len(judged_before)
-    judge_note = {"judge": _waiting_note(recipe.judge, recipe.judge.generation)}
-    with store_progress(
-        console, "judgment", {"judge": list(jkeys.values())}, store, notes=judge_note
-    ):
-        traces_in = [
-            {
-                "prompt_id": t.prompt.prompt_id,
-                "prompt": t.prompt.prompt,
-                "trace": reads[t.key].text,
-                "trace_key": t.key,
-            }
+    # ---- judging: every trace with text, by every judge, as much of it as each reads (a
+    # trace too long for a judge is cut or refused); a failed or empty generation is not
+    judges = judge_traces(
+        recipe,
+        inputs,
+        [
+            ToJudge(t.key, t.prompt.prompt, generations[t.key]["trace"], t.prompt.reference)
             for t in judgeable
-            if t.key in jkeys and jkeys[t.key] not in judged_before
-        ]
-        # longest first: batches of like lengths pad least (and on a GPU, memory runs out
-        # on the first batch or not at all)
-        traces_in.sort(key=lambda r: len(r["prompt"]) + len(r["trace"]), reverse=True)
-        if traces_in:
-            with pipeline_scratch(recipe.ray) as scratch:
-                run_pipeline(judge_pipeline(recipe, spec, traces_in, store_path, scratch))
-    judgments = store.get_many("judgment", jkeys.values())
-    unjudged = [t for t in judgeable if t.key in jkeys and jkeys[t.key] not in judgments]
+        ],
+        store,
+        console,
+    )
+    unjudged = {name: judges.unjudged(name) for name in specs}
 
     # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild;
     # what failed for good is a row marked failed, never a row left out
-    reader = spec.reader
     gen_errors = store.get_many("failure", [t.key for t in missing])
-    judge_errors = store.get_many("failure", [jkeys[t.key] for t in unjudged])
+    judgeable_keys = {t.key for t in judgeable}
     traces = []
     verdicts = []  # (generator, read trace, math-verify's verdict) for the given summary
     for t in planned:
         if t.key not in generations:
             error = (gen_errors.get(t.key) or {}).get("error") or "the call returned no trace"
             gen = {"trace": "", "finish_reason": "error", "output_tokens": 0}
-            judged = _failed(reader, f"not judged: the generation failed: {error}")
-        elif t.key in unread:
-            gen, judged = generations[t.key], _not_sent(reader, unread[t.key])
-        elif t.key not in jkeys:
-            gen, judged = generations[t.key], _empty_trace(reader)
-        elif jkeys[t.key] not in judgments:
-            error = (judge_errors.get(jkeys[t.key]) or {}).get("error") or "no answer"
-            gen, judged = generations[t.key], _failed(reader, error)
+            judged = judges.columns(None, f"not judged: the generation failed: {error}")
         else:
             gen = generations[t.key]
-            judged = reader.outputs(judgments[jkeys[t.key]]["judge_answers"])
+            judged = judges.columns(t.key if t.key in judgeable_keys else None)
         correct, computed = correctness(gen, t.prompt.reference)
         if t.given is not None:
             verdicts.append((t.generator, gen, computed))
@@ -295,7 +261,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     if labelled:  # a preference dataset's pairs: its prompts, and whether the judge agrees
         label_pairs(report.pairs, prompts)
 
-    _write_parquet(out / TRACES_FILE, traces, traces_schema(dims))
+    _write_parquet(out / TRACES_FILE, traces, traces_schema(dims, panel_names(recipe)))
     _write_parquet(out / PAIRS_FILE, report.pairs, pairs_schema(dims, labelled=labelled))
     (out / RECIPE_FILE).write_text(recipe.source_text, encoding="utf-8")
     summary = build_summary(recipe, prompts, duplicates, traces, report, gaps, means)
@@ -306,25 +272,35 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     for t in generated:
         if t.given is None:  # a read trace took no tokens of ours
             stored[t.generator].append(generations[t.key])
-    summary["tokens"] = token_usage(stored, judgments.values())
+    summary["tokens"] = token_usage(stored, judges.all_judgments())
     # what produced judge_raw: the template's hash is part of every judgment's key too
-    summary["judge_template_sha256"] = spec.template_sha256
+    summary["judge_template_sha256"] = next(iter(specs.values())).template_sha256
+    if recipe.judge.panel is not None:
+        summary["judge_templates_sha256"] = {n: s.template_sha256 for n, s in specs.items()}
     summary["failed"] = {
         "generations": len(missing),
-        "judgments": len(unjudged),
+        "judgments": sum(len(u) for u in unjudged.values()),
         "by_generator": dict(Counter(t.generator for t in missing)),
     }
+    if recipe.judge.panel is not None:
+        summary["failed"]["by_judge"] = {n: len(u) for n, u in unjudged.items()}
     summary["empty_traces"] = dict(Counter(t.generator for t in empty))
-    summary["judge_reads"] = reads_summary(
-        judge_input,
-        ((t.generator, t.key, t.prompt.prompt_id, t.sample, reads[t.key]) for t in judgeable),
-    )
+    read_by = {  # what each judge read of each trace: cut, refused, or an empty part
+        name: reads_summary(
+            inputs[name],
+            ((t.generator, t.key, t.prompt.prompt_id, t.sample, by[t.key]) for t in judgeable),
+        )
+        for name, by in judges.reads.items()
+    }
+    summary["judge_reads"] = next(iter(read_by.values()))  # the judge block's own judge
+    if recipe.judge.panel is not None:
+        summary["judge_reads"] = summary["judge_reads"] | {"by_judge": read_by}
     summary["given_traces"] = given_summary(recipe, verdicts, read_given(recipe, prompts)[1])
     summary["reused"] = {
         "generations": gen_reused,
         "generated": sum(t.given is None for t in generated) - gen_reused,
-        "judgments": judge_reused,
-        "judged": len(set(jkeys.values())) - judge_reused - len({jkeys[t.key] for t in unjudged}),
+        "judgments": judges.reused,
+        "judged": sum(len(judges.judgments[n]) for n in specs) - judges.reused,
     }
     summary["seconds"] = round(time.monotonic() - started, 1)
     summary["files"] = {
@@ -332,17 +308,20 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     }
     atomic_write(out / SUMMARY, json.dumps(summary, indent=2).encode())
     print_summary(summary, console)
-    if missing or unjudged:
+    if missing or any(unjudged.values()):
         problems = []
         if missing:
             problems.append(
                 f"{len(missing)} of {len(planned)} generations failed "
                 f"({_by_generator(missing)}){_first_errors(gen_errors, missing)}"
             )
-        if unjudged:
-            first = next((e["error"] for e in judge_errors.values()), None)
+        for name, failed in unjudged.items():
+            if not failed:
+                continue
+            first = next((e["error"] for e in judges.errors[name].values()), None)
+            who = "judge" if name == "judge" else f"judge {name}"
             problems.append(
-                f"the judge call failed for {len(unjudged)} of {len(generated)} traces"
+                f"the {who} call failed for {len(failed)} of {len(generated)} traces"
                 + (f" (first error: {first[:300]})" if first else "")
             )
         raise BuildIncomplete(
@@ -376,37 +355,6 @@ def _by_generator(traces: list[PlannedTrace]) -> str:
     return ", ".join(f"{g}: {n}" for g, n in sorted(counts.items()))
 
 
-def _failed(reader: AnswerReader, error: str) -> dict[str, Any]:
-    """The judge columns of a trace whose judgment failed for good (status ``failed``)."""
-    return reader.outputs([[{"text": None, "tokens": None, "error": error}]])
-
-
-def _waiting_note(endpoint: ModelEndpoint, generation: GenerationParams) -> str:
-    """What a heartbeat says of a model's requests: how long each may wait (API backends)."""
-    if not is_api(endpoint.backend):
-        return ""
-    timeout = request_timeout_s(endpoint, generation)
-    retries = (
-        f", retried up to {endpoint.request_retries} times" if endpoint.backend == "openai" else ""
-    )
-    return f"a request may wait {timeout} s{retries}; recipe: request_timeout"
-
-
-def _not_sent(reader: AnswerReader, read: Read) -> dict[str, Any]:
-    """The judge columns of a trace not sent for what the judge would read of it (too
-    long for its context, or the part it reads empty): no attempt, the reason kept."""
-    return reader.outputs([]) | {"judge_status": read.status, "judge_problem": read.problem}
-
-
-def _empty_trace(reader: AnswerReader) -> dict[str, Any]:
-    """The judge columns of a trace the generator answered with no text: never sent to
-    the judge (status ``empty_trace``, no attempt)."""
-    return reader.outputs([]) | {
-        "judge_status": EMPTY_TRACE,
-        "judge_problem": "not judged: the generator answered no text",
-    }
-
-
 def _trace_row(
     recipe: BuildRecipe,
     t: PlannedTrace,
@@ -417,6 +365,7 @@ def _trace_row(
     dims = recipe.judge.dimension_names
     ok = judged["judge_status"] == "ok"
     scores = {d: (float(judged["scores"][d]) if ok else None) for d in dims}
+    per_judge = {f"{c}_{n}": judged[f"{c}_{n}"] for n in panel_names(recipe) for c in JUDGE_COLUMNS}
     return {
         "trace_key": t.key,
         "prompt_id": t.prompt.prompt_id,
@@ -440,7 +389,8 @@ def _trace_row(
         "judge_problem": judged.get("judge_problem"),
         "judge_raw": list(judged["judge_raw"]),
         "judge_attempts": int(judged["judge_attempts"]),
-        "judge_model": recipe.judge.model,
+        "judge_model": recipe.judge.model_label,
+        **per_judge,
     }
 
 

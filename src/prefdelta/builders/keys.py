@@ -68,9 +68,12 @@ def judge_fingerprint(config: JudgeConfig, template: str) -> str:
     return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
 
 
-def judgment_key(fingerprint: str, prompt: str, trace: str) -> str:
-    """Key of one judgment; ``trace``: the text the judge reads of the trace."""
-    return content_key("judgment", fingerprint, prompt, trace)
+def judgment_key(fingerprint: str, prompt: str, trace: str, reference: str | None = None) -> str:
+    """Key of one judgment; ``trace``: the text the judge reads of the trace; ``reference``:
+    the reference answer the judge was shown (None: not shown, the key it always had)."""
+    if reference is None:
+        return content_key("judgment", fingerprint, prompt, trace)
+    return content_key("judgment", fingerprint, prompt, trace, reference)
 
 
 def judged_ref(fingerprint: str, trace_key: str) -> str:

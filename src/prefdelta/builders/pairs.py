@@ -83,7 +83,7 @@ def _pair_row(
         "generator_accuracy_delta": gap.accuracy_gap,
         "chosen_correct": chosen.get("correct"),
         "rejected_correct": rejected.get("correct"),
-        "judge_model": recipe.judge.model,
+        "judge_model": recipe.judge.model_label,
         "chosen_judge_status": chosen["judge_status"],
         "rejected_judge_status": rejected["judge_status"],
         "chosen_trace_key": chosen["trace_key"],

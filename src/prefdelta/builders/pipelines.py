@@ -41,9 +41,16 @@ class CachedReasoningJudge(ReasoningJudge):
     fingerprint: str
     store_path: str
 
+    def _key(self, row: dict[str, Any]) -> str:
+        reference = row.get("reference") if self.show_reference else None
+        return judgment_key(self.fingerprint, row["instruction"], row["generation"], reference)
+
     def process(self, inputs: StepInput) -> StepOutput:  # type: ignore[override]
+        # a row with no text for this judge: one it already judged, or will not be sent
+        unasked = [r for r in inputs if r["generation"] is None]
+        inputs = [r for r in inputs if r["generation"] is not None]
         store = ResultStore(self.store_path)
-        keys = [judgment_key(self.fingerprint, r["instruction"], r["generation"]) for r in inputs]
+        keys = [self._key(r) for r in inputs]
         done = store.get_many("judgment", keys)
         missing = [row for row, key in zip(inputs, keys, strict=True) if key not in done]
         fresh: dict[str, dict[str, Any]] = {}
@@ -51,7 +58,7 @@ class CachedReasoningJudge(ReasoningJudge):
         if missing:
             for batch in super().process(missing):
                 for row in batch:
-                    key = judgment_key(self.fingerprint, row["instruction"], row["generation"])
+                    key = self._key(row)
                     fresh[key] = {c: row[c] for c in self.outputs}
                     refs[key] = judged_ref(self.fingerprint, row["trace_key"])
             # a judgment whose every call failed is not a result: a rerun retries it, and
@@ -61,7 +68,10 @@ class CachedReasoningJudge(ReasoningJudge):
             store.put_failures(
                 {k: v["judge_problem"] or "failed" for k, v in fresh.items() if k not in answered}
             )
-        yield [{**row, **(done.get(k) or fresh[k])} for row, k in zip(inputs, keys, strict=True)]
+        nothing = dict.fromkeys(self.outputs)
+        yield [
+            {**row, **(done.get(k) or fresh[k])} for row, k in zip(inputs, keys, strict=True)
+        ] + [{**row, **nothing} for row in unasked]
 
 
 class PlacedTraceGeneration(PlacementLog, TraceGeneration):
@@ -90,6 +100,12 @@ def _maybe_ray(pipeline: Pipeline, use_ray: bool, steps: Sequence[PlacedStep]) -
         ) from None
     check_cluster(steps, ray_nodes())
     return pipeline.ray()
+
+
+def read_column(name: str) -> str:
+    """The column of a judging row holding what judge ``name`` reads of the trace (None:
+    nothing to ask it); the single judge's is ``trace``, as it always was."""
+    return "trace" if name == "judge" else f"trace_{name}"
 
 
 def _step_name(prefix: str, name: str) -> str:
@@ -144,38 +160,48 @@ def generation_pipeline(
 
 def judge_pipeline(
     recipe: BuildRecipe,
-    spec: JudgeSpec,
+    specs: dict[str, JudgeSpec],
     traces: Sequence[dict[str, Any]],
     store_path: Path,
     cache_dir: Path,
 ) -> Any:
-    """load traces >> the cached judge; ``spec``: the recipe's judge, resolved once."""
+    """load traces >> one cached judge step per judge in ``specs`` (the recipe's judges,
+    resolved once, by name: ``judge`` alone, or a panel's members), side by side."""
     from prefdelta.builders.llms import make_llm
 
-    judge = spec.config
     store_path = store_path.resolve()  # a Ray actor runs in a folder of its node's choosing
-    placed = step_resources([("judge", judge)])
+    log = str(placement_log_path(store_path)) if recipe.ray else None
+    local = [n for n, s in specs.items() if is_local(s.config.backend)]
+    # local judges in parallel step processes share the cores, as generators do
+    threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
+    batch = max(s.config.batch_size for s in specs.values())
+    placed: list[PlacedStep] = []
     with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
-        load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=judge.batch_size)
-        llm = make_llm(
-            judge,
-            judge.generation,
-            recipe.base_dir,
-            json_schema=spec.schema,
-            logprobs=judge.scoring == "expected",
-            schema_dialect=judge.response_format,
-        )
-        step = judge_from_spec(
-            spec,
-            llm,
-            task_class=PlacedJudge,
-            name="judge",
-            fingerprint=spec.fingerprint,
-            store_path=str(store_path),
-            input_batch_size=judge.batch_size,
-            input_mappings={"instruction": "prompt", "generation": "trace"},
-            resources=placed.resources,
-            placement_log=str(placement_log_path(store_path)) if recipe.ray else None,
-        )
-        load >> step
-    return _maybe_ray(pipeline, recipe.ray, [placed])
+        load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=batch)
+        for name, spec in specs.items():
+            judge = spec.config
+            where = "judge" if name == "judge" else f"judge.panel.judges.{name}"
+            placed.append(step_resources([(where, judge)]))
+            llm = make_llm(
+                judge,
+                judge.generation,
+                recipe.base_dir,
+                json_schema=spec.schema,
+                logprobs=judge.scoring == "expected",
+                schema_dialect=judge.response_format,
+                cpu_threads=threads if name in local else None,
+            )
+            step = judge_from_spec(
+                spec,
+                llm,
+                task_class=PlacedJudge,
+                name="judge" if name == "judge" else _step_name("judge_", name),
+                fingerprint=spec.fingerprint,
+                store_path=str(store_path),
+                input_batch_size=judge.batch_size,
+                input_mappings={"instruction": "prompt", "generation": read_column(name)},
+                resources=placed[-1].resources,
+                placement_log=log,
+            )
+            load >> step
+    return _maybe_ray(pipeline, recipe.ray, placed)

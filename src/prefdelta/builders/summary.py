@@ -13,6 +13,7 @@ from rich.table import Table
 
 from prefdelta.builders.columns import agreement_line, label_agreement
 from prefdelta.builders.judge.validity import judge_validity, validity_rows
+from prefdelta.builders.panel import panel_report, panel_rows
 from prefdelta.builders.prompts import Prompt
 from prefdelta.recipe import BuildRecipe
 
@@ -77,7 +78,10 @@ def build_summary(
         "score_fallback": dict(
             Counter(t.get("score_fallback") for t in traces if t.get("score_fallback"))
         ),
-        "judge_validity": judge_validity(traces, pairs, dims, recipe.pairing.strategy),
+        "judge_validity": judge_validity(
+            traces, pairs, dims, recipe.pairing.strategy, bool(recipe.judge.show_reference)
+        ),
+        **({"judge_panel": panel_report(recipe, traces, pairs)} if recipe.judge.panel else {}),
         "finish_reason": dict(Counter(t["finish_reason"] for t in traces)),
         "ties_dropped": report.ties_dropped,
         "ties_kept": report.ties_kept,
@@ -225,6 +229,11 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     _print_reads(summary, console)
     status = ", ".join(f"{k}: {v}" for k, v in sorted(summary["judge_status"].items()))
     console.print(f"judge status: {status}")
+    panel = summary.get("judge_panel")
+    if panel:  # each judge's own: a trace is scored when every judge scored it
+        for name, counts in panel["judge_status"].items():
+            said = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+            console.print(f"  judge {name} ({panel['judges'][name]}): {said}", soft_wrap=True)
     tokens = summary.get("tokens")
     if tokens:
         parts = [
@@ -284,6 +293,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         for column in ("check", "value [95% CI]", "n", "verdict"):
             validity.add_column(column, overflow="fold")
         for row in validity_rows(summary["judge_validity"]):
+            validity.add_row(*row)
+        for row in panel_rows(summary["judge_panel"]) if summary.get("judge_panel") else []:
             validity.add_row(*row)
         console.print(validity)
 

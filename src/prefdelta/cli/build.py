@@ -193,11 +193,12 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
 
     traces = build_dir_for(r) / TRACES_FILE
     if traces.is_file():
-        first = pq.read_table(traces, columns=["prompt", "trace", "generator"]).slice(0, 1)
-        row = first.to_pylist()[0]
+        columns = ["prompt", "trace", "generator", "reference"]
+        row = pq.read_table(traces, columns=columns).slice(0, 1).to_pylist()[0]
         prompt, trace, source = row["prompt"], row["trace"], f"{traces}, first trace"
+        reference = row["reference"]
     else:
-        prompt = "(the problem)"
+        prompt, reference = "(the problem)", "(its reference answer)"
         if r.prompts.path is not None and r.pairing.strategy == "columns":
             with user_errors():  # the prompt as the build reads it (maybe a conversation)
                 prompt = load_build_prompts(r)[0][0].prompt
@@ -205,6 +206,8 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
             with user_errors():
                 table, _ = read_prompt_table(r.prompts, r.base_dir)
             prompt = str(table[0][r.prompts.column])
+            column = r.prompts.reference_column
+            reference = None if column is None else table[0].get(column)
         trace, source = "(a generator's trace)", "not built yet: a placeholder trace"
     spec = JudgeSpec.resolve(r.judge, r.base_dir)
     if traces.is_file() and r.judge.reads is not None:  # what judge.reads has it read
@@ -217,7 +220,8 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
             return
         trace = read.text
     err.print(f"judge prompt ({source}):", markup=False, highlight=False)
-    messages = judge_prompt(spec, prompt, trace)
+    reference = None if reference is None else str(reference)
+    messages = judge_prompt(spec, prompt, trace, reference)
     for m in messages:
         if len(messages) > 1:
             err.print(f"--- {m['role']}", markup=False, highlight=False)

@@ -15,6 +15,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 
 from prefdelta.builders.columns import agreement_line
 from prefdelta.builders.judge.validity import validity_markdown
+from prefdelta.builders.panel import panel_markdown
 from prefdelta.push.card_template import CARD_TEMPLATE
 from prefdelta.recipe.reads import JudgeReads, describe_reads
 from prefdelta.schema import PAIRS, REVIEWS, TRACES, config_dir, size_category
@@ -178,6 +179,7 @@ def render_card(
         over_context=sum(((summary.get("judge_reads") or {}).get("over_context") or {}).values()),
         judge_status=sorted((summary.get("judge_status") or {}).items()),
         score_kinds=sorted((summary.get("score_kind") or {}).items()),
+        panel=panel_markdown(summary["judge_panel"]) if summary.get("judge_panel") else None,
         validity=validity_markdown(summary["judge_validity"])
         if summary.get("judge_validity")
         else None,

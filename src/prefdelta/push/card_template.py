@@ -89,7 +89,13 @@ dimension a rationale and an integer score), and every answer was checked agains
 (expected: the probability-weighted mean of the scale values at the score token, so scores
 and deltas are continuous; sampled: the integer the judge wrote).
 {% endif %}
-{% if validity %}### Judge validity
+{% if judge.show_reference %}The judge was shown each prompt's reference answer, where one exists
+(`judge.show_reference`): its scores are reference-guided, and the verifier agreement below
+no longer measures the judge independently.
+{% endif %}{% if panel %}### Judge panel
+
+{{ panel }}
+{% endif %}{% if validity %}### Judge validity
 
 {{ validity }}
 {% endif %}

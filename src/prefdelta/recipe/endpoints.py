@@ -14,12 +14,13 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, field_validator, model_validator
+from pydantic import BeforeValidator, ValidationError, field_validator, model_validator
 
 from prefdelta.backends import Backend, calls_model, is_api
 from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel
 from prefdelta.recipe.identity import content, later, operational, outside
 from prefdelta.recipe.judgment import min_structured_tokens
+from prefdelta.recipe.panel import ENDPOINT_FIELDS, PanelConfig, yaml_off
 from prefdelta.recipe.reads import JudgeReads
 from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
@@ -311,6 +312,22 @@ class JudgeConfig(ModelEndpoint):
         "{part, max_tokens, marker, over_context, context_tokens, tokenizer}; when set, a "
         "trace too long for the judge's context is refused or cut, never sent to fail",
     )
+    show_reference: bool | None = later(
+        None,
+        description="true: the judge's prompt includes the prompt's reference answer where "
+        "one exists (the verifier AUC then no longer measures the judge independently)",
+    )
+    panel: PanelConfig | None = later(
+        None,
+        description="several judges: {judges: [{name, and what each changes of this "
+        "block}], combine: mean | median}; see docs/judge-panel.md",
+    )
+
+    @field_validator("show_reference")
+    @classmethod
+    def _false_is_unset(cls, v: bool | None) -> bool | None:
+        """``false`` is the default: it keeps the keys of a recipe that does not set it."""
+        return v or None
 
     @field_validator("template")
     @classmethod
@@ -333,8 +350,7 @@ class JudgeConfig(ModelEndpoint):
     @field_validator("structured", mode="before")
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:
-        """YAML reads a bare ``off`` as false (and ``on`` as true)."""
-        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+        return yaml_off(v)
 
     @field_validator("scale", mode="before")
     @classmethod
@@ -384,6 +400,49 @@ class JudgeConfig(ModelEndpoint):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _panel_members(self) -> JudgeConfig:
+        if self.panel is not None:
+            for i, member in enumerate(self.panel.judges):
+                try:
+                    self._member(i)
+                except ValidationError as e:
+                    first = e.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"])
+                    said = first["msg"].removeprefix("Value error, ")
+                    raise ValueError(
+                        f"panel.judges[{i}] ({member.name}): {where + ': ' if where else ''}{said}"
+                    ) from None
+        return self
+
+    def _member(self, index: int) -> JudgeConfig:
+        assert self.panel is not None
+        member = self.panel.judges[index]
+        data = self.model_dump(exclude={"panel"})
+        if member.backend not in (None, self.backend):  # another engine: not this server
+            for name in ENDPOINT_FIELDS:
+                data[name] = type(self).model_fields[name].default
+        for name in member.model_fields_set - {"name", "generation"}:
+            data[name] = getattr(member, name)
+        if member.generation is not None:
+            data["generation"] |= member.generation.model_dump(exclude_none=True)
+        return type(self).model_validate(data)
+
+    @property
+    def judges(self) -> dict[str, JudgeConfig]:
+        """The judges that score every trace, by name: the panel's members (each this
+        block with its changes, and no panel), or this block alone as ``judge``."""
+        if self.panel is None:
+            return {"judge": self}
+        return {m.name: self._member(i) for i, m in enumerate(self.panel.judges)}
+
     @property
     def dimension_names(self) -> list[str]:
         return [d.name for d in self.dimensions]
+
+    @property
+    def model_label(self) -> str:
+        """The judge's model as the tables name it: a panel's distinct models, joined."""
+        if self.panel is None:
+            return self.model
+        return " + ".join(dict.fromkeys(c.model for c in self.judges.values()))

@@ -405,6 +405,12 @@ class BuildRecipe(StrictModel):
     def declared(self) -> Declared:
         """The names and files this recipe's cross-checks read."""
         endpoints = [(("generators", n), g.backend, g.model) for n, g in self.generators.items()]
+        members = self.judge.panel.judges if self.judge.panel else []
+        panel = [
+            (("judge", "panel", "judges", i), j.backend or self.judge.backend, j.model)
+            for i, j in enumerate(members)
+            if j.model is not None
+        ]
         return Declared(
             generators=list(self.generators),
             strategy=self.pairing.strategy,
@@ -416,7 +422,7 @@ class BuildRecipe(StrictModel):
             weights=list(self.delta.weights or {}),
             prompts_path=self.prompts.path,
             judge_template=self.judge.template,
-            endpoints=[*endpoints, (("judge",), self.judge.backend, self.judge.model)],
+            endpoints=[*endpoints, (("judge",), self.judge.backend, self.judge.model), *panel],
         )
 
 

@@ -25,9 +25,11 @@ def render_judge_prompt(
     json_schema: dict[str, Any] | None,
     instruction: str,
     generation: str,
+    reference: str | None = None,
 ) -> str:
     """The judge's one user turn: rubrics, the problem, the trace and the shape to answer
-    in (with the schema's rationale bound, when there is a schema)."""
+    in (with the schema's rationale bound, when there is a schema); ``reference``: the
+    reference answer, for a template that shows it (``judge.show_reference``)."""
     rationale_chars = None
     if json_schema is not None:
         first = json_schema["properties"][dimensions[0]["name"]]
@@ -38,6 +40,7 @@ def render_judge_prompt(
         high=scale[1],
         instruction=instruction,
         generation=generation,
+        reference=reference,
         rationale_chars=rationale_chars,
     ).strip()
 
@@ -50,15 +53,21 @@ def judge_messages(
     json_schema: dict[str, Any] | None,
     instruction: str,
     generation: str,
+    reference: str | None = None,
 ) -> ChatType:
     """The judge's messages: the system prompt, if any, and the rendered user turn."""
-    content = render_judge_prompt(template, dimensions, scale, json_schema, instruction, generation)
+    content = render_judge_prompt(
+        template, dimensions, scale, json_schema, instruction, generation, reference
+    )
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return [*system, {"role": "user", "content": content}]
 
 
-def judge_prompt(spec: JudgeSpec, prompt: str, trace: str) -> ChatType:
-    """Exactly the messages the recipe's judge is sent about ``trace`` (no model needed)."""
+def judge_prompt(
+    spec: JudgeSpec, prompt: str, trace: str, reference: str | None = None
+) -> ChatType:
+    """Exactly the messages the recipe's judge is sent about ``trace`` (no model needed);
+    ``reference`` reaches the judge only when ``spec.show_reference``."""
     return judge_messages(
         Template(spec.template),
         spec.system_prompt,
@@ -67,4 +76,5 @@ def judge_prompt(spec: JudgeSpec, prompt: str, trace: str) -> ChatType:
         spec.schema,
         prompt,
         trace,
+        reference if spec.show_reference else None,
     )

@@ -17,16 +17,48 @@ from typing import Any
 
 from prefdelta.builders import keys
 from prefdelta.builders.judge.reader import AnswerReader
+from prefdelta.errors import PrefdeltaError
 from prefdelta.recipe import JudgeConfig, resolve_path
 from prefdelta.recipe.judgment import judgment_schema
 
-__all__ = ["JudgeSpec", "schema_for", "template_source"]
+__all__ = ["JudgeSpec", "JudgeTemplateError", "panel_specs", "schema_for", "template_source"]
+
+# where the built-in template shows the reference answer, with show_reference: after the problem
+_AFTER_PROBLEM = "</problem>\n"
 
 
-def template_source() -> str:
-    """The built-in Jinja template of the judge's user turn."""
-    path = importlib_resources.files("prefdelta.builders.judge") / "templates" / "judge.jinja2"
+class JudgeTemplateError(PrefdeltaError, ValueError):
+    """A judge template that cannot show the judge what the recipe asks it to see."""
+
+
+def _builtin(name: str) -> str:
+    path = importlib_resources.files("prefdelta.builders.judge") / "templates" / name
     return path.read_text(encoding="utf-8")
+
+
+def template_source(show_reference: bool = False) -> str:
+    """The built-in Jinja template of the judge's user turn; ``show_reference``: with the
+    reference answer after the problem (the template without it is unchanged, so are the
+    keys of every judgment asked with it)."""
+    text = _builtin("judge.jinja2")
+    if not show_reference:
+        return text
+    assert _AFTER_PROBLEM in text, "the built-in judge template lost its </problem> line"
+    return text.replace(_AFTER_PROBLEM, _AFTER_PROBLEM + _builtin("reference.jinja2"), 1)
+
+
+def _refuse_without_reference(template: str, where: str) -> None:
+    """A recipe's own template under ``show_reference`` must show ``{{ reference }}``:
+    otherwise the option would change every key and show the judge nothing."""
+    import jinja2
+    from jinja2 import meta
+
+    if "reference" not in meta.find_undeclared_variables(jinja2.Environment().parse(template)):
+        raise JudgeTemplateError(
+            f"judge.show_reference is true but the template {where} never shows "
+            "{{ reference }}: add it (e.g. <reference_answer>{{ reference }}</reference_answer>, "
+            "under {% if reference %}), or remove show_reference"
+        )
 
 
 def schema_for(config: JudgeConfig) -> dict[str, Any] | None:
@@ -47,7 +79,8 @@ class JudgeSpec:
     user turn's Jinja text (the recipe's file, else the built-in one); ``schema``: the
     judgment's JSON schema, None when ``structured: off``; ``fingerprint``: what every
     judgment key of this judge starts from (:func:`prefdelta.builders.keys.judge_fingerprint`);
-    ``reader``: how its stored answers are read into scores.
+    ``reader``: how its stored answers are read into scores; ``show_reference``: the
+    prompt's reference answer is shown to the judge (and is part of each judgment's key).
     """
 
     config: JudgeConfig
@@ -58,16 +91,20 @@ class JudgeSpec:
     schema: dict[str, Any] | None
     fingerprint: str
     reader: AnswerReader
+    show_reference: bool = False
 
     @classmethod
     def resolve(cls, config: JudgeConfig, base_dir: Path | None = None) -> JudgeSpec:
         """The spec of ``config``; ``base_dir``: the recipe's folder, where a ``template``
         file is found (the only place the file is read)."""
+        show_reference = bool(config.show_reference)
         if config.template is None:
-            template = template_source()
+            template = template_source(show_reference)
         else:
             path = resolve_path(config.template, base_dir or Path("."))
             template = path.read_text(encoding="utf-8")
+            if show_reference:
+                _refuse_without_reference(template, str(path))
         schema = schema_for(config)
         scale = (config.scale[0], config.scale[1])
         return cls(
@@ -85,6 +122,14 @@ class JudgeSpec:
                 scoring=config.scoring,
                 budget=config.generation.max_new_tokens,
             ),
+            show_reference=show_reference,
+        )
+
+    def key(self, prompt: str, trace: str, reference: str | None) -> str:
+        """The store key of this judge's judgment of ``trace``: the reference answer counts
+        only when the judge is shown it."""
+        return keys.judgment_key(
+            self.fingerprint, prompt, trace, reference if self.show_reference else None
         )
 
     @property
@@ -96,3 +141,9 @@ class JudgeSpec:
         """The template's hash, as the build summary names it (the fingerprint hashes the
         same text)."""
         return hashlib.sha256(self.template.encode()).hexdigest()
+
+
+def panel_specs(config: JudgeConfig, base_dir: Path | None = None) -> dict[str, JudgeSpec]:
+    """Every judge of a recipe's ``judge`` block, resolved: its panel's members by name, or
+    the block alone as ``judge``. Each has its own fingerprint: its own store keys."""
+    return {name: JudgeSpec.resolve(c, base_dir) for name, c in config.judges.items()}

@@ -88,6 +88,7 @@ class ReasoningJudge(Task):
     Input columns:
         - instruction (`str`): the problem.
         - generation (`str`): the reasoning trace to judge (``None``: not judged, kept).
+        - reference (`str | None`): with ``show_reference``, the reference answer.
 
     Output columns:
         - scores (`dict[str, float | None]`): mean score per dimension; every dimension is
@@ -119,6 +120,7 @@ class ReasoningJudge(Task):
     max_retries: NonNegativeInt = 2
     json_schema: dict[str, Any] | None = None
     scoring: ScoreKind = "expected"
+    show_reference: bool = False  # rows carry a `reference` column, shown to the judge
 
     _template: Template | None = PrivateAttr(default=None)
 
@@ -147,7 +149,7 @@ class ReasoningJudge(Task):
 
     @property
     def inputs(self) -> list[str]:
-        return ["instruction", "generation"]
+        return ["instruction", "generation", *(["reference"] if self.show_reference else [])]
 
     @property
     def outputs(self) -> list[str]:
@@ -175,6 +177,7 @@ class ReasoningJudge(Task):
             self.json_schema,
             input["instruction"],
             input["generation"],
+            input.get("reference") if self.show_reference else None,
         )
 
     def format_output(
@@ -412,5 +415,6 @@ def judge_from_spec(
         max_retries=spec.config.max_retries,
         json_schema=spec.schema,
         scoring=spec.config.scoring,
+        show_reference=spec.show_reference,
         **step_kwargs,
     )

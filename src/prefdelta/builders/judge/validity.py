@@ -16,6 +16,9 @@ something it did not see:
   trace just the longer one?" is the first thing a reviewer asks. The Pearson correlation
   between a pair's delta and its chosen-minus-rejected token difference answers it.
 
+When the judge was shown the reference answers (``judge.show_reference``), the verifier
+agreement no longer measures it independently: the report says so beside the AUC.
+
 Every figure carries its count and a 95% interval, and the labels are deliberately
 conservative: whenever the interval includes the chance value (AUC 0.5, win fraction
 0.5, r 0) the label says so, and with too few observations it says "too few to tell".
@@ -47,6 +50,10 @@ MIN_CLASS = 5  # ...and so does an AUC whose smaller class is under this (its SE
 TOO_FEW = "too few to tell"
 ORDER_METHOD = "delta > 0 is a win; win fraction among untied pairs, 95% Wilson interval"
 NOT_APPLICABLE_BVW = "not applicable: best-vs-worst picks the chosen trace by the judge score"
+NOT_INDEPENDENT = (
+    "not independent: the judge was shown the reference answers (judge.show_reference), "
+    "so the verifier AUC no longer measures the judge independently"
+)
 
 
 def _constant(values: Sequence[float]) -> bool:
@@ -260,13 +267,17 @@ def judge_validity(
     pairs: Iterable[Mapping[str, Any]],
     dimensions: Sequence[str],
     strategy: str,
+    reference_shown: bool = False,
 ) -> dict[str, Any]:
-    """All three checks as one JSON-serialisable dict (summary.json's ``judge_validity``)."""
+    """All three checks as one JSON-serialisable dict (summary.json's ``judge_validity``);
+    ``reference_shown``: the judge saw the reference answers the verifier checks against."""
     traces, pairs = list(traces), list(pairs)
+    agreement = verifier_agreement(traces, dimensions)
+    agreement["independent"] = not reference_shown
     return {
         "strategy": strategy,
         "dimensions": list(dimensions),
-        "verifier_agreement": verifier_agreement(traces, dimensions),
+        "verifier_agreement": agreement,
         "generator_order": generator_order(pairs, strategy),
         "length_bias": length_bias(traces, pairs, dimensions),
     }
@@ -291,6 +302,8 @@ def validity_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
     """(check, value, n, verdict) rows for the terminal table and the dataset card."""
     rows: list[tuple[str, str, str, str]] = []
     va = report["verifier_agreement"]
+    if va.get("independent") is False:
+        rows.append(("verifier AUC", "-", "-", NOT_INDEPENDENT))
     for name, e in [("aggregate", va["aggregate"]), *va["dimensions"].items()]:
         n = f"{_plural(e['n'], 'trace')} ({e['n_correct']} correct)"
         rows.append((f"verifier AUC: {name}", _value(e["auc"], e["ci95"]), n, e["label"]))
