@@ -179,7 +179,7 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
         judge_calls += calls * judge.samples
     out.append(
         TokenEstimate.of(
-            "judge", judge, judge_calls, judge_chars, judge_calls * judge.generation.max_new_tokens
+            "judge", judge, judge_calls, judge_chars, judge_calls * judge.token_budget
         )
     )
     return out

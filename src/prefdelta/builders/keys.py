@@ -59,6 +59,9 @@ def judge_fingerprint(config: JudgeConfig, template: str) -> str:
     """What changes a judgment: the judge's config and the template it is asked with."""
     body = identity_body(config, "key")  # an option added later counts only when set
     body.pop("template", None)  # where the template file is; its text is keyed below
+    thinking = config.thinking  # `auto` decided: a judge that reasons judges differently
+    if thinking is not None:
+        body["thinking"] = {"budget": thinking.budget, "parser": thinking.parser}
     return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
 
 

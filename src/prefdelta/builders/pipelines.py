@@ -136,6 +136,7 @@ def judge_pipeline(
             json_schema=spec.schema,
             logprobs=judge.scoring == "expected",
             schema_dialect=judge.response_format,
+            reasoning=judge.thinking,
         )
         step = judge_from_spec(
             spec,

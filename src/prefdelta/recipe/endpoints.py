@@ -20,6 +20,12 @@ from prefdelta.backends import Backend, calls_model, is_api
 from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel
 from prefdelta.recipe.identity import content, later, operational, outside
 from prefdelta.recipe.judgment import min_structured_tokens
+from prefdelta.recipe.reasoning import (
+    DEFAULT_REASONING_BUDGET,
+    Reasoning,
+    ReasoningMode,
+    resolve_reasoning,
+)
 from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
 _SECRET_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -257,6 +263,32 @@ class JudgeConfig(ModelEndpoint):
         "of the built-in one; `prefdelta inspect --judge-prompt` shows what it renders",
     )
     system_prompt: str | None = later(None, description="a system message for the judge")
+    reasoning: ReasoningMode | None = later(
+        None,
+        description="auto (when unset): on for a model of a family known to reason "
+        "(DeepSeek-R1 and its distills, QwQ, Qwen3 but not its -Instruct releases, GPT-OSS), "
+        "off otherwise; on: the judge reasons before the answer's schema applies; off: the "
+        "schema applies from the first token",
+    )
+    reasoning_budget: int | None = later(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="tokens the reasoning may take, added to generation.max_new_tokens "
+        f"(default {DEFAULT_REASONING_BUDGET})",
+    )
+    reasoning_parser: str | None = later(
+        None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="backend vllm: its reasoning parser (deepseek_r1, qwen3, openai_gptoss, "
+        "...); default: the one of the model's family",
+    )
+
+    @field_validator("reasoning", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        """YAML reads a bare ``on`` as true and ``off`` as false."""
+        return {False: "off", True: "on"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("template")
     @classmethod
@@ -317,7 +349,38 @@ class JudgeConfig(ModelEndpoint):
                     f"for a structured judgment of {len(self.dimensions)} dimensions: give at "
                     f"least {need} (rationales are bounded to fit the budget), or structured: off"
                 )
+        return self._reasoning_fields()
+
+    def _reasoning_fields(self) -> JudgeConfig:
+        if self.reasoning_parser is not None and self.backend != "vllm":
+            raise ValueError(f"reasoning_parser applies to backend 'vllm', not {self.backend!r}")
+        thinking = self.thinking
+        if thinking is None and self.reasoning_budget is not None:
+            raise ValueError(
+                f"reasoning_budget is set but reasoning is off for {self.model!r} "
+                "(auto: not a model of a known reasoning family); set reasoning: on"
+            )
+        if thinking is not None and self.backend == "vllm" and thinking.parser is None:
+            raise ValueError(
+                f"reasoning on backend 'vllm' needs `reasoning_parser` for {self.model!r} "
+                "(vLLM's name for how the model marks its reasoning, e.g. deepseek_r1, qwen3, "
+                "openai_gptoss)"
+            )
         return self
+
+    @property
+    def thinking(self) -> Reasoning | None:
+        """The judge's reasoning, resolved (``auto`` decided), or None when it is off."""
+        return resolve_reasoning(
+            self.model, self.reasoning, self.reasoning_budget, self.reasoning_parser
+        )
+
+    @property
+    def token_budget(self) -> int:
+        """Tokens one judgment may take: the answer's budget, plus the reasoning's."""
+        thinking = self.thinking
+        extra = 0 if thinking is None else thinking.extra_tokens
+        return self.generation.max_new_tokens + extra
 
     @property
     def dimension_names(self) -> list[str]:

@@ -26,10 +26,19 @@ class StructuredvLLM(vLLM):
     ``logits_processors=``, a field vLLM 0.33 (the release the pins resolve to) no longer
     has, so its ``generate`` fails on the first batch. Everything else (the engine, the
     chat template, token counts, log-probs) stays distilabel's.
+
+    A reasoning judge: ``extra_kwargs["reasoning_parser"]`` goes to ``vllm.LLM``, whose
+    structured outputs then start the schema where the parser sees the reasoning end (its
+    ``enable_in_reasoning`` stays off), and ``thinking_budget`` goes out as
+    ``thinking_token_budget``, which ends the reasoning after that many tokens. The text
+    comes back whole (the offline ``LLM`` does not split it): the judge cuts the reasoning
+    off (:mod:`prefdelta.builders.judge.thinking`). gpt-oss marks its final answer with
+    special tokens, which are then kept in the text.
     """
 
     json_schema: dict[str, Any] | None = None
     logprobs: bool = False
+    thinking_budget: int | None = None
 
     _tokens: list[Any] = PrivateAttr(default_factory=list)
 
@@ -64,6 +73,10 @@ class StructuredvLLM(vLLM):
         extra = dict(extra_sampling_params or {})
         if self.json_schema is not None:
             extra["structured_outputs"] = vllm_structured_outputs(self.json_schema)
+        if self.thinking_budget is not None:
+            extra["thinking_token_budget"] = self.thinking_budget
+            if (self.extra_kwargs or {}).get("reasoning_parser") == "openai_gptoss":
+                skip_special_tokens = False  # its final-channel marker is a special token
         n_logprobs = TOP_LOGPROBS if self.logprobs else logprobs
         params = SamplingParams(
             n=num_generations,
