@@ -178,8 +178,6 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
         judge_chars += sum(frame + len(p.prompt) + trace_chars for p in prompts) * n * judge.samples
         judge_calls += calls * judge.samples
     out.append(
-        TokenEstimate.of(
-            "judge", judge, judge_calls, judge_chars, judge_calls * judge.token_budget
-        )
+        TokenEstimate.of("judge", judge, judge_calls, judge_chars, judge_calls * judge.token_budget)
     )
     return out

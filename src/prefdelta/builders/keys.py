@@ -59,7 +59,11 @@ def judge_fingerprint(config: JudgeConfig, template: str) -> str:
     """What changes a judgment: the judge's config and the template it is asked with."""
     body = identity_body(config, "key")  # an option added later counts only when set
     body.pop("template", None)  # where the template file is; its text is keyed below
-    thinking = config.thinking  # `auto` decided: a judge that reasons judges differently
+    # reasoning counts as decided (`auto` resolved), not as written: a judge that reasons
+    # judges differently, and one told `off` judges as one that never heard of it
+    for name in ("reasoning", "reasoning_budget", "reasoning_parser"):
+        body.pop(name, None)
+    thinking = config.thinking
     if thinking is not None:
         body["thinking"] = {"budget": thinking.budget, "parser": thinking.parser}
     return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())

@@ -69,7 +69,9 @@ def split_reasoning(text: str) -> Split:
     closes = list(_CLOSE.finditer(text))
     if closes:
         end = closes[-1]
-        return Split(_OPEN.sub("", text[: end.start()], count=1).strip(), text[end.end() :], end.end())
+        return Split(
+            _OPEN.sub("", text[: end.start()], count=1).strip(), text[end.end() :], end.end()
+        )
     opened = _OPEN.search(text)
     if opened is not None:
         return Split(text[opened.end() :].strip(), "", len(text), closed=False)
@@ -108,9 +110,7 @@ def think_grammar(schema: dict[str, Any], max_chars: int) -> Any:
     followed by the compact JSON of ``schema``."""
     import xgrammar as xgr
 
-    think = xgr.Grammar.from_ebnf(
-        f'root ::= "{THINK_OPEN}" [^<]{{0,{max_chars}}} "{THINK_CLOSE}"'
-    )
+    think = xgr.Grammar.from_ebnf(f'root ::= "{THINK_OPEN}" [^<]{{0,{max_chars}}} "{THINK_CLOSE}"')
     answer = xgr.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
     return xgr.Grammar.concat(think, answer)
 
