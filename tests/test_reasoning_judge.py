@@ -490,3 +490,50 @@ def test_the_card_states_whether_the_judge_reasoned(tmp_path: Path) -> None:
     text = " ".join(card(build, tmp_path / "p2").split())
     assert "It reasoned before answering (reasoning on, up to 300 tokens" in text
     assert "`traces` column `judge_reasoning`" in text
+
+
+# --------------------------------------------------------------------------- a build
+
+
+@pytest.mark.slow
+def test_a_build_keeps_the_reasoning_and_turning_it_on_rejudges_only(
+    tmp_path: Path,
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """A tiny-model build judged at once, then with reasoning on: the traces are reused,
+    every judgment is asked anew (its key changed), and traces.parquet keeps the reasoning."""
+    import io
+
+    import pyarrow.parquet as pq
+    from rich.console import Console
+    from transformers import AutoTokenizer
+
+    from prefdelta.builders.build import run_build
+    from prefdelta.recipe import load_recipe
+    from test_build import write_recipe
+
+    quiet = Console(file=io.StringIO(), width=200)
+    out = tmp_path / "out"
+    path = write_recipe(tmp_path, tiny_model_dir, prompts=2)
+    first = run_build(load_recipe(path), out, console=quiet)
+    assert first["judge_status"] == {"ok": 6}
+    plain = pq.read_table(out / "traces.parquet").to_pylist()
+    assert [t["judge_reasoning"] for t in plain] == [None] * 6
+
+    text = path.read_text()
+    path.write_text(
+        text.replace("  structured:", "  reasoning: on\n  reasoning_budget: 24\n  structured:")
+    )
+    second = run_build(load_recipe(path), out, console=quiet)
+    assert second["reused"]["generated"] == 0 and second["reused"]["judged"] == 6
+    assert second["judge_status"] == {"ok": 6} and second["score_kind"] == {"expected": 6}
+    traces = pq.read_table(out / "traces.parquet").to_pylist()
+    assert [t["trace"] for t in traces] == [t["trace"] for t in plain]
+    for t in traces:
+        [thought] = t["judge_reasoning"]
+        assert isinstance(thought, str) and len(thought) <= 24
+    # the judge's tokens count the reasoning too: more than its answers alone take
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    answers = [a for t in traces for a in t["judge_raw"]]
+    answer_tokens = sum(len(tokenizer(a, add_special_tokens=False).input_ids) for a in answers)
+    assert second["tokens"]["judge"]["output"] >= answer_tokens + 2 * len(answers)
