@@ -537,3 +537,11 @@ def test_a_build_keeps_the_reasoning_and_turning_it_on_rejudges_only(
     answers = [a for t in traces for a in t["judge_raw"]]
     answer_tokens = sum(len(tokenizer(a, add_special_tokens=False).input_ids) for a in answers)
     assert second["tokens"]["judge"]["output"] >= answer_tokens + 2 * len(answers)
+
+
+def test_tgi_cannot_reason_before_its_grammar(tmp_path: Path) -> None:
+    tgi = {"model": R1, "backend": "inference-endpoints", "base_url": "http://127.0.0.1:9"}
+    assert JudgeConfig(**tgi).thinking is None  # auto: its grammar holds from the first token
+    assert JudgeConfig(**tgi, structured="off", scoring="sampled").thinking is not None
+    with pytest.raises(ValueError, match="cannot reason first: use structured: off"):
+        JudgeConfig(**tgi, reasoning="on")

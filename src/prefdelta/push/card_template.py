@@ -80,7 +80,8 @@ integer scale from {{ judge.scale[0] }} to {{ judge.scale[1] }}{% if judge.sampl
 dimension a rationale and an integer score), and every answer was checked against it.
 {% else %}Its answers were free text, read by a lenient parser.
 {% endif %}{% if judge.thinking %}It reasoned before answering (reasoning {{ judge.thinking.why }},
-up to {{ judge.thinking.budget }} tokens; the schema applied only after the reasoning). The
+up to {{ judge.thinking.budget }} tokens{% if judge.structured == "auto" %}; the schema applied only after the
+reasoning{% endif %}). The
 reasoning is kept in the `traces` column `judge_reasoning` and counted in the judge's tokens;
 expected scores read only the answer's score tokens, never digits in the reasoning.
 {% else %}It answered without reasoning first (reasoning: off{% if judge.reasoning != "off" %},

@@ -360,6 +360,15 @@ class JudgeConfig(ModelEndpoint):
                 f"reasoning_budget is set but reasoning is off for {self.model!r} "
                 "(auto: not a model of a known reasoning family); set reasoning: on"
             )
+        if (
+            self.reasoning == "on"
+            and self.backend == "inference-endpoints"
+            and self.structured == "auto"
+        ):
+            raise ValueError(
+                "backend 'inference-endpoints' enforces the schema from the first token, so "
+                "the judge cannot reason first: use structured: off, or a vllm or openai backend"
+            )
         if thinking is not None and self.backend == "vllm" and thinking.parser is None:
             raise ValueError(
                 f"reasoning on backend 'vllm' needs `reasoning_parser` for {self.model!r} "
@@ -371,9 +380,11 @@ class JudgeConfig(ModelEndpoint):
     @property
     def thinking(self) -> Reasoning | None:
         """The judge's reasoning, resolved (``auto`` decided), or None when it is off."""
-        return resolve_reasoning(
-            self.model, self.reasoning, self.reasoning_budget, self.reasoning_parser
-        )
+        mode = self.reasoning
+        if mode in (None, "auto") and self.backend == "inference-endpoints":
+            # TGI's grammar holds from the first token: a judge there cannot reason first
+            mode = "off" if self.structured == "auto" else mode
+        return resolve_reasoning(self.model, mode, self.reasoning_budget, self.reasoning_parser)
 
     @property
     def token_budget(self) -> int:
