@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from prefdelta.recipe import GeneratorConfig, JudgeConfig
+from prefdelta.recipe.endpoints import REASONING_FIELDS
 from prefdelta.recipe.identity import fields_with, identity_body
 
 __all__ = [
@@ -61,7 +62,7 @@ def judge_fingerprint(config: JudgeConfig, template: str) -> str:
     body.pop("template", None)  # where the template file is; its text is keyed below
     # reasoning counts as decided (`auto` resolved), not as written: a judge that reasons
     # judges differently, and one told `off` judges as one that never heard of it
-    for name in ("reasoning", "reasoning_budget", "reasoning_parser"):
+    for name in REASONING_FIELDS:
         body.pop(name, None)
     thinking = config.thinking
     if thinking is not None:

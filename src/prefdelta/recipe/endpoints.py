@@ -232,6 +232,10 @@ def _dimension_item(item: Any) -> Any:
     return item
 
 
+# the judge's reasoning options, which count as decided (JudgeConfig.thinking), not as written
+REASONING_FIELDS = ("reasoning", "reasoning_budget", "reasoning_parser")
+
+
 class JudgeConfig(ModelEndpoint):
     """The LLM judge: one call per trace scores every dimension."""
 

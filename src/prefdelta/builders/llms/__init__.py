@@ -49,7 +49,7 @@ from prefdelta.recipe import (
     resolve_path,
     resolve_secret,
 )
-from prefdelta.recipe.endpoints import GIVEN_FIELDS
+from prefdelta.recipe.endpoints import GIVEN_FIELDS, REASONING_FIELDS
 from prefdelta.recipe.reasoning import Reasoning
 
 __all__ = [
@@ -218,7 +218,9 @@ def sampling_seed(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
     generators that differ in anything sample differently. A dataset generator's columns
     are left out: a generator that samples has none.
     """
-    dumped = endpoint.model_dump(mode="json", exclude=set(GIVEN_FIELDS))
+    # a judge's reasoning options, unset, are left out: adding them changed no seed
+    unset = {f for f in REASONING_FIELDS if getattr(endpoint, f, None) is None}
+    dumped = endpoint.model_dump(mode="json", exclude=set(GIVEN_FIELDS) | unset)
     blob = json.dumps([dumped, generation.model_dump(mode="json")], sort_keys=True)
     return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16)
 
