@@ -271,8 +271,9 @@ class JudgeConfig(ModelEndpoint):
         None,
         description="auto (when unset): on for a model of a family known to reason "
         "(DeepSeek-R1 and its distills, QwQ, Qwen3 but not its -Instruct releases, GPT-OSS), "
-        "off otherwise; on: the judge reasons before the answer's schema applies; off: the "
-        "schema applies from the first token",
+        "off otherwise and on inference-endpoints (its grammar holds from the first token); "
+        "on: the judge reasons before the answer's schema applies; off: the schema applies "
+        "from the first token",
     )
     reasoning_budget: int | None = later(
         None,
