@@ -186,7 +186,7 @@ def test_a_reasoning_that_takes_the_whole_budget_is_truncated_not_empty() -> Non
         ("<think>a</think>{}", "a", "{}"),
         ("a 1 < 2</think>\n\n{}", "a 1 < 2", "\n\n{}"),  # R1's template opens it
         ("<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>final<|message|>"
-         "{}<|return|>", "<|channel|>analysis<|message|>a<|end|><|start|>assistant", "{}"),
+         "{}<|return|>", "a", "{}"),
         ("{}", None, "{}"),
     ],
 )  # fmt: skip
@@ -373,13 +373,32 @@ def _api_judge(config: JudgeConfig) -> Any:
 # --------------------------------------------------------------------------- vLLM
 
 
+HARMONY_ANALYSIS = "<|channel|>analysis<|message|>"
+HARMONY_FINAL = "<|end|><|start|>assistant<|channel|>final<|message|>"
+
+
+@pytest.mark.parametrize(
+    ("model", "parser", "opened", "closed", "bounded"),
+    [
+        # R1's template opens the block in the prompt; vLLM can end it at the budget
+        (R1, "deepseek_r1", "", "</think>\n\n", True),
+        # gpt-oss reasons in harmony's analysis channel: only max_tokens bounds it
+        ("openai/gpt-oss-20b", "openai_gptoss", HARMONY_ANALYSIS, HARMONY_FINAL, False),
+    ],
+)
 def test_vllm_gets_its_reasoning_parser_and_thinking_budget(
     monkeypatch: pytest.MonkeyPatch,
+    model: str,
+    parser: str,
+    opened: str,
+    closed: str,
+    bounded: bool,
 ) -> None:
     engine: dict[str, Any] = {}
     sampling: dict[str, Any] = {}
     answer = judgment([3, 3, 3, 3, 3])
-    text = "Is 2 + 2 = 5? No: 4.</think>\n\n" + answer  # R1's template opened the block
+    thought = "Is 2 + 2 = 5? No: 4."
+    text = opened + thought + closed + answer
     pieces = tokenize(text, {"1": 0.5})
     tokenizer = types.SimpleNamespace(
         encode=lambda text: text.split(),
@@ -408,13 +427,13 @@ def test_vllm_gets_its_reasoning_parser_and_thinking_budget(
         def generate(self, prompts: list[str], sampling_params: Any, use_tqdm: bool) -> list:
             return [types.SimpleNamespace(prompt_logprobs=None, outputs=[output]) for _ in prompts]
 
+    class Recorded:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
     class SamplingParams:
         def __init__(self, **kwargs: Any) -> None:
             sampling.update(kwargs)
-
-    class StructuredOutputsParams:
-        def __init__(self, **kwargs: Any) -> None:
-            self.kwargs = kwargs
 
     def module(name: str) -> types.ModuleType:
         m = types.ModuleType(name)
@@ -422,16 +441,24 @@ def test_vllm_gets_its_reasoning_parser_and_thinking_budget(
         return m
 
     vllm, params, pynvml = module("vllm"), module("vllm.sampling_params"), module("pynvml")
+    config_module = module("vllm.config")
     vllm.LLM, vllm.SamplingParams = LLM, SamplingParams  # type: ignore[attr-defined]
-    params.StructuredOutputsParams = StructuredOutputsParams  # type: ignore[attr-defined]
+    params.StructuredOutputsParams = Recorded  # type: ignore[attr-defined]
+    config_module.ReasoningConfig = Recorded  # type: ignore[attr-defined]
     pynvml.nvmlInit = lambda: None  # type: ignore[attr-defined]
     pynvml.nvmlDeviceGetCount = lambda: 1  # type: ignore[attr-defined]
-    for name, m in {"vllm": vllm, "vllm.sampling_params": params, "pynvml": pynvml}.items():
+    stand_ins = {
+        "vllm": vllm,
+        "vllm.sampling_params": params,
+        "vllm.config": config_module,
+        "pynvml": pynvml,
+    }
+    for name, m in stand_ins.items():
         monkeypatch.setitem(sys.modules, name, m)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
 
     config = JudgeConfig(
-        model=R1,
+        model=model,
         backend="vllm",
         max_retries=0,
         reasoning_budget=512,
@@ -449,16 +476,26 @@ def test_vllm_gets_its_reasoning_parser_and_thinking_budget(
     judge.load()
     [row] = next(judge.process([{"instruction": "p", "generation": "t"}]))
 
-    # the engine parses R1's reasoning, so its structured outputs start after it
-    # (LLM's keywords reach vLLM's EngineArgs, which has `reasoning_parser`)
-    assert engine["reasoning_parser"] == "deepseek_r1" and engine["model"] == R1
+    # the engine parses the model's reasoning, so its structured outputs start after it
+    # (LLM's keywords reach vLLM's EngineArgs, which has `reasoning_parser` and
+    # `reasoning_config`)
+    assert engine["reasoning_parser"] == parser and engine["model"] == model
     assert set(sampling) <= VLLM_SAMPLING_FIELDS  # vLLM 0.33's SamplingParams takes them
-    assert sampling["thinking_token_budget"] == 512
     assert sampling["max_tokens"] == 600 + 512 + THINK_TAG_TOKENS
     assert sampling["structured_outputs"].kwargs == {"json": schema_for(config)}
-    assert sampling["skip_special_tokens"] is True  # R1's </think> is a plain token
-    assert row["judge_status"] == "ok" and row["judge_raw"] == ["\n\n" + answer]
-    assert row["judge_reasoning"] == ["Is 2 + 2 = 5? No: 4."]
+    if bounded:  # vLLM takes a thinking budget only with the reasoning's tags configured
+        assert engine["reasoning_config"].kwargs == {
+            "reasoning_parser": parser,
+            "reasoning_start_str": "<think>",
+            "reasoning_end_str": "</think>",
+        }
+        assert sampling["thinking_token_budget"] == 512
+        assert sampling["skip_special_tokens"] is True  # R1's </think> is a plain token
+    else:
+        assert "reasoning_config" not in engine and "thinking_token_budget" not in sampling
+        assert sampling["skip_special_tokens"] is False  # harmony's markers are special
+    assert row["judge_status"] == "ok" and row["judge_raw"][0].strip() == answer
+    assert row["judge_reasoning"] == [thought]
     # chosen 3 at e^-0.1, alternative 4 at 0.25: the reasoning's 2, 5 and 4 left out
     p3 = math.exp(-0.1) / (math.exp(-0.1) + 0.25)
     assert row["scores"]["factuality"] == pytest.approx(3 * p3 + 4 * (1 - p3))

@@ -21,6 +21,7 @@ from typing import Literal
 __all__ = [
     "DEFAULT_REASONING_BUDGET",
     "REASONING_FAMILIES",
+    "THINK_TAG_PARSERS",
     "THINK_TAG_TOKENS",
     "Reasoning",
     "ReasoningMode",
@@ -36,6 +37,11 @@ DEFAULT_REASONING_BUDGET = 2048
 THINK_TAG_TOKENS = 16
 """Room for the ``<think>`` and ``</think>`` tags around a local model's reasoning (15
 characters, so at most 15 tokens), beyond the budget."""
+
+
+THINK_TAG_PARSERS = frozenset({"deepseek_r1", "qwen3"})
+"""vLLM reasoning parsers whose models reason between ``<think>`` and ``</think>``: vLLM can
+end such a reasoning at a token budget (``thinking_token_budget``)."""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ THINK_CLOSE = "</think>"
 # gpt-oss (harmony) answers after its final channel marker, and may end on a marker
 _HARMONY_FINAL = "<|channel|>final<|message|>"
 _HARMONY_END = re.compile(r"(?:<\|(?:return|end|call)\|>)+\s*$")
+_HARMONY_MARKS = re.compile(r"<\|start\|>assistant|<\|channel\|>\w+<\|message\|>|<\|end\|>")
 _OPEN = re.compile(r"<(think|thinking|reasoning)>", re.IGNORECASE)
 _CLOSE = re.compile(r"</(think|thinking|reasoning)>", re.IGNORECASE)
 
@@ -65,7 +66,7 @@ def split_reasoning(text: str) -> Split:
         at = text.rindex(_HARMONY_FINAL)
         start = at + len(_HARMONY_FINAL)
         answer = _HARMONY_END.sub("", text[start:])
-        return Split(text[:at], answer, start)
+        return Split(_HARMONY_MARKS.sub("", text[:at]).strip(), answer, start)
     closes = list(_CLOSE.finditer(text))
     if closes:
         end = closes[-1]
