@@ -538,30 +538,34 @@ def test_a_build_keeps_the_reasoning_and_turning_it_on_rejudges_only(
     tiny_model_dir: Path,  # noqa: F811
 ) -> None:
     """A tiny-model build judged at once, then with reasoning on: the traces are reused,
-    every judgment is asked anew (its key changed), and traces.parquet keeps the reasoning."""
-    import io
+    every judgment is asked anew (its key changed), and traces.parquet keeps the reasoning.
+    Each build runs as `prefdelta build` does, in a process of its own (distilabel forks
+    its workers, which hang if this process ran torch before, as other tests here do)."""
+    import subprocess
 
     import pyarrow.parquet as pq
-    from rich.console import Console
     from transformers import AutoTokenizer
 
-    from prefdelta.builders.build import run_build
-    from prefdelta.recipe import load_recipe
+    from prefdelta.schema import SUMMARY
     from test_build import write_recipe
 
-    quiet = Console(file=io.StringIO(), width=200)
     out = tmp_path / "out"
     path = write_recipe(tmp_path, tiny_model_dir, prompts=2)
-    first = run_build(load_recipe(path), out, console=quiet)
+
+    def build() -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "prefdelta", "build", str(path), "-o", str(out)]
+        subprocess.run([*cmd, "--no-publish"], check=True, capture_output=True, timeout=600)
+        return json.loads((out / SUMMARY).read_text())
+
+    first = build()
     assert first["judge_status"] == {"ok": 6}
     plain = pq.read_table(out / "traces.parquet").to_pylist()
     assert [t["judge_reasoning"] for t in plain] == [None] * 6
 
     text = path.read_text()
-    path.write_text(
-        text.replace("  structured:", "  reasoning: on\n  reasoning_budget: 24\n  structured:")
-    )
-    second = run_build(load_recipe(path), out, console=quiet)
+    reasoning = "  reasoning: on\n  reasoning_budget: 24\n  structured:"
+    path.write_text(text.replace("  structured:", reasoning))
+    second = build()
     assert second["reused"]["generated"] == 0 and second["reused"]["judged"] == 6
     assert second["judge_status"] == {"ok": 6} and second["score_kind"] == {"expected": 6}
     traces = pq.read_table(out / "traces.parquet").to_pylist()
@@ -582,3 +586,34 @@ def test_tgi_cannot_reason_before_its_grammar(tmp_path: Path) -> None:
     assert JudgeConfig(**tgi, structured="off", scoring="sampled").thinking is not None
     with pytest.raises(ValueError, match="cannot reason first: use structured: off"):
         JudgeConfig(**tgi, reasoning="on")
+
+
+def test_log_probs_that_cover_the_reasoning_too_are_read_from_the_answer_on(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """vLLM's server returns the log-probs of every generated token, the reasoning's
+    included, beside a content that holds the answer only."""
+    answer = judgment([4, 4, 4, 4, 4])
+    chat_server.state.content = answer
+    chat_server.state.reasoning = "Maybe 1, maybe 2: I say 4."
+    pieces = tokenize(chat_server.state.reasoning + answer, {"1": 0.3, "2": 0.2})
+    chat_server.state.logprobs = [
+        {
+            "token": token,
+            "logprob": logprob,
+            "bytes": None,
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top],
+        }
+        for token, logprob, top in pieces
+    ]
+    config = JudgeConfig(
+        model=R1,
+        backend="openai",
+        base_url=chat_server.url,
+        max_retries=0,
+        generation={"temperature": 0.0, "max_new_tokens": 600},
+    )
+    [row] = next(_api_judge(config).process([{"instruction": "p", "generation": "t"}]))
+    assert row["judge_status"] == "ok" and row["score_kind"] == "expected"
+    assert row["scores"] == dict.fromkeys(DIMS, pytest.approx(4 * 0.5 + 1 * 0.3 + 2 * 0.2))
+    assert row["judge_reasoning"] == [chat_server.state.reasoning]

@@ -239,6 +239,7 @@ class ChatServerState:
     text_when: dict[str, str] = field(default_factory=dict)
     reasoning: str | None = None
     reasoning_field: str = "reasoning_content"
+    logprobs: list[dict[str, Any]] | None = None  # each choice's logprobs.content, if any
     refused: int = 0
     requests: int = 0
     rate_limited: int = 0
@@ -308,7 +309,7 @@ class ChatServer:
                 "index": i,
                 "message": message,
                 "finish_reason": "stop",
-                "logprobs": None,
+                "logprobs": None if state.logprobs is None else {"content": state.logprobs},
             }
             for i in range(body.get("n") or 1)
         ]
