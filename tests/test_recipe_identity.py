@@ -68,6 +68,10 @@ def test_a_field_without_an_identity_is_refused_not_hashed() -> None:
 # name) or cache key that changes makes every existing build recompute, or every tag move.
 # traces: keys.trace_key(generator, "What is 2 + 2?", 1); judge:
 # keys.judge_fingerprint(judge, "judge template text").
+# The papers' judge, GPT-OSS-120b, reasons before it answers since judge.reasoning (auto
+# turns it on for its family): a judgment asked that way is a different one, so its key moved
+# (from fac6fcd0...), while the recipes' hashes and trace keys stayed.
+OPENR1_JUDGE = "df03802fd092d6dd2d555dca1fedf340e91ad20f956fd173f8e674c993e5acb0"
 RECORDED = {
     "recipes/demo.yaml": (
         "6d482fe59c30272bd5cbc1b87e4afc8de39a5062c9324c981026cda39bb0f04d",
@@ -85,7 +89,7 @@ RECORDED = {
             "r1": "286e7372833198f4740f5b157b2a4afdc1b2fe4116b3276a35764365948cb17b",
             "s1-3b": "db0b1f012d8c891a48ef3b5cacf17a794ce90bbcbb62acbd747a40af359269e2",
         },
-        "fac6fcd07e1cdb70a6186c153422002ce37a3e0a0e7776fbb6be57dad2b8d8dd",
+        OPENR1_JUDGE,  # GPT-OSS reasons now (judge.reasoning auto)
     ),
     "tests/recipes/openr1-math-ladder-api.yaml": (
         "d9cae42001b80b5805fc524a2faa0367704e0260244623572c57f0138c58822d",
@@ -96,15 +100,15 @@ RECORDED = {
             "s1-7b": "a041b8dc12668799e6fb2951b0196a3ab7dc793cd365cd55c748e562f8d15763",
             "s1-3b": "db0b1f012d8c891a48ef3b5cacf17a794ce90bbcbb62acbd747a40af359269e2",
         },
-        "fac6fcd07e1cdb70a6186c153422002ce37a3e0a0e7776fbb6be57dad2b8d8dd",
+        OPENR1_JUDGE,  # GPT-OSS reasons now (judge.reasoning auto)
     ),
     "tests/recipes/every-key.yaml": (
-        "f86709177bdb07e37ecb477a970b71eb09ff9a4bcdd6a373a7c6e583a5732389",
+        "46ddb8fac0f5934f919376287a36057884a7d4f306930567f998397eb0141bf3",  # + reasoning
         {
             "strong": "8fdc8401a5570ac9e60930ac5243d0ee32cb68b77f5949d7b65598bf862cca5a",
             "weak": "844340435f8c672518572db46e4b6d171856600c375f1581a474955b1e337ab1",
         },
-        "00559d58019bf93a2141d4d2ca9639394775ec7ffff47974966ab417e8be9716",
+        "d4b9178a3b816e53fb50a6ca112d121600d21998fe63a15b912fcae2c318ef61",
     ),
 }
 
@@ -155,6 +159,9 @@ def test_the_every_key_recipe_sets_every_key() -> None:
     # found twice: within the recipe, and within its judge block); judge.reads is set in
     # test_judge_reads_identity
     judge_later = ["judge.show_reference", "judge.panel", "judge.reads"] * 2
+    # its judge is an openai one, which refuses vLLM's reasoning parser (found twice: in
+    # the recipe's walk and in the judge's)
+    judge_later += ["judge.reasoning_parser"] * 2
     assert sorted(missing) == sorted(
         [*given, *judge_later, "pairing.pool", "prompts.path", "publish.folder"]
     )

@@ -184,7 +184,7 @@ def estimate_tokens(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[Toke
         spec = JudgeSpec.resolve(config, recipe.base_dir)
         frame = sum(len(m["content"]) for m in judge_prompt(spec, "", ""))
         chars = judge_chars + frame * judge_calls
-        budget = judge_calls * config.generation.max_new_tokens
+        budget = judge_calls * config.token_budget
         label = "judge" if name == "judge" else f"judge {name}"
         out.append(TokenEstimate.of(label, config, judge_calls, chars, budget))
     return out

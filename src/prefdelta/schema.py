@@ -109,6 +109,7 @@ def traces_schema(dims: list[str], judges: list[str] | tuple[str, ...] = ()) -> 
             ("judge_status", pa.string()),
             ("judge_problem", pa.string()),
             ("judge_raw", pa.list_(pa.string())),
+            ("judge_reasoning", pa.list_(pa.string())),
             ("judge_attempts", pa.int32()),
             ("judge_model", pa.string()),
             *per_judge,

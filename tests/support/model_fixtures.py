@@ -224,7 +224,9 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
 @dataclass
 class ChatServerState:
     """What the server saw, and how it behaves (tests set ``delay_s``, ``fail_first``,
-    ``content``, ``refuse_types`` and the ``*_when`` answers). It ignores ``response_format`` as some servers do."""
+    ``content``, ``refuse_types`` and the ``*_when`` answers). It ignores ``response_format`` as some servers do.
+    ``reasoning``: returned beside the answer in the message's ``reasoning_field``, as vLLM's
+    server does for a reasoning model."""
 
     delay_s: float = 0.05  # long enough for concurrent requests to overlap
     fail_first: int = 0  # answer this many requests with 429 before serving
@@ -238,6 +240,9 @@ class ChatServerState:
     content_when: dict[str, str] = field(default_factory=dict)
     # by a text in the last user message: answer 200 with this body as text/plain (not JSON)
     text_when: dict[str, str] = field(default_factory=dict)
+    reasoning: str | None = None
+    reasoning_field: str = "reasoning_content"
+    logprobs: list[dict[str, Any]] | None = None  # each choice's logprobs.content, if any
     refused: int = 0
     requests: int = 0
     rate_limited: int = 0
@@ -304,12 +309,15 @@ class ChatServer:
         for needle, blank in state.blank_when.items():
             if needle in last:
                 text = blank  # type: ignore[assignment]
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if state.reasoning is not None:
+            message[state.reasoning_field] = state.reasoning
         choices = [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "finish_reason": "stop",
-                "logprobs": None,
+                "logprobs": None if state.logprobs is None else {"content": state.logprobs},
             }
             for i in range(body.get("n") or 1)
         ]

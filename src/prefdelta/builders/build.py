@@ -388,6 +388,7 @@ def _trace_row(
         "judge_status": judged["judge_status"],
         "judge_problem": judged.get("judge_problem"),
         "judge_raw": list(judged["judge_raw"]),
+        "judge_reasoning": judged.get("judge_reasoning"),
         "judge_attempts": int(judged["judge_attempts"]),
         "judge_model": recipe.judge.model_label,
         **per_judge,

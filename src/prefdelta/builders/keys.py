@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from prefdelta.recipe import GeneratorConfig, JudgeConfig
+from prefdelta.recipe.endpoints import REASONING_FIELDS
 from prefdelta.recipe.identity import fields_with, identity_body
 
 __all__ = [
@@ -65,6 +66,13 @@ def judge_fingerprint(config: JudgeConfig, template: str) -> str:
     body = identity_body(config, "key")  # an option added later counts only when set
     body.pop("template", None)  # where the template file is; its text is keyed below
     body.pop("reads", None)  # what it selects of each trace is keyed by judgment_key
+    # reasoning counts as decided (`auto` resolved), not as written: a judge that reasons
+    # judges differently, and one told `off` judges as one that never heard of it
+    for name in REASONING_FIELDS:
+        body.pop(name, None)
+    thinking = config.thinking
+    if thinking is not None:
+        body["thinking"] = {"budget": thinking.budget, "parser": thinking.parser}
     return content_key("judge", body, hashlib.sha256(template.encode()).hexdigest())
 
 

@@ -190,6 +190,7 @@ def judge_pipeline(
                 logprobs=judge.scoring == "expected",
                 schema_dialect=judge.response_format,
                 cpu_threads=threads if name in local else None,
+                reasoning=judge.thinking,
             )
             step = judge_from_spec(
                 spec,

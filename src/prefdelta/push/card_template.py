@@ -85,6 +85,13 @@ The judge read {{ judge_reads }}{% if over_context %} ({{ over_context }} traces
 {% if judge.structured == "auto" %}Its answers were decoded under a JSON schema (each
 dimension a rationale and an integer score), and every answer was checked against it.
 {% else %}Its answers were free text, read by a lenient parser.
+{% endif %}{% if judge.thinking %}It reasoned before answering (reasoning {{ judge.thinking.why }},
+up to {{ judge.thinking.budget }} tokens{% if judge.structured == "auto" %}; the schema applied only after the
+reasoning{% endif %}). The
+reasoning is kept in the `traces` column `judge_reasoning` and counted in the judge's tokens;
+expected scores read only the answer's score tokens, never digits in the reasoning.
+{% else %}It answered without reasoning first (reasoning: off{% if judge.reasoning != "off" %},
+by the auto rule: not a model of a known reasoning family{% endif %}).
 {% endif %}{% if score_kinds %}Scores: {% for kind, n in score_kinds %}{{ n }} {{ kind }}{{ ", " if not loop.last }}{% endfor %}
 (expected: the probability-weighted mean of the scale values at the score token, so scores
 and deltas are continuous; sampled: the integer the judge wrote).

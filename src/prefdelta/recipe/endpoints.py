@@ -22,6 +22,12 @@ from prefdelta.recipe.identity import content, later, operational, outside
 from prefdelta.recipe.judgment import min_structured_tokens
 from prefdelta.recipe.panel import ENDPOINT_FIELDS, PanelConfig, yaml_off
 from prefdelta.recipe.reads import JudgeReads
+from prefdelta.recipe.reasoning import (
+    DEFAULT_REASONING_BUDGET,
+    Reasoning,
+    ReasoningMode,
+    resolve_reasoning,
+)
 from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
 
 _SECRET_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
@@ -275,6 +281,10 @@ def _dimension_item(item: Any) -> Any:
     return item
 
 
+# the judge's reasoning options, which count as decided (JudgeConfig.thinking), not as written
+REASONING_FIELDS = ("reasoning", "reasoning_budget", "reasoning_parser")
+
+
 class JudgeConfig(ModelEndpoint):
     """The LLM judge: one call per trace scores every dimension."""
 
@@ -328,6 +338,34 @@ class JudgeConfig(ModelEndpoint):
     def _false_is_unset(cls, v: bool | None) -> bool | None:
         """``false`` is the default: it keeps the keys of a recipe that does not set it."""
         return v or None
+
+    reasoning: ReasoningMode | None = later(
+        None,
+        description="auto (when unset): on for a model of a family known to reason "
+        "(DeepSeek-R1 and its distills, QwQ, Qwen3 but not its -Instruct releases, GPT-OSS), "
+        "off otherwise and on inference-endpoints (its grammar holds from the first token); "
+        "on: the judge reasons before the answer's schema applies; off: the schema applies "
+        "from the first token",
+    )
+    reasoning_budget: int | None = later(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="tokens the reasoning may take, added to generation.max_new_tokens "
+        f"(default {DEFAULT_REASONING_BUDGET})",
+    )
+    reasoning_parser: str | None = later(
+        None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="backend vllm: its reasoning parser (deepseek_r1, qwen3, openai_gptoss, "
+        "...); default: the one of the model's family",
+    )
+
+    @field_validator("reasoning", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        """YAML reads a bare ``on`` as true and ``off`` as false."""
+        return {False: "off", True: "on"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("template")
     @classmethod
@@ -398,6 +436,32 @@ class JudgeConfig(ModelEndpoint):
                     f"for a structured judgment of {len(self.dimensions)} dimensions: give at "
                     f"least {need} (rationales are bounded to fit the budget), or structured: off"
                 )
+        return self._reasoning_fields()
+
+    def _reasoning_fields(self) -> JudgeConfig:
+        if self.reasoning_parser is not None and self.backend != "vllm":
+            raise ValueError(f"reasoning_parser applies to backend 'vllm', not {self.backend!r}")
+        thinking = self.thinking
+        if thinking is None and self.reasoning_budget is not None:
+            raise ValueError(
+                f"reasoning_budget is set but reasoning is off for {self.model!r} "
+                "(auto: not a model of a known reasoning family); set reasoning: on"
+            )
+        if (
+            self.reasoning == "on"
+            and self.backend == "inference-endpoints"
+            and self.structured == "auto"
+        ):
+            raise ValueError(
+                "backend 'inference-endpoints' enforces the schema from the first token, so "
+                "the judge cannot reason first: use structured: off, or a vllm or openai backend"
+            )
+        if thinking is not None and self.backend == "vllm" and thinking.parser is None:
+            raise ValueError(
+                f"reasoning on backend 'vllm' needs `reasoning_parser` for {self.model!r} "
+                "(vLLM's name for how the model marks its reasoning, e.g. deepseek_r1, qwen3, "
+                "openai_gptoss)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -435,6 +499,22 @@ class JudgeConfig(ModelEndpoint):
         if self.panel is None:
             return {"judge": self}
         return {m.name: self._member(i) for i, m in enumerate(self.panel.judges)}
+
+    @property
+    def thinking(self) -> Reasoning | None:
+        """The judge's reasoning, resolved (``auto`` decided), or None when it is off."""
+        mode = self.reasoning
+        if mode in (None, "auto") and self.backend == "inference-endpoints":
+            # TGI's grammar holds from the first token: a judge there cannot reason first
+            mode = "off" if self.structured == "auto" else mode
+        return resolve_reasoning(self.model, mode, self.reasoning_budget, self.reasoning_parser)
+
+    @property
+    def token_budget(self) -> int:
+        """Tokens one judgment may take: the answer's budget, plus the reasoning's."""
+        thinking = self.thinking
+        extra = 0 if thinking is None else thinking.extra_tokens
+        return self.generation.max_new_tokens + extra
 
     @property
     def dimension_names(self) -> list[str]:

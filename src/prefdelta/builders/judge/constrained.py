@@ -42,13 +42,22 @@ class GrammarCache:
         self._compiler = xgr.GrammarCompiler(info)
         self._compiled: dict[str, Any] = {}
 
-    def get(self, schema: dict[str, Any]) -> Any:
-        key = json.dumps(schema, sort_keys=True)
+    def get(self, schema: dict[str, Any], think_chars: int | None = None) -> Any:
+        """The compiled grammar of ``schema``; ``think_chars``: a reasoning judge's
+        ``<think>`` block of at most that many characters comes first
+        (:func:`~prefdelta.builders.judge.thinking.think_grammar`)."""
+        key = json.dumps([schema, think_chars], sort_keys=True)
         if key not in self._compiled:
-            # compact separators: the schema's length bound counts on no free whitespace
-            self._compiled[key] = self._compiler.compile_json_schema(
-                json.dumps(schema), any_whitespace=False
-            )
+            if think_chars is not None:
+                from prefdelta.builders.judge.thinking import think_grammar
+
+                grammar = think_grammar(schema, think_chars)
+                self._compiled[key] = self._compiler.compile_grammar(grammar)
+            else:
+                # compact separators: the schema's length bound counts on no free whitespace
+                self._compiled[key] = self._compiler.compile_json_schema(
+                    json.dumps(schema), any_whitespace=False
+                )
         return self._compiled[key]
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from prefdelta.builders.judge.lenient_json import objects_in
+from prefdelta.builders.judge.thinking import split_reasoning
 
 JudgeStatus = Literal[
     "ok",
@@ -183,21 +184,10 @@ def _parse(
     return Judgment("ok", scores=scores, rationales=rationales)
 
 
-_THINK_OPEN = re.compile(r"<(think|thinking|reasoning)>", re.IGNORECASE)
-
-
 def _strip_reasoning(text: str) -> str | None:
     """The answer part of a reasoning model's output; None if reasoning never ended."""
-    # gpt-oss (harmony) answers after the final channel marker.
-    marker = "<|channel|>final<|message|>"
-    if marker in text:
-        text = text.rsplit(marker, 1)[1]
-    closes = list(re.finditer(r"</(think|thinking|reasoning)>", text, re.IGNORECASE))
-    if closes:
-        return text[closes[-1].end() :]
-    if _THINK_OPEN.search(text):
-        return None
-    return text
+    split = split_reasoning(text)
+    return split.answer if split.closed else None
 
 
 _REFUSAL = re.compile(

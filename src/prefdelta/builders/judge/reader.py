@@ -50,13 +50,16 @@ class AnswerReader:
         text, tokens, error = attempt.get("text"), attempt.get("tokens"), attempt.get("error")
         if text is None:
             return Judgment("failed", problem=error or "the LLM returned no output"), None
-        if not text.strip():
-            return Judgment("empty", problem="the judge answered with no text"), None
         truncated = (
             tokens is not None
             and self.budget is not None
             and tokens >= self.budget * (1 - _TRUNCATION_SLACK)
         )
+        if not text.strip():
+            if truncated and attempt.get("reasoning"):
+                why = "the judge's reasoning ran to the token budget; no answer followed"
+                return Judgment("truncated", problem=why), None
+            return Judgment("empty", problem="the judge answered with no text"), None
         if self.schema is None:
             judgment = parse_judgment(text, self.dimensions, self.scale, truncated=truncated)
         else:
@@ -106,6 +109,8 @@ class AnswerReader:
         if not slots:
             failure = Judgment("parse_error", problem="no trace to judge (generation is missing)")
         raw = [a.get("text") or "" for attempts in slots for a in attempts]
+        # a reasoning judge's reasoning, aligned with judge_raw (None: no attempt reasoned)
+        thoughts = [a.get("reasoning") for attempts in slots for a in attempts]
         out: dict[str, Any] = {
             "scores": dict.fromkeys(names),
             "score_spread": dict.fromkeys(names),
@@ -116,6 +121,7 @@ class AnswerReader:
             "judge_status": "ok" if ok else (failure.status if failure else "parse_error"),
             "judge_problem": None if ok else (failure.problem if failure else None),
             "judge_raw": raw,
+            "judge_reasoning": thoughts if any(t is not None for t in thoughts) else None,
             "judge_answers": slots,
             "judge_attempts": len(raw),
             "judge_samples": len(ok),

@@ -120,7 +120,7 @@ class JudgeSpec:
                 scale=scale,
                 schema=schema,
                 scoring=config.scoring,
-                budget=config.generation.max_new_tokens,
+                budget=config.token_budget,
             ),
             show_reference=show_reference,
         )

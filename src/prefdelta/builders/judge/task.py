@@ -31,6 +31,7 @@ from prefdelta.builders.judge.parsing import Judgment
 from prefdelta.builders.judge.prompt import judge_messages
 from prefdelta.builders.judge.reader import AnswerReader, ScoreKind
 from prefdelta.builders.judge.spec import JudgeSpec, template_source
+from prefdelta.builders.judge.thinking import split_answer
 from prefdelta.builders.keys import row_seed
 from prefdelta.builders.llms import takes_row_seeds
 from prefdelta.recipe.rubrics import BUILTIN_RUBRICS
@@ -51,6 +52,7 @@ JUDGE_OUTPUTS: tuple[str, ...] = (
     "judge_status",
     "judge_problem",
     "judge_raw",
+    "judge_reasoning",
     "judge_answers",
     "judge_attempts",
     "judge_samples",
@@ -84,6 +86,8 @@ class ReasoningJudge(Task):
             must conform to it. None: answers are prose, read by the lenient parser.
         scoring: ``expected`` reads probability-weighted scores where the LLM returns token
             log-probs (``token_logprobs`` in its outputs), ``sampled`` the integers written.
+        reasoning: the judge reasons before it answers: each answer is read without its
+            reasoning, which is kept (:mod:`prefdelta.builders.judge.thinking`).
 
     Input columns:
         - instruction (`str`): the problem.
@@ -103,6 +107,7 @@ class ReasoningJudge(Task):
           empty (the call succeeded with no text) | failed (the call failed).
         - judge_problem (`str | None`): why the last attempt failed; ``None`` when ok.
         - judge_raw (`list[str]`): the raw output of every attempt, sample by sample.
+        - judge_reasoning (`list[str] | None`): a reasoning judge's reasoning, per attempt.
         - judge_answers (`list[list[dict]]`): per sample, every attempt as
           ``{text, tokens, error, logprobs}``: what :class:`AnswerReader` reads.
         - judge_attempts (`int`): LLM generations spent on the row.
@@ -121,6 +126,7 @@ class ReasoningJudge(Task):
     json_schema: dict[str, Any] | None = None
     scoring: ScoreKind = "expected"
     show_reference: bool = False  # rows carry a `reference` column, shown to the judge
+    reasoning: bool = False
 
     _template: Template | None = PrivateAttr(default=None)
 
@@ -273,9 +279,8 @@ class ReasoningJudge(Task):
             self._logger.warning(f"Judge '{self.name}': LLM call failed: {exc!r}")
             return exc
 
-    @staticmethod
     def _unpack(
-        outputs: list["GenerateOutput"] | Exception, n: int, count: int
+        self, outputs: list["GenerateOutput"] | Exception, n: int, count: int
     ) -> list[dict[str, Any]]:
         """The ``count`` attempts of input n as ``{text, tokens, error, logprobs}``."""
         if isinstance(outputs, Exception):
@@ -290,21 +295,28 @@ class ReasoningJudge(Task):
         prompt_tokens = list(stats.get("input_tokens") or [])
         logprobs = list(output.get("token_logprobs") or [])  # type: ignore[attr-defined]
         errors = list(output.get("errors") or [])  # type: ignore[attr-defined]
+        thoughts = list(output.get("reasoning") or [])  # type: ignore[attr-defined]
         unpacked = []
         for k in range(count):
             text = generations[k] if k < len(generations) else None
             error = None
             if text is None:
                 error = (errors[k] if k < len(errors) else None) or "the LLM returned no output"
-            unpacked.append(
-                _attempt(
-                    text,
-                    tokens[k] if k < len(tokens) else None,
-                    error,
-                    logprobs[k] if k < len(logprobs) else None,
-                    prompt_tokens[k] if k < len(prompt_tokens) else None,
-                )
+            lp = logprobs[k] if k < len(logprobs) else None
+            thought = None
+            if self.reasoning:  # the answer is read without it; its tokens stay counted
+                given = thoughts[k] if k < len(thoughts) else None
+                text, lp, thought = split_answer(text, lp, given)
+            attempt = _attempt(
+                text,
+                tokens[k] if k < len(tokens) else None,
+                error,
+                lp,
+                prompt_tokens[k] if k < len(prompt_tokens) else None,
             )
+            if thought is not None:
+                attempt["reasoning"] = thought
+            unpacked.append(attempt)
         return unpacked
 
     def _greedy(self) -> bool:
@@ -416,5 +428,6 @@ def judge_from_spec(
         json_schema=spec.schema,
         scoring=spec.config.scoring,
         show_reference=spec.show_reference,
+        reasoning=spec.config.thinking is not None,
         **step_kwargs,
     )

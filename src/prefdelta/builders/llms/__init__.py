@@ -49,7 +49,8 @@ from prefdelta.recipe import (
     resolve_path,
     resolve_secret,
 )
-from prefdelta.recipe.endpoints import GIVEN_FIELDS
+from prefdelta.recipe.endpoints import GIVEN_FIELDS, REASONING_FIELDS
+from prefdelta.recipe.reasoning import Reasoning
 
 __all__ = [
     "NO_AUTH_KEY",
@@ -116,6 +117,7 @@ def make_llm(
     json_schema: dict[str, Any] | None = None,
     logprobs: bool = False,
     schema_dialect: Literal["auto", "json_schema", "json_object"] = "auto",
+    reasoning: Reasoning | None = None,
 ) -> LLM:
     """The distilabel LLM for one generator or the judge, not yet loaded.
 
@@ -130,9 +132,15 @@ def make_llm(
     by side (default: torch's own choice, all cores). ``json_schema``: every answer is
     decoded under it, by each backend's own means; ``logprobs``: outputs carry the
     alternatives of each digit token (``token_logprobs``); ``schema_dialect``: how an
-    OpenAI-compatible server is sent the schema.
+    OpenAI-compatible server is sent the schema. ``reasoning`` (a reasoning judge): its
+    budget is added to ``max_new_tokens``, and each backend lets it reason before the
+    schema applies (:mod:`prefdelta.builders.judge.thinking`).
     """
     kwargs = generation_kwargs(endpoint.backend, generation)
+    timed = generation  # an API request's wait follows the whole budget, reasoning included
+    if reasoning is not None:
+        kwargs["max_new_tokens"] += reasoning.extra_tokens
+        timed = generation.model_copy(update={"max_new_tokens": kwargs["max_new_tokens"]})
     dtype = endpoint.dtype
     if is_local(endpoint.backend):
         # Imported once here, in the parent: every step process distilabel forks inherits
@@ -149,6 +157,7 @@ def make_llm(
             generation_kwargs=kwargs,
             json_schema=json_schema,
             logprobs=logprobs,
+            think_chars=None if reasoning is None else reasoning.budget,
         )
     if endpoint.backend == "vllm":
         if not _installed("vllm"):
@@ -156,13 +165,17 @@ def make_llm(
                 f"backend 'vllm' for {endpoint.model!r} needs vLLM, which is not installed: "
                 "pip install vllm (on a CUDA machine)"
             )
+        engine: dict[str, Any] = {"tensor_parallel_size": endpoint.tensor_parallel_size}
+        if reasoning is not None:
+            engine["reasoning_parser"] = reasoning.parser
         return StructuredvLLM(
             model=_local_or_hub(endpoint.model, base_dir),
             dtype=dtype,
-            extra_kwargs={"tensor_parallel_size": endpoint.tensor_parallel_size},
+            extra_kwargs=engine,
             generation_kwargs=kwargs,
             json_schema=json_schema,
             logprobs=logprobs,
+            thinking_budget=None if reasoning is None else reasoning.budget,
         )
     if endpoint.backend == "openai":
         key = _api_key(endpoint)
@@ -173,12 +186,13 @@ def make_llm(
             model=endpoint.model,
             api_key=key,
             max_retries=endpoint.request_retries,
-            timeout=request_timeout_s(endpoint, generation),
+            timeout=request_timeout_s(endpoint, timed),
             max_concurrency=endpoint.concurrency,
             generation_kwargs=kwargs,
             json_schema=json_schema,
             schema_dialect=schema_dialect,
             logprobs=logprobs,
+            reasoning=reasoning is not None,
             **extra,
         )
     if endpoint.backend == "inference-endpoints":
@@ -189,12 +203,15 @@ def make_llm(
             model_display_name=endpoint.model,
             api_key=key,
             max_concurrency=endpoint.concurrency,
-            request_timeout=request_timeout_s(endpoint, generation),
+            request_timeout=request_timeout_s(endpoint, timed),
             generation_kwargs=kwargs,
             json_schema=json_schema,
             logprobs=logprobs,
         )
     raise ValueError(f"unknown backend {endpoint.backend!r}")
+
+
+SEED_NEUTRAL_UNSET = (*REASONING_FIELDS, "show_reference", "panel")
 
 
 def sampling_seed(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
@@ -203,9 +220,13 @@ def sampling_seed(endpoint: ModelEndpoint, generation: GenerationParams) -> int:
     ``endpoint`` is the whole generator config (prompt template included), so two
     generators that differ in anything sample differently. A dataset generator's columns
     are left out: a generator that samples has none; so is what the judge reads of a trace
-    (``judge.reads``), which chooses its input, not how it samples.
+    (``judge.reads``), which chooses its input, not how it samples, and where its step runs
+    (``resources``).
     """
-    dumped = endpoint.model_dump(mode="json", exclude={*GIVEN_FIELDS, "reads"})
+    # the judge's options added since seeds were first recorded, unset, are left out:
+    # adding them changed no seed
+    unset = {f for f in SEED_NEUTRAL_UNSET if getattr(endpoint, f, None) is None}
+    dumped = endpoint.model_dump(mode="json", exclude={*GIVEN_FIELDS, "reads", "resources"} | unset)
     blob = json.dumps([dumped, generation.model_dump(mode="json")], sort_keys=True)
     return int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16)
 

@@ -19,6 +19,7 @@ from prefdelta.builders.judge.structured import (
     rejects_field,
     response_format,
 )
+from prefdelta.builders.judge.thinking import answer_logprobs, message_reasoning
 from prefdelta.builders.llms.common import BoundedConcurrency, NotJSONResponse
 
 __all__ = ["BoundedOpenAILLM"]
@@ -32,13 +33,16 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
     (``auto``: ``json_schema`` first; a server that refuses it, as llama-cpp-python's does
     with a 500 naming the field, is asked in ``json_object`` from then on, with a logged
     note) and ``logprobs`` asks for the alternatives of each token (dropped, with a note,
-    by a server that refuses them). Such outputs carry ``token_logprobs``.
+    by a server that refuses them). Such outputs carry ``token_logprobs``. ``reasoning`` (a
+    reasoning judge): the message's ``reasoning_content`` (or ``reasoning``) field is kept,
+    as the output's ``reasoning``, beside the constrained answer.
     """
 
     max_concurrency: int = Field(8, gt=0)
     json_schema: dict[str, Any] | None = None
     schema_dialect: Literal["auto", "json_schema", "json_object"] = "auto"
     logprobs: bool = False
+    reasoning: bool = False
 
     _dialect: ResponseFormatDialect | None = PrivateAttr(default=None)
     _logprobs_refused: bool = PrivateAttr(default=False)
@@ -63,7 +67,7 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
     ) -> Any:
         if seed is not None:  # distilabel's request has no seed field; the body takes it
             extra_body = {**(extra_body or {}), "seed": seed}
-        if self.json_schema is None and not self.logprobs:
+        if self.json_schema is None and not self.logprobs and not self.reasoning:
             return await super().agenerate(
                 input=input,
                 num_generations=num_generations,
@@ -92,17 +96,20 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
             "extra_body": extra_body,
         }
         completion = await self._structured_completion(request)
-        generations, token_logprobs = [], []
+        generations, token_logprobs, reasoning = [], [], []
         for choice in completion.choices:
             text = choice.message.content or ""  # the call succeeded: no content is empty
             tokens = chat_choice_tokens(choice)
             generations.append(text)
-            token_logprobs.append(None if tokens is None else digit_tokens(tokens, text))
+            token_logprobs.append(None if tokens is None else _answer_digit_tokens(tokens, text))
+            reasoning.append(message_reasoning(choice.message) if self.reasoning else None)
         stats = self._get_llm_statistics(completion)
         output = prepare_output(
             generations, input_tokens=stats["input_tokens"], output_tokens=stats["output_tokens"]
         )
         output["token_logprobs"] = token_logprobs  # type: ignore[typeddict-unknown-key]
+        if self.reasoning:
+            output["reasoning"] = reasoning  # type: ignore[typeddict-unknown-key]
         return output
 
     async def _structured_completion(self, request: dict[str, Any]) -> Any:
@@ -160,6 +167,16 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
         if self._probe is None or self._probe[0] is not loop:  # distilabel runs a loop per batch
             self._probe = (loop, asyncio.Lock())
         return self._probe[1]
+
+
+def _answer_digit_tokens(tokens: list[Any], text: str) -> Any:
+    """The answer's digit tokens; a server whose log-probs also cover the reasoning before
+    the answer (vLLM's do) has them counted from where the answer starts."""
+    joined = "".join(t for t, _, _ in tokens)
+    if joined == text or not text or not joined.endswith(text):
+        return digit_tokens(tokens, text)
+    start = len(joined) - len(text)
+    return answer_logprobs(digit_tokens(tokens, joined), start, text)
 
 
 def _parsed(completion: Any) -> Any:

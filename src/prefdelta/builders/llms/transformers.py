@@ -26,7 +26,9 @@ class LocalTransformersLLM(TransformersLLM):
     forked from one parent, every step would otherwise sample from the same random stream.
     Callers that name their rows pass ``seeds`` instead
     (:func:`~prefdelta.builders.llms.takes_row_seeds`): each sampled row then draws from its
-    own stream, whatever shares its batch or its model.
+    own stream, whatever shares its batch or its model. ``think_chars`` (a reasoning judge):
+    the grammar lets a ``<think>`` block of at most that many characters come before the
+    schema.
     """
 
     per_row_seeds: ClassVar[bool] = True
@@ -35,6 +37,7 @@ class LocalTransformersLLM(TransformersLLM):
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
     logprobs: bool = False
+    think_chars: int | None = Field(None, gt=0)
 
     _streams: dict[int, tuple[Any, Any]] = PrivateAttr(default_factory=dict)
     _grammars: Any = PrivateAttr(default=None)
@@ -59,7 +62,8 @@ class LocalTransformersLLM(TransformersLLM):
                 self._pipeline.tokenizer,  # type: ignore[union-attr]
                 vocab_size=model.config.get_text_config().vocab_size,
             )
-            self._grammars.get(self.json_schema)  # a schema xgrammar rejects fails at load
+            # a schema xgrammar rejects fails at load
+            self._grammars.get(self.json_schema, self.think_chars)
 
     def generate(  # type: ignore[override]
         self,
@@ -94,7 +98,9 @@ class LocalTransformersLLM(TransformersLLM):
 
         pipeline = self._pipeline
         assert pipeline is not None
-        grammar = None if self.json_schema is None else self._grammars.get(self.json_schema)
+        grammar = None
+        if self.json_schema is not None:
+            grammar = self._grammars.get(self.json_schema, self.think_chars)
         generated = generate_local(
             pipeline.model,
             pipeline.tokenizer,

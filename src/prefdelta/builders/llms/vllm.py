@@ -13,6 +13,8 @@ from prefdelta.builders.judge.structured import (
     vllm_output_tokens,
     vllm_structured_outputs,
 )
+from prefdelta.builders.judge.thinking import THINK_CLOSE, THINK_OPEN
+from prefdelta.recipe.reasoning import THINK_TAG_PARSERS
 
 __all__ = ["StructuredvLLM"]
 
@@ -26,12 +28,46 @@ class StructuredvLLM(vLLM):
     ``logits_processors=``, a field vLLM 0.33 (the release the pins resolve to) no longer
     has, so its ``generate`` fails on the first batch. Everything else (the engine, the
     chat template, token counts, log-probs) stays distilabel's.
+
+    A reasoning judge: ``extra_kwargs["reasoning_parser"]`` goes to ``vllm.LLM``, whose
+    structured outputs then start the schema where the parser sees the reasoning end (its
+    ``enable_in_reasoning`` stays off). For a parser whose models reason between
+    ``<think>`` and ``</think>`` the engine also gets a ``ReasoningConfig`` naming those
+    tags, and ``thinking_budget`` goes out as ``thinking_token_budget``, which ends the
+    reasoning after that many tokens (vLLM refuses the budget without such a config); for
+    others (gpt-oss) only ``max_tokens`` bounds it. The text comes back whole (the offline
+    ``LLM`` does not split it): the judge cuts the reasoning off
+    (:mod:`prefdelta.builders.judge.thinking`). gpt-oss marks its final answer with special
+    tokens, which are then kept in the text.
     """
 
     json_schema: dict[str, Any] | None = None
     logprobs: bool = False
+    thinking_budget: int | None = None
 
     _tokens: list[Any] = PrivateAttr(default_factory=list)
+
+    def load(self) -> None:
+        if self.thinking_budget is not None and self._think_tags:
+            from vllm.config import ReasoningConfig
+
+            self.extra_kwargs = {
+                **(self.extra_kwargs or {}),
+                "reasoning_config": ReasoningConfig(
+                    reasoning_parser=self._parser,
+                    reasoning_start_str=THINK_OPEN,
+                    reasoning_end_str=THINK_CLOSE,
+                ),
+            }
+        super().load()
+
+    @property
+    def _parser(self) -> str | None:
+        return (self.extra_kwargs or {}).get("reasoning_parser")
+
+    @property
+    def _think_tags(self) -> bool:
+        return self._parser in THINK_TAG_PARSERS
 
     def generate(  # type: ignore[override]
         self,
@@ -64,6 +100,10 @@ class StructuredvLLM(vLLM):
         extra = dict(extra_sampling_params or {})
         if self.json_schema is not None:
             extra["structured_outputs"] = vllm_structured_outputs(self.json_schema)
+        if self.thinking_budget is not None and self._think_tags:
+            extra["thinking_token_budget"] = self.thinking_budget
+        if self.thinking_budget is not None and self._parser == "openai_gptoss":
+            skip_special_tokens = False  # its final-channel marker is a special token
         n_logprobs = TOP_LOGPROBS if self.logprobs else logprobs
         params = SamplingParams(
             n=num_generations,
