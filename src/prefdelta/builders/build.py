@@ -284,19 +284,16 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
     with store_progress(
         console, "judgment", {"judge": list(jkeys.values())}, store, notes=judge_note
     ):
-        traces_in = [
-            {
-                "prompt_id": t.prompt.prompt_id,
-                "prompt": t.prompt.prompt,
-                "trace": generations[t.key]["trace"],
-                "trace_key": t.key,
-            }
-            for t in judgeable
-            if jkeys[t.key] not in judged_before
-        ]
         # longest first: batches of like lengths pad least (and on a GPU, memory runs out
-        # on the first batch or not at all)
-        traces_in.sort(key=lambda r: len(r["prompt"]) + len(r["trace"]), reverse=True)
+        # on the first batch or not at all); the judge reads each text from the store
+        todo_judge = [t for t in judgeable if jkeys[t.key] not in judged_before]
+        todo_judge.sort(
+            key=lambda t: len(t.prompt.prompt) + len(generations[t.key]["trace"]), reverse=True
+        )
+        traces_in = [
+            {"prompt_id": t.prompt.prompt_id, "prompt": t.prompt.prompt, "trace_key": t.key}
+            for t in todo_judge
+        ]
         if traces_in:
             with pipeline_scratch(recipe.ray) as scratch:
                 run_pipeline(judge_pipeline(recipe, spec, traces_in, store_path, scratch))

@@ -9,7 +9,7 @@ so that on a GPU the judge gets the memory the generators held. Each can run on 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +19,118 @@ from distilabel.typing import StepOutput
 
 from prefdelta.backends import is_local
 from prefdelta.builders.judge.spec import JudgeSpec
-from prefdelta.builders.judge.task import ReasoningJudge, judge_from_spec
+from prefdelta.builders.judge.task import JUDGE_OUTPUTS, ReasoningJudge, judge_from_spec
 from prefdelta.builders.keys import judged_ref, judgment_key
+from prefdelta.builders.llms import step_batch_size, streams_rows
+from prefdelta.builders.llms.common import run_rows, stopping
 from prefdelta.builders.store import ResultStore
 from prefdelta.builders.traces import TraceGeneration, model_group
 from prefdelta.recipe import BuildRecipe
 
 
 class CachedReasoningJudge(ReasoningJudge):
-    """The judge, asked only about traces the store has no judgment for."""
+    """The judge, asked only about traces the store has no judgment for.
+
+    Rows name their trace by ``trace_key`` and the text is read from the store, a chunk at
+    a time; rows out carry the judgment's key and status, not its answers (the build
+    reads those from the store): traces never travel through distilabel's queues, hashes
+    and batch files. Each judgment is committed once its row is done: for an API judge as
+    each row finishes (:meth:`ReasoningJudge.ajudge`), else per batch.
+    """
 
     fingerprint: str
     store_path: str
 
+    @property
+    def inputs(self) -> list[str]:
+        return ["instruction", "trace_key"]
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["judgment_key", "judge_status", "reused"]
+
     def process(self, inputs: StepInput) -> StepOutput:  # type: ignore[override]
         store = ResultStore(self.store_path)
-        keys = [judgment_key(self.fingerprint, r["instruction"], r["generation"]) for r in inputs]
-        done = store.get_many("judgment", keys)
-        missing = [row for row, key in zip(inputs, keys, strict=True) if key not in done]
-        fresh: dict[str, dict[str, Any]] = {}
-        refs: dict[str, str] = {}
+        if streams_rows(self.llm):
+            yield self._stream(inputs, store)
+            return
+        rows = _with_traces(inputs, store)
+        keys = [self._key(row) for row in rows]
+        done = store.existing("judgment", keys)
+        missing = [row for row, key in zip(rows, keys, strict=True) if key not in done]
+        judged = {}
         if missing:
             for batch in super().process(missing):
-                for row in batch:
-                    key = judgment_key(self.fingerprint, row["instruction"], row["generation"])
-                    fresh[key] = {c: row[c] for c in self.outputs}
-                    refs[key] = judged_ref(self.fingerprint, row["trace_key"])
-            # a judgment whose every call failed is not a result: a rerun retries it, and
-            # its last error is kept for the build to name
-            answered = {k: v for k, v in fresh.items() if _answered(v)}
-            store.put_many("judgment", answered, refs)
-            store.put_failures(
-                {k: v["judge_problem"] or "failed" for k, v in fresh.items() if k not in answered}
-            )
-        yield [{**row, **(done.get(k) or fresh[k])} for row, k in zip(inputs, keys, strict=True)]
+                judged.update((self._key(row), row) for row in batch)
+            _commit(store, self.fingerprint, judged)
+        yield [
+            _light(row, key, None if key in done else judged[key])
+            for row, key in zip(rows, keys, strict=True)
+        ]
+
+    def _key(self, row: dict[str, Any]) -> str:
+        return judgment_key(self.fingerprint, row["instruction"], row["generation"])
+
+    def _stream(self, inputs: list[dict[str, Any]], store: ResultStore) -> list[dict[str, Any]]:
+        """Judge each row on its own, ``concurrency`` requests in flight, committing each
+        judgment as its row finishes (:func:`prefdelta.builders.llms.common.run_rows`)."""
+        llm: Any = self.llm
+        kwargs = llm.get_generation_kwargs() or {}
+        results: list[dict[str, Any]] = []
+
+        async def ask(chat: Any, n: int, seed: int | None, first: bool) -> dict[str, Any]:
+            stop = stopping if first else None  # a row once begun finishes
+            return await llm.ask(chat, n, seed=seed, stop=stop, **kwargs)
+
+        def job(row: dict[str, Any], key: str) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                judged = await self.ajudge(row, ask)
+                _commit(store, self.fingerprint, {key: judged})
+                results.append(_light(row, key, judged))
+
+            return run
+
+        def jobs() -> Iterator[Callable[[], Awaitable[None]]]:
+            for start in range(0, len(inputs), _CHUNK):  # texts read as the rows are reached
+                rows = _with_traces(inputs[start : start + _CHUNK], store)
+                keys = [self._key(row) for row in rows]
+                done = store.existing("judgment", keys)
+                for row, key in zip(rows, keys, strict=True):
+                    if key in done:
+                        results.append(_light(row, key, None))
+                    else:
+                        yield job(row, key)
+
+        run_rows(llm, jobs(), workers=2 * llm.max_concurrency)
+        return results
+
+
+_CHUNK = 256  # rows whose traces a streaming judge reads from the store at once
+
+
+def _with_traces(rows: list[dict[str, Any]], store: ResultStore) -> list[dict[str, Any]]:
+    """``rows`` with the text of their trace (``generation``), read from the store."""
+    texts = store.get_many("generation", [row["trace_key"] for row in rows])
+    return [{**row, "generation": (texts.get(row["trace_key"]) or {}).get("trace")} for row in rows]
+
+
+def _commit(store: ResultStore, fingerprint: str, judged: dict[str, dict[str, Any]]) -> None:
+    """Store the judgments by key; a judgment whose every call failed is not a result: a
+    rerun retries it, and its last error is kept for the build to name."""
+    values = {key: {c: row[c] for c in JUDGE_OUTPUTS} for key, row in judged.items()}
+    answered = {k: v for k, v in values.items() if _answered(v)}
+    refs = {k: judged_ref(fingerprint, judged[k]["trace_key"]) for k in answered}
+    store.put_many("judgment", answered, refs)
+    store.put_failures(
+        {k: v["judge_problem"] or "failed" for k, v in values.items() if k not in answered}
+    )
+
+
+def _light(row: dict[str, Any], key: str, judged: dict[str, Any] | None) -> dict[str, Any]:
+    """A judged row for distilabel: its key and status (None: reused), not its answers."""
+    status = None if judged is None else judged["judge_status"]
+    light = {k: v for k, v in row.items() if k != "generation"}
+    return light | {"judgment_key": key, "judge_status": status, "reused": judged is None}
 
 
 def _answered(judged: dict[str, Any]) -> bool:
@@ -96,7 +174,7 @@ def generation_pipeline(
     # local models in parallel step processes share the cores; more threads than cores crawl
     threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
     with Pipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
-        batch = max(recipe.generators[g].batch_size for g in generators)
+        batch = max(step_batch_size(recipe.generators[g]) for g in generators)
         load = LoadDataFromDicts(name="load_prompts", data=list(prompts), batch_size=batch)
         for names in groups.values():
             first = recipe.generators[names[0]]
@@ -110,7 +188,7 @@ def generation_pipeline(
                 ),
                 generators={name: recipe.generators[name] for name in names},
                 store_path=str(store_path),
-                input_batch_size=first.batch_size,
+                input_batch_size=step_batch_size(first),
             )
             load >> step
     return _maybe_ray(pipeline, recipe.ray)
@@ -128,7 +206,8 @@ def judge_pipeline(
 
     judge = spec.config
     with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
-        load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=judge.batch_size)
+        batch = step_batch_size(judge)
+        load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=batch)
         llm = make_llm(
             judge,
             judge.generation,
@@ -144,8 +223,8 @@ def judge_pipeline(
             name="judge",
             fingerprint=spec.fingerprint,
             store_path=str(store_path),
-            input_batch_size=judge.batch_size,
-            input_mappings={"instruction": "prompt", "generation": "trace"},
+            input_batch_size=batch,
+            input_mappings={"instruction": "prompt"},
         )
         load >> step
     return _maybe_ray(pipeline, recipe.ray)

@@ -43,6 +43,7 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
     _dialect: ResponseFormatDialect | None = PrivateAttr(default=None)
     _logprobs_refused: bool = PrivateAttr(default=False)
     _probe: tuple[Any, asyncio.Lock] | None = PrivateAttr(default=None)
+    _bound: tuple[Any, asyncio.Semaphore] | None = PrivateAttr(default=None)
 
     async def agenerate(  # type: ignore[override]
         self,
