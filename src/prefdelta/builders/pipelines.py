@@ -101,7 +101,8 @@ class CachedReasoningJudge(ReasoningJudge):
                     else:
                         yield job(row, key)
 
-        run_rows(llm, jobs(), workers=2 * llm.max_concurrency)
+        with store.session():  # a commit per row: one connection for all of them
+            run_rows(llm, jobs(), workers=2 * llm.max_concurrency)
         return results
 
 

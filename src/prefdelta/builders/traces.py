@@ -161,7 +161,8 @@ class TraceGeneration(Task):
             return run
 
         llm: Any = self.llm
-        run_rows(llm, (job(row, key) for row, key in missing), workers=2 * llm.max_concurrency)
+        with store.session():  # a commit per row: one connection for all of them
+            run_rows(llm, (job(row, key) for row, key in missing), workers=2 * llm.max_concurrency)
         return fresh
 
     def _generate(
