@@ -17,27 +17,38 @@ API_RECIPE = """
 name: api-build
 prompts: {{path: prompts.jsonl, reference_column: answer}}
 generators:
-  strong: {{model: gen-strong, backend: openai, base_url: {url}, batch_size: 2, concurrency: 1}}
+  strong: {{model: gen-strong, backend: openai, base_url: {url}, batch_size: {batch}, concurrency: {slots}}}
   weak:
     model: gen-weak
     backend: openai
     base_url: {url}
-    batch_size: 2
-    concurrency: 1
+    batch_size: {batch}
+    concurrency: {slots}
     prompt_template: "Briefly. {{prompt}}"
 pairing: {{chosen: strong, rejected: [weak]}}
 judge:
   model: the-judge
   backend: openai
   base_url: {url}
+  batch_size: {judge_batch}
+  concurrency: {judge_slots}
   dimensions: [step_coherence, factuality]
   scoring: sampled
 """
 
 
-def write_api_recipe(folder: Path, server: ChatServer, prompts: int) -> Path:
+def write_api_recipe(
+    folder: Path,
+    server: ChatServer,
+    prompts: int,
+    *,
+    batch_size: int = 2,
+    concurrency: int = 1,
+    judge: tuple[int, int] = (8, 8),
+) -> Path:
     """Generators and judge on the loopback server; it answers every call with a judgment
-    (a generator's trace is then that text: it only has to be text)."""
+    (a generator's trace is then that text: it only has to be text). ``batch_size`` and
+    ``concurrency``: the generators'; ``judge``: the judge's (batch size, concurrency)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = [{"problem": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(prompts)]
     (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -45,7 +56,15 @@ def write_api_recipe(folder: Path, server: ChatServer, prompts: int) -> Path:
         {d: {"rationale": "ok", "score": 3} for d in ("step_coherence", "factuality")}
     )
     path = folder / "recipe.yaml"
-    path.write_text(API_RECIPE.format(url=server.url))
+    path.write_text(
+        API_RECIPE.format(
+            url=server.url,
+            batch=batch_size,
+            slots=concurrency,
+            judge_batch=judge[0],
+            judge_slots=judge[1],
+        )
+    )
     return path
 
 

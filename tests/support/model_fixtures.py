@@ -224,7 +224,7 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
 @dataclass
 class ChatServerState:
     """What the server saw, and how it behaves (tests set ``delay_s``, ``fail_first``,
-    ``content``, ``refuse_types`` and the ``*_when`` answers). It ignores ``response_format`` as some servers do.
+    ``content``, ``refuse_types``, ``hold_after`` and the ``*_when`` answers). It ignores ``response_format`` as some servers do.
     ``reasoning``: returned beside the answer in the message's ``reasoning_field``, as vLLM's
     server does for a reasoning model."""
 
@@ -243,6 +243,13 @@ class ChatServerState:
     reasoning: str | None = None
     reasoning_field: str = "reasoning_content"
     logprobs: list[dict[str, Any]] | None = None  # each choice's logprobs.content, if any
+    # by a text in the last user message: hold the request until this many requests to its
+    # model have been answered (or 120 s have passed)
+    hold_when: dict[str, int] = field(default_factory=dict)
+    # answer this many requests, then hold every later one until this is set back to None
+    hold_after: int | None = None
+    admitted: int = 0
+    answered: list[dict[str, Any]] = field(default_factory=list)  # bodies answered, in order
     refused: int = 0
     requests: int = 0
     rate_limited: int = 0
@@ -297,6 +304,16 @@ class ChatServer:
         state.in_flight += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
+            while state.hold_after is not None and state.admitted >= state.hold_after:
+                await asyncio.sleep(0.01)
+            state.admitted += 1
+            for needle, count in state.hold_when.items():
+                if needle in last:
+                    deadline = time.monotonic() + 120
+                    while time.monotonic() < deadline:
+                        if sum(b["model"] == body["model"] for b in state.answered) >= count:
+                            break
+                        await asyncio.sleep(0.01)
             await asyncio.sleep(state.delay_s)
         finally:
             state.in_flight -= 1
@@ -312,6 +329,7 @@ class ChatServer:
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if state.reasoning is not None:
             message[state.reasoning_field] = state.reasoning
+        state.answered.append(body)
         choices = [
             {
                 "index": i,

@@ -19,7 +19,7 @@ from prefdelta.builders.judge.reader import AnswerReader
 from prefdelta.builders.judge.spec import JudgeSpec
 from prefdelta.builders.judge_input import JudgeInput, Read
 from prefdelta.builders.panel import combine_judges, judge_columns
-from prefdelta.builders.pipelines import judge_pipeline, read_column
+from prefdelta.builders.pipelines import ask_column, judge_pipeline, read_column
 from prefdelta.builders.progress import store_progress
 from prefdelta.builders.runtime import pipeline_scratch, run_pipeline
 from prefdelta.builders.store import ResultStore
@@ -128,15 +128,17 @@ def judge_traces(
     groups = {labels[n]: list(k.values()) for n, k in keys.items()}
     working = {n: s for n, s in specs.items() if set(keys[n].values()) - before[n]}
     with store_progress(console, "judgment", groups, store, notes=notes):
-        asked = {  # judge -> trace key -> the text it is asked about
-            n: {t: reads[n][t].text for t, k in keys[n].items() if k not in before[n]}
-            for n in working
+        asked = {  # judge -> the trace keys it is asked about
+            n: {t for t, k in keys[n].items() if k not in before[n]} for n in working
         }
+        # a row carries what a judge reads only where that is not the stored trace (a part,
+        # a cut): the judge step reads the trace itself from the store
         rows = [
             {
                 "prompt": t.prompt,
                 "trace_key": t.trace_key,
-                **{read_column(n): asked[n].get(t.trace_key) for n in working},
+                **{ask_column(n): t.trace_key in asked[n] for n in working},
+                **{read_column(n): _carried(reads[n][t.trace_key], t.trace) for n in working},
                 **({"reference": t.reference} if specs_show_reference(working) else {}),
             }
             for t in traces
@@ -144,10 +146,8 @@ def judge_traces(
         ]
         # longest first: batches of like lengths pad least (and on a GPU, memory runs out
         # on the first batch or not at all)
-        rows.sort(
-            key=lambda r: len(r["prompt"]) + max(len(r[read_column(n)] or "") for n in working),
-            reverse=True,
-        )
+        length = {t.trace_key: len(t.prompt) + len(t.trace) for t in traces}
+        rows.sort(key=lambda r: length[r["trace_key"]], reverse=True)
         if rows:
             with pipeline_scratch(recipe.ray) as scratch:
                 run_pipeline(judge_pipeline(recipe, working, rows, store.path, scratch))
@@ -158,6 +158,12 @@ def judge_traces(
     }
     reused = sum(len(set(b)) for b in before.values())
     return JudgedTraces(recipe, specs, reads, keys, judgments, errors, reused)
+
+
+def _carried(read: Read, trace: str) -> str | None:
+    """What a judging row carries of a trace for a judge: the text it reads where that is
+    not the trace as stored (None: the step reads the trace from the store)."""
+    return None if read.text == trace else read.text
 
 
 def specs_show_reference(specs: dict[str, JudgeSpec]) -> bool:

@@ -10,18 +10,20 @@ so that on a GPU the judge gets the memory the generators held. Each can run on 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from distilabel.pipeline import Pipeline
 from distilabel.steps import LoadDataFromDicts, StepInput
-from distilabel.typing import StepOutput
+from distilabel.typing import StepColumns, StepOutput
 
 from prefdelta.backends import is_local
 from prefdelta.builders.judge.spec import JudgeSpec
-from prefdelta.builders.judge.task import ReasoningJudge, judge_from_spec
+from prefdelta.builders.judge.task import JUDGE_OUTPUTS, ReasoningJudge, judge_from_spec
 from prefdelta.builders.keys import judged_ref, judgment_key
+from prefdelta.builders.llms import step_batch_size, streams_rows
+from prefdelta.builders.llms.common import run_rows, stopping
 from prefdelta.builders.placement import (
     PlacedStep,
     PlacementLog,
@@ -32,46 +34,132 @@ from prefdelta.builders.placement import (
 )
 from prefdelta.builders.store import ResultStore
 from prefdelta.builders.traces import TraceGeneration, model_group
-from prefdelta.recipe import BuildRecipe
+from prefdelta.recipe import BuildRecipe, ModelEndpoint
 
 
 class CachedReasoningJudge(ReasoningJudge):
-    """The judge, asked only about traces the store has no judgment for."""
+    """The judge, asked only about traces the store has no judgment for.
+
+    Rows name their trace by ``trace_key`` and the text is read from the store, a chunk at
+    a time; rows out carry the judgment's key and status, not its answers (the build
+    reads those from the store): traces never travel through distilabel's queues, hashes
+    and batch files. Each judgment is committed once its row is done: for an API judge as
+    each row finishes (:meth:`ReasoningJudge.ajudge`), else per batch.
+    """
 
     fingerprint: str
     store_path: str
+
+    @property
+    def inputs(self) -> StepColumns:
+        # ask: whether this judge is asked about the row; generation: what it reads, where
+        # that is not the stored trace (None: read the trace from the store)
+        return {"instruction": True, "trace_key": True, "generation": True, "ask": True}
+
+    @property
+    def outputs(self) -> list[str]:
+        return ["judgment_key", "judge_status", "reused"]
+
+    def process(self, inputs: StepInput) -> StepOutput:  # type: ignore[override]
+        # a row this judge is not asked about: one it judged before, or will not be sent
+        asked = [row for row in inputs if row["ask"]]
+        unasked = [row for row in inputs if not row["ask"]]
+        store = ResultStore(self.store_path)
+        if streams_rows(self.llm):
+            yield self._stream(asked, store) + [_unasked(row) for row in unasked]
+            return
+        rows = _with_traces(asked, store)
+        keys = [self._key(row) for row in rows]
+        done = store.existing("judgment", keys)
+        missing = [row for row, key in zip(rows, keys, strict=True) if key not in done]
+        judged = {}
+        if missing:
+            for batch in super().process(missing):
+                judged.update((self._key(row), row) for row in batch)
+            _commit(store, self.fingerprint, judged)
+        yield [
+            _light(row, key, None if key in done else judged[key])
+            for row, key in zip(rows, keys, strict=True)
+        ] + [_unasked(row) for row in unasked]
 
     def _key(self, row: dict[str, Any]) -> str:
         reference = row.get("reference") if self.show_reference else None
         return judgment_key(self.fingerprint, row["instruction"], row["generation"], reference)
 
-    def process(self, inputs: StepInput) -> StepOutput:  # type: ignore[override]
-        # a row with no text for this judge: one it already judged, or will not be sent
-        unasked = [r for r in inputs if r["generation"] is None]
-        inputs = [r for r in inputs if r["generation"] is not None]
-        store = ResultStore(self.store_path)
-        keys = [self._key(r) for r in inputs]
-        done = store.get_many("judgment", keys)
-        missing = [row for row, key in zip(inputs, keys, strict=True) if key not in done]
-        fresh: dict[str, dict[str, Any]] = {}
-        refs: dict[str, str] = {}
-        if missing:
-            for batch in super().process(missing):
-                for row in batch:
-                    key = self._key(row)
-                    fresh[key] = {c: row[c] for c in self.outputs}
-                    refs[key] = judged_ref(self.fingerprint, row["trace_key"])
-            # a judgment whose every call failed is not a result: a rerun retries it, and
-            # its last error is kept for the build to name
-            answered = {k: v for k, v in fresh.items() if _answered(v)}
-            store.put_many("judgment", answered, refs)
-            store.put_failures(
-                {k: v["judge_problem"] or "failed" for k, v in fresh.items() if k not in answered}
-            )
-        nothing = dict.fromkeys(self.outputs)
-        yield [
-            {**row, **(done.get(k) or fresh[k])} for row, k in zip(inputs, keys, strict=True)
-        ] + [{**row, **nothing} for row in unasked]
+    def _stream(self, inputs: list[dict[str, Any]], store: ResultStore) -> list[dict[str, Any]]:
+        """Judge each row on its own, ``concurrency`` requests in flight, committing each
+        judgment as its row finishes (:func:`prefdelta.builders.llms.common.run_rows`)."""
+        llm: Any = self.llm
+        kwargs = llm.get_generation_kwargs() or {}
+        results: list[dict[str, Any]] = []
+
+        async def ask(chat: Any, n: int, seed: int | None, first: bool) -> dict[str, Any]:
+            stop = stopping if first else None  # a row once begun finishes
+            return await llm.ask(chat, n, seed=seed, stop=stop, **kwargs)
+
+        def job(row: dict[str, Any], key: str) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                judged = await self.ajudge(row, ask)
+                _commit(store, self.fingerprint, {key: judged})
+                results.append(_light(row, key, judged))
+
+            return run
+
+        def jobs() -> Iterator[Callable[[], Awaitable[None]]]:
+            for start in range(0, len(inputs), _CHUNK):  # texts read as the rows are reached
+                rows = _with_traces(inputs[start : start + _CHUNK], store)
+                keys = [self._key(row) for row in rows]
+                done = store.existing("judgment", keys)
+                for row, key in zip(rows, keys, strict=True):
+                    if key in done:
+                        results.append(_light(row, key, None))
+                    else:
+                        yield job(row, key)
+
+        with store.session():  # a commit per row: one connection for all of them
+            run_rows(llm, jobs(), workers=2 * llm.max_concurrency)
+        return results
+
+
+_CHUNK = 256  # rows whose traces a streaming judge reads from the store at once
+
+
+def _with_traces(rows: list[dict[str, Any]], store: ResultStore) -> list[dict[str, Any]]:
+    """``rows`` with the text the judge reads (``generation``): the stored trace, unless
+    the row carries what the judge reads of it instead (a part, a cut)."""
+    wanted = [row["trace_key"] for row in rows if row.get("generation") is None]
+    texts = store.get_many("generation", wanted) if wanted else {}
+    return [
+        row
+        if row.get("generation") is not None
+        else {**row, "generation": (texts.get(row["trace_key"]) or {}).get("trace")}
+        for row in rows
+    ]
+
+
+def _commit(store: ResultStore, fingerprint: str, judged: dict[str, dict[str, Any]]) -> None:
+    """Store the judgments by key; a judgment whose every call failed is not a result: a
+    rerun retries it, and its last error is kept for the build to name."""
+    values = {key: {c: row[c] for c in JUDGE_OUTPUTS} for key, row in judged.items()}
+    answered = {k: v for k, v in values.items() if _answered(v)}
+    refs = {k: judged_ref(fingerprint, judged[k]["trace_key"]) for k in answered}
+    store.put_many("judgment", answered, refs)
+    store.put_failures(
+        {k: v["judge_problem"] or "failed" for k, v in values.items() if k not in answered}
+    )
+
+
+def _light(row: dict[str, Any], key: str, judged: dict[str, Any] | None) -> dict[str, Any]:
+    """A judged row for distilabel: its key and status (None: reused), not its answers."""
+    status = None if judged is None else judged["judge_status"]
+    light = {k: v for k, v in row.items() if k != "generation"}
+    return light | {"judgment_key": key, "judge_status": status, "reused": judged is None}
+
+
+def _unasked(row: dict[str, Any]) -> dict[str, Any]:
+    """A row this judge was not asked about (another judge's work, or judged before)."""
+    light = {k: v for k, v in row.items() if k != "generation"}
+    return light | {"judgment_key": None, "judge_status": None, "reused": True}
 
 
 class PlacedTraceGeneration(PlacementLog, TraceGeneration):
@@ -103,9 +191,24 @@ def _maybe_ray(pipeline: Pipeline, use_ray: bool, steps: Sequence[PlacedStep]) -
 
 
 def read_column(name: str) -> str:
-    """The column of a judging row holding what judge ``name`` reads of the trace (None:
-    nothing to ask it); the single judge's is ``trace``, as it always was."""
+    """The column of a judging row holding what judge ``name`` reads of the trace, where
+    that is not the stored trace itself (None: the judge reads the trace from the store)."""
     return "trace" if name == "judge" else f"trace_{name}"
+
+
+def ask_column(name: str) -> str:
+    """The column of a judging row saying whether judge ``name`` is asked about it."""
+    return "ask" if name == "judge" else f"ask_{name}"
+
+
+def spread_batch(endpoint: ModelEndpoint, rows: int) -> int:
+    """A step's input batch (:func:`prefdelta.builders.llms.step_batch_size`), made small
+    enough that each of its ``resources.replicas`` copies gets a share of ``rows``."""
+    batch = step_batch_size(endpoint)
+    replicas = endpoint.resources.replicas
+    if replicas > 1:
+        batch = min(batch, max(endpoint.batch_size, -(-rows // replicas)))
+    return batch
 
 
 def _step_name(prefix: str, name: str) -> str:
@@ -133,7 +236,7 @@ def generation_pipeline(
     log = str(placement_log_path(store_path)) if recipe.ray else None
     placed: list[PlacedStep] = []
     with Pipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
-        batch = max(recipe.generators[g].batch_size for g in generators)
+        batch = max(spread_batch(recipe.generators[g], len(prompts)) for g in generators)
         load = LoadDataFromDicts(name="load_prompts", data=list(prompts), batch_size=batch)
         for names in groups.values():
             first = recipe.generators[names[0]]
@@ -150,7 +253,7 @@ def generation_pipeline(
                 ),
                 generators={name: recipe.generators[name] for name in names},
                 store_path=str(store_path),
-                input_batch_size=first.batch_size,
+                input_batch_size=spread_batch(first, len(prompts)),
                 resources=placed[-1].resources,
                 placement_log=log,
             )
@@ -174,7 +277,7 @@ def judge_pipeline(
     local = [n for n, s in specs.items() if is_local(s.config.backend)]
     # local judges in parallel step processes share the cores, as generators do
     threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
-    batch = max(s.config.batch_size for s in specs.values())
+    batch = max(spread_batch(s.config, len(traces)) for s in specs.values())
     placed: list[PlacedStep] = []
     with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
         load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=batch)
@@ -199,8 +302,12 @@ def judge_pipeline(
                 name="judge" if name == "judge" else _step_name("judge_", name),
                 fingerprint=spec.fingerprint,
                 store_path=str(store_path),
-                input_batch_size=judge.batch_size,
-                input_mappings={"instruction": "prompt", "generation": read_column(name)},
+                input_batch_size=spread_batch(judge, len(traces)),
+                input_mappings={
+                    "instruction": "prompt",
+                    "generation": read_column(name),
+                    "ask": ask_column(name),
+                },
                 resources=placed[-1].resources,
                 placement_log=log,
             )

@@ -7,12 +7,16 @@ generator with the longer budget ran alone on one core while the other idled; ta
 turns cut the generation stage of ``bench/build_overhead.py`` (16 prompts, 2 cores) from
 80 s to 65 s.
 
-One row in, ``samples_per_prompt`` rows out per generator (one per trace). Only calls
-missing from the store reach the LLM, in one batched ``generate_outputs`` call per
-generator and step batch, and their results are committed before the rows move on: a
-build killed at any point keeps every trace it finished.
+One row in, ``samples_per_prompt`` rows out per generator (one per trace), which carry the
+trace's key and status but not its text: the build reads texts from the store. Only calls
+missing from the store reach the LLM: for a local model or vLLM in one batched
+``generate_outputs`` call per generator and step batch, committed before the rows move
+on; for an API backend row by row, each committed as it comes back, with ``concurrency``
+requests in flight (:func:`prefdelta.builders.llms.common.run_rows`). A build killed at
+any point keeps every trace it finished.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from distilabel.steps import StepInput
@@ -21,7 +25,8 @@ from distilabel.typing import ChatType, StepColumns, StepOutput
 
 from prefdelta.backends import TRAITS
 from prefdelta.builders.keys import row_seed, trace_key
-from prefdelta.builders.llms import generation_kwargs, takes_row_seeds
+from prefdelta.builders.llms import generation_kwargs, streams_rows, takes_row_seeds
+from prefdelta.builders.llms.common import run_rows, stopping
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GeneratorConfig
 
@@ -29,7 +34,6 @@ TRACE_COLUMNS = [
     "generator",
     "sample",
     "trace_key",
-    "trace",
     "finish_reason",
     "output_tokens",
     "input_tokens",
@@ -101,27 +105,27 @@ class TraceGeneration(Task):
                 for row in inputs
                 for sample in range(config.samples_per_prompt)
             ]
-            done = store.get_many("generation", (key for _, _, key in wanted))
+            done = store.existing("generation", (key for _, _, key in wanted))
             missing = [(row, key) for row, _, key in wanted if key not in done]
             fresh: dict[str, dict[str, Any]] = {}
-            if missing:
+            if missing and streams_rows(self.llm):
+                fresh = self._stream(name, config, missing, store)
+            elif missing:
                 outputs = self._generate(name, config, missing)
                 budget = config.generation.max_new_tokens
-                for (_, key), output in zip(missing, outputs, strict=True):
-                    fresh[key] = _trace_record(output, budget)
-                # failed calls are not stored: the next run retries them; their errors are
-                # kept apart, for the build to report
-                ok = {k: v for k, v in fresh.items() if v["generation_status"] == "ok"}
-                store.put_many("generation", ok)
-                store.put_failures(
-                    {k: v["error"] for k, v in fresh.items() if v["generation_status"] != "ok"}
-                )
+                records = {
+                    key: _trace_record(output, budget)
+                    for (_, key), output in zip(missing, outputs, strict=True)
+                }
+                _commit(store, records)
+                fresh = {key: _light(record) for key, record in records.items()}
             for row, sample, key in wanted:
-                record = done.get(key) or fresh[key]
+                if key not in done and key not in fresh:
+                    continue  # not asked: the build was interrupted first
                 rows.append(
                     {
                         **row,
-                        **{k: v for k, v in record.items() if k != "error"},
+                        **(fresh.get(key) or _REUSED),
                         "generator": name,
                         "sample": sample,
                         "trace_key": key,
@@ -130,6 +134,36 @@ class TraceGeneration(Task):
                     }
                 )
         yield rows
+
+    def _stream(
+        self,
+        name: str,
+        config: GeneratorConfig,
+        missing: list[tuple[dict[str, Any], str]],
+        store: ResultStore,
+    ) -> dict[str, dict[str, Any]]:
+        """Ask for each missing trace on its own, ``concurrency`` at a time, and commit
+        each as it comes back: the slots stay full and a kill loses no answer. The same
+        request and seed as :meth:`_generate` sends for the row."""
+        kwargs = generation_kwargs(config.backend, config.generation)
+        budget = config.generation.max_new_tokens
+        fresh: dict[str, dict[str, Any]] = {}
+
+        def job(row: dict[str, Any], key: str) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                chat = self.format_input({**row, "generator": name})
+                seed = row_seed(key) if takes_row_seeds(self.llm) else None
+                output = await self.llm.ask(chat, 1, seed=seed, stop=stopping, **kwargs)  # type: ignore[attr-defined]
+                record = _trace_record(output, budget)
+                _commit(store, {key: record})
+                fresh[key] = _light(record)
+
+            return run
+
+        llm: Any = self.llm
+        with store.session():  # a commit per row: one connection for all of them
+            run_rows(llm, (job(row, key) for row, key in missing), workers=2 * llm.max_concurrency)
+        return fresh
 
     def _generate(
         self, name: str, config: GeneratorConfig, missing: list[tuple[dict[str, Any], str]]
@@ -152,6 +186,28 @@ class TraceGeneration(Task):
             error = f"{type(exc).__name__}: {exc}"
             self._logger.warning(f"Generator '{name}': LLM call failed: {error}")
             return [{"generations": [None], "error": error}] * len(missing)
+
+
+def _commit(store: ResultStore, records: dict[str, dict[str, Any]]) -> None:
+    """Store the traces that came back; failed calls are not stored (the next run retries
+    them), their errors are kept apart, for the build to report."""
+    store.put_many(
+        "generation", {k: v for k, v in records.items() if v["generation_status"] == "ok"}
+    )
+    store.put_failures(
+        {k: v["error"] for k, v in records.items() if v["generation_status"] != "ok"}
+    )
+
+
+def _light(record: dict[str, Any]) -> dict[str, Any]:
+    """A trace's row for distilabel, without its text: the build reads texts from the
+    store, and each copy of a trace that travels through distilabel's queues, hashes and
+    batch files costs memory and CPU in proportion to the build."""
+    return {column: record.get(column) for column in _LIGHT}
+
+
+_LIGHT = ("finish_reason", "output_tokens", "input_tokens", "generation_status")
+_REUSED = {column: None for column in _LIGHT} | {"generation_status": "ok"}
 
 
 def _trace_record(output: dict[str, Any], budget: int) -> dict[str, Any]:

@@ -15,8 +15,10 @@ How raw answers become scores lives in one place,
 its stored answers again.
 """
 
+import asyncio
 import inspect
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +42,10 @@ if TYPE_CHECKING:
     from distilabel.models.llms.base import LLM
     from distilabel.typing import ChatType, GenerateOutput, StepOutput
 
-__all__ = ["JUDGE_OUTPUTS", "ReasoningJudge", "judge_from_spec"]
+__all__ = ["JUDGE_OUTPUTS", "Ask", "ReasoningJudge", "judge_from_spec"]
+
+# One input's output: (chat, num_generations, seed, first request of its row).
+Ask = Callable[[Any, int, "int | None", bool], Awaitable[dict[str, Any]]]
 
 JUDGE_OUTPUTS: tuple[str, ...] = (
     "scores",
@@ -230,14 +235,7 @@ class ReasoningJudge(Task):
 
         greedy = self._greedy()
         for _ in range(self.max_retries):
-            pending = []
-            for slot in (s for s in slots if not s.ok and not s.settled):
-                retry = self._retry_input(rows[slot.row], slot)
-                # greedy decoding of what was already asked gives what it gave: skip it
-                if greedy and retry in slot.asked:
-                    slot.settled = True
-                else:
-                    pending.append((slot, retry))
+            pending = self._pending(rows, slots, greedy)
             if not pending:
                 break
             outputs = self._generate(
@@ -254,6 +252,59 @@ class ReasoningJudge(Task):
             results.append({**row, **self._row_outputs(row, mine, reader)})
         yield results
 
+    async def ajudge(self, row: dict[str, Any], ask: "Ask") -> dict[str, Any]:
+        """One row judged on its own, as :meth:`process` judges it within a batch (the same
+        requests, the same seeds), each retry sent as soon as the answer before it is read:
+        for API backends, whose rows need not wait for each other. ``ask(chat,
+        num_generations, seed, first)``: one input's output; ``first`` marks the row's
+        first request, which an interrupted build may skip (a row once begun finishes)."""
+        reader = self.reader
+        slots: list[_Slot] = []
+        if isinstance(row.get("generation"), str):
+            asked = self.format_input(row)
+            output = await ask(asked, self.samples, self._seed(asked, 0), True)
+            slots = [_Slot(row=0) for _ in range(self.samples)]
+            for slot, attempt in zip(slots, self._unpack([output], 0, self.samples), strict=True):
+                slot.record(attempt, reader.read(attempt)[0])
+                slot.asked.append(asked)
+            greedy = self._greedy()
+            for _ in range(self.max_retries):
+                pending = self._pending([row], slots, greedy)
+                if not pending:
+                    break
+                outputs = await asyncio.gather(
+                    *(
+                        ask(retry, 1, self._seed(retry, len(s.attempts)), False)
+                        for s, retry in pending
+                    )
+                )
+                for (slot, retry), output in zip(pending, outputs, strict=True):
+                    attempt = self._unpack([output], 0, 1)[0]
+                    slot.record(attempt, reader.read(attempt)[0])
+                    slot.asked.append(retry)
+        return {**row, **self._row_outputs(row, slots, reader)}
+
+    def _pending(
+        self, rows: list[dict[str, Any]], slots: list["_Slot"], greedy: bool
+    ) -> list[tuple["_Slot", "ChatType"]]:
+        """The slots to re-ask, each with its retry prompt; greedy decoding of what was
+        already asked gives what it gave, so such a slot is settled instead."""
+        pending = []
+        for slot in (s for s in slots if not s.ok and not s.settled):
+            retry = self._retry_input(rows[slot.row], slot)
+            if greedy and retry in slot.asked:
+                slot.settled = True
+            else:
+                pending.append((slot, retry))
+        return pending
+
+    def _seed(self, chat: "ChatType", attempt: int) -> int | None:
+        """The seed of asking ``chat`` for the ``attempt``-th time (None: the LLM takes no
+        per-row seeds)."""
+        if not takes_row_seeds(self.llm):
+            return None
+        return row_seed(json.dumps(chat, sort_keys=True), attempt)
+
     def _generate(self, inputs: list["ChatType"], num_generations: int, attempts: list[int]) -> Any:
         """All prompts of one round in one call; an exception marks the round as failed.
 
@@ -262,12 +313,7 @@ class ReasoningJudge(Task):
         of the same prompt draws anew."""
         seeds = {}
         if takes_row_seeds(self.llm):
-            seeds = {
-                "seeds": [
-                    row_seed(json.dumps(chat, sort_keys=True), attempt)
-                    for chat, attempt in zip(inputs, attempts, strict=True)
-                ]
-            }
+            seeds = {"seeds": [self._seed(c, a) for c, a in zip(inputs, attempts, strict=True)]}
         try:
             return self.llm.generate_outputs(
                 inputs=inputs,

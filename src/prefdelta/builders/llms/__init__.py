@@ -33,7 +33,8 @@ from typing import Any, Literal
 
 from distilabel.models.llms.base import LLM
 
-from prefdelta.backends import Backend, is_local
+from prefdelta.backends import Backend, is_api, is_local
+from prefdelta.builders.llms.common import BoundedConcurrency
 from prefdelta.builders.llms.inference_endpoints import BoundedInferenceEndpointsLLM
 from prefdelta.builders.llms.openai import BoundedOpenAILLM
 from prefdelta.builders.llms.transformers import LocalTransformersLLM
@@ -59,6 +60,8 @@ __all__ = [
     "local_model_path",
     "make_llm",
     "sampling_seed",
+    "step_batch_size",
+    "streams_rows",
     "takes_row_seeds",
 ]
 
@@ -74,6 +77,28 @@ def takes_row_seeds(llm: LLM) -> bool:
     """Whether ``llm``'s ``generate_outputs`` takes ``seeds``, one per input, that make each
     row's sample its own (the LLMs built here do, except vLLM; others may not)."""
     return bool(getattr(llm, "per_row_seeds", False))
+
+
+# Rows per input batch of an API step, per request slot. Its rows run on their own
+# (:func:`.common.run_rows`), so the slots only drain when a batch runs out: batches far
+# larger than the concurrency keep them full (a batch of 64 rows at concurrency 64, with
+# long-tailed latencies, used 13% of the slots). Rows carry prompts or keys, not traces.
+ROWS_PER_SLOT = 256
+
+
+def streams_rows(llm: LLM) -> bool:
+    """Whether ``llm`` asks row by row under one bound (:func:`.common.run_rows`), so a
+    step commits each row as it finishes instead of waiting for its batch."""
+    return isinstance(llm, BoundedConcurrency)
+
+
+def step_batch_size(endpoint: ModelEndpoint) -> int:
+    """Rows per input batch of the step that calls ``endpoint``: ``batch_size`` for local
+    models and vLLM (one batched call each), ``concurrency * ROWS_PER_SLOT`` or more for
+    API backends, whose rows stream through the request slots."""
+    if is_api(endpoint.backend):
+        return max(endpoint.batch_size, endpoint.concurrency * ROWS_PER_SLOT)
+    return endpoint.batch_size
 
 
 def generation_kwargs(backend: Backend, generation: GenerationParams) -> dict[str, Any]:

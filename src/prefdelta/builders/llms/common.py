@@ -8,20 +8,36 @@ classes (:mod:`.openai`, :mod:`.inference_endpoints`) mix in :class:`BoundedConc
 which replaces ``_agenerate`` with the same gather behind an
 ``asyncio.Semaphore(max_concurrency)``; ``agenerate`` and its signature are untouched, so
 distilabel's check of generation parameters still works. The bound holds per LLM instance,
-that is per step replica; batches of one step run one after another.
+that is per step replica.
+
+A batch gathered at once waits for its slowest request before the next batch starts; with
+long-tailed latencies that left most slots idle. So the API steps take input batches far
+larger than the concurrency and run their rows with :func:`run_rows`: each row is asked,
+and committed to the store, on its own, while the shared semaphore keeps
+``max_concurrency`` requests in flight until the batch runs out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar
 
+from distilabel.constants import SIGINT_HANDLER_CALLED_ENV_NAME
 from distilabel.models.llms.base import merge_responses
 
 from prefdelta.builders.keys import row_seed
 
-__all__ = ["BoundedConcurrency", "NotJSONResponse", "describe_error"]
+__all__ = [
+    "BoundedConcurrency",
+    "NotJSONResponse",
+    "Stopped",
+    "describe_error",
+    "run_rows",
+    "stopping",
+]
 
 
 class NotJSONResponse(ValueError):
@@ -45,16 +61,31 @@ def describe_error(exc: BaseException) -> str:
     return f"HTTP {status}: {message}" if status else f"{type(exc).__name__}: {message}"
 
 
+class Stopped(Exception):
+    """The build was interrupted (Ctrl-C) before this row's first request went out."""
+
+
+def stopping() -> bool:
+    """Whether Ctrl-C reached this step process: distilabel's step workers catch SIGINT
+    and only note it in this environment variable (``distilabel.constants``)."""
+    return os.getenv(SIGINT_HANDLER_CALLED_ENV_NAME) is not None
+
+
 class BoundedConcurrency:
     """Replaces ``AsyncLLM._agenerate``: the same gather, at most ``max_concurrency`` in
     flight, and a request that still fails after the client's retries fails only its own
     row (its outputs are None, with the reason under ``errors``), never the whole batch.
     ``seeds`` (one per input) go out as each request's ``seed``, which servers that sample
-    reproducibly (OpenAI's, llama.cpp's, TGI) honour per request."""
+    reproducibly (OpenAI's, llama.cpp's, TGI) honour per request.
+
+    The bound is one semaphore per event loop, shared by every call on it: :meth:`ask`
+    (one input) and :func:`run_rows` (many rows, each on its own) keep ``max_concurrency``
+    requests in flight for as long as rows remain, instead of a batch at a time."""
 
     per_row_seeds: ClassVar[bool] = True
     max_concurrency: int
     _num_generations_param_supported: bool
+    _bound: tuple[Any, asyncio.Semaphore] | None
 
     async def _agenerate(
         self,
@@ -63,37 +94,88 @@ class BoundedConcurrency:
         seeds: list[int] | None = None,
         **kwargs: Any,
     ) -> list[Any]:
-        semaphore = asyncio.Semaphore(self.max_concurrency)
+        calls = [
+            self.ask(x, num_generations, seed=None if seeds is None else seeds[i], **kwargs)
+            for i, x in enumerate(inputs)
+        ]
+        return _same_keys(list(await asyncio.gather(*calls)))
 
-        async def one(input: Any, **call_kwargs: Any) -> Any:
-            async with semaphore:
-                try:
-                    return await self.agenerate(input=input, **call_kwargs)  # type: ignore[attr-defined]
-                except Exception as exc:  # after the client's own retries: this row only
-                    n = call_kwargs.get("num_generations", 1)
-                    error = describe_error(exc)
-                    self._logger.warning(f"request failed: {error}")  # type: ignore[attr-defined]
-                    return {
-                        "generations": [None] * n,
-                        "statistics": {"input_tokens": [0] * n, "output_tokens": [0] * n},
-                        "errors": [error] * n,
-                    }
+    async def ask(
+        self,
+        input: Any,
+        num_generations: int = 1,
+        *,
+        seed: int | None = None,
+        stop: Callable[[], bool] | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """The output for one input, as ``_agenerate`` gives it; ``seed`` makes its samples
+        reproducible; ``stop``, checked when a slot is free: raise :class:`Stopped` instead
+        of sending (a build interrupted while this row waited for a slot)."""
 
-        def seed(i: int, k: int = 0) -> dict[str, Any]:
-            return {} if seeds is None else {"seed": row_seed(str(seeds[i]), k) >> 32}
+        def seeded(k: int) -> dict[str, Any]:
+            return {} if seed is None else {"seed": row_seed(str(seed), k) >> 32}
 
         if self._num_generations_param_supported:
-            calls = [
-                one(x, num_generations=num_generations, **kwargs, **seed(i))
-                for i, x in enumerate(inputs)
-            ]
-            return _same_keys(list(await asyncio.gather(*calls)))
-        calls = [
-            one(x, **kwargs, **seed(i, k))
-            for i, x in enumerate(inputs)
-            for k in range(num_generations)
-        ]
-        return merge_responses(_same_keys(list(await asyncio.gather(*calls))), n=num_generations)
+            return await self._request(
+                input, stop, num_generations=num_generations, **kwargs, **seeded(0)
+            )
+        parts = await asyncio.gather(
+            *(self._request(input, stop, **kwargs, **seeded(k)) for k in range(num_generations))
+        )
+        return merge_responses(_same_keys(list(parts)), n=num_generations)[0]
+
+    async def _request(
+        self, input: Any, stop: Callable[[], bool] | None, **call_kwargs: Any
+    ) -> dict[str, Any]:
+        async with self._slots():
+            if stop is not None and stop():
+                raise Stopped
+            try:
+                return await self.agenerate(input=input, **call_kwargs)  # type: ignore[attr-defined]
+            except Exception as exc:  # after the client's own retries: this row only
+                n = call_kwargs.get("num_generations", 1)
+                error = describe_error(exc)
+                self._logger.warning(f"request failed: {error}")  # type: ignore[attr-defined]
+                return {
+                    "generations": [None] * n,
+                    "statistics": {"input_tokens": [0] * n, "output_tokens": [0] * n},
+                    "errors": [error] * n,
+                }
+
+    def _slots(self) -> asyncio.Semaphore:
+        """The semaphore of the running loop (a semaphore belongs to one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._bound is None or self._bound[0] is not loop:
+            self._bound = (loop, asyncio.Semaphore(self.max_concurrency))
+        return self._bound[1]
+
+
+def run_rows(
+    llm: BoundedConcurrency, jobs: Iterable[Callable[[], Awaitable[None]]], workers: int
+) -> None:
+    """Run ``jobs`` (one per row: ask, then commit the row) on ``llm``'s event loop, up to
+    ``workers`` rows at a time, until all are done or the build is interrupted.
+
+    Rows start as soon as a worker is free, so no row waits for a slower one; ``jobs`` is
+    read lazily, so only the rows in progress are held in memory. After Ctrl-C no new row
+    starts; the rows already asked finish and are committed (their answers are paid for).
+    """
+    rows = iter(jobs)
+
+    async def worker() -> None:
+        for job in rows:  # one iterator, shared: each row is taken once
+            if stopping():
+                return
+            try:
+                await job()
+            except Stopped:
+                return
+
+    async def everything() -> None:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+
+    llm.event_loop.run_until_complete(everything())  # type: ignore[attr-defined]
 
 
 def _same_keys(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:

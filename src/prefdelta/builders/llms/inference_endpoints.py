@@ -3,11 +3,12 @@ called on its chat route."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
 from distilabel.models.llms import InferenceEndpointsLLM
 from distilabel.models.llms.utils import prepare_output
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from prefdelta.builders.judge.structured import TOP_LOGPROBS, chat_choice_tokens, digit_tokens
 from prefdelta.builders.llms.common import BoundedConcurrency
@@ -31,6 +32,8 @@ class BoundedInferenceEndpointsLLM(BoundedConcurrency, InferenceEndpointsLLM):
     request_timeout: float | None = Field(None, gt=0)
     json_schema: dict[str, Any] | None = None
     logprobs: bool = False
+
+    _bound: tuple[Any, asyncio.Semaphore] | None = PrivateAttr(default=None)
 
     def load(self) -> None:
         super().load()

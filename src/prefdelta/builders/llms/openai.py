@@ -47,6 +47,7 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
     _dialect: ResponseFormatDialect | None = PrivateAttr(default=None)
     _logprobs_refused: bool = PrivateAttr(default=False)
     _probe: tuple[Any, asyncio.Lock] | None = PrivateAttr(default=None)
+    _bound: tuple[Any, asyncio.Semaphore] | None = PrivateAttr(default=None)
 
     async def agenerate(  # type: ignore[override]
         self,
@@ -120,22 +121,28 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
         if fixed is not None:
             return await self._send(request, fixed)  # type: ignore[arg-type]
         async with self._probe_lock():  # the first request finds the dialect; others wait
-            if self._dialect is not None:
-                return await self._send(request, self._dialect)
-            try:
-                completion = await self._send(request, "json_schema", retries=False)
-            except openai.APIError as exc:
-                if not (rejects_field(exc, "response_format") or rejects_field(exc, "json_schema")):
-                    return await self._send(request, "json_schema")  # an ordinary failure
-                self._logger.warning(  # type: ignore[attr-defined]
-                    f"{self.base_url} refused response_format json_schema "
-                    f"({getattr(exc, 'status_code', '?')}); sending the judge's schema as "
-                    "json_object from now on (set judge.response_format to choose)"
-                )
-                self._dialect = "json_object"
-                return await self._send(request, "json_object")
-            self._dialect = "json_schema"
-            return completion
+            found = self._dialect
+            if found is None:
+                return await self._find_dialect(request)
+        return await self._send(request, found)  # outside the lock: in parallel
+
+    async def _find_dialect(self, request: dict[str, Any]) -> Any:
+        """Send ``request`` with the schema as ``json_schema``; a server that refuses it
+        is asked in ``json_object`` from then on."""
+        try:
+            completion = await self._send(request, "json_schema", retries=False)
+        except openai.APIError as exc:
+            if not (rejects_field(exc, "response_format") or rejects_field(exc, "json_schema")):
+                return await self._send(request, "json_schema")  # an ordinary failure
+            self._logger.warning(  # type: ignore[attr-defined]
+                f"{self.base_url} refused response_format json_schema "
+                f"({getattr(exc, 'status_code', '?')}); sending the judge's schema as "
+                "json_object from now on (set judge.response_format to choose)"
+            )
+            self._dialect = "json_object"
+            return await self._send(request, "json_object")
+        self._dialect = "json_schema"
+        return completion
 
     async def _send(
         self, request: dict[str, Any], dialect: ResponseFormatDialect | None, retries: bool = True

@@ -1,0 +1,276 @@
+"""How close an API build comes to the throughput its request slots allow, and what it costs.
+
+A loopback OpenAI-compatible server (its own process) answers every request after a drawn
+latency: ``constant`` (the median) or ``lognormal`` (median, sigma), times
+``--latency-scale``. A build of two API generators and an API judge, ``concurrency`` and
+``batch_size`` 64 each, runs against it as ``prefdelta build`` in a fresh process. Per
+model it prints the requests, the time from its first request to its last answer, the ideal
+(its latencies summed / concurrency, that is requests x mean latency / concurrency) and
+their ratio; for the build: wall time, the peak RSS of its process tree (sampled every
+0.2 s) and of its largest process, and its CPU time per trace (the build's processes only:
+the server runs apart). Goals: ratio >= 0.85 at constant latency, >= 0.80 at lognormal
+(median 1 s, sigma 1); RSS at 8,000 prompts <= 1.3x RSS at 2,000; <= 3 ms CPU per trace.
+
+    python bench/api_scale.py                                  # 2,000 and 8,000 prompts, both latencies
+    python bench/api_scale.py --prompts 500 --latency-scale 0.2  # a quick run
+    python bench/api_scale.py --large                          # adds 16,000 prompts
+    python bench/api_scale.py --trace-chars 30000              # 30 kB traces (memory)
+
+``PYTHONPATH`` chooses the sources the build runs (``src`` of a checkout or an export).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+DIMENSIONS = ("step_coherence", "factuality")
+MODELS = ("gen-a", "gen-b", "the-judge")
+CONCURRENCY = 64
+
+RECIPE = """name: api-scale
+prompts: {{path: prompts.jsonl}}
+generators:
+  a: {{model: gen-a, backend: openai, base_url: {url}, batch_size: 64, concurrency: 64, request_timeout: 600}}
+  b: {{model: gen-b, backend: openai, base_url: {url}, batch_size: 64, concurrency: 64, request_timeout: 600}}
+pairing: {{chosen: a, rejected: [b]}}
+judge:
+  model: the-judge
+  backend: openai
+  base_url: {url}
+  batch_size: 64
+  concurrency: 64
+  request_timeout: 600
+  dimensions: [step_coherence, factuality]
+  scoring: sampled
+"""
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+def serve(port: int, latency: str, median: float, sigma: float, trace_chars: int) -> None:
+    """The latency server: answers each chat request after its drawn latency; GET /stats
+    gives ``[model, arrived, answered, latency]`` per request (monotonic seconds)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    draw = random.Random(0)
+    log: list[tuple[str, float, float, float]] = []
+    verdict = json.dumps({d: {"rationale": "fine", "score": 3} for d in DIMENSIONS})
+    pad = "x" * max(0, trace_chars - 40)
+
+    async def chat(request: Request) -> JSONResponse:
+        arrived = time.monotonic()
+        body = await request.json()
+        model = body.get("model", "")
+        wait = median if latency == "constant" else median * math.exp(draw.gauss(0, sigma))
+        await asyncio.sleep(wait)
+        if model == "the-judge":
+            text = verdict
+        else:  # a trace of its own per request: judgments never collapse into one
+            text = f"{len(log)} {body['messages'][-1]['content'][:24]} {pad}"
+        log.append((model, arrived, time.monotonic(), wait))
+        return JSONResponse(
+            {
+                "id": f"c{len(log)}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            }
+        )
+
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse(log)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/stats", stats, methods=["GET"]),
+        ]
+    )
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, backlog=4096
+    )
+    uvicorn.Server(config).run()
+
+
+def start_server(latency: str, median: float, sigma: float, trace_chars: int) -> tuple[Any, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, __file__, "--serve", str(port), "--latency", latency]
+    args += ["--median", str(median), "--sigma", str(sigma), "--trace-chars", str(trace_chars)]
+    proc = subprocess.Popen(args)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the latency server did not start")
+
+
+def server_log(url: str) -> list[list[Any]]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/stats", timeout=60) as r:
+        return json.loads(r.read())
+
+
+# ------------------------------------------------------------------------------ one build
+
+
+def run_build(folder: Path, url: str, prompts: int) -> dict[str, Any]:
+    """``prefdelta build`` in a fresh process: wall s, CPU s, peak RSS (tree, largest)."""
+    import psutil
+
+    folder.mkdir(parents=True)
+    rows = [{"problem": f"Problem {i}: what is {i} plus {i}?"} for i in range(prompts)]
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "recipe.yaml").write_text(RECIPE.format(url=f"{url}/v1"))
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(folder / "recipe.yaml")]
+    cmd += ["-o", str(folder / "out"), "--no-publish"]
+    env = {**os.environ, "PREFDELTA_PROGRESS_EVERY": "3600", "PREFDELTA_HEARTBEAT_S": "3600"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    log = (folder / "build.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    root = psutil.Process(proc.pid)
+    peak_tree = peak_one = 0
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+            rss = []
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    rss.append(p.memory_info().rss)
+            peak_tree = max(peak_tree, sum(rss))
+            peak_one = max(peak_one, max(rss, default=0))
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    wall = time.monotonic() - started
+    log.close()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        tail = (folder / "build.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"the build failed ({proc.returncode}):\n{tail}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_tree_mb": peak_tree / 2**20,
+        "rss_max_mb": peak_one / 2**20,
+        "started": started,
+    }
+
+
+def per_model(log: list[list[Any]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for model in MODELS:
+        mine = [r for r in log if r[0] == model]
+        if not mine:
+            continue
+        span = max(r[2] for r in mine) - min(r[1] for r in mine)
+        ideal = sum(r[3] for r in mine) / CONCURRENCY
+        out[model] = {"requests": len(mine), "span_s": span, "ideal_s": ideal}
+    return out
+
+
+def one(prompts: int, latency: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    median = args.median * args.latency_scale
+    server, url = start_server(latency, median, args.sigma, args.trace_chars)
+    try:
+        build = run_build(scratch / f"{latency}-{prompts}", url, prompts)
+        models = per_model(server_log(url))
+    finally:
+        server.terminate()
+        server.wait()
+    traces = 2 * prompts
+    result = {"prompts": prompts, "latency": latency, **build, "models": models}
+    result["cpu_ms_per_trace"] = 1000 * build["cpu_s"] / traces
+    return result
+
+
+def show(r: dict[str, Any]) -> None:
+    line = (
+        f"{r['latency']:>9} {r['prompts']:>6} prompts: wall {r['wall_s']:.1f} s, peak RSS "
+        f"{r['rss_tree_mb']:.0f} MB (tree) / {r['rss_max_mb']:.0f} MB (largest process), "
+        f"CPU {r['cpu_ms_per_trace']:.2f} ms/trace"
+    )
+    print(line)
+    for model, m in r["models"].items():
+        ratio = m["ideal_s"] / m["span_s"] if m["span_s"] else float("nan")
+        print(
+            f"    {model:>9}: {m['requests']} requests in {m['span_s']:.1f} s, ideal "
+            f"{m['ideal_s']:.1f} s, achieved/ideal {ratio:.2f}"
+        )
+    sys.stdout.flush()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--prompts", type=int, nargs="+", default=[2000, 8000])
+    ap.add_argument("--large", action="store_true", help="also 16,000 prompts")
+    ap.add_argument("--latencies", nargs="+", default=["constant", "lognormal"])
+    ap.add_argument("--median", type=float, default=1.0, help="median latency, s")
+    ap.add_argument("--sigma", type=float, default=1.0, help="lognormal sigma")
+    ap.add_argument("--latency-scale", type=float, default=1.0, help="times every latency")
+    ap.add_argument("--trace-chars", type=int, default=2000)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--latency", default="constant", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        serve(args.serve, args.latency, args.median, args.sigma, args.trace_chars)
+        return
+    sizes = args.prompts + ([16000] if args.large else [])
+    results = []
+    with tempfile.TemporaryDirectory(prefix="api-scale-") as tmp:
+        for latency in args.latencies:
+            for n in sizes:
+                results.append(one(n, latency, args, Path(tmp)))
+                show(results[-1])
+    by = {(r["latency"], r["prompts"]): r for r in results}
+    for latency in args.latencies:
+        small, big = by.get((latency, min(sizes))), by.get((latency, max(sizes)))
+        if small and big and small is not big:
+            print(
+                f"{latency}: RSS({max(sizes)}) / RSS({min(sizes)}) = "
+                f"{big['rss_tree_mb'] / small['rss_tree_mb']:.2f} (tree), "
+                f"{big['rss_max_mb'] / small['rss_max_mb']:.2f} (largest process)"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""An API build keeps its request slots busy while rows remain, and loses no answer it got.
+
+Both are checked at the loopback chat server: what it was asked, and in what order it
+answered. Nothing here depends on how fast the machine is: the server holds requests until
+others are answered, and the build is killed once the store holds what was answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from prefdelta.builders.build import run_build
+from prefdelta.recipe import load_recipe
+from prefdelta.schema import SUMMARY
+from support.api_build import write_api_recipe
+from support.model_fixtures import ChatServer, chat_server  # noqa: F401
+from support.store_fixtures import InspectableStore
+
+JUDGE = "the-judge"
+
+
+def _ask(body: dict) -> tuple[str, str]:
+    """What a request asks: its model and its last message."""
+    return body["model"], str(body["messages"][-1]["content"])
+
+
+def test_a_slow_request_holds_up_no_other_row(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """The requests about prompt 0 are answered only once 11 other requests to their model
+    have been: each generator's (it has 11 others), the judge's two (it has 22 others). A
+    build that ran its rows a batch at a time (batches of 4 here) would wait for them
+    before asking its next batch, so the others could not overtake them."""
+    prompts = 12
+    path = write_api_recipe(
+        tmp_path, chat_server, prompts, batch_size=4, concurrency=4, judge=(4, 4)
+    )
+    needle = "What is 0 plus 0?"
+    chat_server.state.hold_when = {needle: prompts - 1}
+    out = tmp_path / "out"
+    summary = run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    assert summary["judge_status"] == {"ok": 2 * prompts}
+
+    for model, requests in (("gen-strong", prompts), ("gen-weak", prompts), (JUDGE, 2 * prompts)):
+        order = [_ask(b)[1] for b in chat_server.state.answered if b["model"] == model]
+        assert len(order) == requests
+        held = [i for i, text in enumerate(order) if needle in text]
+        assert held and min(held) >= prompts - 1, (model, held)
+
+
+@pytest.mark.slow
+def test_a_build_killed_in_a_large_batch_asks_nothing_again_that_was_answered(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """40 prompts in one batch per generator, 4 requests in flight each: the server answers
+    10 requests and holds the rest; once the store holds those 10 the build is killed
+    (SIGKILL: no step gets to finish anything). The resumed build asks for every trace but
+    those 10, and finishes the build."""
+    prompts = 40
+    planned = 2 * prompts
+    answered_first = 10
+    path = write_api_recipe(tmp_path, chat_server, prompts, batch_size=64, concurrency=4)
+    chat_server.state.hold_after = answered_first
+    out = tmp_path / "out"
+    store_path = out / "store.sqlite"
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(path), "-o", str(out), "--no-publish"]
+    log = tmp_path / "killed.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
+    try:
+        # every answered request is stored at once; a build that stores a batch at a time
+        # never gets there (the batch's other requests are held), so the wait is bounded
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if store_path.exists() and (
+                InspectableStore(store_path).count_all("generation") >= answered_first
+            ):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    first = {_ask(b) for b in chat_server.state.answered}
+    assert len(first) == answered_first
+    assert all(model != JUDGE for model, _ in first)
+
+    chat_server.state.bodies.clear()
+    chat_server.state.hold_after = None  # the killed build's held requests go unread
+    resumed = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    asked = [_ask(b) for b in chat_server.state.bodies if b["model"] != JUDGE]
+    assert set(asked) & first == set()  # nothing answered before is asked again
+    assert len(asked) == len(set(asked)) == planned - answered_first
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["reused"]["generations"] == answered_first
+    assert summary["traces"] == planned and summary["judge_status"] == {"ok": planned}
