@@ -308,8 +308,9 @@ class JudgeConfig(ModelEndpoint):
     reads: JudgeReads | None = later(
         None,
         description="what the judge reads of each trace: whole, reasoning or answer, or "
-        "{part, max_tokens, marker, over_context, context_tokens, tokenizer}; when set, a "
-        "trace too long for the judge's context is refused or cut, never sent to fail",
+        "{part, max_tokens, marker, over_context, context_tokens, tokenizer}; unset: the "
+        "whole trace, and one too long for the judge's known context (a local or vllm "
+        "judge's model config, an API judge's context_tokens) is refused, never sent to fail",
     )
 
     @field_validator("template")
