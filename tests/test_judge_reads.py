@@ -281,7 +281,50 @@ def test_without_reads_a_trace_over_a_local_judges_context_is_refused_and_counte
     spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
     keys = [judgment_key(spec.fingerprint, t["prompt"], t["trace"]) for t in rows]
     stored = ResultStore(out / "store.sqlite").existing("judgment", keys)
-    assert len(stored) == 3 and judgment_key(spec.fingerprint, long_row["prompt"], LONG) not in stored
+    assert (
+        len(stored) == 3 and judgment_key(spec.fingerprint, long_row["prompt"], LONG) not in stored
+    )
+    card = render_card(
+        read_build(out), splits={"train": 1}, plots=[], dataset_ref="o/r", license="mit"
+    )
+    assert "the whole trace; a trace too long for the judge's context (3,896 tokens" in card
+    assert "| judge status `over_context` | 1 |" in card
+
+
+@pytest.mark.parametrize(
+    ("backend", "bound"),
+    [
+        ("vllm", 4096 - 100 - (100 + 64)),
+        ("transformers", 4096 - 100 - (100 + 64)),
+        ("openai", None),
+    ],
+)
+def test_without_reads_the_bound_is_the_judges_model_context_where_it_is_known(
+    tiny_model_dir: Path,  # noqa: F811
+    backend: str,
+    bound: int | None,
+) -> None:
+    """A vLLM or local judge's context comes from its model's config (less its new tokens
+    and a re-ask's room); an API judge's is unknown, and no tokenizer is loaded for it. A
+    trace that fits is read as it is: the text its judgment's key always hashed."""
+    from prefdelta.builders.judge.spec import JudgeSpec
+    from prefdelta.builders.judge_input import JudgeInput
+    from prefdelta.recipe import JudgeConfig
+
+    judge = JudgeConfig(
+        model=str(tiny_model_dir),
+        backend=backend,
+        base_url="http://localhost:1/v1" if backend == "openai" else None,
+        dimensions=["factuality"],
+        max_retries=1,
+        generation={"max_new_tokens": 100},
+    )
+    judge_input = JudgeInput(JudgeSpec.resolve(judge, tiny_model_dir), tiny_model_dir)
+    assert judge_input.bound == bound and (judge_input.tokenizer is None) == (bound is None)
+    read = judge_input.read("What is seven plus seven?", _short_r1())
+    assert read.text == _short_r1() and read.status is None and read.cut == 0
+    long = judge_input.read("What is seven plus seven?", LONG)
+    assert long.status == ("over_context" if bound else None)
 
 
 def test_an_api_judge_without_a_stated_context_is_sent_every_trace_unmeasured(
