@@ -309,8 +309,8 @@ class JudgeConfig(ModelEndpoint):
         None,
         description="what the judge reads of each trace: whole, reasoning or answer, or "
         "{part, max_tokens, marker, over_context, context_tokens, tokenizer}; unset: the "
-        "whole trace, and one too long for the judge's known context (a local or vllm "
-        "judge's model config, an API judge's context_tokens) is refused, never sent to fail",
+        "whole trace, and one too long for a local or vllm judge's context is refused, never "
+        "sent to fail (an API judge is measured only with context_tokens)",
     )
 
     @field_validator("template")
