@@ -12,7 +12,9 @@ summary, never sent to fail.
 Without ``reads`` the judge reads the whole trace and the check still runs wherever the
 context is known (a local or vLLM judge: its model's config), refusing what does not fit;
 an API judge's context is known only from ``reads.context_tokens``, so without it its
-traces are sent unmeasured, as the server will take them or fail them. The text read is
+traces are sent unmeasured, as the server will take them or fail them. Unset, a judge
+tokenizer that cannot be loaded here (vLLM not installed, a Hub model out of reach)
+leaves the context unknown too, logged: the judge's own load then says what is wrong. The text read is
 the trace itself either way, so no judgment's key changes. Counting is a chat template
 and one tokenizer pass per trace (about a millisecond for a demo trace): no character
 count bounds a tokenizer's tokens soundly, so every trace is counted.
@@ -23,6 +25,7 @@ room for the re-ask (its previous answer and a line of request).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -39,6 +42,8 @@ from prefdelta.recipe import RecipeError, resolve_path
 from prefdelta.recipe.reads import JudgeReads
 
 __all__ = ["JudgeInput", "Read", "read_chars", "reads_summary", "split_think"]
+
+logger = logging.getLogger(__name__)
 
 REASK_TOKENS = 64  # a re-ask's request line, beyond the previous answer it shows back
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -114,14 +119,23 @@ class JudgeInput:
         wants_context = reads.context_tokens is not None or not is_api(judge.backend)
         if reads.max_tokens is None and not wants_context:
             return  # an API judge without a context stated: nothing to count
-        if reads.tokenizer is not None:
-            folder = resolve_path(reads.tokenizer, base_dir)
-            source = str(folder) if folder.exists() else reads.tokenizer
-        else:  # a model the build loads (an API judge without one is refused by the recipe)
-            source = local_model_path(judge, base_dir)
+        source = reads.tokenizer or judge.model
         try:
+            if reads.tokenizer is not None:
+                folder = resolve_path(reads.tokenizer, base_dir)
+                source = str(folder) if folder.exists() else reads.tokenizer
+            else:  # the model the build loads (an API judge without one: refused by the recipe)
+                source = local_model_path(judge, base_dir)
             self.tokenizer, model_context = model_tokenizer(source)
         except (OSError, ValueError) as exc:
+            if self.stated is None:  # unset: the judge's own load says what is wrong with it
+                logger.warning(
+                    "judge: no tokenizer from %r (%s): its context is unknown, traces are "
+                    "sent unmeasured",
+                    source,
+                    exc,
+                )
+                return
             raise RecipeError(
                 [
                     f"judge: cannot load the tokenizer {source!r} to measure the judge's "
