@@ -27,7 +27,12 @@ from prefdelta.builders.traces import model_group
 from prefdelta.recipe import GenerationParams, GeneratorConfig, RecipeError, load_recipe
 from prefdelta.schema import LOGS, PLACEMENT_LOG, SUMMARY
 from support.api_build import interrupt_build, write_api_recipe
-from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
+from support.model_fixtures import (  # noqa: F401
+    ChatServer,
+    chat_server,
+    short_context_model_dir,
+    tiny_model_dir,
+)
 from support.store_fixtures import InspectableStore
 
 RECIPE = """
@@ -558,10 +563,15 @@ def test_a_second_build_into_a_busy_folder_stops_at_once(
 def test_prompts_over_a_generators_context_are_refused_one_by_one_before_any_call(
     tmp_path: Path,
     tiny_model_dir: Path,  # noqa: F811
+    short_context_model_dir: Path,  # noqa: F811
 ) -> None:
-    """One prompt beyond the tiny model's 512-token context is named and left out; the
-    others build as if it were not there. ``prompts.max_tokens`` bounds lower still."""
-    path = write_recipe(tmp_path, tiny_model_dir, prompts=2)
+    """One prompt beyond the generators' 512-token context is named and left out; the
+    others build as if it were not there. ``prompts.max_tokens`` bounds lower still. (The
+    judge, whose prompt takes more than 512 tokens, is the tiny model with a long context.)"""
+    path = write_recipe(tmp_path, short_context_model_dir, prompts=2)
+    (tmp_path / "judge-model").symlink_to(tiny_model_dir, target_is_directory=True)
+    text = path.read_text().replace("judge:\n  model: tiny-model", "judge:\n  model: judge-model")
+    path.write_text(text)
     prompts = tmp_path / "prompts.jsonl"
     long = "seven " * 2000
     prompts.write_text(prompts.read_text() + json.dumps({"problem": long, "answer": "7"}) + "\n")

@@ -19,7 +19,12 @@ from prefdelta.builders.prompt_length import chat_token_counts
 from prefdelta.push.build_folder import read_build
 from prefdelta.push.card import render_card
 from prefdelta.recipe import RecipeError, load_recipe
-from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
+from support.model_fixtures import (  # noqa: F401
+    ChatServer,
+    chat_server,
+    short_context_model_dir,
+    tiny_model_dir,
+)
 
 DIMS = ("step_coherence", "factuality")
 ANSWER = r"The answer is \boxed{14}."
@@ -219,11 +224,11 @@ def test_a_trace_over_the_judges_context_is_cut_to_fit_or_refused_never_sent_to_
 def test_a_local_judge_is_bounded_by_its_models_context(
     tmp_path: Path,
     chat_server: ChatServer,  # noqa: F811
-    tiny_model_dir: Path,  # noqa: F811
+    short_context_model_dir: Path,  # noqa: F811
 ) -> None:
-    """A transformers judge's context is its model's (the tiny model's 512 tokens): a judge
-    prompt that cannot fit even with no trace stops the build before any call, saying so."""
-    path = write_reads_recipe(tmp_path, chat_server, tiny_model_dir, "reasoning")
+    """A transformers judge's context is its model's (here 512 tokens): a judge prompt
+    that cannot fit even with no trace stops the build before any call, saying so."""
+    path = write_reads_recipe(tmp_path, chat_server, short_context_model_dir, "reasoning")
     text = path.read_text().replace(
         "model: the-judge\n  backend: openai\n", "model: tiny-model\n  backend: transformers\n"
     )
@@ -234,6 +239,110 @@ def test_a_local_judge_is_bounded_by_its_models_context(
     ):
         run_build(load_recipe(path), tmp_path / "out", console=Console(file=io.StringIO()))
     assert chat_server.state.bodies == []
+
+
+def _local_judge(path: Path, server: ChatServer) -> None:
+    """The recipe's judge made the tiny model itself, on transformers."""
+    text = path.read_text().replace(
+        "model: the-judge\n  backend: openai\n", "model: tiny-model\n  backend: transformers\n"
+    )
+    path.write_text(text.replace(f"  base_url: {server.url}\n", ""))
+
+
+def test_without_reads_a_trace_over_a_local_judges_context_is_refused_and_counted(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """No ``judge.reads`` in the recipe: the judge still reads the whole trace, and the long
+    one (~9,000 tokens) is over the tiny judge's 4,096-token context less its 200 new
+    tokens: never sent (no attempt), kept with judge_status over_context, named and
+    counted. The others are judged under the keys they always had (the trace's own text)."""
+    from prefdelta.builders.judge.spec import JudgeSpec
+    from prefdelta.builders.keys import judgment_key
+    from prefdelta.builders.store import ResultStore
+
+    path = write_reads_recipe(tmp_path, chat_server, tiny_model_dir)
+    _local_judge(path, chat_server)
+    recipe = load_recipe(path)
+    assert recipe.judge.reads is None
+    out = tmp_path / "out"
+    summary = run_build(recipe, out, console=Console(file=io.StringIO()))
+    rows = pq.read_table(out / "traces.parquet").to_pylist()
+    [long_row] = [t for t in rows if t["trace"] == LONG]
+    assert long_row["judge_status"] == "over_context" and long_row["judge_attempts"] == 0
+    assert "over the judge's bound of 3896 (context 4096" in long_row["judge_problem"]
+    assert all(t["judge_attempts"] > 0 for t in rows if t is not long_row)
+    reads = summary["judge_reads"]
+    assert reads["reads"] is None and reads["context_tokens"] == 4096
+    assert reads["over_context"] == {"r1": 1}
+    assert [r["trace_key"] for r in reads["over_context_traces"]] == [long_row["trace_key"]]
+    assert summary["judge_status"]["over_context"] == 1
+    spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
+    keys = [judgment_key(spec.fingerprint, t["prompt"], t["trace"]) for t in rows]
+    stored = ResultStore(out / "store.sqlite").existing("judgment", keys)
+    assert (
+        len(stored) == 3 and judgment_key(spec.fingerprint, long_row["prompt"], LONG) not in stored
+    )
+    card = render_card(
+        read_build(out), splits={"train": 1}, plots=[], dataset_ref="o/r", license="mit"
+    )
+    assert "the whole trace; a trace too long for the judge's context (3,896 tokens" in card
+    assert "| judge status `over_context` | 1 |" in card
+
+
+@pytest.mark.parametrize(
+    ("backend", "bound"),
+    [
+        ("vllm", 4096 - 100 - (100 + 64)),
+        ("transformers", 4096 - 100 - (100 + 64)),
+        ("openai", None),
+    ],
+)
+def test_without_reads_the_bound_is_the_judges_model_context_where_it_is_known(
+    tiny_model_dir: Path,  # noqa: F811
+    backend: str,
+    bound: int | None,
+) -> None:
+    """A vLLM or local judge's context comes from its model's config (less its new tokens
+    and a re-ask's room); an API judge's is unknown, and no tokenizer is loaded for it. A
+    trace that fits is read as it is: the text its judgment's key always hashed."""
+    from prefdelta.builders.judge.spec import JudgeSpec
+    from prefdelta.builders.judge_input import JudgeInput
+    from prefdelta.recipe import JudgeConfig
+
+    judge = JudgeConfig(
+        model=str(tiny_model_dir),
+        backend=backend,
+        base_url="http://localhost:1/v1" if backend == "openai" else None,
+        dimensions=["factuality"],
+        max_retries=1,
+        generation={"max_new_tokens": 100},
+    )
+    judge_input = JudgeInput(JudgeSpec.resolve(judge, tiny_model_dir), tiny_model_dir)
+    assert judge_input.bound == bound and (judge_input.tokenizer is None) == (bound is None)
+    read = judge_input.read("What is seven plus seven?", _short_r1())
+    assert read.text == _short_r1() and read.status is None and read.cut == 0
+    long = judge_input.read("What is seven plus seven?", LONG)
+    assert long.status == ("over_context" if bound else None)
+
+
+def test_an_api_judge_without_a_stated_context_is_sent_every_trace_unmeasured(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+    tiny_model_dir: Path,  # noqa: F811
+) -> None:
+    """An API judge's context is not known without ``reads.context_tokens``: the long trace
+    is sent as before, and the card says it was not measured."""
+    path = write_reads_recipe(tmp_path, chat_server, tiny_model_dir)
+    out = tmp_path / "out"
+    summary = run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    assert LONG in _sent(chat_server) and summary["judge_status"] == {"ok": 4}
+    assert summary["judge_reads"]["bound"] is None
+    card = render_card(
+        read_build(out), splits={"train": 1}, plots=[], dataset_ref="o/r", license="mit"
+    )
+    assert "the whole trace, as written, unmeasured (the judge's context was not known)" in card
 
 
 def test_a_trace_with_nothing_in_the_part_read_is_kept_counted_and_never_sent(

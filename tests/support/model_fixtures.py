@@ -87,12 +87,15 @@ def build_tiny_model(
     hidden_size: int = 32,
     num_layers: int = 2,
     num_heads: int = 4,
-    max_length: int = 512,
+    max_length: int = 4096,
 ) -> Path:
     """Write a tiny random ``LlamaForCausalLM`` with a chat tokenizer to ``directory``.
 
     Same arguments, same bytes: the tokenizer training is deterministic and the weights come
     from a forked torch RNG seeded with ``seed`` (the caller's RNG state is left alone).
+    ``max_length`` is the model's context: 4096 holds every judge prompt the tests send
+    (the judge's context is checked by default); rope positions have no weights, so it
+    changes no weight and no output.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -131,6 +134,13 @@ def build_tiny_model(
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama with a ChatML tokenizer, built once per session (read-only)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def short_context_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a 512-token context: prompts and traces the tests write overflow
+    it (read-only)."""
+    return build_tiny_model(tmp_path_factory.mktemp("short-context-model"), max_length=512)
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,23 @@ over the bound is cut to fit or refused, as the recipe says, before any call. A 
 trace stays in the tables (``judge_status`` ``over_context``), named and counted in the
 summary, never sent to fail.
 
+Without ``reads`` the judge reads the whole trace and the check still runs wherever the
+context is known (a local or vLLM judge: its model's config), refusing what does not fit;
+an API judge's context is known only from ``reads.context_tokens``, so without it its
+traces are sent unmeasured, as the server will take them or fail them. Unset, a judge
+tokenizer that cannot be loaded here (vLLM not installed, a Hub model out of reach)
+leaves the context unknown too, logged: the judge's own load then says what is wrong. The text read is
+the trace itself either way, so no judgment's key changes. Counting is a chat template
+and one tokenizer pass per trace (about a millisecond for a demo trace): no character
+count bounds a tokenizer's tokens soundly, so every trace is counted.
+
 The bound is the context less the judge's ``max_new_tokens`` and, when it may re-ask,
 room for the re-ask (its previous answer and a line of request).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -31,6 +42,8 @@ from prefdelta.recipe import RecipeError, resolve_path
 from prefdelta.recipe.reads import JudgeReads
 
 __all__ = ["JudgeInput", "Read", "read_chars", "reads_summary", "split_think"]
+
+logger = logging.getLogger(__name__)
 
 REASK_TOKENS = 64  # a re-ask's request line, beyond the previous answer it shows back
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -94,31 +107,40 @@ class JudgeInput:
 
     def __init__(self, spec: JudgeSpec, base_dir: Path) -> None:
         self.spec = spec
-        self.reads: JudgeReads | None = spec.config.reads
+        self.stated: JudgeReads | None = spec.config.reads  # None: the recipe says nothing
+        # unset: the whole trace, refused where it does not fit the judge's known context
+        self.reads: JudgeReads = spec.config.reads or JudgeReads()
         self.tokenizer: Any = None
         self.context: int | None = None
         self.bound: int | None = None
         self.why = ""
         reads = self.reads
-        if reads is None:
-            return  # as before the option: the whole trace, unmeasured
         judge = spec.config
         wants_context = reads.context_tokens is not None or not is_api(judge.backend)
         if reads.max_tokens is None and not wants_context:
             return  # an API judge without a context stated: nothing to count
-        if reads.tokenizer is not None:
-            folder = resolve_path(reads.tokenizer, base_dir)
-            source = str(folder) if folder.exists() else reads.tokenizer
-        else:  # a model the build loads (an API judge without one is refused by the recipe)
-            source = local_model_path(judge, base_dir)
+        source = reads.tokenizer or judge.model
         try:
+            if reads.tokenizer is not None:
+                folder = resolve_path(reads.tokenizer, base_dir)
+                source = str(folder) if folder.exists() else reads.tokenizer
+            else:  # the model the build loads (an API judge without one: refused by the recipe)
+                source = local_model_path(judge, base_dir)
             self.tokenizer, model_context = model_tokenizer(source)
         except (OSError, ValueError) as exc:
+            if self.stated is None:  # unset: the judge's own load says what is wrong with it
+                logger.warning(
+                    "judge: no tokenizer from %r (%s): its context is unknown, traces are "
+                    "sent unmeasured",
+                    source,
+                    exc,
+                )
+                return
             raise RecipeError(
                 [
-                    f"judge.reads: cannot load the tokenizer {source!r} to count the judge's "
-                    f"tokens ({type(exc).__name__}: {str(exc)[:200]}); give "
-                    "judge.reads.tokenizer (a Hub id or a folder)"
+                    f"judge: cannot load the tokenizer {source!r} to measure the judge's "
+                    f"prompts against its context ({type(exc).__name__}: {str(exc)[:200]}); "
+                    "give judge.reads.tokenizer (a Hub id or a folder)"
                 ]
             ) from None
         self.context = reads.context_tokens or (
@@ -136,7 +158,7 @@ class JudgeInput:
         if self.bound <= frame:
             raise RecipeError(
                 [
-                    f"judge.reads: the judge's prompt alone takes {frame} tokens, over its "
+                    f"judge: the judge's prompt alone takes {frame} tokens, over its "
                     f"bound of {self.bound} ({self.why}): raise judge.reads.context_tokens, "
                     "or lower judge.generation.max_new_tokens or max_retries"
                 ]
@@ -145,8 +167,6 @@ class JudgeInput:
     def read(self, prompt: str, trace: str) -> Read:
         """What the judge reads of ``trace``, cut or refused as the recipe says."""
         reads = self.reads
-        if reads is None:
-            return Read(trace)
         head, reasoning, tail, answer = split_think(trace)
         if reads.part == "answer":
             if not answer.strip():
@@ -167,7 +187,6 @@ class JudgeInput:
         measured against the bound and cut further or refused. The reasoning is tokenized
         only where it may be cut."""
         reads = self.reads
-        assert reads is not None
         offsets: list[tuple[int, int]] = []
         keep = None
         if reasoning is not None and self.tokenizer is not None and reads.max_tokens is not None:
@@ -205,7 +224,6 @@ class JudgeInput:
         if keep is None or keep >= len(offsets):
             return reasoning
         reads = self.reads
-        assert reads is not None
         first = keep // 2
         last = keep - first
         end = offsets[first - 1][1] if first else 0
@@ -251,7 +269,7 @@ def reads_summary(
             refused.append(
                 Refused(key, prompt_id, generator, sample, read.tokens or 0, judge_input.bound or 0)
             )
-    config = judge_input.reads
+    config = judge_input.stated
     return {
         "reads": None if config is None else config.model_dump(mode="json"),
         "context_tokens": judge_input.context,

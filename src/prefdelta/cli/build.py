@@ -210,7 +210,7 @@ def _print_judge_prompt(r: BuildRecipe) -> None:
             reference = None if column is None else table[0].get(column)
         trace, source = "(a generator's trace)", "not built yet: a placeholder trace"
     spec = JudgeSpec.resolve(r.judge, r.base_dir)
-    if traces.is_file() and r.judge.reads is not None:  # what judge.reads has it read
+    if traces.is_file():  # what judge.reads has it read (unset: refused if over the context)
         from prefdelta.builders.judge_input import JudgeInput
 
         with user_errors():

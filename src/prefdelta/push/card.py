@@ -102,12 +102,13 @@ def _token_rows(build: Build) -> list[tuple[str, str, dict[str, int]]]:
 
 
 def _judge_reads(reads: JudgeReads | None, summary: dict[str, Any]) -> str:
-    """What the judge read of each trace (``judge.reads``), with the bound it was held to."""
-    if reads is None:
-        return describe_reads(None)
+    """What the judge read of each trace (``judge.reads``), with the bound it was held to
+    (unset: the whole trace, bounded where the build knew the judge's context)."""
     bound = (summary.get("judge_reads") or {}).get("bound")
     why = (summary.get("judge_reads") or {}).get("bound_why")
-    return reads.describe(None if bound is None else f"{bound:,} tokens: {why}")
+    if reads is None and bound is None:
+        return describe_reads(None)
+    return (reads or JudgeReads()).describe(None if bound is None else f"{bound:,} tokens: {why}")
 
 
 def render_card(

@@ -319,8 +319,9 @@ class JudgeConfig(ModelEndpoint):
     reads: JudgeReads | None = later(
         None,
         description="what the judge reads of each trace: whole, reasoning or answer, or "
-        "{part, max_tokens, marker, over_context, context_tokens, tokenizer}; when set, a "
-        "trace too long for the judge's context is refused or cut, never sent to fail",
+        "{part, max_tokens, marker, over_context, context_tokens, tokenizer}; unset: the "
+        "whole trace, and one too long for a local or vllm judge's context is refused, never "
+        "sent to fail (an API judge is measured only with context_tokens)",
     )
     show_reference: bool | None = later(
         None,

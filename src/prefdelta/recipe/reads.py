@@ -3,9 +3,11 @@
 Why: a reasoning model's trace (DeepSeek-R1's, say) opens with a ``<think>`` block that
 can run to many thousand tokens before the final answer. A recipe chooses what the judge
 is shown: the whole trace, the reasoning only, the final answer only, or the reasoning
-cut to a token budget (its head and tail kept, a stated marker where it was cut). With
-``reads`` set, a trace whose judge prompt would not fit the judge's context is never sent
-to fail: it is cut to fit, or refused with its id and counted, as ``over_context`` says.
+cut to a token budget (its head and tail kept, a stated marker where it was cut). A trace
+whose judge prompt would not fit the judge's context is never sent to fail: it is cut to
+fit, or refused with its id and counted, as ``over_context`` says. Unset, ``reads`` is
+its defaults (the whole trace; refuse), so the check runs wherever the context is known:
+a local or vLLM judge's model config, or an API judge's ``context_tokens``.
 
 The judgment's cache key hashes the very text the judge reads (see
 :func:`prefdelta.builders.keys.judge_fingerprint`), so a choice that changes what the
@@ -66,7 +68,8 @@ class JudgeReads(StrictModel):
         gt=0,
         le=100_000_000,
         description="the judge's context in tokens; default: its model's config (local and "
-        "vllm judges). An API judge is checked only when this is given",
+        "vllm judges). An API judge is checked only when this is given (else its traces are "
+        "sent unmeasured)",
     )
     tokenizer: str | None = content(
         None,
@@ -122,6 +125,6 @@ class JudgeReads(StrictModel):
 
 def describe_reads(reads: JudgeReads | None) -> str:
     """What a judge with ``reads`` (None: unset) is shown, for the card and inspect."""
-    if reads is None:
-        return "the whole trace, as written"
+    if reads is None:  # and no context known: an API judge without reads.context_tokens
+        return "the whole trace, as written, unmeasured (the judge's context was not known)"
     return reads.describe()
