@@ -20,13 +20,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from prefdelta.recipe.endpoints import (
-    Dimension,
-    GenerationParams,
-    GeneratorConfig,
-    JudgeConfig,
-    Resources,
-)
+from prefdelta.recipe.endpoints import GenerationParams, GeneratorConfig, Resources
+from prefdelta.recipe.judge import Dimension, JudgeConfig
 from prefdelta.recipe.panel import PanelConfig, PanelJudge
 from prefdelta.recipe.reads import JudgeReads
 from prefdelta.recipe.schema import (

@@ -15,8 +15,8 @@ import json
 from typing import Any
 
 from prefdelta.recipe import GeneratorConfig, JudgeConfig
-from prefdelta.recipe.endpoints import REASONING_FIELDS
 from prefdelta.recipe.identity import fields_with, identity_body
+from prefdelta.recipe.judge import REASONING_FIELDS
 
 __all__ = [
     "GENERATOR_OPERATIONAL",

@@ -6,7 +6,7 @@ goes. The package, bottom up: :mod:`~prefdelta.recipe.rubrics` and
 :mod:`~prefdelta.recipe.judgment` (the built-in rubrics and the judgment's JSON schema,
 which the recipe validates against), :mod:`~prefdelta.recipe.identity` (which fields count
 toward the recipe hash and the cache keys), :mod:`~prefdelta.recipe.base`,
-:mod:`~prefdelta.recipe.endpoints` and :mod:`~prefdelta.recipe.schema` (the pydantic
+:mod:`~prefdelta.recipe.endpoints`, :mod:`~prefdelta.recipe.judge` and :mod:`~prefdelta.recipe.schema` (the pydantic
 models), :mod:`~prefdelta.recipe.checks` (names across sections, files),
 :mod:`~prefdelta.recipe.errors` and :mod:`~prefdelta.recipe.load` (reading a file); the
 generated reference pages are :mod:`prefdelta.docs`.
@@ -17,16 +17,15 @@ from prefdelta.recipe.checks import judge_template_problem, locate_model_file, r
 from prefdelta.recipe.endpoints import (
     REQUEST_TIMEOUT_S,
     TOKENS_PER_TIMEOUT_S,
-    Dimension,
     GenerationParams,
     GeneratorConfig,
-    JudgeConfig,
     ModelEndpoint,
     Price,
     Resources,
     request_timeout_s,
 )
 from prefdelta.recipe.errors import RecipeError
+from prefdelta.recipe.judge import Dimension, JudgeConfig
 from prefdelta.recipe.load import (
     describe_recipe_error,
     interpolate_env,

@@ -2,7 +2,7 @@
 
 A recipe is the whole declaration of a dataset: which prompts, which generators, how
 traces are paired, how the judge scores them, how deltas aggregate and where the result
-goes. Generators and the judge: :mod:`prefdelta.recipe.endpoints`. Each field declares
+goes. Generators: :mod:`prefdelta.recipe.endpoints`; the judge: :mod:`prefdelta.recipe.judge`. Each field declares
 whether it counts toward the recipe hash and the cache keys
 (:mod:`prefdelta.recipe.identity`). Reading a file: :mod:`prefdelta.recipe.load`; checks
 across sections and of the files a recipe names: :mod:`prefdelta.recipe.checks`.
@@ -30,8 +30,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from prefdelta.locations import REPO_ID_PATTERN
 from prefdelta.recipe.base import NAME_PATTERN, StrictModel
 from prefdelta.recipe.checks import Declared, reference_problems
-from prefdelta.recipe.endpoints import GeneratorConfig, JudgeConfig
+from prefdelta.recipe.endpoints import GeneratorConfig
 from prefdelta.recipe.identity import content, identity_body, outside
+from prefdelta.recipe.judge import JudgeConfig
 
 
 class PromptsConfig(StrictModel):

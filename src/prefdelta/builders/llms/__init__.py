@@ -50,7 +50,8 @@ from prefdelta.recipe import (
     resolve_path,
     resolve_secret,
 )
-from prefdelta.recipe.endpoints import GIVEN_FIELDS, REASONING_FIELDS
+from prefdelta.recipe.endpoints import GIVEN_FIELDS
+from prefdelta.recipe.judge import REASONING_FIELDS
 from prefdelta.recipe.reasoning import Reasoning
 
 __all__ = [
