@@ -65,7 +65,14 @@ def test_fingerprints_and_judgment_keys_are_those_earlier_builds_stored(
     path = _custom_recipe(tmp_path) if name == "custom" else ROOT / "recipes" / f"{name}.yaml"
     path = path if path.exists() else ROOT / "tests" / "recipes" / path.name
     recipe = load_recipe(path)
-    spec = JudgeSpec.resolve(recipe.judge, recipe.base_dir)
+    judge = recipe.judge
+    if judge.thinking is not None:
+        # GPT-OSS reasons now (judge.reasoning auto): a judge that reasons judges anew, and
+        # one told `reasoning: off` keeps the key it always had
+        reasoning = JudgeSpec.resolve(judge, recipe.base_dir).fingerprint
+        judge = judge.model_copy(update={"reasoning": "off"})
+        assert reasoning != JudgeSpec.resolve(judge, recipe.base_dir).fingerprint
+    spec = JudgeSpec.resolve(judge, recipe.base_dir)
     fingerprint, key, sha = BEFORE_THE_MOVE[name]
     assert spec.fingerprint == fingerprint
     assert judgment_key(spec.fingerprint, "What is 6*7?", "6*7=42") == key

@@ -233,17 +233,9 @@ class _FixedLLM(LLM):
 # --------------------------------------------------------------------------- local models
 
 
-def test_tiny_model_reasons_in_a_bounded_think_block_before_the_schema(
-    tiny_model_dir: Path,  # noqa: F811
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from transformers import AutoTokenizer
-
-    monkeypatch.setenv("PREFDELTA_CACHE", str(tmp_path / "cache"))
-    budget = 40
-    config = JudgeConfig(
-        model=str(tiny_model_dir),
+def _think_config(model_dir: str, budget: int) -> JudgeConfig:
+    return JudgeConfig(
+        model=model_dir,
         backend="transformers",
         batch_size=4,
         max_retries=0,
@@ -251,6 +243,16 @@ def test_tiny_model_reasons_in_a_bounded_think_block_before_the_schema(
         reasoning_budget=budget,
         generation={"temperature": 0.0, "max_new_tokens": 420},
     )
+
+
+def _judge_under_the_think_grammar(model_dir: str, cache: str, budget: int) -> list[dict[str, Any]]:
+    """The tiny judge under the think grammar, in a spawned process: xgrammar's compiler
+    threads, once started in the pytest process, deadlock a later test's forked build
+    workers when they compile a grammar."""
+    import os
+
+    os.environ["PREFDELTA_CACHE"] = cache
+    config = _think_config(model_dir, budget)
     llm = make_llm(
         config,
         config.generation,
@@ -262,7 +264,7 @@ def test_tiny_model_reasons_in_a_bounded_think_block_before_the_schema(
     assert llm.generation_kwargs["max_new_tokens"] == 420 + budget + THINK_TAG_TOKENS
     judge = judge_from_spec(JudgeSpec.resolve(config), llm, name="judge")
     judge.load()
-    rows = next(
+    return next(
         judge.process(
             [
                 {"instruction": f"What is {i} + {i}?", "generation": f"{i} + {i} = {2 * i}."}
@@ -270,6 +272,22 @@ def test_tiny_model_reasons_in_a_bounded_think_block_before_the_schema(
             ]
         )
     )
+
+
+def test_tiny_model_reasons_in_a_bounded_think_block_before_the_schema(
+    tiny_model_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import multiprocessing
+
+    from transformers import AutoTokenizer
+
+    budget = 40
+    config = _think_config(str(tiny_model_dir), budget)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        rows = pool.apply(
+            _judge_under_the_think_grammar, (str(tiny_model_dir), str(tmp_path / "cache"), budget)
+        )
     assert any(row["judge_reasoning"][0] for row in rows)  # it did write in the block
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     schema = schema_for(config)
