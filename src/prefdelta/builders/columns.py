@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prefdelta.builders.prompts import Prompt, prompt_id, read_prompt_table
+from prefdelta.builders.prompts import Prompt, prompt_id, read_prompt_table, require_columns
 from prefdelta.recipe import BuildRecipe, RecipeError
 from prefdelta.schema import LABEL_COLUMN
 
@@ -128,14 +128,7 @@ def load_pair_prompts(recipe: BuildRecipe) -> tuple[list[Prompt], int]:
     cfg, pairing = recipe.prompts, recipe.pairing
     columns = {"pairing.chosen": pairing.chosen or "", "pairing.rejected": pairing.rejected[0]}
     ds, where = read_prompt_table(cfg, recipe.base_dir)
-    for field, column in columns.items():
-        if column not in ds.column_names:
-            raise RecipeError(
-                [
-                    f"{field}: column {column!r} is not in {where}; "
-                    f"columns: {', '.join(ds.column_names)}"
-                ]
-            )
+    require_columns(ds, where, columns)
     ds = ds.shuffle(seed=cfg.seed)
     by_id: dict[str, dict[str, Any]] = {}
     for index, row in enumerate(ds):

@@ -145,15 +145,25 @@ def read_prompt_table(config: PromptsConfig, base_dir: Path) -> tuple[Any, str]:
         where = f"{cfg.dataset} (split {cfg.split})"
         ds = load_dataset(cfg.dataset, cfg.subset, split=cfg.split, revision=cfg.revision)
 
-    for field, column in (("column", cfg.column), ("reference_column", cfg.reference_column)):
+    require_columns(
+        ds,
+        where,
+        {"prompts.column": cfg.column, "prompts.reference_column": cfg.reference_column},
+    )
+    return ds, where
+
+
+def require_columns(ds: Any, where: str, named: Mapping[str, str | None]) -> None:
+    """Refuse a column the table ``ds`` (read from ``where``) lacks, naming the recipe field
+    that names it and the columns there are. ``named``: recipe field -> column (None: unset)."""
+    for field, column in named.items():
         if column is not None and column not in ds.column_names:
             raise RecipeError(
                 [
-                    f"prompts.{field}: column {column!r} is not in {where}; "
+                    f"{field}: column {column!r} is not in {where}; "
                     f"columns: {', '.join(ds.column_names)}"
                 ]
             )
-    return ds, where
 
 
 def load_prompts(
@@ -172,14 +182,7 @@ def load_prompts(
         raise RecipeError(["prompts.column: name the column holding the prompt text"])
     ds, where = read_prompt_table(cfg, base_dir)
     columns = columns or {}
-    for column, named_by in columns.items():
-        if column not in ds.column_names:
-            raise RecipeError(
-                [
-                    f"{named_by}: column {column!r} is not in {where}; "
-                    f"columns: {', '.join(ds.column_names)}"
-                ]
-            )
+    require_columns(ds, where, {named_by: column for column, named_by in columns.items()})
     ds = ds.shuffle(seed=cfg.seed)
 
     prompts: list[Prompt] = []

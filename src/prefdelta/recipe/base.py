@@ -35,6 +35,14 @@ class StrictModel(BaseModel):
         return v
 
 
+def refuse_repeats(names: list[str], what: str) -> None:
+    """One rule for every list of names in a recipe: each name once (``what``: what the
+    names are, for the error)."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} listed twice: {', '.join(dupes)}")
+
+
 # what each regex of a `pattern=` field means, in the words of an error
 PATTERN_MEANING = {
     NAME_PATTERN: "expected lowercase letters, digits, '.', '_' and '-', starting with a "

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, ValidationError, field_validator, model_validator
 
 from prefdelta.backends import calls_model, is_api
-from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel
+from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel, refuse_repeats
 from prefdelta.recipe.endpoints import GenerationParams, ModelEndpoint
 from prefdelta.recipe.identity import content, later, operational
 from prefdelta.recipe.judgment import min_structured_tokens
@@ -149,10 +149,7 @@ class JudgeConfig(ModelEndpoint):
     def _dimensions_ok(cls, v: list[Dimension]) -> list[Dimension]:
         if not v:
             raise ValueError("at least one dimension is required")
-        names = [d.name for d in v]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"dimension listed twice: {', '.join(dupes)}")
+        refuse_repeats([d.name for d in v], "dimension")
         return v
 
     @field_validator("structured", mode="before")

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import field_validator
 
 from prefdelta.backends import Backend
-from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel
+from prefdelta.recipe.base import DIMENSION_NAME_PATTERN, StrictModel, refuse_repeats
 from prefdelta.recipe.identity import content, operational
 
 __all__ = ["ENDPOINT_FIELDS", "GenerationOverride", "PanelConfig", "PanelJudge", "yaml_off"]
@@ -113,8 +113,5 @@ class PanelConfig(StrictModel):
     def _judges_ok(cls, v: list[PanelJudge]) -> list[PanelJudge]:
         if len(v) < 2:
             raise ValueError("a panel needs at least two judges (one judge: leave `panel` out)")
-        names = [j.name for j in v]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"judge name listed twice: {', '.join(dupes)}")
+        refuse_repeats([j.name for j in v], "judge name")
         return v
