@@ -77,13 +77,14 @@ def _gpu_section() -> str:
 
 
 def _commands(section: str) -> list[list[str]]:
-    """The shell lines of the section's code blocks, comments dropped."""
+    """The shell lines of the section's shell code blocks, comments dropped (a ```yaml
+    block is a recipe snippet, not a command)."""
     import shlex
 
     out, inside = [], False
     for line in section.splitlines():
         if line.startswith("```"):
-            inside = not inside
+            inside = not inside and line.strip() in ("```bash", "```sh", "```console")
         elif inside and line.strip():
             out.append(shlex.split(line, comments=True))
     return out
@@ -96,6 +97,7 @@ def test_gpu_page_commands_name_real_files_and_parse() -> None:
     import importlib
 
     from prefdelta.recipe import load_recipe
+    from prefdelta.schema import LOGS, PLACEMENT_LOG
     from prefdelta.train.configs import parse_config
     from prefdelta.train.sweep.config import load_sweep
 
@@ -124,9 +126,14 @@ def test_gpu_page_commands_name_real_files_and_parse() -> None:
             script = importlib.import_module(module)
             argv = [str(ROOT / cmd[cmd.index("-m") + 2]), *cmd[cmd.index("-m") + 3 :]]
             parse_config(script.DATACLASSES, [*argv, "--use_cpu", "true", "--bf16", "false"])
+        elif cmd[0] == "jq":  # reads a Ray build's placement log: its path, its fields
+            assert f"builds/NAME/{LOGS}/{PLACEMENT_LOG}" in cmd
+            logged = {"time", "step", "replica", "node_id", "host", "pid", "rows", "actor"}
+            assert set(re.findall(r"\.(\w+)", cmd[2])) <= logged, cmd[2]
         else:
             raise AssertionError(f"a docs/gpus.md command no test checks: {' '.join(cmd)}")
     assert kinds == {
+        "jq",
         "pip",
         "prefdelta validate",
         "prefdelta build",
