@@ -312,8 +312,8 @@ def test_a_build_killed_after_the_judges_first_batch_resumes_without_rejudging(
     tmp_path: Path,
     chat_server: ChatServer,  # noqa: F811
 ) -> None:
-    """SIGKILL to the build's process group once the judge's first batch is stored: the
-    rerun asks the judge only about the traces no stored judgment covers, and reads no
+    """SIGKILL to the build's process group once the judge's first answer is stored (an
+    API judge commits each row as it finishes, inside its first batch): the rerun asks the judge only about the traces no stored judgment covers, and reads no
     trace of the dataset's twice (the dataset's traces take no call either time)."""
     import contextlib
     import os
@@ -351,7 +351,7 @@ def test_a_build_killed_after_the_judges_first_batch_resumes_without_rejudging(
             os.killpg(proc.pid, signal.SIGKILL)
     planned = 3 + 4  # the first R1 trace of each row (row 2's is empty) and 4 solutions
     stored = InspectableStore(store_path).count_all("judgment")
-    assert 2 <= stored < planned, (tmp_path / "killed.log").read_text()[-3000:]
+    assert 1 <= stored < planned, (tmp_path / "killed.log").read_text()[-3000:]
     assert not (out / "summary.json").exists()
 
     chat_server.state.delay_s = 0.0
