@@ -66,7 +66,7 @@ class CachedReasoningJudge(ReasoningJudge):
         unasked = [row for row in inputs if not row["ask"]]
         store = ResultStore(self.store_path)
         if streams_rows(self.llm):
-            yield self._stream(asked, store) + [_unasked(row) for row in unasked]
+            yield self._stream(asked, store) + [_light(row, None, None) for row in unasked]
             return
         rows = _with_traces(asked, store)
         keys = [self._key(row) for row in rows]
@@ -80,7 +80,7 @@ class CachedReasoningJudge(ReasoningJudge):
         yield [
             _light(row, key, None if key in done else judged[key])
             for row, key in zip(rows, keys, strict=True)
-        ] + [_unasked(row) for row in unasked]
+        ] + [_light(row, None, None) for row in unasked]
 
     def _key(self, row: dict[str, Any]) -> str:
         reference = row.get("reference") if self.show_reference else None
@@ -149,17 +149,12 @@ def _commit(store: ResultStore, fingerprint: str, judged: dict[str, dict[str, An
     )
 
 
-def _light(row: dict[str, Any], key: str, judged: dict[str, Any] | None) -> dict[str, Any]:
-    """A judged row for distilabel: its key and status (None: reused), not its answers."""
+def _light(row: dict[str, Any], key: str | None, judged: dict[str, Any] | None) -> dict[str, Any]:
+    """A judged row for distilabel: its key and status (None: reused, or not asked of this
+    judge, which has no key), not its answers."""
     status = None if judged is None else judged["judge_status"]
     light = {k: v for k, v in row.items() if k != "generation"}
     return light | {"judgment_key": key, "judge_status": status, "reused": judged is None}
-
-
-def _unasked(row: dict[str, Any]) -> dict[str, Any]:
-    """A row this judge was not asked about (another judge's work, or judged before)."""
-    light = {k: v for k, v in row.items() if k != "generation"}
-    return light | {"judgment_key": None, "judge_status": None, "reused": True}
 
 
 class PlacedTraceGeneration(PlacementLog, TraceGeneration):
