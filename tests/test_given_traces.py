@@ -21,6 +21,7 @@ from prefdelta.cli import app
 from prefdelta.push.build_folder import read_build
 from prefdelta.push.card import render_card
 from prefdelta.recipe import RecipeError, load_recipe
+from support.api_build import interrupt_build
 from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
 
 DIMS = ("step_coherence", "factuality")
@@ -313,14 +314,12 @@ def test_a_build_killed_after_the_judges_first_batch_resumes_without_rejudging(
     chat_server: ChatServer,  # noqa: F811
 ) -> None:
     """SIGKILL to the build's process group once the judge's first answer is stored (an
-    API judge commits each row as it finishes, inside its first batch): the rerun asks the judge only about the traces no stored judgment covers, and reads no
-    trace of the dataset's twice (the dataset's traces take no call either time)."""
-    import contextlib
-    import os
+    API judge commits each row as it finishes, inside its first batch): the rerun asks
+    the judge only about the traces no stored judgment covers, and reads no trace of the
+    dataset's twice (the dataset's traces take no call either time)."""
     import signal
     import subprocess
     import sys
-    import time
 
     from support.store_fixtures import InspectableStore
 
@@ -337,18 +336,7 @@ def test_a_build_killed_after_the_judges_first_batch_resumes_without_rejudging(
     out = tmp_path / "out"
     store_path = out / "store.sqlite"
     cmd = [sys.executable, "-m", "prefdelta", "build", str(path), "-o", str(out), "--no-publish"]
-    with (tmp_path / "killed.log").open("wb") as sink:
-        proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
-    try:
-        while proc.poll() is None:
-            if store_path.exists() and InspectableStore(store_path).count_all("judgment"):
-                break
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    interrupt_build(cmd, store_path, tmp_path / "killed.log", kind="judgment", sig=signal.SIGKILL)
     planned = 3 + 4  # the first R1 trace of each row (row 2's is empty) and 4 solutions
     stored = InspectableStore(store_path).count_all("judgment")
     assert 1 <= stored < planned, (tmp_path / "killed.log").read_text()[-3000:]

@@ -68,21 +68,28 @@ def write_api_recipe(
     return path
 
 
-def interrupt_build(cmd: list[str], store: Path, log: Path) -> int:
+def interrupt_build(
+    cmd: list[str],
+    store: Path,
+    log: Path,
+    *,
+    kind: str = "generation",
+    sig: signal.Signals = signal.SIGINT,
+) -> int:
     """Run the build ``cmd`` in a process group of its own, send it Ctrl-C (SIGINT to the
-    group, as a terminal does) once ``store`` holds a generation, and return its exit code;
-    its output goes to ``log``. Waits on an event, not a deadline: the suite's timeout
-    bounds it."""
+    group, as a terminal does; or ``sig``) once ``store`` holds a result of ``kind``, and
+    return its exit code; its output goes to ``log``. Waits on an event, not a deadline:
+    the suite's timeout bounds it."""
     from support.store_fixtures import InspectableStore
 
     with log.open("wb") as sink:
         proc = subprocess.Popen(cmd, start_new_session=True, stdout=sink, stderr=sink)
     try:
         while proc.poll() is None:
-            if store.exists() and InspectableStore(store).count_all("generation"):
+            if store.exists() and InspectableStore(store).count_all(kind):
                 break
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
         return proc.wait(timeout=300)
     finally:
         with contextlib.suppress(ProcessLookupError):
