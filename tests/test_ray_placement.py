@@ -17,7 +17,7 @@ import yaml
 from prefdelta.builders.placement import PlacementError, check_cluster, step_resources
 from prefdelta.recipe import GeneratorConfig, JudgeConfig, RecipeError, parse_recipe
 from prefdelta.schema import LOGS, PAIRS_FILE, PLACEMENT_LOG, STORE, TRACES_FILE
-from support.api_build import write_api_recipe
+from support.api_build import interrupt_build, write_api_recipe
 from support.model_fixtures import ChatServer, chat_server  # noqa: F401  (a fixture)
 from support.ray_cluster import ray_cluster
 from support.store_fixtures import InspectableStore
@@ -228,3 +228,45 @@ def test_a_build_on_two_ray_nodes(
     ray_store, local_store = InspectableStore(out / STORE), InspectableStore(local / STORE)
     for kind in ("generation", "judgment"):
         assert ray_store.all_values(kind) == local_store.all_values(kind), kind
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_ray_build_within_its_batch(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C reaches a Ray build's driver, never the actors that ask its rows (they run on
+    the cluster's nodes). The build still stops within a batch: each generator holds all
+    its rows in one batch, and after Ctrl-C no new row is asked, every answer asked for is
+    stored, the judge is never asked, and a rerun asks only what is left."""
+    prompts = 30
+    recipe = write_api_recipe(tmp_path, chat_server, prompts, batch_size=prompts, concurrency=2)
+    data = yaml.safe_load(recipe.read_text())
+    data["ray"] = True
+    recipe.write_text(yaml.safe_dump(data))
+    chat_server.state.delay_s = 0.5  # a batch of 30 rows, 2 at a time: 7.5 s each generator
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "prefdelta", "build", str(recipe), "-o", str(out), "--no-publish"]
+    log = tmp_path / "ctrl-c.log"
+
+    def asked(model_prefix: str) -> int:
+        return sum(b["model"].startswith(model_prefix) for b in chat_server.state.bodies)
+
+    with ray_cluster([1]) as cluster:
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+        code = interrupt_build(cmd, out / STORE, log)
+        said = log.read_text(errors="replace")
+        assert code == 130, said[-3000:]
+        stored = InspectableStore(out / STORE).count_all("generation")
+        assert asked("gen-") == stored, said[-3000:]  # each answer asked for is kept
+        assert stored < prompts, (stored, said[-3000:])  # not the batches' 2 x 30 rows
+        assert asked("the-judge") == 0
+        assert not any(p.name.startswith(".stop") for p in out.iterdir())
+
+        chat_server.state.delay_s = 0.01
+        before = asked("gen-")
+        rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert asked("gen-") - before == 2 * prompts - stored
+    assert pq.read_table(out / TRACES_FILE).num_rows == 2 * prompts

@@ -58,6 +58,7 @@ RECIPE_FILE = "recipe.yaml"
 STORE = "store.sqlite"  # every model call's result, keyed, so a rerun resumes
 LOGS = "logs"  # the command's error logs (tracebacks), when a build fails
 PLACEMENT_LOG = "ray-placement.jsonl"  # in LOGS, on Ray: one line per batch, where it ran
+STOP_REQUEST = ".stop-requested"  # while a pipeline runs: Ctrl-C reached the build
 # The files summary.json vouches for (their sha256): a build is published only when they match.
 HASHED_FILES = (TRACES_FILE, PAIRS_FILE, RECIPE_FILE)
 # a preference dataset's pairs (pairing strategy columns): does the judge agree with its label

@@ -213,7 +213,9 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         if todo:
             rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt} for p in prompts]
             with pipeline_scratch(recipe.ray) as scratch:
-                run_pipeline(generation_pipeline(recipe, rows, todo, store_path, scratch))
+                run_pipeline(
+                    generation_pipeline(recipe, rows, todo, store_path, scratch), store_path
+                )
     generations = store.get_many("generation", [t.key for t in planned])
     missing = [t for t in planned if t.key not in generations]
     generated = [t for t in planned if t.key in generations]

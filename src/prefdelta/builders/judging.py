@@ -150,7 +150,7 @@ def judge_traces(
         rows.sort(key=lambda r: length[r["trace_key"]], reverse=True)
         if rows:
             with pipeline_scratch(recipe.ray) as scratch:
-                run_pipeline(judge_pipeline(recipe, working, rows, store.path, scratch))
+                run_pipeline(judge_pipeline(recipe, working, rows, store.path, scratch), store.path)
     judgments = {n: store.get_many("judgment", k.values()) for n, k in keys.items()}
     errors = {
         n: store.get_many("failure", [k for k in keys[n].values() if k not in judgments[n]])

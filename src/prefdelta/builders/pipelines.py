@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from prefdelta.builders.placement import (
     ray_nodes,
     step_resources,
 )
+from prefdelta.builders.runtime import stop_request_path
 from prefdelta.builders.store import ResultStore
 from prefdelta.builders.traces import TraceGeneration, model_group
 from prefdelta.recipe import BuildRecipe, ModelEndpoint
@@ -92,10 +94,11 @@ class CachedReasoningJudge(ReasoningJudge):
         llm: Any = self.llm
         kwargs = llm.get_generation_kwargs() or {}
         results: list[dict[str, Any]] = []
+        stop = partial(stopping, str(stop_request_path(self.store_path)))
 
         async def ask(chat: Any, n: int, seed: int | None, first: bool) -> dict[str, Any]:
-            stop = stopping if first else None  # a row once begun finishes
-            return await llm.ask(chat, n, seed=seed, stop=stop, **kwargs)
+            # a row once begun finishes
+            return await llm.ask(chat, n, seed=seed, stop=stop if first else None, **kwargs)
 
         def job(row: dict[str, Any], key: str) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
@@ -117,7 +120,7 @@ class CachedReasoningJudge(ReasoningJudge):
                         yield job(row, key)
 
         with store.session():  # a commit per row: one connection for all of them
-            run_rows(llm, jobs(), workers=2 * llm.max_concurrency)
+            run_rows(llm, jobs(), workers=2 * llm.max_concurrency, stop=stop)
         return results
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import select
 import shutil
 import signal
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from prefdelta.errors import PrefdeltaError
+from prefdelta.schema import STOP_REQUEST
 from prefdelta.scratch import make_scratch, remove_abandoned
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "BuildInterrupted",
     "pipeline_scratch",
     "run_pipeline",
+    "stop_request_path",
     "workers_die_with_their_parent",
 ]
 
@@ -39,7 +42,7 @@ class BuildInterrupted(PrefdeltaError, RuntimeError):
         super().__init__(INTERRUPTED)
 
 
-def run_pipeline(pipeline: Any) -> None:
+def run_pipeline(pipeline: Any, store_path: Path) -> None:
     """Run a distilabel pipeline to its end; raise :class:`BuildInterrupted` if Ctrl-C
     stopped it.
 
@@ -48,22 +51,40 @@ def run_pipeline(pipeline: Any) -> None:
     if the work were done, with nothing that says it stopped early; a third Ctrl-C makes
     it kill its steps and exit. The build must not go on to the next stage then, so SIGINT
     is watched while the pipeline runs (:func:`_sigint_watch`).
+
+    A step process forked here learns of Ctrl-C from distilabel's handler, but a step on
+    Ray runs in an actor that the signal never reaches (a node of its own, or a cluster
+    started apart), and would ask every row of its batch, thousands of them, before
+    distilabel's stop could end the run. So Ctrl-C also writes the stop request beside the
+    store (``store_path``'s folder, which every step reads: :func:`stop_request_path`);
+    the steps start no new row once it exists. It is removed when the run ends.
     """
-    with _sigint_watch() as interrupted:
-        try:
-            pipeline.run(use_cache=False)
-        except SystemExit:  # distilabel's forced stop
-            if not interrupted():
-                raise
-            raise BuildInterrupted from None
+    stop = stop_request_path(store_path)
+    stop.unlink(missing_ok=True)  # a build killed before it could remove its own
+    try:
+        with _sigint_watch(on_interrupt=stop.touch) as interrupted:
+            try:
+                pipeline.run(use_cache=False)
+            except SystemExit:  # distilabel's forced stop
+                if not interrupted():
+                    raise
+                raise BuildInterrupted from None
+    finally:
+        stop.unlink(missing_ok=True)
     if interrupted():
         raise BuildInterrupted
 
 
+def stop_request_path(store_path: str | Path) -> Path:
+    """The file whose presence tells a build's steps that Ctrl-C reached the build."""
+    return Path(store_path).parent / STOP_REQUEST
+
+
 @contextmanager
-def _sigint_watch() -> Iterator[Callable[[], bool]]:
+def _sigint_watch(on_interrupt: Callable[[], Any] | None = None) -> Iterator[Callable[[], bool]]:
     """Yield ``interrupted()``: whether SIGINT arrived while the block ran, whichever
-    handler took it, and put the caller's SIGINT handler back afterwards.
+    handler took it, and put the caller's SIGINT handler back afterwards; ``on_interrupt``
+    is called (once, from a watching thread) as soon as the first SIGINT arrives.
 
     The interpreter writes the number of each signal it catches to the signal module's
     wakeup fd before it runs the Python handler, whoever installed that handler, so a
@@ -79,28 +100,43 @@ def _sigint_watch() -> Iterator[Callable[[], bool]]:
     os.set_blocking(read, False)
     os.set_blocking(write, False)
     caught = bytearray()
-    open_ = [True]
+    lock = threading.Lock()
+    watching = threading.Event()
+    watching.set()
+    closed = False
 
-    def interrupted() -> bool:
-        while open_[0]:
-            try:
-                chunk = os.read(read, 512)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            caught.extend(chunk)
-        return signal.SIGINT in caught
+    def drain() -> bool:
+        with lock:
+            while not closed:
+                try:
+                    chunk = os.read(read, 512)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                caught.extend(chunk)
+            return signal.SIGINT in caught
 
+    def watch() -> None:
+        while watching.is_set():
+            if select.select([read], [], [], 0.2)[0] and drain():
+                if on_interrupt is not None:
+                    on_interrupt()
+                return
+
+    watcher = threading.Thread(target=watch, name="prefdelta-sigint", daemon=True)
     previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    watcher.start()
     try:
-        yield interrupted
+        yield drain
     finally:
         if saved is not None:  # None: a handler not set from Python, which cannot be put back
             signal.signal(signal.SIGINT, saved)
         signal.set_wakeup_fd(previous)
-        interrupted()
-        open_[0] = False
+        watching.clear()
+        watcher.join()
+        drain()
+        closed = True
         os.close(read)
         os.close(write)
 

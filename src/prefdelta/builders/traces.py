@@ -17,6 +17,7 @@ any point keeps every trace it finished.
 """
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from distilabel.steps import StepInput
@@ -27,6 +28,7 @@ from prefdelta.backends import TRAITS
 from prefdelta.builders.keys import row_seed, trace_key
 from prefdelta.builders.llms import generation_kwargs, streams_rows, takes_row_seeds
 from prefdelta.builders.llms.common import run_rows, stopping
+from prefdelta.builders.runtime import stop_request_path
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GeneratorConfig
 
@@ -148,12 +150,13 @@ class TraceGeneration(Task):
         kwargs = generation_kwargs(config.backend, config.generation)
         budget = config.generation.max_new_tokens
         fresh: dict[str, dict[str, Any]] = {}
+        stop = partial(stopping, str(stop_request_path(self.store_path)))
 
         def job(row: dict[str, Any], key: str) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
                 chat = self.format_input({**row, "generator": name})
                 seed = row_seed(key) if takes_row_seeds(self.llm) else None
-                output = await self.llm.ask(chat, 1, seed=seed, stop=stopping, **kwargs)  # type: ignore[attr-defined]
+                output = await self.llm.ask(chat, 1, seed=seed, stop=stop, **kwargs)  # type: ignore[attr-defined]
                 record = _trace_record(output, budget)
                 _commit(store, {key: record})
                 fresh[key] = _light(record)
@@ -162,7 +165,8 @@ class TraceGeneration(Task):
 
         llm: Any = self.llm
         with store.session():  # a commit per row: one connection for all of them
-            run_rows(llm, (job(row, key) for row, key in missing), workers=2 * llm.max_concurrency)
+            jobs = (job(row, key) for row, key in missing)
+            run_rows(llm, jobs, workers=2 * llm.max_concurrency, stop=stop)
         return fresh
 
     def _generate(

@@ -65,10 +65,13 @@ class Stopped(Exception):
     """The build was interrupted (Ctrl-C) before this row's first request went out."""
 
 
-def stopping() -> bool:
-    """Whether Ctrl-C reached this step process: distilabel's step workers catch SIGINT
-    and only note it in this environment variable (``distilabel.constants``)."""
-    return os.getenv(SIGINT_HANDLER_CALLED_ENV_NAME) is not None
+def stopping(stop_request: str | None = None) -> bool:
+    """Whether Ctrl-C reached the build: distilabel's step workers catch SIGINT and only
+    note it in this environment variable (``distilabel.constants``); a step on Ray, which
+    the signal never reaches, sees the build's stop request (the file ``stop_request``)."""
+    if os.getenv(SIGINT_HANDLER_CALLED_ENV_NAME) is not None:
+        return True
+    return stop_request is not None and os.path.exists(stop_request)
 
 
 class BoundedConcurrency:
@@ -152,10 +155,13 @@ class BoundedConcurrency:
 
 
 def run_rows(
-    llm: BoundedConcurrency, jobs: Iterable[Callable[[], Awaitable[None]]], workers: int
+    llm: BoundedConcurrency,
+    jobs: Iterable[Callable[[], Awaitable[None]]],
+    workers: int,
+    stop: Callable[[], bool] = stopping,
 ) -> None:
     """Run ``jobs`` (one per row: ask, then commit the row) on ``llm``'s event loop, up to
-    ``workers`` rows at a time, until all are done or the build is interrupted.
+    ``workers`` rows at a time, until all are done or the build is interrupted (``stop``).
 
     Rows start as soon as a worker is free, so no row waits for a slower one; ``jobs`` is
     read lazily, so only the rows in progress are held in memory. After Ctrl-C no new row
@@ -165,7 +171,7 @@ def run_rows(
 
     async def worker() -> None:
         for job in rows:  # one iterator, shared: each row is taken once
-            if stopping():
+            if stop():
                 return
             try:
                 await job()
