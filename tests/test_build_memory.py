@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 
 from prefdelta.builders import judging, tables
-from prefdelta.builders.build import run_build
+from prefdelta.builders.build import BuildIncomplete, run_build
 from prefdelta.recipe import load_recipe
 from prefdelta.schema import PAIRS_FILE, SUMMARY, TRACES_FILE
 from support.api_build import write_api_recipe
@@ -70,8 +70,8 @@ def test_a_panel_build_written_in_chunks_is_the_build_written_at_once(
     chat_server: ChatServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A two-judge panel over 7 prompts, with traces of every kind (scored apart, an empty
-    one, ties): the tables and summary written two prompts at a time (4 chunks) are the
+    """A two-judge panel over 7 prompts, with traces of every kind (scored apart, ties,
+    empty, failed): the tables and summary written two prompts at a time (4 chunks) are the
     ones written in one go."""
     prompts = 7
     path = write_api_recipe(tmp_path, chat_server, prompts)
@@ -84,14 +84,22 @@ def test_a_panel_build_written_in_chunks_is_the_build_written_at_once(
     state.content_by_model = {"gen-strong": "Strong: the sum.", "gen-weak": "Weak: a guess."}
     state.content_when = {"Weak: a guess.": _scores(2), "What is 3 plus 3": _scores(5)}
     state.blank_when = {"What is 5 plus 5": ""}  # no text: kept, never judged nor paired
+    state.fail_when = {"What is 6 plus 6": 400}  # no generation: rows marked failed
     out = tmp_path / "out"
-    summary = run_build(load_recipe(path), out, console=_quiet())
-    assert summary["judge_status"] == {"ok": 12, "empty_trace": 2} and summary["pairs"] > 0
+    with pytest.raises(BuildIncomplete):
+        run_build(load_recipe(path), out, console=_quiet())
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["judge_status"] == {"ok": 10, "empty_trace": 2, "failed": 2}
+    assert summary["pairs"] > 0
     single, before = _tables(out), _summary(out)
+    failed = [t for t in single[TRACES_FILE].to_pylist() if t["judge_status"] == "failed"]
+    assert [t["finish_reason"] for t in failed] == ["error", "error"]
+    assert all("not judged: the generation failed" in t["judge_problem"] for t in failed)
 
     state.bodies.clear()
-    _rebuild_in_chunks(out, monkeypatch)
-    assert state.bodies == []
+    with pytest.raises(BuildIncomplete):
+        _rebuild_in_chunks(out, monkeypatch)
+    assert all("What is 6 plus 6" in str(b["messages"]) for b in state.bodies)  # only those
     _assert_same_build(out, single, before, chunks=4)
 
 

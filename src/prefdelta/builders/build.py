@@ -266,12 +266,11 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
             rows = []
             for t in chunk:
                 if t.key not in generations:
-                    error = (gen_errors.get(t.key) or {}).get(
-                        "error"
-                    ) or "the call returned no trace"
+                    error = (gen_errors.get(t.key) or {}).get("error")
+                    why = error or "the call returned no trace"
                     gen = {"trace": "", "finish_reason": "error", "output_tokens": 0}
                     judged = judges.columns(
-                        judgments, None, f"not judged: the generation failed: {error}"
+                        judgments, None, f"not judged: the generation failed: {why}"
                     )
                 else:
                     gen = generations[t.key]
