@@ -209,14 +209,14 @@ def test_a_full_or_read_only_disk_is_one_line_and_the_rerun_finishes(
 
     recipe = write_recipe(tmp_path, with_password(chat_server.url))
     out = tmp_path / "out"
-    real_write = pq.write_table
+    real_writer = pq.ParquetWriter
 
-    def fail(table: object, where: object, *args: object, **kwargs: object) -> None:
+    def fail(where: object, *args: object, **kwargs: object) -> object:
         if str(where).startswith(str(out)):  # the build's tables; distilabel's own writes go on
             raise OSError(code, os.strerror(code), str(where))
-        real_write(table, where, *args, **kwargs)
+        return real_writer(where, *args, **kwargs)
 
-    monkeypatch.setattr(pq, "write_table", fail)
+    monkeypatch.setattr(pq, "ParquetWriter", fail)
     result = cli("build", str(recipe), "-o", str(out))
     advice = "free some space" if code == errno.ENOSPC else "choose a folder on a writable disk"
     line = one_line(
@@ -232,7 +232,7 @@ def test_a_full_or_read_only_disk_is_one_line_and_the_rerun_finishes(
     )
     assert SECRET not in everything
 
-    monkeypatch.setattr(pq, "write_table", real_write)
+    monkeypatch.setattr(pq, "ParquetWriter", real_writer)
     chat_server.state.bodies.clear()
     again = cli("build", str(recipe), "-o", str(out))
     assert again.returncode == 0, again.stderr

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.console import Console
 
 from prefdelta.builders.build_folder import build_lock, claim_build_dir
@@ -37,7 +34,7 @@ from prefdelta.builders.judge.spec import panel_specs
 from prefdelta.builders.judge_input import JudgeInput, reads_summary
 from prefdelta.builders.judging import ToJudge, judge_traces, waiting_note
 from prefdelta.builders.keys import trace_key
-from prefdelta.builders.pairs import make_pairs
+from prefdelta.builders.pairs import PairingReport, make_pairs
 from prefdelta.builders.panel import JUDGE_COLUMNS, panel_names
 from prefdelta.builders.pipelines import generation_pipeline
 from prefdelta.builders.progress import store_progress
@@ -50,7 +47,8 @@ from prefdelta.builders.runtime import (
     workers_die_with_their_parent,
 )
 from prefdelta.builders.store import ResultStore, repair_store
-from prefdelta.builders.summary import build_summary, print_summary, token_usage
+from prefdelta.builders.summary import TokenUsage, build_summary, print_summary
+from prefdelta.builders.tables import PAIR_TEXTS, TableFiles, light, prompt_chunks, trace_texts
 from prefdelta.errors import PrefdeltaError
 from prefdelta.files import atomic_write
 from prefdelta.recipe import (
@@ -117,23 +115,28 @@ def stored_work(recipe: BuildRecipe, out: Path, prompts: Sequence[Prompt]) -> St
     planned = plan_traces(recipe, prompts)
     store = ResultStore(out / STORE)
     store.check()  # counts read from a damaged store would be wrong, not just short
-    generations = store.get_many("generation", [t.key for t in planned])
-    generations |= {t.key: t.given for t in planned if t.given is not None}  # read, not made
+    inputs = [
+        JudgeInput(s, recipe.base_dir) for s in panel_specs(recipe.judge, recipe.base_dir).values()
+    ]
     per: dict[str, tuple[int, int]] = {}
-    for t in planned:
-        if t.given is not None:
-            continue
-        done, total = per.get(t.generator, (0, 0))
-        per[t.generator] = (done + (t.key in generations), total + 1)
-    jkeys = []
-    for spec in panel_specs(recipe.judge, recipe.base_dir).values():
-        judge_input = JudgeInput(spec, recipe.base_dir)
-        for t in planned:
-            if t.key in generations:
-                read = judge_input.read(t.prompt.prompt, generations[t.key]["trace"])
-                if read.text is not None:
-                    jkeys.append(spec.key(t.prompt.prompt, read.text, t.prompt.reference))
-    return StoredWork(per, (store.count("judgment", jkeys), len(jkeys)))
+    stored, needed = 0, 0
+    for chunk, generations in _stored_chunks(store, planned):
+        generations |= {t.key: t.given for t in chunk if t.given is not None}  # read, not made
+        for t in chunk:
+            if t.given is None:
+                done, total = per.get(t.generator, (0, 0))
+                per[t.generator] = (done + (t.key in generations), total + 1)
+        jkeys = []
+        for judge_input in inputs:
+            for t in chunk:
+                if t.key in generations:
+                    read = judge_input.read(t.prompt.prompt, generations[t.key]["trace"])
+                    if read.text is not None:
+                        jkeys.append(
+                            judge_input.spec.key(t.prompt.prompt, read.text, t.prompt.reference)
+                        )
+        stored, needed = stored + store.count("judgment", jkeys), needed + len(jkeys)
+    return StoredWork(per, (stored, needed))
 
 
 def build_dir_for(recipe: BuildRecipe, output_dir: str | Path | None = None) -> Path:
@@ -216,65 +219,96 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
                 run_pipeline(
                     generation_pipeline(recipe, rows, todo, store_path, scratch), store_path
                 )
-    generations = store.get_many("generation", [t.key for t in planned])
-    missing = [t for t in planned if t.key not in generations]
-    generated = [t for t in planned if t.key in generations]
+    stored = store.existing("generation", [t.key for t in planned])
+    missing = [t for t in planned if t.key not in stored]
+    generated = [t for t in planned if t.key in stored]
     # an empty answer is kept and counted, but there is nothing in it to judge or to pair
-    empty = [t for t in generated if not generations[t.key]["trace"].strip()]
-    judgeable = [t for t in generated if generations[t.key]["trace"].strip()]
+    empty: list[PlannedTrace] = []
+
+    def judgeable_texts() -> Iterator[ToJudge]:  # read from the store a chunk at a time
+        for chunk, generations in _stored_chunks(store, generated):
+            for t in chunk:
+                text = generations[t.key]["trace"]
+                if text.strip():
+                    yield ToJudge(t.key, t.prompt.prompt, text, t.prompt.reference)
+                else:
+                    empty.append(t)
 
     # ---- judging: every trace with text, by every judge, as much of it as each reads (a
     # trace too long for a judge is cut or refused); a failed or empty generation is not
-    judges = judge_traces(
-        recipe,
-        inputs,
-        [
-            ToJudge(t.key, t.prompt.prompt, generations[t.key]["trace"], t.prompt.reference)
-            for t in judgeable
-        ],
-        store,
-        console,
-    )
+    judges = judge_traces(recipe, inputs, judgeable_texts(), store, console)
     unjudged = {name: judges.unjudged(name) for name in specs}
+    empty_keys = {t.key for t in empty}
+    judgeable = [t for t in generated if t.key not in empty_keys]
 
     # ---- tables: every stored answer is read again, so a fix to reading reaches a rebuild;
-    # what failed for good is a row marked failed, never a row left out
+    # what failed for good is a row marked failed, never a row left out. A chunk of prompts
+    # at a time: only light rows (no texts) are kept for the summary
     gen_errors = store.get_many("failure", [t.key for t in missing])
     judgeable_keys = {t.key for t in judgeable}
-    traces = []
+    traces: list[dict[str, Any]] = []  # light rows
     verdicts = []  # (generator, read trace, math-verify's verdict) for the given summary
-    for t in planned:
-        if t.key not in generations:
-            error = (gen_errors.get(t.key) or {}).get("error") or "the call returned no trace"
-            gen = {"trace": "", "finish_reason": "error", "output_tokens": 0}
-            judged = judges.columns(None, f"not judged: the generation failed: {error}")
-        else:
-            gen = generations[t.key]
-            judged = judges.columns(t.key if t.key in judgeable_keys else None)
-        correct, computed = correctness(gen, t.prompt.reference)
-        if t.given is not None:
-            verdicts.append((t.generator, gen, computed))
-        traces.append(_trace_row(recipe, t, gen, judged, correct))
+    tokens = TokenUsage(n for n in names if not is_given(recipe.generators[n]))
+    counted: set[tuple[str, str]] = set()  # (judge, judgment key) whose tokens are added
     dims = recipe.judge.dimension_names
-    means = generator_means(traces, dims, recipe.delta)
-    gaps = {pair: generator_gap(means, *pair) for pair in recipe.pairing.paired_generators}
-    report = make_pairs(traces, recipe, gaps)  # of the traces with text only (not columns)
     labelled = recipe.pairing.strategy == "columns"
-    if labelled:  # a preference dataset's pairs: its prompts, and whether the judge agrees
-        label_pairs(report.pairs, prompts)
-
-    _write_parquet(out / TRACES_FILE, traces, traces_schema(dims, panel_names(recipe)))
-    _write_parquet(out / PAIRS_FILE, report.pairs, pairs_schema(dims, labelled=labelled))
+    texts = trace_texts(panel_names(recipe))
+    schemas = {
+        TRACES_FILE: traces_schema(dims, panel_names(recipe)),
+        PAIRS_FILE: pairs_schema(dims, labelled=labelled),
+    }
+    with TableFiles(out, schemas) as tables:
+        for chunk, generations in _stored_chunks(store, planned):
+            judgments = judges.stored(t.key for t in chunk if t.key in judgeable_keys)
+            for name, by_key in judgments.items():
+                for key, judgment in by_key.items():
+                    if (name, key) not in counted:  # a reused answer counts once
+                        counted.add((name, key))
+                        tokens.judgment(judgment)
+            rows = []
+            for t in chunk:
+                if t.key not in generations:
+                    error = (gen_errors.get(t.key) or {}).get("error")
+                    why = error or "the call returned no trace"
+                    gen = {"trace": "", "finish_reason": "error", "output_tokens": 0}
+                    judged = judges.columns(
+                        judgments, None, f"not judged: the generation failed: {why}"
+                    )
+                else:
+                    gen = generations[t.key]
+                    key = t.key if t.key in judgeable_keys else None
+                    judged = judges.columns(judgments, key)
+                    if t.given is None:  # a read trace took no tokens of ours
+                        tokens.generation(t.generator, gen)
+                correct, computed = correctness(gen, t.prompt.reference)
+                if t.given is not None:
+                    verdicts.append(
+                        (t.generator, {"given_correct": gen.get("given_correct")}, computed)
+                    )
+                rows.append(_trace_row(recipe, t, gen, judged, correct))
+            tables.write(TRACES_FILE, rows)
+            traces += [light(r, texts) for r in rows]
+        means = generator_means(traces, dims, recipe.delta)
+        gaps = {pair: generator_gap(means, *pair) for pair in recipe.pairing.paired_generators}
+        report = PairingReport()  # of the traces with text only (not columns)
+        done = 0
+        for chunk, generations in _stored_chunks(store, planned):
+            rows = [
+                row
+                | {"prompt": t.prompt.prompt, "trace": generations.get(t.key, {}).get("trace", "")}
+                for t, row in zip(chunk, traces[done : done + len(chunk)], strict=True)
+            ]
+            done += len(chunk)
+            made = make_pairs(rows, recipe, gaps)
+            if labelled:  # a preference dataset's pairs: its prompts, and whether the judge agrees
+                label_pairs(made.pairs, [t.prompt for t in chunk])
+            tables.write(PAIRS_FILE, made.pairs)
+            made.pairs = [light(p, PAIR_TEXTS) for p in made.pairs]
+            report.extend(made)
     (out / RECIPE_FILE).write_text(recipe.source_text, encoding="utf-8")
     summary = build_summary(recipe, prompts, duplicates, traces, report, gaps, means)
     summary["refused_prompts"] = [asdict(r) for r in refused]
-    stored: dict[str, list[dict[str, Any]]] = {
-        n: [] for n in names if not is_given(recipe.generators[n])
-    }
-    for t in generated:
-        if t.given is None:  # a read trace took no tokens of ours
-            stored[t.generator].append(generations[t.key])
-    summary["tokens"] = token_usage(stored, judges.all_judgments())
+    summary["tokens"] = tokens.summary()
     # what produced judge_raw: the template's hash is part of every judgment's key too
     summary["judge_template_sha256"] = next(iter(specs.values())).template_sha256
     if recipe.judge.panel is not None:
@@ -302,7 +336,7 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
         "generations": gen_reused,
         "generated": sum(t.given is None for t in generated) - gen_reused,
         "judgments": judges.reused,
-        "judged": sum(len(judges.judgments[n]) for n in specs) - judges.reused,
+        "judged": sum(len(judges.done[n]) for n in specs) - judges.reused,
     }
     summary["seconds"] = round(time.monotonic() - started, 1)
     summary["files"] = {
@@ -334,6 +368,15 @@ def _run_build(recipe: BuildRecipe, out: Path, console: Console) -> dict[str, An
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _stored_chunks(
+    store: ResultStore, traces: Sequence[PlannedTrace]
+) -> Iterator[tuple[list[PlannedTrace], dict[str, dict[str, Any]]]]:
+    """``traces`` a chunk of prompts at a time, each chunk with its stored generations, so
+    no more than a chunk's texts is held at once."""
+    for chunk in prompt_chunks(traces, lambda t: t.prompt.prompt_id):
+        yield chunk, store.get_many("generation", [t.key for t in chunk])
 
 
 def _complete_generators(store: ResultStore, planned: list[PlannedTrace]) -> set[str]:
@@ -395,13 +438,3 @@ def _trace_row(
         "judge_model": recipe.judge.model_label,
         **per_judge,
     }
-
-
-def _write_parquet(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk leaves no half-written table behind
-        tmp.unlink(missing_ok=True)
-        raise

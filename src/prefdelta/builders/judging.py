@@ -7,8 +7,9 @@ only that judge, and a judge whose every judgment is stored is not even loaded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Any
 
 from rich.console import Console
@@ -24,6 +25,9 @@ from prefdelta.builders.progress import store_progress
 from prefdelta.builders.runtime import pipeline_scratch, run_pipeline
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import BuildRecipe, GenerationParams, ModelEndpoint, request_timeout_s
+
+# traces read, keyed and looked up in the store at a time
+CHUNK = 500
 
 __all__ = [
     "JudgedTraces",
@@ -47,30 +51,44 @@ class ToJudge:
 
 @dataclass(frozen=True)
 class JudgedTraces:
-    """What the judges answered: per judge, what it read of each trace, each trace's
-    judgment key (none for a trace it was not sent), the stored judgments and the last
-    errors of those that failed for good."""
+    """What the judges answered: per judge, what it read of each trace (its status, cut
+    and tokens; the text itself is not kept), each trace's judgment key (none for a trace
+    it was not sent), which judgments the store holds and the last errors of those that
+    failed for good. The judgments are read from the store a chunk at a time
+    (:meth:`stored`), so a build never holds every answer at once."""
 
     recipe: BuildRecipe
     specs: dict[str, JudgeSpec]
-    reads: dict[str, dict[str, Read]]  # judge -> trace key -> what it reads of the trace
+    reads: dict[str, dict[str, Read]]  # judge -> trace key -> what it read (text dropped)
     keys: dict[str, dict[str, str]]  # judge -> trace key -> judgment key (of those sent)
-    judgments: dict[str, dict[str, dict[str, Any]]]  # judge -> judgment key -> stored
+    done: dict[str, set[str]]  # judge -> the judgment keys the store holds
     errors: dict[str, dict[str, dict[str, Any]]]  # judge -> judgment key -> failure row
     reused: int  # judgments already stored when the stage began
+    store: ResultStore
 
     def unjudged(self, name: str) -> list[str]:
         """Trace keys that judge ``name`` has no judgment of."""
-        done = self.judgments[name]
+        done = self.done[name]
         return [t for t, k in self.keys[name].items() if k not in done]
 
-    def all_judgments(self) -> list[dict[str, Any]]:
-        return [j for by_key in self.judgments.values() for j in by_key.values()]
+    def stored(self, trace_keys: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """The stored judgments of ``trace_keys``: judge -> judgment key -> judgment."""
+        wanted = list(trace_keys)
+        return {
+            name: self.store.get_many("judgment", [keys[t] for t in wanted if t in keys])
+            for name, keys in self.keys.items()
+        }
 
-    def columns(self, trace_key: str | None, not_judged: str | None = None) -> dict[str, Any]:
+    def columns(
+        self,
+        judgments: dict[str, dict[str, dict[str, Any]]],
+        trace_key: str | None,
+        not_judged: str | None = None,
+    ) -> dict[str, Any]:
         """A trace's judge columns: the one judge's outputs, or the panel's combined plus
-        each judge's own (``builders.panel``). ``trace_key`` None: a trace no judge saw,
-        ``not_judged`` saying why (else it is empty: status ``empty_trace``)."""
+        each judge's own (``builders.panel``); ``judgments``: :meth:`stored` of a chunk
+        holding it. ``trace_key`` None: a trace no judge saw, ``not_judged`` saying why
+        (else it is empty: status ``empty_trace``)."""
         by_judge = {}
         for name, spec in self.specs.items():
             if trace_key is None:
@@ -84,8 +102,8 @@ class JudgedTraces:
                 by_judge[name] = _not_sent(spec.reader, self.reads[name][trace_key])
                 continue
             key = self.keys[name][trace_key]
-            if key in self.judgments[name]:
-                by_judge[name] = spec.reader.outputs(self.judgments[name][key]["judge_answers"])
+            if key in judgments[name]:
+                by_judge[name] = spec.reader.outputs(judgments[name][key]["judge_answers"])
             else:
                 error = (self.errors[name].get(key) or {}).get("error") or "no answer"
                 by_judge[name] = failed_judgment(spec.reader, error)
@@ -102,62 +120,73 @@ class JudgedTraces:
 def judge_traces(
     recipe: BuildRecipe,
     inputs: dict[str, JudgeInput],
-    traces: Sequence[ToJudge],
+    traces: Iterable[ToJudge],
     store: ResultStore,
     console: Console,
 ) -> JudgedTraces:
     """Ask each judge (``inputs``: by name, what each reads of a trace, and its spec) about
     the traces it has no stored judgment of, in one pipeline (a step per judge with work),
-    and read back what every judge holds. A trace a judge would read too much of for its
-    context, or nothing of, is never sent to that judge."""
+    and note what every judge holds. A trace a judge would read too much of for its
+    context, or nothing of, is never sent to that judge. ``traces`` is read once, in
+    order, and no text of it is kept but what a judge is asked to read that the store
+    does not hold (a cut), so it can stream from the store."""
     specs = {name: i.spec for name, i in inputs.items()}
-    reads = {
-        name: {t.trace_key: i.read(t.prompt, t.trace) for t in traces} for name, i in inputs.items()
-    }
-    keys = {
-        name: {
-            t.trace_key: spec.key(t.prompt, text, t.reference)
-            for t in traces
-            if (text := reads[name][t.trace_key].text) is not None
-        }
-        for name, spec in specs.items()
-    }
-    before = {name: store.existing("judgment", k.values()) for name, k in keys.items()}
+    reads: dict[str, dict[str, Read]] = {name: {} for name in specs}
+    keys: dict[str, dict[str, str]] = {name: {} for name in specs}
+    before: dict[str, set[str]] = {name: set() for name in specs}
+    asked: dict[str, dict[str, str | None]] = {name: {} for name in specs}  # -> carried
+    length: dict[str, int] = {}
+    about: dict[str, tuple[str, str | None]] = {}  # trace key -> (prompt, reference)
+    it = iter(traces)
+    while chunk := list(islice(it, CHUNK)):
+        for name, i in inputs.items():
+            found = {t.trace_key: i.read(t.prompt, t.trace) for t in chunk}
+            mine = {
+                t.trace_key: specs[name].key(t.prompt, text, t.reference)
+                for t in chunk
+                if (text := found[t.trace_key].text) is not None
+            }
+            stored = store.existing("judgment", mine.values())
+            before[name] |= stored
+            keys[name] |= mine
+            for t in chunk:
+                if t.trace_key in mine and mine[t.trace_key] not in stored:
+                    asked[name][t.trace_key] = _carried(found[t.trace_key], t.trace)
+            reads[name] |= {k: replace(r, text=None) for k, r in found.items()}
+        for t in chunk:
+            length[t.trace_key] = len(t.prompt) + len(t.trace)
+            about[t.trace_key] = (t.prompt, t.reference)
     labels = {name: "judge" if name == "judge" else f"judge {name}" for name in specs}
     notes = {labels[n]: waiting_note(s.config, s.config.generation) for n, s in specs.items()}
     groups = {labels[n]: list(k.values()) for n, k in keys.items()}
-    working = {n: s for n, s in specs.items() if set(keys[n].values()) - before[n]}
+    working = {n: s for n, s in specs.items() if asked[n]}
     with store_progress(console, "judgment", groups, store, notes=notes):
-        asked = {  # judge -> the trace keys it is asked about
-            n: {t for t, k in keys[n].items() if k not in before[n]} for n in working
-        }
         # a row carries what a judge reads only where that is not the stored trace (a part,
         # a cut): the judge step reads the trace itself from the store
         rows = [
             {
-                "prompt": t.prompt,
-                "trace_key": t.trace_key,
-                **{ask_column(n): t.trace_key in asked[n] for n in working},
-                **{read_column(n): _carried(reads[n][t.trace_key], t.trace) for n in working},
-                **({"reference": t.reference} if specs_show_reference(working) else {}),
+                "prompt": about[t][0],
+                "trace_key": t,
+                **{ask_column(n): t in asked[n] for n in working},
+                **{read_column(n): asked[n].get(t) for n in working},
+                **({"reference": about[t][1]} if specs_show_reference(working) else {}),
             }
-            for t in traces
-            if any(t.trace_key in asked[n] for n in working)
+            for t in about
+            if any(t in asked[n] for n in working)
         ]
         # longest first: batches of like lengths pad least (and on a GPU, memory runs out
         # on the first batch or not at all)
-        length = {t.trace_key: len(t.prompt) + len(t.trace) for t in traces}
         rows.sort(key=lambda r: length[r["trace_key"]], reverse=True)
         if rows:
             with pipeline_scratch(recipe.ray) as scratch:
                 run_pipeline(judge_pipeline(recipe, working, rows, store.path, scratch), store.path)
-    judgments = {n: store.get_many("judgment", k.values()) for n, k in keys.items()}
+    done = {n: store.existing("judgment", k.values()) for n, k in keys.items()}
     errors = {
-        n: store.get_many("failure", [k for k in keys[n].values() if k not in judgments[n]])
+        n: store.get_many("failure", [k for k in keys[n].values() if k not in done[n]])
         for n in specs
     }
-    reused = sum(len(set(b)) for b in before.values())
-    return JudgedTraces(recipe, specs, reads, keys, judgments, errors, reused)
+    reused = sum(len(b) for b in before.values())
+    return JudgedTraces(recipe, specs, reads, keys, done, errors, reused, store)
 
 
 def _carried(read: Read, trace: str) -> str | None:

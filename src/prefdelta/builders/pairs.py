@@ -48,6 +48,17 @@ class PairingReport:
     too_few_judged: int = 0
     prompts_without_pair: int = 0
 
+    def extend(self, other: PairingReport) -> None:
+        """Add ``other``'s pairs and counts (a build pairs a chunk of prompts at a time)."""
+        self.pairs += other.pairs
+        self.ties_dropped += other.ties_dropped
+        self.ties_kept += other.ties_kept
+        self.unjudged_kept += other.unjudged_kept
+        self.unjudged.update(other.unjudged)
+        self.unjudged_traces.update(other.unjudged_traces)
+        self.too_few_judged += other.too_few_judged
+        self.prompts_without_pair += other.prompts_without_pair
+
 
 def _conversation(role: str, content: str) -> list[dict[str, str]]:
     return [{"role": role, "content": content}]

@@ -17,7 +17,7 @@ from prefdelta.builders.panel import panel_report, panel_rows
 from prefdelta.builders.prompts import Prompt
 from prefdelta.recipe import BuildRecipe
 
-__all__ = ["build_summary", "no_pairs_reason", "print_summary"]
+__all__ = ["TokenUsage", "build_summary", "no_pairs_reason", "print_summary"]
 
 
 def _stats(values: list[float]) -> dict[str, float] | None:
@@ -135,41 +135,44 @@ def no_pairs_reason(summary: dict[str, Any]) -> str:
     return "; ".join(why) + f". Judge status of the traces: {status} (raw answers: judge_raw)"
 
 
-def token_usage(
-    generations: Mapping[str, Iterable[Mapping[str, Any]]],
-    judgments: Iterable[Mapping[str, Any]],
-) -> dict[str, Any]:
-    """Tokens the stored answers took, as their backends reported them: per generator (its
+class TokenUsage:
+    """Tokens the stored answers took, as their backends reported them, added up one
+    answer at a time (a build's end reads them a chunk at a time): per generator (its
     stored generations) and for the judge (every attempt of every stored judgment, re-asks
-    included). A reused answer counts once, as it was made. ``unknown``: answers whose
+    included); a reused answer counts once, as it was made. ``unknown``: answers whose
     backend reported no count (they add nothing to the sums)."""
 
-    def add(usage: dict[str, int], inp: Any, out: Any) -> None:
-        usage["calls"] += 1
-        if isinstance(inp, int) and inp >= 0:
-            usage["input"] += inp
-        else:
-            usage["unknown_input"] += 1
-        if isinstance(out, int) and out >= 0:
-            usage["output"] += out
-        else:
-            usage["unknown_output"] += 1
+    def __init__(self, generators: Iterable[str]) -> None:
+        self.generators = {name: _no_tokens() for name in generators}
+        self.judge = _no_tokens()
 
-    def empty() -> dict[str, int]:
-        return dict.fromkeys(("calls", "input", "output", "unknown_input", "unknown_output"), 0)
+    def generation(self, name: str, record: Mapping[str, Any]) -> None:
+        _add_tokens(self.generators[name], record.get("input_tokens"), record.get("output_tokens"))
 
-    out: dict[str, dict[str, int]] = {}
-    for name, records in generations.items():
-        out[name] = empty()
-        for r in records:
-            add(out[name], r.get("input_tokens"), r.get("output_tokens"))
-    judge = empty()
-    for j in judgments:
-        for sample in j.get("judge_answers") or []:
+    def judgment(self, judgment: Mapping[str, Any]) -> None:
+        for sample in judgment.get("judge_answers") or []:
             for attempt in sample:
                 if attempt.get("text") is not None:  # a failed call spent nothing we know of
-                    add(judge, attempt.get("input_tokens"), attempt.get("tokens"))
-    return {"generators": out, "judge": judge}
+                    _add_tokens(self.judge, attempt.get("input_tokens"), attempt.get("tokens"))
+
+    def summary(self) -> dict[str, Any]:
+        return {"generators": self.generators, "judge": self.judge}
+
+
+def _no_tokens() -> dict[str, int]:
+    return dict.fromkeys(("calls", "input", "output", "unknown_input", "unknown_output"), 0)
+
+
+def _add_tokens(usage: dict[str, int], inp: Any, out: Any) -> None:
+    usage["calls"] += 1
+    if isinstance(inp, int) and inp >= 0:
+        usage["input"] += inp
+    else:
+        usage["unknown_input"] += 1
+    if isinstance(out, int) and out >= 0:
+        usage["output"] += out
+    else:
+        usage["unknown_output"] += 1
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
