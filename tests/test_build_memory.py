@@ -22,7 +22,7 @@ from prefdelta.builders import judging, tables
 from prefdelta.builders.build import BuildIncomplete, run_build
 from prefdelta.recipe import load_recipe
 from prefdelta.schema import PAIRS_FILE, SUMMARY, TRACES_FILE
-from support.api_build import write_api_recipe
+from support.api_build import COLUMNS_RECIPE, write_api_recipe
 from support.model_fixtures import ChatServer, chat_server  # noqa: F401
 
 DIMS = ("step_coherence", "factuality")
@@ -103,19 +103,6 @@ def test_a_panel_build_written_in_chunks_is_the_build_written_at_once(
     _assert_same_build(out, single, before, chunks=4)
 
 
-PREFS = """
-name: chunked-prefs
-prompts: {{path: prefs.jsonl, column: question}}
-pairing: {{strategy: columns, chosen: better, rejected: worse}}
-judge:
-  model: the-judge
-  backend: openai
-  base_url: {url}
-  dimensions: [step_coherence, factuality]
-  scoring: sampled
-"""
-
-
 def test_a_preference_dataset_judged_in_chunks_is_the_one_judged_at_once(
     tmp_path: Path,
     chat_server: ChatServer,  # noqa: F811
@@ -131,7 +118,7 @@ def test_a_preference_dataset_judged_in_chunks_is_the_one_judged_at_once(
     rows[2]["worse"] = None  # no rejected side: a pair without a delta
     (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = tmp_path / "recipe.yaml"
-    path.write_text(PREFS.format(url=chat_server.url))
+    path.write_text(COLUMNS_RECIPE.format(url=chat_server.url))
     chat_server.state.content = _scores(3)
     chat_server.state.content_when = {"GOOD": _scores(5), "BAD": _scores(1)}
     out = tmp_path / "out"

@@ -23,6 +23,7 @@ from prefdelta.cli import app
 from prefdelta.loading import PairsArgumentError, PairsLoadError, load_pairs
 from prefdelta.push import publish_build
 from prefdelta.recipe import RecipeError, load_recipe
+from support.api_build import COLUMNS_RECIPE
 from support.build_fixtures import make_build
 from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
 
@@ -170,18 +171,6 @@ def test_a_trl_preference_dataset_gains_deltas_with_its_labels_intact(
     assert again["label_agreement"] == agreement
 
 
-PLAIN = """
-name: plain-prefs
-prompts: {{path: prefs.jsonl, column: question}}
-pairing: {{strategy: columns, chosen: better, rejected: worse}}
-judge:
-  model: the-judge
-  backend: openai
-  base_url: {url}
-  dimensions: [step_coherence, factuality]
-  scoring: sampled
-"""
-
 # the loopback judge scores a trace by a word in it: GOOD 5, BAD 1, anything else 3
 PLAIN_ROWS = [
     ("What is 1 plus 1?", "GOOD: 2", "BAD: 3"),  # agrees
@@ -203,7 +192,7 @@ def test_plain_text_pairs_count_and_filter_the_disagreements(
     rows = [{"question": q, "better": c, "worse": r} for q, c, r in PLAIN_ROWS]
     (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     path = tmp_path / "recipe.yaml"
-    path.write_text(PLAIN.format(url=chat_server.url))
+    path.write_text(COLUMNS_RECIPE.format(url=chat_server.url))
     state = chat_server.state
     state.content = _scores(3)
     state.content_when = {"GOOD": _scores(5), "BAD": _scores(1)}

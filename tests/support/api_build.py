@@ -36,6 +36,20 @@ judge:
   scoring: sampled
 """
 
+# a preference dataset's own pairs (prefs.jsonl: question, better, worse) judged by the
+# loopback server at {url}
+COLUMNS_RECIPE = """
+name: plain-prefs
+prompts: {{path: prefs.jsonl, column: question}}
+pairing: {{strategy: columns, chosen: better, rejected: worse}}
+judge:
+  model: the-judge
+  backend: openai
+  base_url: {url}
+  dimensions: [step_coherence, factuality]
+  scoring: sampled
+"""
+
 
 def write_api_recipe(
     folder: Path,
