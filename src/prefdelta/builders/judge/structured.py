@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from json.decoder import scanstring
 from typing import Any, Literal, TypedDict
@@ -266,17 +266,19 @@ def rejects_field(error: Exception, field: str) -> bool:
     )
 
 
-def chat_choice_tokens(choice: Any) -> list[tuple[str, float, list[tuple[str, float]]]] | None:
-    """(token, logprob, alternatives) per generated token of an OpenAI-style chat choice."""
-    logprobs = getattr(choice, "logprobs", None)
-    content = getattr(logprobs, "content", None) if logprobs is not None else None
+def chat_choice_tokens(
+    choice: Mapping[str, Any],
+) -> list[tuple[str, float, list[tuple[str, float]]]] | None:
+    """(token, logprob, alternatives) per generated token of an OpenAI-style chat choice,
+    read as the JSON answer's dict (huggingface_hub's answer types are dicts too)."""
+    content = (choice.get("logprobs") or {}).get("content")
     if not content:
         return None
     return [
         (
-            entry.token,
-            float(entry.logprob),
-            [(alt.token, float(alt.logprob)) for alt in (entry.top_logprobs or [])],
+            entry["token"],
+            float(entry["logprob"]),
+            [(alt["token"], float(alt["logprob"])) for alt in (entry.get("top_logprobs") or [])],
         )
         for entry in content
     ]
