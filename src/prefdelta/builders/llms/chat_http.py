@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import yarl
 
 from prefdelta.builders.llms.common import NotJSONResponse
 
@@ -80,7 +81,9 @@ def _retry_after_s(headers: Mapping[str, str]) -> float | None:
 
 
 class ChatClient:
-    """POSTs JSON bodies to ``base_url`` and returns the answers as dicts.
+    """POSTs JSON bodies to ``base_url`` and returns the answers as dicts; the API key
+    goes as ``Authorization: Bearer``, or a user and password in ``base_url`` (a proxy's
+    basic auth) in its place.
 
     One ``aiohttp.ClientSession`` per event loop (a session belongs to the loop it was
     made on; a distilabel step process runs one), made on first use and closed by
@@ -97,11 +100,15 @@ class ChatClient:
         max_retries: int,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        url = yarl.URL(base_url)
+        self.base_url = str(url.with_user(None)).rstrip("/")
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self._headers = {"Content-Type": "application/json", **(headers or {})}
-        if api_key:
+        if url.user is not None or url.password is not None:  # as httpx: Basic, not the key
+            basic = aiohttp.BasicAuth(url.user or "", url.password or "")
+            self._headers["Authorization"] = basic.encode()
+        elif api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._session: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
 
@@ -145,18 +152,23 @@ class ChatClient:
             self._session = (loop, session)
         return self._session[1]
 
-    def close(self) -> None:
-        """Close the session, from outside its loop (the LLM's ``unload``)."""
+    async def aclose(self) -> None:
+        """Close the session, on its own loop."""
         held, self._session = self._session, None
-        if held is None:
+        if held is not None:
+            await held[1].close()
+
+    def close(self) -> None:
+        """Close the session from outside its loop (the LLM's ``unload``)."""
+        if self._session is None:
             return
-        loop, session = held
+        loop = self._session[0]
         if loop.is_closed():
-            return
-        if loop.is_running():
-            loop.create_task(session.close())
+            self._session = None
+        elif loop.is_running():
+            loop.create_task(self.aclose())
         else:
-            loop.run_until_complete(session.close())
+            loop.run_until_complete(self.aclose())
 
 
 def _retried(status: int, headers: Mapping[str, str]) -> bool:
