@@ -4,6 +4,8 @@ SDK's (its CPU per request alone passed what a trace may cost; see bench/client_
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,28 @@ def test_requests_do_not_go_through_the_openai_sdk(
     assert [o["generations"] for o in outputs] == [[f"echo: question {i}"] for i in range(3)]
     assert sdk_calls == []
     assert all("aiohttp/" in str(agent) for agent in chat_server.state.user_agents)
+
+
+def test_a_step_asking_an_openai_compatible_server_never_loads_the_sdk(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A fresh process (as a build's step process is) loads the backend and asks: the
+    ``openai`` package, over a second of CPU to import here, is never imported."""
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from prefdelta.builders.llms import make_llm\n"
+        "from prefdelta.recipe import GenerationParams, ModelEndpoint\n"
+        f"endpoint = ModelEndpoint(model='m', backend='openai', base_url={chat_server.url!r})\n"
+        "llm = make_llm(endpoint, GenerationParams(max_new_tokens=8), Path('.'))\n"
+        "llm.load()\n"
+        "[out] = llm.generate_outputs(inputs=[[{'role': 'user', 'content': 'hi'}]])\n"
+        "llm.unload()\n"
+        "print(out['generations'], 'openai' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "['echo: hi'] False"
 
 
 def test_a_rate_limited_request_is_retried_request_retries_times_then_fails_its_row(

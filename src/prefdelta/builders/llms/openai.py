@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
+from distilabel.models.base_clients.openai import OpenAIBaseClient
 from distilabel.models.llms import OpenAILLM
+from distilabel.models.llms.base import AsyncLLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr
 
@@ -56,13 +58,23 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
     _http: ChatClient | None = PrivateAttr(default=None)
 
     def load(self) -> None:
-        """distilabel's load (its checks of the API key, its client for prompts that are
-        not chats), then the client the chat requests go through."""
-        super().load()
-        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        """distilabel's load without its SDK clients (importing ``openai`` alone cost a
+        step process over a second of CPU): its check of the API key, then the client the
+        chat requests go through. A recipe-less ``structured_output`` (instructor) needs
+        the SDK's client: then distilabel's load as is."""
+        if self.structured_output:
+            super().load()
+        else:
+            AsyncLLM.load(self)
+        if self.api_key is None:  # distilabel's check, in its words
+            raise ValueError(
+                f"To use `{type(self).__name__}` an API key must be provided via `api_key`"
+                " attribute or runtime parameter, or set the environment variable"
+                f" `{self._api_key_env_var}`."
+            )
         self._http = ChatClient(
             str(self.base_url),
-            api_key=key,
+            api_key=self.api_key.get_secret_value(),
             timeout_s=float(self.timeout),
             max_retries=int(self.max_retries),
             headers=self.default_headers,
@@ -94,6 +106,8 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
         if seed is not None:  # distilabel's request has no seed field; the body takes it
             extra_body = {**(extra_body or {}), "seed": seed}
         if not isinstance(input, list):  # a text prompt, a structured-output tuple
+            if self._aclient is None:  # distilabel's own path, through the SDK's client
+                OpenAIBaseClient.load(self)
             return await super().agenerate(
                 input=input,
                 num_generations=num_generations,
