@@ -60,8 +60,8 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
     def load(self) -> None:
         """distilabel's load without its SDK clients (importing ``openai`` alone cost a
         step process over a second of CPU): its check of the API key, then the client the
-        chat requests go through. A recipe-less ``structured_output`` (instructor) needs
-        the SDK's client: then distilabel's load as is."""
+        chat requests go through. distilabel's own ``structured_output`` (instructor),
+        which prefdelta never sets, needs the SDK's client: then its load as is."""
         if self.structured_output:
             super().load()
         else:
