@@ -153,3 +153,17 @@ def test_retry_delays_follow_the_servers_headers_or_back_off() -> None:
     for attempt, most in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
         delay = retry_delay_s({}, attempt)
         assert delay is not None and 0.75 * most <= delay <= most
+
+
+def test_the_environments_proxy_carries_the_requests(
+    chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY is honoured, as the openai SDK's client did: a request to a host nothing
+    resolves reaches the loopback server standing in as the proxy, which answers 404 (it
+    routes only its own paths); without the proxy, the connection would fail."""
+    monkeypatch.setenv("HTTP_PROXY", chat_server.url.removesuffix("/v1"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    [output] = _ask(chat_server, base_url="http://api.example.invalid/v1", request_retries=0)
+    assert output["errors"] == ["HTTP 404: Not Found"]

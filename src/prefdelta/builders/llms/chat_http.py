@@ -22,6 +22,7 @@ import json
 import math
 import random
 import time
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,6 +111,7 @@ class ChatClient:
             self._headers["Authorization"] = basic.encode()
         elif api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self._proxy = _env_proxy(url)
         self._session: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
 
     async def post(self, path: str, body: Any, *, retries: bool = True) -> dict[str, Any]:
@@ -122,7 +124,7 @@ class ChatClient:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                async with self._client().post(url, data=data) as response:
+                async with self._client().post(url, data=data, proxy=self._proxy) as response:
                     status, raw = response.status, await response.read()
                     headers = response.headers
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -169,6 +171,17 @@ class ChatClient:
             loop.create_task(self.aclose())
         else:
             loop.run_until_complete(self.aclose())
+
+
+def _env_proxy(url: yarl.URL) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``ALL_PROXY``, less ``NO_PROXY``), as the openai SDK's client honours them; the
+    session does not read the environment itself (``trust_env`` would also look the host
+    up in ``~/.netrc`` on every request)."""
+    proxies = urllib.request.getproxies_environment()
+    if not url.host or urllib.request.proxy_bypass_environment(url.host, proxies):
+        return None
+    return proxies.get(url.scheme) or proxies.get("all")
 
 
 def _retried(status: int, headers: Mapping[str, str]) -> bool:
