@@ -363,6 +363,21 @@ def test_auto_falls_back_once_to_json_object_when_json_schema_is_refused(
     assert chat_server.state.refused == 1
 
 
+def test_a_4xx_naming_response_format_also_switches_to_json_object(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A server that refuses the field with a 400 (as OpenAI's own API answers a field it
+    does not take), not llama-cpp-python's 500: the judge asks in json_object too."""
+    chat_server.state.refuse_types = {"json_schema"}
+    chat_server.state.refuse_status = 400
+    chat_server.state.content = judgment([3, 3, 3, 3, 3])
+    judge = _api_judge(chat_server)
+    rows = next(judge.process([{"instruction": "p", "generation": f"t{i}"} for i in range(3)]))
+    assert [r["judge_status"] for r in rows] == ["ok"] * 3
+    kinds = [b.get("response_format", {}).get("type") for b in chat_server.state.bodies]
+    assert kinds == ["json_schema"] + ["json_object"] * 3 and chat_server.state.refused == 1
+
+
 def test_a_fixed_dialect_is_sent_as_is(chat_server: ChatServer) -> None:  # noqa: F811
     chat_server.state.content = judgment([2, 2, 2, 2, 2])
     judge = _api_judge(chat_server, response_format="json_object", scoring="sampled")

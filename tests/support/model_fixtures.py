@@ -233,16 +233,19 @@ def write_gguf(model_dir: Path, out: Path) -> Path:
 
 @dataclass
 class ChatServerState:
-    """What the server saw, and how it behaves (tests set ``delay_s``, ``fail_first``,
-    ``content``, ``refuse_types``, ``hold_after`` and the ``*_when`` answers). It ignores ``response_format`` as some servers do.
+    """What the server saw, and how it behaves (tests set ``delay_s``, ``fail_first`` and
+    its ``rate_limit_headers``, ``content``, ``refuse_types`` and ``refuse_status``,
+    ``hold_after`` and the ``*_when`` answers). It ignores ``response_format`` as some servers do.
     ``reasoning``: returned beside the answer in the message's ``reasoning_field``, as vLLM's
     server does for a reasoning model."""
 
     delay_s: float = 0.05  # long enough for concurrent requests to overlap
     fail_first: int = 0  # answer this many requests with 429 before serving
+    rate_limit_headers: dict[str, str] = field(default_factory=lambda: {"retry-after-ms": "10"})
     content: str | None = None  # the answer to every request; default: an echo
     content_by_model: dict[str, str] = field(default_factory=dict)  # per request's model
     refuse_types: set[str] = field(default_factory=set)  # response_format types to refuse
+    refuse_status: int = 500  # the status of that refusal (llama-cpp-python's: 500)
     # by a text in the last user message: answer that HTTP status, or "" / None as content
     fail_when: dict[str, int] = field(default_factory=dict)
     blank_when: dict[str, str | None] = field(default_factory=dict)
@@ -267,6 +270,8 @@ class ChatServerState:
     max_in_flight: int = 0
     bodies: list[dict[str, Any]] = field(default_factory=list)
     auth: list[str | None] = field(default_factory=list)
+    user_agents: list[str | None] = field(default_factory=list)  # each request's User-Agent
+    arrivals: list[float] = field(default_factory=list)  # each request's time.monotonic()
 
 
 class ChatServer:
@@ -286,13 +291,15 @@ class ChatServer:
         body = await request.json()
         state.bodies.append(body)
         state.auth.append(request.headers.get("authorization"))
+        state.user_agents.append(request.headers.get("user-agent"))
+        state.arrivals.append(time.monotonic())
         if state.fail_first > 0:
             state.fail_first -= 1
             state.rate_limited += 1
             return JSONResponse(
                 {"error": {"message": "rate limited", "type": "rate_limit_exceeded"}},
                 status_code=429,
-                headers={"retry-after-ms": "10"},
+                headers=state.rate_limit_headers,
             )
         last = str(body["messages"][-1]["content"])
         for needle, status in state.fail_when.items():
@@ -309,7 +316,8 @@ class ChatServer:
             state.refused += 1
             message = f"response_format.type: Input should be 'text' or 'json_object', got {kind!r}"
             return JSONResponse(
-                {"error": {"message": message, "type": "internal_server_error"}}, status_code=500
+                {"error": {"message": message, "type": "internal_server_error"}},
+                status_code=state.refuse_status,
             )
         state.in_flight += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)

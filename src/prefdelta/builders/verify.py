@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import re
 
-from math_verify import parse, verify
-
 
 def is_correct(trace: str, reference: str) -> bool:
     """Whether the trace's final answer matches the reference (symbolically, not by text).
@@ -14,6 +12,9 @@ def is_correct(trace: str, reference: str) -> bool:
     A reference without delimiters (``42``) is wrapped as ``$42$`` so that math-verify
     reads it as math; a trace with no answer it can extract is simply not correct.
     """
+    # imported here: half a second of CPU that a build without references never needs
+    from math_verify import parse, verify
+
     gold = parse(reference)
     if not gold:
         gold = parse(f"${reference}$")

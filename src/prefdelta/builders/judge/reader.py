@@ -19,9 +19,11 @@ from prefdelta.builders.judge.structured import (
     score_distributions,
 )
 
-__all__ = ["AnswerReader", "ScoreKind"]
+__all__ = ["AnswerReader", "Read", "ScoreKind"]
 
 ScoreKind = Literal["expected", "sampled"]
+# One attempt read: its judgment, and why its scores are not expected ones (None: they are)
+Read = tuple[Judgment, str | None]
 
 # Backends that count output tokens by re-encoding the decoded text (TransformersLLM)
 # can report a few tokens under the budget the model actually exhausted.
@@ -45,7 +47,7 @@ class AnswerReader:
     scoring: ScoreKind = "expected"
     budget: int | None = None
 
-    def read(self, attempt: dict[str, Any]) -> tuple[Judgment, str | None]:
+    def read(self, attempt: dict[str, Any]) -> Read:
         """One attempt ``{text, tokens, error, logprobs}`` -> (judgment, why not expected)."""
         text, tokens, error = attempt.get("text"), attempt.get("tokens"), attempt.get("error")
         if text is None:
@@ -89,18 +91,22 @@ class AnswerReader:
             rationales={d: value[d]["rationale"] for d in self.dimensions},
         )
 
-    def outputs(self, slots: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    def outputs(
+        self, slots: list[list[dict[str, Any]]], reads: list[list[Read]] | None = None
+    ) -> dict[str, Any]:
         """The judge's output columns for one trace from its slots' attempts.
 
         A slot is one requested judgment (``samples`` per trace) and holds its attempts in
         order; its first usable attempt counts. Scores average over usable slots; they are
         expected scores only if every usable slot has them (never a mix within a trace).
+        ``reads``: the attempts already read (:meth:`read`), aligned with ``slots``, so
+        that no answer is read twice.
         """
         names = self.dimensions
         ok: list[tuple[Judgment, str | None]] = []
         failure: Judgment | None = None
-        for attempts in slots:
-            read = [self.read(a) for a in attempts]
+        for n, attempts in enumerate(slots):
+            read = reads[n] if reads is not None else [self.read(a) for a in attempts]
             usable = next((r for r in read if r[0].ok), None)
             if usable is not None:
                 ok.append(usable)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from json.decoder import scanstring
 from typing import Any, Literal, TypedDict
@@ -97,13 +97,30 @@ def _validator(schema_json: str) -> Any:
     return Draft202012Validator(json.loads(schema_json))
 
 
+# The validator of each schema object a judge reads with, by identity: the judge's schema is
+# one dict, and serialising it to find its validator cost more than many answers' checks.
+# The dict is held with its validator, so its id is not reused while cached.
+_BY_IDENTITY: dict[int, tuple[dict[str, Any], Any]] = {}
+
+
+def _validator_for(schema: dict[str, Any]) -> Any:
+    held = _BY_IDENTITY.get(id(schema))
+    if held is not None and held[0] is schema:
+        return held[1]
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    if len(_BY_IDENTITY) >= 64:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[id(schema)] = (schema, validator)
+    return validator
+
+
 def schema_problem(text: str, schema: dict[str, Any]) -> str | None:
     """Why ``text`` does not conform to ``schema`` (the first problem, one line), or None."""
     try:
         value = json.loads(text)
     except ValueError as exc:
         return f"not valid JSON ({exc.msg} at character {exc.pos})"
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = _validator_for(schema)
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     if not errors:
         return None
@@ -266,17 +283,19 @@ def rejects_field(error: Exception, field: str) -> bool:
     )
 
 
-def chat_choice_tokens(choice: Any) -> list[tuple[str, float, list[tuple[str, float]]]] | None:
-    """(token, logprob, alternatives) per generated token of an OpenAI-style chat choice."""
-    logprobs = getattr(choice, "logprobs", None)
-    content = getattr(logprobs, "content", None) if logprobs is not None else None
+def chat_choice_tokens(
+    choice: Mapping[str, Any],
+) -> list[tuple[str, float, list[tuple[str, float]]]] | None:
+    """(token, logprob, alternatives) per generated token of an OpenAI-style chat choice,
+    read as the JSON answer's dict (huggingface_hub's answer types are dicts too)."""
+    content = (choice.get("logprobs") or {}).get("content")
     if not content:
         return None
     return [
         (
-            entry.token,
-            float(entry.logprob),
-            [(alt.token, float(alt.logprob)) for alt in (entry.top_logprobs or [])],
+            entry["token"],
+            float(entry["logprob"]),
+            [(alt["token"], float(alt["logprob"])) for alt in (entry.get("top_logprobs") or [])],
         )
         for entry in content
     ]

@@ -31,7 +31,7 @@ from typing_extensions import override
 
 from prefdelta.builders.judge.parsing import Judgment
 from prefdelta.builders.judge.prompt import judge_messages
-from prefdelta.builders.judge.reader import AnswerReader, ScoreKind
+from prefdelta.builders.judge.reader import AnswerReader, Read, ScoreKind
 from prefdelta.builders.judge.spec import JudgeSpec, template_source
 from prefdelta.builders.judge.thinking import split_answer
 from prefdelta.builders.keys import row_seed
@@ -230,7 +230,7 @@ class ReasoningJudge(Task):
             for n, i in enumerate(first):
                 generated = self._unpack(outputs, n, self.samples)
                 for slot, attempt in zip(by_row[i], generated, strict=True):
-                    slot.record(attempt, reader.read(attempt)[0])
+                    slot.record(attempt, reader.read(attempt))
                     slot.asked.append(asked[n])
 
         greedy = self._greedy()
@@ -243,7 +243,7 @@ class ReasoningJudge(Task):
             )
             for n, (slot, retry) in enumerate(pending):
                 attempt = self._unpack(outputs, n, 1)[0]
-                slot.record(attempt, reader.read(attempt)[0])
+                slot.record(attempt, reader.read(attempt))
                 slot.asked.append(retry)
 
         results: list[dict[str, Any]] = []
@@ -265,7 +265,7 @@ class ReasoningJudge(Task):
             output = await ask(asked, self.samples, self._seed(asked, 0), True)
             slots = [_Slot(row=0) for _ in range(self.samples)]
             for slot, attempt in zip(slots, self._unpack([output], 0, self.samples), strict=True):
-                slot.record(attempt, reader.read(attempt)[0])
+                slot.record(attempt, reader.read(attempt))
                 slot.asked.append(asked)
             greedy = self._greedy()
             for _ in range(self.max_retries):
@@ -280,7 +280,7 @@ class ReasoningJudge(Task):
                 )
                 for (slot, retry), output in zip(pending, outputs, strict=True):
                     attempt = self._unpack([output], 0, 1)[0]
-                    slot.record(attempt, reader.read(attempt)[0])
+                    slot.record(attempt, reader.read(attempt))
                     slot.asked.append(retry)
         return {**row, **self._row_outputs(row, slots, reader)}
 
@@ -399,11 +399,12 @@ class ReasoningJudge(Task):
     def _row_outputs(
         self, row: dict[str, Any], slots: list["_Slot"], reader: AnswerReader
     ) -> dict[str, Any]:
-        out = reader.outputs([s.attempts for s in slots])
+        out = reader.outputs([s.attempts for s in slots], [s.reads for s in slots])
         out["model_name"] = self.llm.model_name
         meta = dict(row.get(DISTILABEL_METADATA_KEY) or {})
         if self.add_raw_input and isinstance(row.get("generation"), str):
-            meta[f"raw_input_{self.name}"] = self.format_input(row)
+            asked = slots[0].asked[0] if slots and slots[0].asked else None
+            meta[f"raw_input_{self.name}"] = asked or self.format_input(row)
         tokens = [a["tokens"] for s in slots for a in s.attempts if a["tokens"] is not None]
         if tokens:
             meta[f"statistics_{self.name}"] = {"output_tokens": sum(tokens)}
@@ -436,6 +437,7 @@ class _Slot:
     row: int
     attempts: list[dict[str, Any]] = field(default_factory=list)
     judgments: list[Judgment] = field(default_factory=list)
+    reads: list[Read] = field(default_factory=list)  # each attempt's reading, kept for outputs
     asked: list["ChatType"] = field(default_factory=list)  # what each attempt sent
     settled: bool = False  # no retry could change its answer
 
@@ -443,9 +445,10 @@ class _Slot:
     def ok(self) -> bool:
         return bool(self.judgments) and self.judgments[-1].ok
 
-    def record(self, attempt: dict[str, Any], judgment: Judgment) -> None:
+    def record(self, attempt: dict[str, Any], read: Read) -> None:
         self.attempts.append(attempt)
-        self.judgments.append(judgment)
+        self.judgments.append(read[0])
+        self.reads.append(read)
 
 
 def judge_from_spec(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from prefdelta.builders.judge.structured import TokenLogprobs
@@ -94,13 +94,12 @@ def answer_logprobs(
     return out
 
 
-def message_reasoning(message: Any) -> str | None:
-    """The reasoning an OpenAI-compatible server returned beside the answer: vLLM and
-    DeepSeek's API call it ``reasoning_content``, newer vLLM ``reasoning``."""
+def message_reasoning(message: Mapping[str, Any]) -> str | None:
+    """The reasoning an OpenAI-compatible server returned beside the answer (the message
+    as the JSON answer's dict): vLLM and DeepSeek's API call it ``reasoning_content``,
+    newer vLLM ``reasoning``."""
     for name in ("reasoning_content", "reasoning"):
-        value = getattr(message, name, None)
-        if value is None:
-            value = (getattr(message, "model_extra", None) or {}).get(name)
+        value = message.get(name)
         if isinstance(value, str):
             return value
     return None

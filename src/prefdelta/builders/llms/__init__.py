@@ -8,7 +8,8 @@ What is where:
 - :mod:`.transformers`: ``LocalTransformersLLM``, for transformers and gguf (a GGUF is
   converted once to a transformers folder);
 - :mod:`.vllm`: ``StructuredvLLM``;
-- :mod:`.openai`: ``BoundedOpenAILLM`` (the judge's schema in the dialect a server takes);
+- :mod:`.openai`: ``BoundedOpenAILLM`` (the judge's schema in the dialect a server takes),
+  its requests sent by :mod:`.chat_http` (aiohttp, with the openai SDK's retry policy);
 - :mod:`.inference_endpoints`: ``BoundedInferenceEndpointsLLM`` (TGI's chat route);
 - :mod:`.common`: what the API backends share (a bound on requests in flight, one failed
   request fails its own row).

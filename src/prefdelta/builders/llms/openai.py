@@ -1,13 +1,18 @@
 """The openai backend: any OpenAI-compatible chat server (OpenAI's, vLLM's, llama.cpp's,
-TGI's), with the judge's schema sent in the JSON-schema dialect the server takes."""
+TGI's), with the judge's schema sent in the JSON-schema dialect the server takes.
+
+Requests go out through :class:`.chat_http.ChatClient` (aiohttp, the answer read as a
+dict), not the openai SDK's client, whose CPU per request alone passed what a trace may
+cost at paper scale; the SDK's retry policy is kept there."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, Literal
 
-import openai
+from distilabel.models.base_clients.openai import OpenAIBaseClient
 from distilabel.models.llms import OpenAILLM
+from distilabel.models.llms.base import AsyncLLM
 from distilabel.models.llms.utils import prepare_output
 from pydantic import Field, PrivateAttr
 
@@ -20,14 +25,16 @@ from prefdelta.builders.judge.structured import (
     response_format,
 )
 from prefdelta.builders.judge.thinking import answer_logprobs, message_reasoning
-from prefdelta.builders.llms.common import BoundedConcurrency, NotJSONResponse
+from prefdelta.builders.llms.chat_http import ChatClient, ChatHTTPError
+from prefdelta.builders.llms.common import BoundedConcurrency
 
 __all__ = ["BoundedOpenAILLM"]
 
 
 class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
     """``OpenAILLM`` with at most ``max_concurrency`` requests in flight
-    (:mod:`prefdelta.builders.llms.common`).
+    (:mod:`prefdelta.builders.llms.common`), each posted to ``{base_url}/chat/completions``
+    by a :class:`~.chat_http.ChatClient` with ``max_retries`` retries and ``timeout``.
 
     For the judge, ``json_schema`` is sent as ``response_format`` in ``schema_dialect``
     (``auto``: ``json_schema`` first; a server that refuses it, as llama-cpp-python's does
@@ -48,6 +55,36 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
     _logprobs_refused: bool = PrivateAttr(default=False)
     _probe: tuple[Any, asyncio.Lock] | None = PrivateAttr(default=None)
     _bound: tuple[Any, asyncio.Semaphore] | None = PrivateAttr(default=None)
+    _http: ChatClient | None = PrivateAttr(default=None)
+
+    def load(self) -> None:
+        """distilabel's load without its SDK clients (importing ``openai`` alone cost a
+        step process over a second of CPU): its check of the API key, then the client the
+        chat requests go through. distilabel's own ``structured_output`` (instructor),
+        which prefdelta never sets, needs the SDK's client: then its load as is."""
+        if self.structured_output:
+            super().load()
+        else:
+            AsyncLLM.load(self)
+        if self.api_key is None:  # distilabel's check, in its words
+            raise ValueError(
+                f"To use `{type(self).__name__}` an API key must be provided via `api_key`"
+                " attribute or runtime parameter, or set the environment variable"
+                f" `{self._api_key_env_var}`."
+            )
+        self._http = ChatClient(
+            str(self.base_url),
+            api_key=self.api_key.get_secret_value(),
+            timeout_s=float(self.timeout),
+            max_retries=int(self.max_retries),
+            headers=self.default_headers,
+        )
+
+    def unload(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        super().unload()
 
     async def agenerate(  # type: ignore[override]
         self,
@@ -68,7 +105,9 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
     ) -> Any:
         if seed is not None:  # distilabel's request has no seed field; the body takes it
             extra_body = {**(extra_body or {}), "seed": seed}
-        if self.json_schema is None and not self.logprobs and not self.reasoning:
+        if not isinstance(input, list):  # a text prompt, a structured-output tuple
+            if self._aclient is None:  # distilabel's own path, through the SDK's client
+                OpenAIBaseClient.load(self)
             return await super().agenerate(
                 input=input,
                 num_generations=num_generations,
@@ -84,7 +123,7 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
                 response_format=response_format,
                 extra_body=extra_body,
             )
-        request = {
+        request: dict[str, Any] = {
             "messages": input,
             "model": self.model,
             "max_tokens": max_new_tokens,
@@ -93,27 +132,48 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
             "presence_penalty": presence_penalty,
             "temperature": temperature,
             "top_p": top_p,
-            "stop": stop,
-            "extra_body": extra_body,
         }
+        if stop is not None and not _has_parts(input):  # distilabel drops it for parts
+            request["stop"] = stop
+        if logprobs:
+            request["logprobs"] = True
+            if top_logprobs is not None:
+                request["top_logprobs"] = top_logprobs
+        if response_format is not None:
+            request["response_format"] = response_format
+        request |= extra_body or {}
         completion = await self._structured_completion(request)
+        choices = _choices(completion)
+        if self.json_schema is None and not self.logprobs and not self.reasoning:
+            return self._plain_output(choices, completion)
         generations, token_logprobs, reasoning = [], [], []
-        for choice in completion.choices:
-            text = choice.message.content or ""  # the call succeeded: no content is empty
+        for choice in choices:
+            message = choice.get("message") or {}
+            text = message.get("content") or ""  # the call succeeded: no content is empty
             tokens = chat_choice_tokens(choice)
             generations.append(text)
             token_logprobs.append(None if tokens is None else _answer_digit_tokens(tokens, text))
-            reasoning.append(message_reasoning(choice.message) if self.reasoning else None)
-        stats = self._get_llm_statistics(completion)
-        output = prepare_output(
-            generations, input_tokens=stats["input_tokens"], output_tokens=stats["output_tokens"]
-        )
+            reasoning.append(message_reasoning(message) if self.reasoning else None)
+        output = prepare_output(generations, **_usage(completion))
         output["token_logprobs"] = token_logprobs  # type: ignore[typeddict-unknown-key]
         if self.reasoning:
             output["reasoning"] = reasoning  # type: ignore[typeddict-unknown-key]
         return output
 
-    async def _structured_completion(self, request: dict[str, Any]) -> Any:
+    def _plain_output(self, choices: list[dict[str, Any]], completion: dict[str, Any]) -> Any:
+        """A generator's output as distilabel reads a completion: no content is None."""
+        generations = []
+        for choice in choices:
+            content = (choice.get("message") or {}).get("content")
+            if content is None:
+                self._logger.warning(  # type: ignore[attr-defined]
+                    f"Received no response from {self.base_url} (model: '{self.model}')."
+                    f" Finish reason was: {choice.get('finish_reason')}"
+                )
+            generations.append(content)
+        return prepare_output(generations, **_usage(completion))
+
+    async def _structured_completion(self, request: dict[str, Any]) -> dict[str, Any]:
         """The completion, the schema sent in the dialect this server takes."""
         if self.json_schema is None:
             return await self._send(request, None)
@@ -126,17 +186,17 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
                 return await self._find_dialect(request)
         return await self._send(request, found)  # outside the lock: in parallel
 
-    async def _find_dialect(self, request: dict[str, Any]) -> Any:
+    async def _find_dialect(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send ``request`` with the schema as ``json_schema``; a server that refuses it
         is asked in ``json_object`` from then on."""
         try:
             completion = await self._send(request, "json_schema", retries=False)
-        except openai.APIError as exc:
+        except ChatHTTPError as exc:
             if not (rejects_field(exc, "response_format") or rejects_field(exc, "json_schema")):
                 return await self._send(request, "json_schema")  # an ordinary failure
             self._logger.warning(  # type: ignore[attr-defined]
                 f"{self.base_url} refused response_format json_schema "
-                f"({getattr(exc, 'status_code', '?')}); sending the judge's schema as "
+                f"({exc.status_code or '?'}); sending the judge's schema as "
                 "json_object from now on (set judge.response_format to choose)"
             )
             self._dialect = "json_object"
@@ -146,16 +206,17 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
 
     async def _send(
         self, request: dict[str, Any], dialect: ResponseFormatDialect | None, retries: bool = True
-    ) -> Any:
+    ) -> dict[str, Any]:
         body = dict(request)
         if dialect is not None and self.json_schema is not None:
             body["response_format"] = response_format(dialect, self.json_schema)
         if self.logprobs and not self._logprobs_refused:
             body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
-        client = self._aclient if retries else self._aclient.with_options(max_retries=0)  # type: ignore[union-attr]
+        if self._http is None:
+            raise RuntimeError(f"{type(self).__name__} is not loaded: call load() first")
         try:
-            return _parsed(await client.chat.completions.create(**body))
-        except openai.APIError as exc:
+            return await self._http.post("chat/completions", body, retries=retries)
+        except ChatHTTPError as exc:
             if "logprobs" not in body or not rejects_field(exc, "logprobs"):
                 raise
         self._logprobs_refused = True
@@ -163,11 +224,6 @@ class BoundedOpenAILLM(BoundedConcurrency, OpenAILLM):
             f"{self.base_url} refused logprobs; its judgments keep the sampled scores"
         )
         return await self._send(request, dialect, retries)
-
-    def _generations_from_openai_completion(self, completion: Any) -> Any:
-        """distilabel's reading of a completion, which the client hands over as the body's
-        text when that is not JSON: then a :class:`NotJSONResponse`, not an AttributeError."""
-        return super()._generations_from_openai_completion(_parsed(completion))
 
     def _probe_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -186,8 +242,24 @@ def _answer_digit_tokens(tokens: list[Any], text: str) -> Any:
     return answer_logprobs(digit_tokens(tokens, joined), start, text)
 
 
-def _parsed(completion: Any) -> Any:
-    """The completion; openai's client returns the body's text when it is not JSON."""
-    if isinstance(completion, str):
-        raise NotJSONResponse(completion)
-    return completion
+def _has_parts(messages: list[Any]) -> bool:
+    """Whether the first user message is a list of parts (text, images)."""
+    user = next((m for m in messages if m.get("role") == "user"), None)
+    return user is not None and isinstance(user.get("content"), list)
+
+
+def _choices(completion: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        shown = " ".join(str(completion).split())[:80]
+        raise ValueError(f"the server's answer has no list of choices: {shown!r}")
+    return choices
+
+
+def _usage(completion: dict[str, Any]) -> dict[str, list[int]]:
+    """distilabel's statistics: the usage's prompt and completion tokens (0 without)."""
+    usage = completion.get("usage") or {}
+    return {
+        "input_tokens": [int(usage.get("prompt_tokens") or 0)],
+        "output_tokens": [int(usage.get("completion_tokens") or 0)],
+    }

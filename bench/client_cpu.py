@@ -1,0 +1,111 @@
+"""CPU per chat request of the openai backend's client against the openai SDK's client.
+
+One process, the same loopback server as ``api_scale.py`` answering at once (latency 0,
+2 kB answers, its own process), ``--requests`` requests with 64 in flight after 100 to warm
+up. Prints the CPU time of this process per request for each client and their ratio:
+what a build spends per request on HTTP alone, twice per trace (a generation and a judge
+request).
+
+    python bench/client_cpu.py                 # 2,000 requests each
+    python bench/client_cpu.py --requests 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from api_scale import start_server
+
+Ask = Callable[[int], Awaitable[str]]
+
+
+def _messages(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"Problem {i}: what is {i} plus {i}?"}]
+
+
+async def _run(ask: Ask, n: int, concurrency: int = 64) -> None:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with slots:
+            await ask(i)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def measure(make: Callable[[], Awaitable[tuple[Ask, Callable[[], Any]]]], n: int) -> float:
+    """CPU seconds of this process per request, after a warm-up."""
+
+    async def main() -> float:
+        ask, close = await make()
+        await _run(ask, 100)
+        started = time.process_time()
+        await _run(ask, n)
+        spent = time.process_time() - started
+        await close()
+        return spent / n
+
+    return asyncio.run(main())
+
+
+def sdk(url: str) -> Callable[[], Awaitable[tuple[Ask, Callable[[], Any]]]]:
+    async def make() -> tuple[Ask, Callable[[], Any]]:
+        import openai
+
+        client = openai.AsyncOpenAI(base_url=url, api_key="x")
+
+        async def ask(i: int) -> str:
+            done = await client.chat.completions.create(
+                model="gen-a",
+                messages=_messages(i),
+                max_tokens=128,  # type: ignore[arg-type]
+            )
+            return done.choices[0].message.content or ""
+
+        return ask, client.close
+
+    return make
+
+
+def chat_http(url: str) -> Callable[[], Awaitable[tuple[Ask, Callable[[], Any]]]]:
+    async def make() -> tuple[Ask, Callable[[], Any]]:
+        from prefdelta.builders.llms.chat_http import ChatClient
+
+        client = ChatClient(url, api_key="x", timeout_s=600, max_retries=2)
+
+        async def ask(i: int) -> str:
+            body = {"model": "gen-a", "messages": _messages(i), "max_tokens": 128}
+            done = await client.post("chat/completions", body)
+            return done["choices"][0]["message"]["content"]
+
+        async def close() -> None:
+            await client.aclose()
+
+        return ask, close
+
+    return make
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000)
+    args = ap.parse_args()
+    server, base = start_server("constant", 0.0, 1.0, 2000)
+    try:
+        url = f"{base}/v1"
+        old = measure(sdk(url), args.requests)
+        print(f"openai SDK (httpx):         {1000 * old:.2f} ms CPU per request", flush=True)
+        new = measure(chat_http(url), args.requests)
+        print(f"prefdelta ChatClient:       {1000 * new:.2f} ms CPU per request", flush=True)
+        print(f"SDK / ChatClient:           {old / new:.1f}x")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()

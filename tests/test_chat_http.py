@@ -1,0 +1,169 @@
+"""The openai backend's requests, as a loopback server sees them: the openai SDK's retry
+policy (counted at the server), the timeout, the credentials, and a client that is not the
+SDK's (its CPU per request alone passed what a trace may cost; see bench/client_cpu.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from prefdelta.builders.llms import make_llm
+from prefdelta.builders.llms.chat_http import retry_delay_s
+from prefdelta.recipe import GenerationParams, ModelEndpoint
+from support.model_fixtures import ChatServer, chat_server  # noqa: F401
+
+GREEDY = GenerationParams(temperature=0.0, top_p=0.9, max_new_tokens=8)
+
+
+def _ask(server: ChatServer, n: int = 1, base_url: str | None = None, **endpoint: Any) -> Any:
+    """Outputs for ``n`` chats through the openai backend, loaded and unloaded as a step."""
+    config = ModelEndpoint(model="m", backend="openai", base_url=base_url or server.url, **endpoint)
+    llm = make_llm(config, GREEDY, Path("."))
+    llm.load()
+    try:
+        chats = [[{"role": "user", "content": f"question {i}"}] for i in range(n)]
+        return llm.generate_outputs(inputs=chats, **llm.get_generation_kwargs())
+    finally:
+        llm.unload()
+
+
+def test_requests_do_not_go_through_the_openai_sdk(
+    chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sdk_calls: list[Any] = []
+    real_post = openai.AsyncOpenAI.post
+
+    async def post(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sdk_calls.append(args)
+        return await real_post(self, *args, **kwargs)
+
+    monkeypatch.setattr(openai.AsyncOpenAI, "post", post)
+    outputs = _ask(chat_server, 3)
+    assert [o["generations"] for o in outputs] == [[f"echo: question {i}"] for i in range(3)]
+    assert sdk_calls == []
+    assert all("aiohttp/" in str(agent) for agent in chat_server.state.user_agents)
+
+
+def test_a_step_asking_an_openai_compatible_server_never_loads_the_sdk(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A fresh process (as a build's step process is) loads the backend and asks: the
+    ``openai`` package, over a second of CPU to import here, is never imported."""
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from prefdelta.builders.llms import make_llm\n"
+        "from prefdelta.recipe import GenerationParams, ModelEndpoint\n"
+        f"endpoint = ModelEndpoint(model='m', backend='openai', base_url={chat_server.url!r})\n"
+        "llm = make_llm(endpoint, GenerationParams(max_new_tokens=8), Path('.'))\n"
+        "llm.load()\n"
+        "[out] = llm.generate_outputs(inputs=[[{'role': 'user', 'content': 'hi'}]])\n"
+        "llm.unload()\n"
+        "print(out['generations'], 'openai' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "['echo: hi'] False"
+
+
+def test_a_rate_limited_request_is_retried_request_retries_times_then_fails_its_row(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    chat_server.state.fail_first = 100  # 429 with retry-after-ms: 10, every time
+    [output] = _ask(chat_server, request_retries=2)
+    assert chat_server.state.requests == 3  # the first try and two retries
+    assert output["generations"] == [None] and output["errors"] == ["HTTP 429: rate limited"]
+
+
+def test_retries_wait_as_long_as_the_server_asks(chat_server: ChatServer) -> None:  # noqa: F811
+    """retry-after: 1.5 s before each retry, where the backoff alone waits <= 0.5 s, then
+    <= 1 s."""
+    chat_server.state.fail_first = 2
+    chat_server.state.rate_limit_headers = {"retry-after": "1.5"}
+    [output] = _ask(chat_server, request_retries=3)
+    assert output["generations"] == ["echo: question 0"]
+    assert chat_server.state.requests == 3
+    assert all(b - a >= 1.45 for a, b in pairwise(chat_server.state.arrivals))
+
+
+def test_a_server_asking_to_wait_over_two_minutes_is_not_retried(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    chat_server.state.fail_first = 1
+    chat_server.state.rate_limit_headers = {"retry-after": "300"}
+    [output] = _ask(chat_server, request_retries=3)
+    assert chat_server.state.requests == 1 and output["errors"] == ["HTTP 429: rate limited"]
+
+
+@pytest.mark.parametrize(("status", "requests"), [(400, 1), (404, 1), (408, 2), (503, 2)])
+def test_server_errors_are_retried_and_refusals_are_not(
+    chat_server: ChatServer,  # noqa: F811
+    status: int,
+    requests: int,
+) -> None:
+    chat_server.state.fail_when = {"question 0": status}
+    outputs = _ask(chat_server, 2, request_retries=1)
+    assert chat_server.state.requests == requests + 1  # question 1 is answered at once
+    assert outputs[0]["errors"] == [f"HTTP {status}: no: question 0"]
+    assert outputs[1]["generations"] == ["echo: question 1"]
+
+
+def test_a_request_without_an_answer_in_request_timeout_fails_its_row(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    chat_server.state.delay_s = 5
+    [output] = _ask(chat_server, request_timeout=1, request_retries=0)
+    assert output["generations"] == [None]
+    assert output["errors"] == ["ChatHTTPError: no answer within 1 s (recipe: request_timeout)"]
+
+
+def test_a_refused_connection_is_retried_then_fails_its_row_in_one_line(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    url = chat_server.url
+    chat_server.stop()  # nothing listens there any more
+    [output] = _ask(chat_server, base_url=url, request_retries=1)
+    assert output["generations"] == [None]
+    [error] = output["errors"]
+    assert error.startswith("ChatHTTPError: connection failed: ") and "\n" not in error
+
+
+def test_a_user_and_password_in_base_url_go_as_basic_auth(
+    chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PREFDELTA_TEST_API_KEY", "sk-not-sent")
+    url = chat_server.url.replace("http://", "http://u:p%40ss@")
+    [output] = _ask(chat_server, base_url=url, api_key="${PREFDELTA_TEST_API_KEY}")
+    assert output["generations"] == ["echo: question 0"]
+    assert chat_server.state.auth == ["Basic dTpwQHNz"]  # base64 of u:p@ss
+
+
+def test_retry_delays_follow_the_servers_headers_or_back_off() -> None:
+    assert retry_delay_s({"retry-after-ms": "250"}, 0) == 0.25
+    assert retry_delay_s({"retry-after": "3"}, 5) == 3.0
+    assert retry_delay_s({"retry-after": "121"}, 0) is None  # longer than 2 minutes
+    for attempt, most in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
+        delay = retry_delay_s({}, attempt)
+        assert delay is not None and 0.75 * most <= delay <= most
+
+
+def test_the_environments_proxy_carries_the_requests(
+    chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY is honoured, as the openai SDK's client did: a request to a host nothing
+    resolves reaches the loopback server standing in as the proxy, which answers 404 (it
+    routes only its own paths); without the proxy, the connection would fail."""
+    monkeypatch.setenv("HTTP_PROXY", chat_server.url.removesuffix("/v1"))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    [output] = _ask(chat_server, base_url="http://api.example.invalid/v1", request_retries=0)
+    assert output["errors"] == ["HTTP 404: Not Found"]
