@@ -167,3 +167,67 @@ def test_the_environments_proxy_carries_the_requests(
     monkeypatch.delenv("no_proxy", raising=False)
     [output] = _ask(chat_server, base_url="http://api.example.invalid/v1", request_retries=0)
     assert output["errors"] == ["HTTP 404: Not Found"]
+
+
+def test_an_https_server_is_trusted_by_the_systems_certificates_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HTTPS server signed by a private authority: refused as untrusted, and reached once
+    ``SSL_CERT_FILE`` names that authority's certificate (as OpenSSL and the openai SDK's
+    client read it), with the certificate checked, not switched off."""
+    import asyncio
+    import http.server
+    import json
+    import ssl
+    import threading
+
+    from prefdelta.builders.llms.chat_http import ChatClient, ChatHTTPError
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    made = subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"choices": [{"message": {"content": "ok"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/v1"
+
+    async def ask() -> dict[str, Any]:
+        client = ChatClient(url, api_key="k", timeout_s=30, max_retries=0)
+        try:
+            return await client.post("chat/completions", {"model": "m", "messages": []})
+        finally:
+            await client.aclose()
+
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with pytest.raises(ChatHTTPError, match=r"(?i)certificate"):
+            asyncio.run(ask())
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert asyncio.run(ask())["choices"][0]["message"]["content"] == "ok"
+    finally:
+        server.shutdown()

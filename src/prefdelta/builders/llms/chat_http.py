@@ -21,6 +21,7 @@ import email.utils
 import json
 import math
 import random
+import ssl
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -149,7 +150,7 @@ class ChatClient:
             session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=0),
+                connector=aiohttp.TCPConnector(limit=0, ssl=_trusted()),
             )
             self._session = (loop, session)
         return self._session[1]
@@ -171,6 +172,18 @@ class ChatClient:
             loop.create_task(self.aclose())
         else:
             loop.run_until_complete(self.aclose())
+
+
+def _trusted() -> ssl.SSLContext:
+    """The certificates an HTTPS server is checked against: the system's (with OpenSSL's
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``) and certifi's bundle, which the openai SDK's
+    client trusted, so a server it reached is reached here, on an image without a system
+    bundle too."""
+    import certifi
+
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=certifi.where())
+    return context
 
 
 def _env_proxy(url: yarl.URL) -> str | None:
