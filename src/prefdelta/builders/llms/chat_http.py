@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import math
+import os
 import random
 import ssl
 import time
@@ -144,13 +146,20 @@ class ChatClient:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def _ssl(self) -> ssl.SSLContext | bool:
+        """The certificates an ``https`` server is checked against; a plain ``http`` one
+        (a local server) needs none loaded."""
+        if not self.base_url.startswith("https:"):
+            return True
+        return _trusted(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
     def _client(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         if self._session is None or self._session[0] is not loop:
             session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=0, ssl=_trusted()),
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._ssl()),
             )
             self._session = (loop, session)
         return self._session[1]
@@ -174,11 +183,13 @@ class ChatClient:
             loop.run_until_complete(self.aclose())
 
 
-def _trusted() -> ssl.SSLContext:
+@functools.cache
+def _trusted(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     """The certificates an HTTPS server is checked against: the system's (with OpenSSL's
     ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``) and certifi's bundle, which the openai SDK's
     client trusted, so a server it reached is reached here, on an image without a system
-    bundle too."""
+    bundle too. Made once per process and setting (``cert_file``, ``cert_dir``: what the
+    environment names, which OpenSSL reads): loading them costs tens of milliseconds."""
     import certifi
 
     context = ssl.create_default_context()
