@@ -36,7 +36,12 @@ from prefdelta.builders.llms import make_llm
 from prefdelta.recipe import JudgeConfig, RecipeError, parse_recipe
 from prefdelta.recipe.reasoning import THINK_TAG_TOKENS
 from prefdelta.recipe.rubrics import DEFAULT_DIMENSIONS
-from support.model_fixtures import ChatServer, chat_server, tiny_model_dir  # noqa: F401
+from support.model_fixtures import (  # noqa: F401
+    ChatServer,
+    chat_server,
+    loaded_judge,
+    tiny_model_dir,
+)
 from test_evaluate_vllm import VLLM_SAMPLING_FIELDS
 
 DIMS = list(DEFAULT_DIMENSIONS)
@@ -329,7 +334,7 @@ def test_a_server_returns_its_reasoning_beside_the_constrained_answer(
         reasoning_budget=300,
         generation={"temperature": 0.0, "max_new_tokens": 600},
     )
-    judge = _loaded_judge(config)
+    judge = loaded_judge(config)
     [row] = next(judge.process([{"instruction": "p", "generation": "t"}]))
     [body] = chat_server.state.bodies
     assert body["response_format"]["type"] == "json_schema"  # the answer stays constrained
@@ -350,7 +355,7 @@ def test_a_judge_that_does_not_reason_keeps_no_reasoning(chat_server: ChatServer
         max_retries=0,
         generation={"temperature": 0.0, "max_new_tokens": 600},
     )
-    [row] = next(_loaded_judge(config).process([{"instruction": "p", "generation": "t"}]))
+    [row] = next(loaded_judge(config).process([{"instruction": "p", "generation": "t"}]))
     assert row["judge_status"] == "ok" and row["judge_reasoning"] is None
     assert chat_server.state.bodies[0]["max_tokens"] == 600
 
@@ -369,23 +374,9 @@ def test_a_server_without_a_reasoning_field_has_its_think_block_cut_off(
         scoring="sampled",
         generation={"temperature": 0.0, "max_new_tokens": 600},
     )
-    [row] = next(_loaded_judge(config).process([{"instruction": "p", "generation": "t"}]))
+    [row] = next(loaded_judge(config).process([{"instruction": "p", "generation": "t"}]))
     assert row["judge_status"] == "ok" and row["scores"]["factuality"] == 2.0
     assert row["judge_reasoning"] == ["2 + 2 is 4; the trace says 5."]
-
-
-def _loaded_judge(config: JudgeConfig) -> Any:
-    llm = make_llm(
-        config,
-        config.generation,
-        Path("."),
-        json_schema=schema_for(config),
-        logprobs=config.scoring == "expected",
-        reasoning=config.thinking,
-    )
-    judge = judge_from_spec(JudgeSpec.resolve(config), llm, name="judge")
-    judge.load()
-    return judge
 
 
 # --------------------------------------------------------------------------- vLLM
@@ -482,7 +473,7 @@ def test_vllm_gets_its_reasoning_parser_and_thinking_budget(
         reasoning_budget=512,
         generation={"temperature": 0.0, "max_new_tokens": 600},
     )
-    [row] = next(_loaded_judge(config).process([{"instruction": "p", "generation": "t"}]))
+    [row] = next(loaded_judge(config).process([{"instruction": "p", "generation": "t"}]))
 
     # the engine parses the model's reasoning, so its structured outputs start after it
     # (LLM's keywords reach vLLM's EngineArgs, which has `reasoning_parser` and
@@ -621,7 +612,7 @@ def test_log_probs_that_cover_the_reasoning_too_are_read_from_the_answer_on(
         max_retries=0,
         generation={"temperature": 0.0, "max_new_tokens": 600},
     )
-    [row] = next(_loaded_judge(config).process([{"instruction": "p", "generation": "t"}]))
+    [row] = next(loaded_judge(config).process([{"instruction": "p", "generation": "t"}]))
     assert row["judge_status"] == "ok" and row["score_kind"] == "expected"
     assert row["scores"] == dict.fromkeys(DIMS, pytest.approx(4 * 0.5 + 1 * 0.3 + 2 * 0.2))
     assert row["judge_reasoning"] == [chat_server.state.reasoning]

@@ -37,7 +37,13 @@ from prefdelta.recipe.judgment import (
     rationale_max_chars,
 )
 from prefdelta.recipe.rubrics import DEFAULT_DIMENSIONS
-from support.model_fixtures import ChatServer, chat_server, tiny_gguf, tiny_model_dir  # noqa: F401
+from support.model_fixtures import (  # noqa: F401
+    ChatServer,
+    chat_server,
+    loaded_judge,
+    tiny_gguf,
+    tiny_model_dir,
+)
 
 DIMS = list(DEFAULT_DIMENSIONS)
 SCALE = (1, 5)
@@ -313,17 +319,7 @@ def _api_judge(server: ChatServer, backend: str = "openai", **config: Any) -> An
         generation={"temperature": 0.0, "max_new_tokens": 600},
         **config,
     )
-    llm = make_llm(
-        cfg,
-        cfg.generation,
-        Path("."),
-        json_schema=schema_for(cfg),
-        logprobs=cfg.scoring == "expected",
-        schema_dialect=cfg.response_format,
-    )
-    judge = judge_from_spec(JudgeSpec.resolve(cfg), llm, name="judge")
-    judge.load()
-    return judge
+    return loaded_judge(cfg)
 
 
 def test_openai_sends_a_strict_json_schema_and_asks_for_logprobs(chat_server: ChatServer) -> None:  # noqa: F811

@@ -404,3 +404,24 @@ def chat_server() -> Iterator[ChatServer]:
     server = ChatServer().start()
     yield server
     server.stop()
+
+
+def loaded_judge(config: Any) -> Any:
+    """A judge task for ``config`` (a ``JudgeConfig``), built as a build builds it (its
+    schema, log-probs for expected scores, its schema dialect and reasoning) and loaded."""
+    from prefdelta.builders.judge.spec import JudgeSpec, schema_for
+    from prefdelta.builders.judge.task import judge_from_spec
+    from prefdelta.builders.llms import make_llm
+
+    llm = make_llm(
+        config,
+        config.generation,
+        Path("."),
+        json_schema=schema_for(config),
+        logprobs=config.scoring == "expected",
+        schema_dialect=config.response_format,
+        reasoning=config.thinking,
+    )
+    judge = judge_from_spec(JudgeSpec.resolve(config), llm, name="judge")
+    judge.load()
+    return judge
