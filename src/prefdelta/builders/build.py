@@ -130,11 +130,10 @@ def stored_work(recipe: BuildRecipe, out: Path, prompts: Sequence[Prompt]) -> St
         for judge_input in inputs:
             for t in chunk:
                 if t.key in generations:
-                    read = judge_input.read(t.prompt.prompt, generations[t.key]["trace"])
-                    if read.text is not None:
-                        jkeys.append(
-                            judge_input.spec.key(t.prompt.prompt, read.text, t.prompt.reference)
-                        )
+                    trace = generations[t.key]["trace"]
+                    _, key = judge_input.judged(t.prompt.prompt, trace, t.prompt.reference)
+                    if key is not None:
+                        jkeys.append(key)
         stored, needed = stored + store.count("judgment", jkeys), needed + len(jkeys)
     return StoredWork(per, (stored, needed))
 

@@ -164,6 +164,12 @@ class JudgeInput:
                 ]
             )
 
+    def judged(self, prompt: str, trace: str, reference: str | None) -> tuple[Read, str | None]:
+        """What the judge reads of ``trace``, and the store key of its judgment of that
+        (None: it is not sent); the build and its count of stored work key alike."""
+        read = self.read(prompt, trace)
+        return read, None if read.text is None else self.spec.key(prompt, read.text, reference)
+
     def read(self, prompt: str, trace: str) -> Read:
         """What the judge reads of ``trace``, cut or refused as the recipe says."""
         reads = self.reads

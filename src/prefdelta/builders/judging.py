@@ -140,19 +140,15 @@ def judge_traces(
     it = iter(traces)
     while chunk := list(islice(it, CHUNK)):
         for name, i in inputs.items():
-            found = {t.trace_key: i.read(t.prompt, t.trace) for t in chunk}
-            mine = {
-                t.trace_key: specs[name].key(t.prompt, text, t.reference)
-                for t in chunk
-                if (text := found[t.trace_key].text) is not None
-            }
+            found = {t.trace_key: i.judged(t.prompt, t.trace, t.reference) for t in chunk}
+            mine = {k: key for k, (_, key) in found.items() if key is not None}
             stored = store.existing("judgment", mine.values())
             before[name] |= stored
             keys[name] |= mine
             for t in chunk:
                 if t.trace_key in mine and mine[t.trace_key] not in stored:
-                    asked[name][t.trace_key] = _carried(found[t.trace_key], t.trace)
-            reads[name] |= {k: replace(r, text=None) for k, r in found.items()}
+                    asked[name][t.trace_key] = _carried(found[t.trace_key][0], t.trace)
+            reads[name] |= {k: replace(r, text=None) for k, (r, _) in found.items()}
         for t in chunk:
             length[t.trace_key] = len(t.prompt) + len(t.trace)
             about[t.trace_key] = (t.prompt, t.reference)
