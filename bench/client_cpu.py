@@ -8,12 +8,20 @@ request).
 
     python bench/client_cpu.py                 # 2,000 requests each
     python bench/client_cpu.py --requests 500
+    python bench/client_cpu.py --arrivals      # prefdelta's client, answers in bursts or one by one
+
+``--arrivals`` measures prefdelta's client alone against the server at a constant latency
+(0.5 s: the 64 answers of a round arrive together, one wake-up serves many) and at a
+lognormal one (median 0.5 s, sigma 1: answers arrive one at a time, a wake-up each): the
+same requests, the same code, and the CPU each costs, user and system, with the voluntary
+context switches per request.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -90,10 +98,44 @@ def chat_http(url: str) -> Callable[[], Awaitable[tuple[Ask, Callable[[], Any]]]
     return make
 
 
+def arrivals(n: int) -> None:
+    """prefdelta's client at a constant and a lognormal latency, side by side."""
+
+    async def main(url: str) -> tuple[float, float, float]:
+        ask, close = await chat_http(url)()
+        await _run(ask, 100)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        await _run(ask, n)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        await close()
+        return (
+            (after.ru_utime - before.ru_utime) / n,
+            (after.ru_stime - before.ru_stime) / n,
+            (after.ru_nvcsw - before.ru_nvcsw) / n,
+        )
+
+    for latency in ("constant", "lognormal"):
+        server, base = start_server(latency, 0.5, 1.0, 2000)
+        try:
+            user, system, switches = asyncio.run(main(f"{base}/v1"))
+        finally:
+            server.terminate()
+            server.wait()
+        print(
+            f"{latency:>9} 0.5 s: user {1000 * user:.3f} ms, system {1000 * system:.3f} ms CPU "
+            f"per request; {switches:.2f} voluntary context switches per request",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--arrivals", action="store_true", help="bursts against one by one")
     args = ap.parse_args()
+    if args.arrivals:
+        arrivals(args.requests)
+        return
     server, base = start_server("constant", 0.0, 1.0, 2000)
     try:
         url = f"{base}/v1"

@@ -110,3 +110,43 @@ def test_a_build_killed_in_a_large_batch_asks_nothing_again_that_was_answered(
     summary = json.loads((out / SUMMARY).read_text())
     assert summary["reused"]["generations"] == answered_first
     assert summary["traces"] == planned and summary["judge_status"] == {"ok": planned}
+
+
+def test_a_build_pipeline_saves_no_batch_cache_and_names_its_folder_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """distilabel saves its cache after every batch, and each save hashes a dump of every
+    step to name the cache folder: CPU a build spends per batch on a cache it never reads
+    (it resumes from its store). A build's pipeline runs every batch all the same, saves
+    none of it (no batch's rows, no batch manager) and names the folder once per run;
+    plain distilabel, run beside it, shows
+    what is measured."""
+    from distilabel.pipeline import Pipeline
+    from distilabel.pipeline.base import BasePipeline
+    from distilabel.steps import KeepColumns, LoadDataFromDicts
+
+    from prefdelta.builders.pipelines import BuildPipeline
+
+    signature = BasePipeline.signature
+    hashed: list[str] = []
+
+    def counted(self: BasePipeline) -> str:
+        hashed.append(self.name)
+        return signature.fget(self)
+
+    monkeypatch.setattr(BasePipeline, "signature", property(counted))
+    rows = [{"n": i, "drop": "x"} for i in range(24)]
+    out = {}
+    for kind in (Pipeline, BuildPipeline):
+        with kind(name=kind.__name__.lower(), cache_dir=tmp_path / kind.__name__) as pipeline:
+            LoadDataFromDicts(data=rows, batch_size=2) >> KeepColumns(
+                columns=["n"], input_batch_size=2
+            )
+        distiset = pipeline.run(use_cache=False)
+        saved = sorted(p.name for p in (tmp_path / kind.__name__).rglob("*.json"))
+        out[kind] = (sorted(distiset["default"]["train"]["n"]), hashed.count(pipeline.name), saved)
+    assert out[Pipeline][0] == out[BuildPipeline][0] == list(range(24))
+    assert out[Pipeline][1] > 12, out[Pipeline]  # about once per batch, and more
+    assert "batch_manager.json" in out[Pipeline][2]
+    assert out[BuildPipeline][1] <= 2, out[BuildPipeline]  # its folder; its steps' run id
+    assert out[BuildPipeline][2] == [], out[BuildPipeline]

@@ -33,7 +33,7 @@ from prefdelta.builders.given import (
 from prefdelta.builders.judge.spec import panel_specs
 from prefdelta.builders.judge_input import JudgeInput, reads_summary
 from prefdelta.builders.judging import ToJudge, judge_traces, waiting_note
-from prefdelta.builders.keys import trace_key
+from prefdelta.builders.keys import trace_keyer
 from prefdelta.builders.pairs import PairingReport, make_pairs
 from prefdelta.builders.panel import JUDGE_COLUMNS, panel_names
 from prefdelta.builders.pipelines import generation_pipeline
@@ -83,6 +83,8 @@ def plan_traces(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[PlannedT
     """Every trace the recipe asks for, each with the store key its generation has (a
     dataset generator's: from what its columns hold)."""
     given, _ = read_given(recipe, prompts)
+    names = recipe.pairing.generator_names
+    keyers = {n: trace_keyer(recipe.generators[n]) for n in names}
     planned = []
     for p in prompts:
         for name in recipe.pairing.generator_names:
@@ -95,7 +97,7 @@ def plan_traces(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[PlannedT
                     s += 1
                 continue
             for s in range(g.samples_per_prompt):
-                planned.append(PlannedTrace(p, name, s, trace_key(g, p.prompt, s)))
+                planned.append(PlannedTrace(p, name, s, keyers[name](p.prompt, s)))
     return planned
 
 

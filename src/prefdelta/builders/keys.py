@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from prefdelta.recipe import GeneratorConfig, JudgeConfig
@@ -29,6 +30,7 @@ __all__ = [
     "pair_id",
     "row_seed",
     "trace_key",
+    "trace_keyer",
 ]
 
 # What a key leaves out is what each field declares (prefdelta.recipe.identity): these are
@@ -53,7 +55,14 @@ def generator_fingerprint(config: GeneratorConfig) -> dict[str, Any]:
 
 def trace_key(config: GeneratorConfig, prompt: str, sample: int) -> str:
     """Key of one trace: generator config + prompt + sample index."""
-    return content_key("generation", generator_fingerprint(config), prompt, sample)
+    return trace_keyer(config)(prompt, sample)
+
+
+def trace_keyer(config: GeneratorConfig) -> Callable[[str, int], str]:
+    """:func:`trace_key` for many traces of one generator: its fingerprint, which costs
+    more than the hash, is worked out once."""
+    fingerprint = generator_fingerprint(config)
+    return lambda prompt, sample: content_key("generation", fingerprint, prompt, sample)
 
 
 def judge_fingerprint(config: JudgeConfig, template: str) -> str:

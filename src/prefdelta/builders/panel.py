@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefdelta.builders.deltas import aggregate, pair_deltas
+from prefdelta.builders.judge.reader import spread
 from prefdelta.builders.judge.validity import judge_validity, validity_rows
 from prefdelta.recipe import BuildRecipe
 from prefdelta.stats import krippendorff_alpha, krippendorff_interval
@@ -92,7 +93,7 @@ def combine_judges(
     for d in dims:
         values = [float(j["scores"][d]) for j in by_judge.values()]
         out["scores"][d] = combine(values)
-        out["score_spread"][d] = statistics.pstdev(values)
+        out["score_spread"][d] = spread(values)
     return out
 
 

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from distilabel.pipeline import Pipeline
+from distilabel.pipeline import Pipeline, RayPipeline
 from distilabel.steps import LoadDataFromDicts, StepInput
 from distilabel.typing import StepColumns, StepOutput
 
@@ -37,6 +37,65 @@ from prefdelta.builders.runtime import stop_request_path
 from prefdelta.builders.store import ResultStore
 from prefdelta.builders.traces import TraceGeneration, model_group
 from prefdelta.recipe import BuildRecipe, ModelEndpoint
+
+
+class NoBatchCache:
+    """What a build's pipelines change in distilabel's: no batch cache.
+
+    distilabel writes every batch's rows to its cache folder, and saves its pipeline,
+    batch manager and stage status after every batch, so that ``run(use_cache=True)``
+    can resume. Each write, like every other use of that folder, works out the folder's
+    name anew: a signature hashed from a dump of every step, their runtime parameters
+    introspected, about 60 times per run. A build resumes from its store and runs with
+    ``use_cache=False``, so distilabel's cache is never read back: nothing is written,
+    and the folder, which the DAG decides and which is fixed once a run starts, is worked
+    out once per run.
+    """
+
+    _location: Any = None
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        self._location = None
+        try:
+            return super().run(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            self._location = None
+
+    @property
+    def _cache_location(self) -> Any:
+        if self._location is None:
+            self._location = super()._cache_location  # type: ignore[misc]
+        return self._location
+
+    def _cache(self) -> None:
+        """Nothing to save: the store holds every answer a rerun reuses."""
+
+    def _register_batch(self, batch: Any) -> None:
+        # as distilabel's, without writing the batch's rows out for a later run to reuse
+        self._batch_manager.register_batch(batch)  # type: ignore[attr-defined]
+
+
+class BuildRayPipeline(NoBatchCache, RayPipeline):
+    """distilabel's Ray pipeline, without its batch cache."""
+
+
+class BuildPipeline(NoBatchCache, Pipeline):
+    """distilabel's pipeline, without its batch cache; ``ray()`` keeps it so."""
+
+    def ray(
+        self, ray_head_node_url: str | None = None, ray_init_kwargs: dict[str, Any] | None = None
+    ) -> BuildRayPipeline:
+        on_ray = BuildRayPipeline(  # as distilabel's own ray() makes its RayPipeline
+            name=self.name,
+            description=self.description,
+            cache_dir=self._cache_dir,
+            enable_metadata=self._enable_metadata,
+            requirements=self.requirements,
+            ray_head_node_url=ray_head_node_url,
+            ray_init_kwargs=ray_init_kwargs,
+        )
+        on_ray.dag = self.dag
+        return on_ray
 
 
 class CachedReasoningJudge(ReasoningJudge):
@@ -173,7 +232,7 @@ def _answered(judged: dict[str, Any]) -> bool:
     return any(a.get("text") is not None for slot in judged["judge_answers"] for a in slot)
 
 
-def _maybe_ray(pipeline: Pipeline, use_ray: bool, steps: Sequence[PlacedStep]) -> Any:
+def _maybe_ray(pipeline: BuildPipeline, use_ray: bool, steps: Sequence[PlacedStep]) -> Any:
     if not use_ray:
         return pipeline
     from prefdelta.builders.llms import BackendUnavailableError
@@ -233,7 +292,7 @@ def generation_pipeline(
     threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
     log = str(placement_log_path(store_path)) if recipe.ray else None
     placed: list[PlacedStep] = []
-    with Pipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
+    with BuildPipeline(name=f"prefdelta-{recipe.name}-generate", cache_dir=cache_dir) as pipeline:
         batch = max(spread_batch(recipe.generators[g], len(prompts)) for g in generators)
         load = LoadDataFromDicts(name="load_prompts", data=list(prompts), batch_size=batch)
         for names in groups.values():
@@ -277,7 +336,7 @@ def judge_pipeline(
     threads = max(1, (os.cpu_count() or 1) // len(local)) if len(local) > 1 else None
     batch = max(spread_batch(s.config, len(traces)) for s in specs.values())
     placed: list[PlacedStep] = []
-    with Pipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
+    with BuildPipeline(name=f"prefdelta-{recipe.name}-judge", cache_dir=cache_dir) as pipeline:
         load = LoadDataFromDicts(name="load_traces", data=list(traces), batch_size=batch)
         for name, spec in specs.items():
             judge = spec.config

@@ -25,7 +25,7 @@ from distilabel.steps.tasks import Task
 from distilabel.typing import ChatType, StepColumns, StepOutput
 
 from prefdelta.backends import TRAITS
-from prefdelta.builders.keys import row_seed, trace_key
+from prefdelta.builders.keys import row_seed, trace_keyer
 from prefdelta.builders.llms import generation_kwargs, streams_rows, takes_row_seeds
 from prefdelta.builders.llms.common import run_rows, stopping
 from prefdelta.builders.runtime import stop_request_path
@@ -102,8 +102,9 @@ class TraceGeneration(Task):
         store = ResultStore(self.store_path)
         rows = []
         for name, config in self.generators.items():
+            key_of = trace_keyer(config)
             wanted = [
-                (row, sample, trace_key(config, row["prompt"], sample))
+                (row, sample, key_of(row["prompt"], sample))
                 for row in inputs
                 for sample in range(config.samples_per_prompt)
             ]
