@@ -73,6 +73,23 @@ def test_a_step_asking_an_openai_compatible_server_never_loads_the_sdk(
     assert done.stdout.strip().splitlines()[-1] == "['echo: hi'] False"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop is not installed on Windows")
+def test_a_step_asks_on_uvloops_event_loop(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """Each answer of a long-tailed API wakes its step alone; uvloop's loop spends less CPU
+    on each wake-up than asyncio's (``bench/client_cpu.py --arrivals``)."""
+    config = ModelEndpoint(model="m", backend="openai", base_url=chat_server.url)
+    llm = make_llm(config, GREEDY, Path("."))
+    llm.load()
+    loop = llm.event_loop
+    [out] = llm.generate_outputs(inputs=[[{"role": "user", "content": "hi"}]])
+    assert out["generations"] == ["echo: hi"]
+    assert type(loop).__module__.startswith("uvloop"), type(loop)
+    assert llm.event_loop is loop  # one loop per step, kept
+    llm.unload()
+
+
 def test_a_rate_limited_request_is_retried_request_retries_times_then_fails_its_row(
     chat_server: ChatServer,  # noqa: F811
 ) -> None:

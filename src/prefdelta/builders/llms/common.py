@@ -35,6 +35,7 @@ __all__ = [
     "NotJSONResponse",
     "Stopped",
     "describe_error",
+    "new_event_loop",
     "run_rows",
     "stopping",
 ]
@@ -152,6 +153,33 @@ class BoundedConcurrency:
         if self._bound is None or self._bound[0] is not loop:
             self._bound = (loop, asyncio.Semaphore(self.max_concurrency))
         return self._bound[1]
+
+    @property
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """distilabel's loop for this LLM (the running one, else one of its own, which
+        distilabel closes with the LLM), made by :func:`new_event_loop`."""
+        if self._event_loop is None:  # type: ignore[has-type]
+            try:
+                self._event_loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._event_loop = new_event_loop()
+                self._new_event_loop = True
+        asyncio.set_event_loop(self._event_loop)
+        return self._event_loop
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (not on Windows), else asyncio's.
+
+    Each answer of a long-tailed API arrives on its own and wakes its step for it alone,
+    and a request then costs its client about 3x the CPU it costs when answers come in
+    bursts; uvloop's loop and transports, in C, spend less on each wake-up
+    (``bench/client_cpu.py --arrivals``)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def run_rows(
