@@ -119,8 +119,7 @@ def test_a_build_pipeline_saves_no_batch_cache_and_names_its_folder_once(
     step to name the cache folder: CPU a build spends per batch on a cache it never reads
     (it resumes from its store). A build's pipeline runs every batch all the same, saves
     none of it (no batch's rows, no batch manager) and names the folder once per run;
-    plain distilabel, run beside it, shows
-    what is measured."""
+    plain distilabel, run beside it, shows what is measured."""
     from distilabel.pipeline import Pipeline
     from distilabel.pipeline.base import BasePipeline
     from distilabel.steps import KeepColumns, LoadDataFromDicts
