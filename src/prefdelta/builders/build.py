@@ -87,7 +87,7 @@ def plan_traces(recipe: BuildRecipe, prompts: Sequence[Prompt]) -> list[PlannedT
     keyers = {n: trace_keyer(recipe.generators[n]) for n in names}
     planned = []
     for p in prompts:
-        for name in recipe.pairing.generator_names:
+        for name in names:
             g = recipe.generators[name]
             if is_given(g):
                 s = 0
