@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from prefdelta.builders.judge.reader import AnswerReader
-from prefdelta.builders.judge.spec import JudgeSpec, schema_for
+from prefdelta.builders.judge.spec import JudgeSpec
 from prefdelta.builders.judge.structured import (
     digit_tokens,
     expected_score,
@@ -26,8 +26,6 @@ from prefdelta.builders.judge.structured import (
     schema_problem,
     score_distributions,
 )
-from prefdelta.builders.judge.task import judge_from_spec
-from prefdelta.builders.llms import make_llm
 from prefdelta.builders.llms.vllm import StructuredvLLM
 from prefdelta.recipe import JudgeConfig, RecipeError, parse_recipe
 from prefdelta.recipe.judgment import (
@@ -252,15 +250,7 @@ def _judge_rows(model: str, backend: str, structured: str) -> list[dict[str, Any
         structured=structured,
         generation={"temperature": 0.0, "max_new_tokens": 420},
     )
-    llm = make_llm(
-        config,
-        config.generation,
-        Path("."),
-        json_schema=schema_for(config),
-        logprobs=config.scoring == "expected",
-    )
-    judge = judge_from_spec(JudgeSpec.resolve(config), llm, name="judge")
-    judge.load()
+    judge = loaded_judge(config)
     rows = [
         {"instruction": f"What is {i} + {i}?", "generation": f"{i} + {i} = {2 * i}."}
         for i in range(6)
