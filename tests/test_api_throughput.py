@@ -8,6 +8,7 @@ others are answered, and the build is killed once the store holds what was answe
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -21,10 +22,13 @@ import pytest
 from rich.console import Console
 
 from prefdelta.builders.build import run_build
+from prefdelta.builders.pipelines import BuildPipeline
+from prefdelta.builders.runtime import run_pipeline
 from prefdelta.recipe import load_recipe
 from prefdelta.schema import SUMMARY
 from support.api_build import write_api_recipe
 from support.model_fixtures import ChatServer, chat_server  # noqa: F401
+from support.steps import FrozenObjects
 from support.store_fixtures import InspectableStore
 
 JUDGE = "the-judge"
@@ -149,3 +153,24 @@ def test_a_build_pipeline_saves_no_batch_cache_and_names_its_folder_once(
     assert "batch_manager.json" in out[Pipeline][2]
     assert out[BuildPipeline][1] <= 2, out[BuildPipeline]  # its folder; its steps' run id
     assert out[BuildPipeline][2] == [], out[BuildPipeline]
+
+
+def test_a_pipelines_steps_start_from_the_builds_objects_frozen(tmp_path: Path) -> None:
+    """A full collection in a step process walks every object the collector tracks, the
+    build's imports included (a tenth of a second, every page of them copied into the
+    step); a step forked from a frozen build never walks them. The build collects as
+    usual once the run is over."""
+    from distilabel.steps import LoadDataFromDicts
+
+    noted = tmp_path / "frozen.txt"
+    with BuildPipeline(name="frozen", cache_dir=tmp_path / "cache") as pipeline:
+        LoadDataFromDicts(data=[{"n": i} for i in range(6)], batch_size=2) >> FrozenObjects(
+            out=str(noted), input_batch_size=2
+        )
+    assert gc.get_freeze_count() == 0
+    run_pipeline(pipeline, tmp_path / "store.sqlite")
+    assert gc.get_freeze_count() == 0
+    seen = [line.split() for line in noted.read_text().splitlines()]
+    assert len(seen) == 3, seen
+    assert all(int(pid) != os.getpid() for pid, _ in seen), seen  # a step process's
+    assert all(int(count) > 100_000 for _, count in seen), seen  # distilabel's alone: more

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from prefdelta.builders.progress import progress_line, store_progress
+from prefdelta.builders.progress import Finished, progress_line, store_progress
 from prefdelta.builders.store import ResultStore
 
 
@@ -42,3 +42,34 @@ def test_without_a_terminal_the_build_prints_plain_lines_while_the_stage_runs(
     assert "/s, ETA" in moving
     assert lines[-1].startswith("generate a: 4/4 (100%)")
     assert all("━" not in line for line in lines)
+
+
+class _CountingStore(ResultStore):
+    """A store that notes how many keys each look at progress read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.read: list[int] = []
+
+    def written_since(self, kind, row):  # type: ignore[no-untyped-def]
+        last, keys = super().written_since(kind, row)
+        self.read.append(len(keys))
+        return last, keys
+
+
+def test_each_look_at_progress_reads_only_what_finished_since_the_last(tmp_path: Path) -> None:
+    """A bar is redrawn every second: a look that read the whole stage each time would cost
+    a paper-scale build more CPU the larger it is. Counts stay exact: keys of other stages
+    are not counted, a key written again is counted once, a key in two groups in both."""
+    store = _CountingStore(tmp_path / "store.sqlite")
+    store.put_many("generation", {f"other{i}": {"trace": "t"} for i in range(50)})
+    store.put_many("generation", {"a0": {"trace": "reused"}})
+    store.put_many("judgment", {"a1": {"answer": "a judgment, not a generation"}})
+    finished = Finished(store, "generation", {"a": ["a0", "a1", "a2", "a1"], "b": ["b0", "a2"]})
+    assert finished.totals == {"a": 3, "b": 2}
+    assert finished.counts() == {"a": 1, "b": 0}
+    store.put_many("generation", {"a0": {"trace": "again"}, "a2": {"trace": "x"}})
+    store.put_many("generation", {"other": {"trace": "y"}, "b0": {"trace": "z"}})
+    assert finished.counts() == {"a": 2, "b": 2}
+    assert finished.counts() == {"a": 2, "b": 2}
+    assert store.read == [51, 3, 0]

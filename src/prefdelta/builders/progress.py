@@ -2,7 +2,9 @@
 
 distilabel runs the steps in other processes; the store is what they all write to, so
 counting finished keys there shows real progress without reaching into distilabel. Keys
-are counted once each: traces with identical text share one judgment.
+are counted once each: traces with identical text share one judgment. Each look reads only
+the rows written since the last (:class:`Finished`): a bar redrawn every second over a
+stage of 16,000 traces would otherwise look all of them up each time.
 
 On a terminal: a live bar per group. Anywhere else (a file, a CI log, a pipe): a plain
 line per group every ``every`` seconds while it moves, with its rate and time left, so a
@@ -25,7 +27,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from prefdelta.builders.store import Kind, ResultStore
 
-__all__ = ["HEARTBEAT_S", "PLAIN_EVERY_S", "progress_line", "store_progress", "waiting_line"]
+__all__ = [
+    "HEARTBEAT_S",
+    "PLAIN_EVERY_S",
+    "Finished",
+    "progress_line",
+    "store_progress",
+    "waiting_line",
+]
 
 # Seconds between plain progress lines (PREFDELTA_PROGRESS_EVERY overrides it).
 PLAIN_EVERY_S = 30.0
@@ -74,43 +83,62 @@ def store_progress(
     """Progress per group of result keys (per generator, or one for the judge), and a
     heartbeat while a group waits; ``notes``: per group, said with its heartbeat (how long
     its requests may take)."""
-    groups = {label: sorted(set(keys)) for label, keys in groups.items()}
+    finished = Finished(store, kind, groups)
     beat = float(os.environ.get("PREFDELTA_HEARTBEAT_S", HEARTBEAT_S))
-    with _heartbeat(console, kind, groups, store, beat, notes or {}):
+    with _heartbeat(console, finished, beat, notes or {}):
         if console.is_terminal:
-            with _bars(console, kind, groups, store):
+            with _bars(console, finished):
                 yield
             return
-        with _plain(console, kind, groups, store, every):
+        with _plain(console, finished, every):
             yield
+
+
+class Finished:
+    """How many of each group's keys the store holds, kept up to date from the rows
+    written since the last look (:meth:`ResultStore.written_since`), so a look costs what
+    finished since, however large the stage. Safe to share between threads."""
+
+    def __init__(self, store: ResultStore, kind: Kind, groups: dict[str, list[str]]) -> None:
+        self.store, self.kind = store, kind
+        self.totals = {label: len(set(keys)) for label, keys in groups.items()}
+        self._groups_of: dict[str, list[str]] = {}
+        for label, keys in groups.items():
+            for key in set(keys):
+                self._groups_of.setdefault(key, []).append(label)
+        self._done = dict.fromkeys(groups, 0)
+        self._row = 0
+        self._lock = threading.Lock()
+
+    def counts(self) -> dict[str, int]:
+        """Finished keys per group, now."""
+        with self._lock:
+            self._row, keys = self.store.written_since(self.kind, self._row)
+            for key in keys:
+                for label in self._groups_of.get(key, ()):
+                    self._done[label] += 1
+            return dict(self._done)
 
 
 @contextmanager
 def _heartbeat(
-    console: Console,
-    kind: Kind,
-    groups: dict[str, list[str]],
-    store: ResultStore,
-    every: float,
-    notes: dict[str, str],
+    console: Console, finished: Finished, every: float, notes: dict[str, str]
 ) -> Iterator[None]:
     """A waiting line for each unfinished group without a new answer for ``every`` s."""
     now = time.monotonic()
-    last: dict[str, tuple[int, float]] = {label: (-1, now) for label in groups}
+    last: dict[str, tuple[int, float]] = {label: (-1, now) for label in finished.totals}
 
     def beat() -> None:
         now = time.monotonic()
-        for label, keys in groups.items():
-            done = store.count(kind, keys)
+        for label, done in finished.counts().items():
+            total = finished.totals[label]
             before, since = last[label]
             if done != before and before != -1:
                 last[label] = (done, now)
                 continue
             last[label] = (done, since)
-            if done < len(keys) and now - since >= every:
-                line = waiting_line(
-                    label, len(keys) - done, len(keys), now - since, notes.get(label)
-                )
+            if done < total and now - since >= every:
+                line = waiting_line(label, total - done, total, now - since, notes.get(label))
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     with _every(every, beat):
@@ -118,28 +146,22 @@ def _heartbeat(
 
 
 @contextmanager
-def _plain(
-    console: Console,
-    kind: Kind,
-    groups: dict[str, list[str]],
-    store: ResultStore,
-    every: float | None,
-) -> Iterator[None]:
+def _plain(console: Console, finished: Finished, every: float | None) -> Iterator[None]:
     interval = every or float(os.environ.get("PREFDELTA_PROGRESS_EVERY", PLAIN_EVERY_S))
-    start = {label: store.count(kind, keys) for label, keys in groups.items()}
+    start = finished.counts()
     began = time.monotonic()
     shown: dict[str, int] = {}
 
     def report(final: bool) -> None:
         elapsed = time.monotonic() - began
-        for label, keys in groups.items():
-            done = store.count(kind, keys)
+        for label, done in finished.counts().items():
+            total = finished.totals[label]
             if shown.get(label) == done:
                 continue  # nothing new since the last line
-            if final and done == start[label] and label not in shown and done == len(keys):
+            if final and done == start[label] and label not in shown and done == total:
                 continue  # all of it reused: the summary says so
             shown[label] = done
-            line = progress_line(label, done, len(keys), done - start[label], elapsed)
+            line = progress_line(label, done, total, done - start[label], elapsed)
             console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     with _every(interval, lambda: report(final=False)):
@@ -148,9 +170,7 @@ def _plain(
 
 
 @contextmanager
-def _bars(
-    console: Console, kind: Kind, groups: dict[str, list[str]], store: ResultStore
-) -> Iterator[None]:
+def _bars(console: Console, finished: Finished) -> Iterator[None]:
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -159,11 +179,11 @@ def _bars(
         console=console,
         transient=False,
     )
-    tasks = {label: progress.add_task(label, total=len(keys)) for label, keys in groups.items()}
+    tasks = {label: progress.add_task(label, total=n) for label, n in finished.totals.items()}
 
     def update() -> None:
-        for label, keys in groups.items():
-            progress.update(tasks[label], completed=store.count(kind, keys))
+        for label, done in finished.counts().items():
+            progress.update(tasks[label], completed=done)
 
     with progress:
         with _every(1.0, update):

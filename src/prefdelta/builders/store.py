@@ -189,6 +189,16 @@ class ResultStore:
                 ).fetchone()[0]
         return total
 
+    def written_since(self, kind: Kind, row: int) -> tuple[int, list[str]]:
+        """The keys of the rows committed after row number ``row`` (0: all of them), and
+        the last row's number, to pass next time: a poll reads what is new, not the stage.
+        Row numbers only grow: a generation or judgment is never deleted or replaced."""
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT rowid, key FROM {kind} WHERE rowid > ? ORDER BY rowid", (row,)
+            ).fetchall()
+        return (rows[-1][0] if rows else row), [k for _, k in rows]
+
     def existing(self, kind: Kind, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` are finished, without reading (or decoding) their values."""
         wanted = list(dict.fromkeys(keys))
