@@ -15,6 +15,7 @@ the server runs apart). Goals: ratio >= 0.85 at constant latency, >= 0.80 at log
     python bench/api_scale.py --prompts 500 --latency-scale 0.2  # a quick run
     python bench/api_scale.py --large                          # adds 16,000 prompts
     python bench/api_scale.py --trace-chars 30000              # 30 kB traces (memory)
+    python bench/api_scale.py --terminal                       # progress drawn as at a terminal
 
 ``PYTHONPATH`` chooses the sources the build runs (``src`` of a checkout or an export).
 """
@@ -148,8 +149,10 @@ def server_log(url: str) -> list[list[Any]]:
 # ------------------------------------------------------------------------------ one build
 
 
-def run_build(folder: Path, url: str, prompts: int) -> dict[str, Any]:
-    """``prefdelta build`` in a fresh process: wall s, CPU s, peak RSS (tree, largest)."""
+def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> dict[str, Any]:
+    """``prefdelta build`` in a fresh process: wall s, CPU s, peak RSS (tree, largest).
+    ``terminal``: its output is drawn as at a terminal (bars redrawn as they move), else
+    written as to a file, with its plain progress lines and heartbeats turned off."""
     import psutil
 
     folder.mkdir(parents=True)
@@ -159,6 +162,8 @@ def run_build(folder: Path, url: str, prompts: int) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "prefdelta", "build", str(folder / "recipe.yaml")]
     cmd += ["-o", str(folder / "out"), "--no-publish"]
     env = {**os.environ, "PREFDELTA_PROGRESS_EVERY": "3600", "PREFDELTA_HEARTBEAT_S": "3600"}
+    if terminal:  # rich's switch: its console is a terminal's, the log file notwithstanding
+        env = {**os.environ, "TTY_COMPATIBLE": "1"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     log = (folder / "build.log").open("wb")
@@ -209,7 +214,7 @@ def one(prompts: int, latency: str, args: argparse.Namespace, scratch: Path) -> 
     median = args.median * args.latency_scale
     server, url = start_server(latency, median, args.sigma, args.trace_chars)
     try:
-        build = run_build(scratch / f"{latency}-{prompts}", url, prompts)
+        build = run_build(scratch / f"{latency}-{prompts}", url, prompts, args.terminal)
         models = per_model(server_log(url))
     finally:
         server.terminate()
@@ -245,6 +250,9 @@ def main() -> None:
     ap.add_argument("--sigma", type=float, default=1.0, help="lognormal sigma")
     ap.add_argument("--latency-scale", type=float, default=1.0, help="times every latency")
     ap.add_argument("--trace-chars", type=int, default=2000)
+    ap.add_argument(
+        "--terminal", action="store_true", help="the build's progress as at a terminal: bars"
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--latency", default="constant", help=argparse.SUPPRESS)

@@ -73,3 +73,19 @@ def test_each_look_at_progress_reads_only_what_finished_since_the_last(tmp_path:
     assert finished.counts() == {"a": 2, "b": 2}
     assert finished.counts() == {"a": 2, "b": 2}
     assert store.read == [51, 3, 0]
+
+
+def test_at_a_terminal_bars_show_each_group_and_are_drawn_at_each_look(tmp_path: Path) -> None:
+    """A bar per group that ends at its count; drawn when the counts are read (once a
+    second), not at rich's ten frames a second, which cost a long build seconds of CPU."""
+    store = ResultStore(tmp_path / "store.sqlite")
+    log = io.StringIO()
+    console = Console(file=log, width=80, force_terminal=True)
+    groups = {"generate a": ["a0", "a1"], "generate b": ["b0"]}
+    with store_progress(console, "generation", groups, store):
+        store.put_many("generation", {"a0": {"trace": "x"}, "b0": {"trace": "y"}})
+        time.sleep(2.5)  # two looks at most, however slow the machine
+    frames = log.getvalue().count("generate a")
+    assert 1 <= frames <= 6, log.getvalue()  # ten a second would be 25
+    last = log.getvalue().rsplit("generate a", 1)[1]
+    assert "1/2" in last and "1/1" in last, log.getvalue()
