@@ -3,13 +3,16 @@
 A loopback OpenAI-compatible server (its own process) answers every request after a drawn
 latency: ``constant`` (the median) or ``lognormal`` (median, sigma), times
 ``--latency-scale``. A build of two API generators and an API judge, ``concurrency`` and
-``batch_size`` 64 each, runs against it as ``prefdelta build`` in a fresh process. Per
-model it prints the requests, the time from its first request to its last answer, the ideal
-(its latencies summed / concurrency, that is requests x mean latency / concurrency) and
-their ratio; for the build: wall time, the peak RSS of its process tree (sampled every
-0.2 s) and of its largest process, and its CPU time per trace (the build's processes only:
-the server runs apart). Goals: ratio >= 0.85 at constant latency, >= 0.80 at lognormal
-(median 1 s, sigma 1); RSS at 8,000 prompts <= 1.3x RSS at 2,000; <= 3 ms CPU per trace.
+``batch_size`` 64 each, runs against it as ``prefdelta build`` in a fresh process. Per model
+it prints the requests, the time from its first request to its last answer, the ideal (its
+latencies summed / concurrency, that is requests x mean latency / concurrency) and their
+ratio; for the build: wall time, the peak RSS of its process tree (sampled every 0.2 s) and
+of its largest process, and its CPU time per trace (the build's processes only: the server
+runs apart), split by process: the build's own and each child's (steps and distilabel's
+helpers; their last samples). Compare CPU only between runs on the same machine: the same
+code's ms per trace differs by 1.5x between machines of the same kind. Goals: ratio >= 0.85
+at constant latency, >= 0.80 at lognormal (median 1 s, sigma 1); RSS at 8,000 prompts <=
+1.3x RSS at 2,000; <= 3 ms CPU per trace.
 
     python bench/api_scale.py                                  # 2,000 and 8,000 prompts, both latencies
     python bench/api_scale.py --prompts 500 --latency-scale 0.2  # a quick run
@@ -170,6 +173,7 @@ def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> d
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     root = psutil.Process(proc.pid)
     peak_tree = peak_one = 0
+    cpu_seen: dict[int, float] = {}  # each process's CPU at its last sample
     while proc.poll() is None:
         try:
             procs = [root, *root.children(recursive=True)]
@@ -177,6 +181,8 @@ def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> d
             for p in procs:
                 with contextlib.suppress(psutil.Error):
                     rss.append(p.memory_info().rss)
+                    times = p.cpu_times()
+                    cpu_seen[p.pid] = times.user + times.system
             peak_tree = max(peak_tree, sum(rss))
             peak_one = max(peak_one, max(rss, default=0))
         except psutil.Error:
@@ -189,9 +195,12 @@ def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> d
         tail = (folder / "build.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"the build failed ({proc.returncode}):\n{tail}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    parent = cpu_seen.pop(proc.pid, 0.0)
     return {
         "wall_s": wall,
         "cpu_s": cpu,
+        "cpu_parent_s": parent,
+        "cpu_children_s": sorted(cpu_seen.values(), reverse=True),
         "rss_tree_mb": peak_tree / 2**20,
         "rss_max_mb": peak_one / 2**20,
         "started": started,
@@ -232,6 +241,11 @@ def show(r: dict[str, Any]) -> None:
         f"CPU {r['cpu_ms_per_trace']:.2f} ms/trace"
     )
     print(line)
+    others = " / ".join(f"{c:.2f}" for c in r["cpu_children_s"] if c >= 0.01)
+    print(
+        f"    CPU by process (sampled, s): build {r['cpu_parent_s']:.2f}; its children, "
+        f"largest first (the steps, then distilabel's helpers): {others}"
+    )
     for model, m in r["models"].items():
         ratio = m["ideal_s"] / m["span_s"] if m["span_s"] else float("nan")
         print(
