@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from prefdelta.builders.progress import Finished, progress_line, store_progress
-from prefdelta.builders.store import ResultStore
+from prefdelta.builders.store import Kind, ResultStore
 
 
 def test_progress_line_says_stage_count_rate_and_time_left() -> None:
@@ -51,7 +51,7 @@ class _CountingStore(ResultStore):
         super().__init__(path)
         self.read: list[int] = []
 
-    def written_since(self, kind, row):  # type: ignore[no-untyped-def]
+    def written_since(self, kind: Kind, row: int) -> tuple[int, list[str]]:
         last, keys = super().written_since(kind, row)
         self.read.append(len(keys))
         return last, keys
