@@ -163,6 +163,51 @@ def test_a_user_and_password_in_base_url_go_as_basic_auth(
     assert chat_server.state.auth == ["Basic dTpwQHNz"]  # base64 of u:p@ss
 
 
+def test_bodies_keep_their_text_and_answers_only_pythons_json_reads_are_read(
+    chat_server: ChatServer,  # noqa: F811
+) -> None:
+    """A prompt's text reaches the server as written and its echo comes back the same; an
+    answer with the non-standard ``Infinity`` and ``NaN`` literals, which Python's json
+    module reads and some servers write, is read too, and an answer that is not JSON
+    still fails its row in one line."""
+    import asyncio
+    import math
+
+    from prefdelta.builders.llms.chat_http import ChatClient
+    from prefdelta.builders.llms.common import NotJSONResponse
+
+    text = 'Σ over café prices: 2⁸ = 256 \\ "quoted" \u2028 😀'
+    lenient = (
+        '{"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, '
+        '"finish_reason": "stop"}], "score": Infinity, "spread": NaN}'
+    )
+    chat_server.state.text_when = {"lenient": lenient, "broken": "{not json"}
+
+    async def ask(content: str) -> dict[str, Any]:
+        body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+        return await client.post("chat/completions", body)
+
+    client = ChatClient(chat_server.url, api_key=None, timeout_s=30, max_retries=0)
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any], str]:
+        try:
+            echoed, read = await ask(text), await ask("lenient")
+            try:
+                await ask("broken")
+            except NotJSONResponse as exc:
+                return echoed, read, str(exc)
+            raise AssertionError("an answer that is not JSON was read")
+        finally:
+            await client.aclose()
+
+    echoed, read, refused = asyncio.run(run())
+    assert chat_server.state.bodies[0]["messages"][0]["content"] == text
+    assert echoed["choices"][0]["message"]["content"] == f"echo: {text}"
+    assert read["choices"][0]["message"]["content"] == "ok"
+    assert read["score"] == math.inf and math.isnan(read["spread"])
+    assert refused == "the server answered 200 with a body that is not JSON: '{not json'"
+
+
 def test_retry_delays_follow_the_servers_headers_or_back_off() -> None:
     assert retry_delay_s({"retry-after-ms": "250"}, 0) == 0.25
     assert retry_delay_s({"retry-after": "3"}, 5) == 3.0
