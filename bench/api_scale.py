@@ -9,8 +9,11 @@ latencies summed / concurrency, that is requests x mean latency / concurrency) a
 ratio; for the build: wall time, the peak RSS of its process tree (sampled every 0.2 s) and
 of its largest process, and its CPU time per trace (the build's processes only: the server
 runs apart), split by process: the build's own and each child's (steps and distilabel's
-helpers; their last samples). Compare CPU only between runs on the same machine: the same
-code's ms per trace differs by 1.5x between machines of the same kind. Goals: ratio >= 0.85
+helpers; their last samples), and the children's wake-ups (voluntary context switches) per
+request: answers that arrive one by one (lognormal latency) wake a step once each, where a
+burst of answers (constant latency) shares one, and the CPU per request follows. Compare
+CPU only between runs on the same machine: the same code's ms per trace differs by 1.5x
+between machines of the same kind, and by 10-20% between runs on one. Goals: ratio >= 0.85
 at constant latency, >= 0.80 at lognormal (median 1 s, sigma 1); RSS at 8,000 prompts <=
 1.3x RSS at 2,000; <= 3 ms CPU per trace.
 
@@ -174,6 +177,7 @@ def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> d
     root = psutil.Process(proc.pid)
     peak_tree = peak_one = 0
     cpu_seen: dict[int, float] = {}  # each process's CPU at its last sample
+    waits: dict[int, int] = {}  # each process's voluntary context switches (wake-ups)
     while proc.poll() is None:
         try:
             procs = [root, *root.children(recursive=True)]
@@ -183,6 +187,7 @@ def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> d
                     rss.append(p.memory_info().rss)
                     times = p.cpu_times()
                     cpu_seen[p.pid] = times.user + times.system
+                    waits[p.pid] = p.num_ctx_switches().voluntary
             peak_tree = max(peak_tree, sum(rss))
             peak_one = max(peak_one, max(rss, default=0))
         except psutil.Error:
@@ -196,11 +201,13 @@ def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> d
         raise RuntimeError(f"the build failed ({proc.returncode}):\n{tail}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     parent = cpu_seen.pop(proc.pid, 0.0)
+    waits.pop(proc.pid, None)
     return {
         "wall_s": wall,
         "cpu_s": cpu,
         "cpu_parent_s": parent,
         "cpu_children_s": sorted(cpu_seen.values(), reverse=True),
+        "wakeups_children": sum(waits.values()),
         "rss_tree_mb": peak_tree / 2**20,
         "rss_max_mb": peak_one / 2**20,
         "started": started,
@@ -246,6 +253,12 @@ def show(r: dict[str, Any]) -> None:
         f"    CPU by process (sampled, s): build {r['cpu_parent_s']:.2f}; its children, "
         f"largest first (the steps, then distilabel's helpers): {others}"
     )
+    requests = sum(m["requests"] for m in r["models"].values())
+    if requests:
+        print(
+            f"    wake-ups of the children (voluntary context switches, sampled): "
+            f"{r['wakeups_children'] / requests:.2f} per request"
+        )
     for model, m in r["models"].items():
         ratio = m["ideal_s"] / m["span_s"] if m["span_s"] else float("nan")
         print(

@@ -134,25 +134,6 @@ def test_python_dash_m() -> None:
     assert "valid recipe 'demo'" in proc.stdout
 
 
-def test_a_command_leaves_its_objects_frozen_for_the_exit() -> None:
-    """The interpreter's exit does not walk a command's imports again (over half a second
-    of CPU at the end of every build): the collector finds them frozen when its exit
-    handlers have run, and the command's output is complete."""
-    script = (
-        "import atexit, gc, sys\n"
-        "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count()))\n"
-        "from prefdelta.cli import app\n"
-        f"app(['validate', {str(ROOT / 'recipes' / 'demo.yaml')!r}], prog_name='prefdelta')\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "valid recipe 'demo'" in proc.stdout
-    frozen = int(proc.stdout.rsplit("frozen at exit:", 1)[1])
-    assert frozen > 10_000, proc.stdout
-
-
 def test_inspect_prints_no_library_warnings() -> None:
     """Importing distilabel made pydantic warn twice on stderr of every inspect: a user
     reads that as a problem with the recipe. A fresh process, as warnings show once each."""

@@ -4,8 +4,6 @@ the commands are in :mod:`~prefdelta.cli.build`, :mod:`~prefdelta.cli.train` and
 
 from __future__ import annotations
 
-import atexit
-import gc
 import os
 import warnings
 from typing import Annotated
@@ -27,13 +25,6 @@ review_app = typer.Typer(help="Human spot-checks in Argilla.", no_args_is_help=T
 app.add_typer(review_app, name="review")
 
 out = Console(soft_wrap=True)
-
-# A command imports distilabel, datasets, pandas and scipy: some 240,000 objects the
-# collector tracks. At exit the interpreter collects them all again, over half a second of
-# CPU here, to free what the process's end frees anyway; frozen, they are skipped (what
-# the commands write is closed and flushed before they return). Registered before the
-# libraries' own exit handlers, it runs after them.
-atexit.register(gc.freeze)
 
 # The build shows its own progress per stage; the libraries' own bars and notices (read at
 # import, and inherited by distilabel's step processes) would bury it.

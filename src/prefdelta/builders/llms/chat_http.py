@@ -111,8 +111,9 @@ class ChatClient:
         self.max_retries = max_retries
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         if url.user is not None or url.password is not None:  # as httpx: Basic, not the key
-            basic = aiohttp.BasicAuth(url.user or "", url.password or "")
-            self._headers["Authorization"] = basic.encode()
+            self._headers["Authorization"] = aiohttp.encode_basic_auth(
+                url.user or "", url.password or ""
+            )
         elif api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._proxy = _env_proxy(url)
