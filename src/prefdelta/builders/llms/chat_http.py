@@ -230,7 +230,9 @@ def _encode(body: Any) -> bytes:
 
 def _decode(raw: bytes | str) -> Any:
     """JSON read by orjson, or by the standard library where orjson refuses what it
-    accepts (``NaN`` and ``Infinity``, UTF-16 or UTF-32 text, integers past 64 bits)."""
+    accepts (``NaN`` and ``Infinity``, UTF-16 or UTF-32 text). orjson reads an integer past
+    64 bits as a float; what prefdelta reads of an answer is text, token counts and
+    log-probabilities."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
