@@ -163,13 +163,13 @@ def test_a_user_and_password_in_base_url_go_as_basic_auth(
     assert chat_server.state.auth == ["Basic dTpwQHNz"]  # base64 of u:p@ss
 
 
-def test_bodies_keep_their_text_and_answers_only_pythons_json_reads_are_read(
+def test_bodies_keep_their_text_and_lenient_json_answers_are_still_read(
     chat_server: ChatServer,  # noqa: F811
 ) -> None:
     """A prompt's text reaches the server as written and its echo comes back the same; an
     answer with the non-standard ``Infinity`` and ``NaN`` literals, which Python's json
-    module reads and some servers write, is read too, and an answer that is not JSON
-    still fails its row in one line."""
+    module reads and some servers write, is read too, and an answer that is not JSON is
+    still refused, quoting it."""
     import asyncio
     import math
 
@@ -182,12 +182,11 @@ def test_bodies_keep_their_text_and_answers_only_pythons_json_reads_are_read(
         '"finish_reason": "stop"}], "score": Infinity, "spread": NaN}'
     )
     chat_server.state.text_when = {"lenient": lenient, "broken": "{not json"}
+    client = ChatClient(chat_server.url, api_key=None, timeout_s=30, max_retries=0)
 
     async def ask(content: str) -> dict[str, Any]:
         body = {"model": "m", "messages": [{"role": "user", "content": content}]}
         return await client.post("chat/completions", body)
-
-    client = ChatClient(chat_server.url, api_key=None, timeout_s=30, max_retries=0)
 
     async def run() -> tuple[dict[str, Any], dict[str, Any], str]:
         try:
