@@ -6,9 +6,12 @@ latency: ``constant`` (the median) or ``lognormal`` (median, sigma), times
 ``batch_size`` 64 each, runs against it as ``prefdelta build`` in a fresh process. Per model
 it prints the requests, the time from its first request to its last answer, the ideal (its
 latencies summed / concurrency, that is requests x mean latency / concurrency) and their
-ratio; for the build: wall time, the peak RSS of its process tree (sampled every 0.2 s) and
-of its largest process, and its CPU time per trace (the build's processes only: the server
-runs apart), split by process: the build's own and each child's (steps and distilabel's
+ratio, and the same against a perfect stream of the same latencies (each request sent the
+moment a slot frees: the stage's end, where the slots empty behind the slowest requests,
+is left to no client); for the build: wall time, the peak RSS of its process tree (sampled
+every 0.2 s) and of its largest process, and its CPU time per trace (the build's processes
+only: the server runs apart), also beyond the fixed cost (the CPU of a 10-prompt build, run
+first), split by process: the build's own and each child's (steps and distilabel's
 helpers; their last samples), and the children's wake-ups (voluntary context switches) per
 request: answers that arrive one by one (lognormal latency) wake a step once each, where a
 burst of answers (constant latency) shares one, and the CPU per request follows. Compare
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import heapq
 import json
 import math
 import os
@@ -214,15 +218,30 @@ def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> d
     }
 
 
+def stream_span(latencies: list[float], slots: int = CONCURRENCY) -> float:
+    """How long ``latencies``, in this order, take through ``slots`` request slots when
+    each request starts the moment a slot frees: the best any client does with this draw.
+    The issue's ideal (their sum / slots) leaves out the stage's end, where the last
+    requests run as the slots empty; with long-tailed latencies that end is seconds long."""
+    free = [0.0] * min(slots, len(latencies))
+    end = 0.0
+    for latency in latencies:
+        done = heapq.heappop(free) + latency
+        end = max(end, done)
+        heapq.heappush(free, done)
+    return end
+
+
 def per_model(log: list[list[Any]]) -> dict[str, dict[str, float]]:
     out = {}
     for model in MODELS:
-        mine = [r for r in log if r[0] == model]
+        mine = sorted((r for r in log if r[0] == model), key=lambda r: r[1])  # by arrival
         if not mine:
             continue
         span = max(r[2] for r in mine) - min(r[1] for r in mine)
         ideal = sum(r[3] for r in mine) / CONCURRENCY
-        out[model] = {"requests": len(mine), "span_s": span, "ideal_s": ideal}
+        stream = stream_span([r[3] for r in mine])
+        out[model] = {"requests": len(mine), "span_s": span, "ideal_s": ideal, "stream_s": stream}
     return out
 
 
@@ -241,13 +260,30 @@ def one(prompts: int, latency: str, args: argparse.Namespace, scratch: Path) -> 
     return result
 
 
-def show(r: dict[str, Any]) -> None:
+FIXED_PROMPTS = 10
+
+
+def fixed_cost_s(args: argparse.Namespace, scratch: Path) -> float:
+    """The CPU of a build with almost no work (``FIXED_PROMPTS`` prompts answered at once):
+    what every build spends whatever its size (imports, the pipelines' start, the end's
+    tables and checks, the interpreter's exit)."""
+    server, url = start_server("constant", 0.0, args.sigma, args.trace_chars)
+    try:
+        return run_build(scratch / "fixed", url, FIXED_PROMPTS)["cpu_s"]
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def show(r: dict[str, Any], fixed_s: float) -> None:
     line = (
         f"{r['latency']:>9} {r['prompts']:>6} prompts: wall {r['wall_s']:.1f} s, peak RSS "
         f"{r['rss_tree_mb']:.0f} MB (tree) / {r['rss_max_mb']:.0f} MB (largest process), "
         f"CPU {r['cpu_ms_per_trace']:.2f} ms/trace"
     )
     print(line)
+    beyond = 1000 * (r["cpu_s"] - fixed_s) / (2 * r["prompts"])
+    print(f"    CPU beyond the fixed {fixed_s:.2f} s: {beyond:.2f} ms/trace")
     others = " / ".join(f"{c:.2f}" for c in r["cpu_children_s"] if c >= 0.01)
     print(
         f"    CPU by process (sampled, s): build {r['cpu_parent_s']:.2f}; its children, "
@@ -261,9 +297,11 @@ def show(r: dict[str, Any]) -> None:
         )
     for model, m in r["models"].items():
         ratio = m["ideal_s"] / m["span_s"] if m["span_s"] else float("nan")
+        stream = m["stream_s"] / m["span_s"] if m["span_s"] else float("nan")
         print(
             f"    {model:>9}: {m['requests']} requests in {m['span_s']:.1f} s, ideal "
-            f"{m['ideal_s']:.1f} s, achieved/ideal {ratio:.2f}"
+            f"{m['ideal_s']:.1f} s, achieved/ideal {ratio:.2f}; a perfect stream of the "
+            f"same latencies {m['stream_s']:.1f} s, achieved/perfect {stream:.2f}"
         )
     sys.stdout.flush()
 
@@ -290,10 +328,12 @@ def main() -> None:
     sizes = args.prompts + ([16000] if args.large else [])
     results = []
     with tempfile.TemporaryDirectory(prefix="api-scale-") as tmp:
+        fixed = fixed_cost_s(args, Path(tmp))
+        print(f"fixed cost: a {FIXED_PROMPTS}-prompt build, answered at once, {fixed:.2f} s of CPU")
         for latency in args.latencies:
             for n in sizes:
                 results.append(one(n, latency, args, Path(tmp)))
-                show(results[-1])
+                show(results[-1], fixed)
     by = {(r["latency"], r["prompts"]): r for r in results}
     for latency in args.latencies:
         small, big = by.get((latency, min(sizes))), by.get((latency, max(sizes)))
@@ -304,7 +344,7 @@ def main() -> None:
                 f"{big['rss_max_mb'] / small['rss_max_mb']:.2f} (largest process)"
             )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"fixed_cpu_s": fixed, "runs": results}, indent=2))
 
 
 if __name__ == "__main__":
