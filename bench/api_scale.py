@@ -7,8 +7,8 @@ latency: ``constant`` (the median) or ``lognormal`` (median, sigma), times
 it prints the requests, the time from its first request to its last answer, the ideal (its
 latencies summed / concurrency, that is requests x mean latency / concurrency) and their
 ratio, and the same against a perfect stream of the same latencies (each request sent the
-moment a slot frees: the stage's end, where the slots empty behind the slowest requests,
-is left to no client); for the build: wall time, the peak RSS of its process tree (sampled
+moment a slot frees; the stage's end, where the slots empty behind the slowest requests,
+then counts against no client); for the build: wall time, the peak RSS of its process tree (sampled
 every 0.2 s) and of its largest process, and its CPU time per trace (the build's processes
 only: the server runs apart), also beyond the fixed cost (the CPU of a 10-prompt build, run
 first), split by process: the build's own and each child's (steps and distilabel's
@@ -221,8 +221,8 @@ def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> d
 def stream_span(latencies: list[float], slots: int = CONCURRENCY) -> float:
     """How long ``latencies``, in this order, take through ``slots`` request slots when
     each request starts the moment a slot frees: the best any client does with this draw.
-    The issue's ideal (their sum / slots) leaves out the stage's end, where the last
-    requests run as the slots empty; with long-tailed latencies that end is seconds long."""
+    The ideal (their sum / slots) leaves out the stage's end, where the last requests run
+    as the slots empty; with long-tailed latencies that end is seconds long."""
     free = [0.0] * min(slots, len(latencies))
     end = 0.0
     for latency in latencies:

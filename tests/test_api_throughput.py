@@ -174,3 +174,30 @@ def test_a_pipelines_steps_start_from_the_builds_objects_frozen(tmp_path: Path) 
     assert len(seen) == 3, seen
     assert all(int(pid) != os.getpid() for pid, _ in seen), seen  # a step process's
     assert all(int(count) > 100_000 for _, count in seen), seen  # distilabel's alone: more
+
+
+def test_a_build_keeps_what_it_holds_frozen_until_it_ends(
+    tmp_path: Path,
+    chat_server: ChatServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between its pipelines and while it writes its tables, a build's full collections
+    would walk every object of its imports and its plan, a tenth of a second each: they
+    stay frozen from the build's start to its end, and the build hands them back to the
+    collector when it returns."""
+    import prefdelta.builders.build as build_module
+
+    frozen: dict[str, int] = {}
+    pair = build_module.make_pairs
+
+    def noted(*args: object, **kwargs: object) -> object:
+        frozen["pairing"] = gc.get_freeze_count()
+        return pair(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "make_pairs", noted)
+    path = write_api_recipe(tmp_path, chat_server, prompts=2)
+    assert gc.get_freeze_count() == 0
+    summary = run_build(load_recipe(path), tmp_path / "out", console=Console(file=io.StringIO()))
+    assert summary["judge_status"] == {"ok": 4}
+    assert frozen["pairing"] > 100_000, frozen  # the imports' objects, after both pipelines
+    assert gc.get_freeze_count() == 0

@@ -42,6 +42,7 @@ from prefdelta.builders.prompt_length import refuse_long_prompts
 from prefdelta.builders.prompts import Prompt
 from prefdelta.builders.runtime import (
     BuildInterrupted,
+    frozen_heap,
     pipeline_scratch,
     run_pipeline,
     workers_die_with_their_parent,
@@ -174,7 +175,8 @@ def run_build(
             said = "nothing to repair" if report is None else f"repaired: {report.describe()}"
             console.print(f"{out / STORE}: {said}", markup=False, highlight=False)
         try:
-            return _run_build(recipe, out, console)
+            with frozen_heap():  # what the build holds all along is not walked by the collector
+                return _run_build(recipe, out, console)
         except KeyboardInterrupt:  # Ctrl-C between the pipelines (theirs is handled there)
             raise BuildInterrupted from None
 

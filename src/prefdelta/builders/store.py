@@ -153,11 +153,13 @@ class ResultStore:
         now = time.time()
         refs = refs or {}
         rows = [(k, refs.get(k), json.dumps(v, ensure_ascii=False), now) for k, v in items.items()]
+        insert = f"INSERT OR IGNORE INTO {kind} (key, ref, value, created) VALUES (?, ?, ?, ?)"
         with self._connect() as db:
+            if len(rows) == 1:  # one statement is its own transaction (a streamed row's
+                db.execute(insert, rows[0])  # commit): no BEGIN and COMMIT to run around it
+                return
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                f"INSERT OR IGNORE INTO {kind} (key, ref, value, created) VALUES (?, ?, ?, ?)", rows
-            )
+            db.executemany(insert, rows)
             db.execute("COMMIT")
 
     def put_failures(self, errors: dict[str, str]) -> None:

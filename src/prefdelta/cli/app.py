@@ -4,8 +4,12 @@ the commands are in :mod:`~prefdelta.cli.build`, :mod:`~prefdelta.cli.train` and
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -51,6 +55,33 @@ def quiet_libraries() -> None:
         category=UnsupportedFieldAttributeWarning,
     )
     warnings.filterwarnings("ignore", message=".*`torch_dtype` is deprecated")
+
+
+_handed_back_at_exit = False  # gc.unfreeze is registered to run at exit
+
+
+@contextmanager
+def library_imports() -> Iterator[None]:
+    """Import a command's libraries with the collector off, and freeze what they made.
+
+    distilabel, datasets, pandas and scipy make some 240,000 objects that live as long as
+    the command. Collecting while they load frees next to nothing and costs a build 0.2-0.3
+    s of CPU; frozen (``gc.freeze``), they are walked by no later collection either. The
+    collector gets them back at exit, so that the interpreter's exit frees them as it
+    always did: modules built with nanobind report objects still alive then as leaks.
+    """
+    global _handed_back_at_exit
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+        if not _handed_back_at_exit:
+            atexit.register(gc.unfreeze)
+            _handed_back_at_exit = True
 
 
 @app.callback()

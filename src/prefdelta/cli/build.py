@@ -13,7 +13,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from prefdelta.backends import calls_model, is_api
-from prefdelta.cli.app import app, out, quiet_libraries
+from prefdelta.cli.app import app, library_imports, out, quiet_libraries
 from prefdelta.cli.errors import err, user_errors
 from prefdelta.errors import PrefdeltaError
 from prefdelta.recipe import PUBLISH_HUB_ONLY, BuildRecipe, load_recipe
@@ -252,12 +252,13 @@ def build(
     Rerun to resume: every finished generation and judgment is reused.
     """
     quiet_libraries()
-    from prefdelta.builders.build import (
-        BuildIncomplete,
-        BuildInterrupted,
-        build_dir_for,
-        run_build,
-    )
+    with library_imports():
+        from prefdelta.builders.build import (
+            BuildIncomplete,
+            BuildInterrupted,
+            build_dir_for,
+            run_build,
+        )
 
     r = _load(recipe)
     with user_errors(log_dir=build_dir_for(r, output_dir)):
