@@ -176,16 +176,21 @@ def test_a_pipelines_steps_start_from_the_builds_objects_frozen(tmp_path: Path) 
     assert all(int(count) > 100_000 for _, count in seen), seen  # distilabel's alone: more
 
 
+@pytest.mark.parametrize("how", ["run_build", "prefdelta build"])
 def test_a_build_keeps_what_it_holds_frozen_until_it_ends(
     tmp_path: Path,
     chat_server: ChatServer,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    how: str,
 ) -> None:
     """Between its pipelines and while it writes its tables, a build's full collections
     would walk every object of its imports and its plan, a tenth of a second each: they
     stay frozen from the build's start to its end, and the build hands them back to the
-    collector when it returns."""
+    collector when it returns, from Python or as the command."""
+    from typer.testing import CliRunner
+
     import prefdelta.builders.build as build_module
+    from prefdelta.cli import app
 
     frozen: dict[str, int] = {}
     pair = build_module.make_pairs
@@ -196,8 +201,14 @@ def test_a_build_keeps_what_it_holds_frozen_until_it_ends(
 
     monkeypatch.setattr(build_module, "make_pairs", noted)
     path = write_api_recipe(tmp_path, chat_server, prompts=2)
+    out = tmp_path / "out"
     assert gc.get_freeze_count() == 0
-    summary = run_build(load_recipe(path), tmp_path / "out", console=Console(file=io.StringIO()))
-    assert summary["judge_status"] == {"ok": 4}
+    if how == "run_build":
+        run_build(load_recipe(path), out, console=Console(file=io.StringIO()))
+    else:
+        result = CliRunner().invoke(app, ["build", str(path), "-o", str(out), "--no-publish"])
+        assert result.exit_code == 0, result.output
+    assert json.loads((out / SUMMARY).read_text())["judge_status"] == {"ok": 4}
     assert frozen["pairing"] > 100_000, frozen  # the imports' objects, after both pipelines
     assert gc.get_freeze_count() == 0
+    assert gc.isenabled()

@@ -4,7 +4,6 @@ the commands are in :mod:`~prefdelta.cli.build`, :mod:`~prefdelta.cli.train` and
 
 from __future__ import annotations
 
-import atexit
 import gc
 import os
 import warnings
@@ -57,9 +56,6 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*`torch_dtype` is deprecated")
 
 
-_handed_back_at_exit = False  # gc.unfreeze is registered to run at exit
-
-
 @contextmanager
 def library_imports() -> Iterator[None]:
     """Import a command's libraries with the collector off, and freeze what they made.
@@ -67,21 +63,18 @@ def library_imports() -> Iterator[None]:
     distilabel, datasets, pandas and scipy make some 240,000 objects that live as long as
     the command. Collecting while they load frees next to nothing and costs a build 0.2-0.3
     s of CPU; frozen (``gc.freeze``), they are walked by no later collection either. The
-    collector gets them back at exit, so that the interpreter's exit frees them as it
-    always did: modules built with nanobind report objects still alive then as leaks.
+    command then runs in :func:`prefdelta.builders.runtime.frozen_heap`, whose end hands
+    them back to the collector, so that the interpreter's exit frees them as it always
+    did: modules built with nanobind report objects still alive then as leaks.
     """
-    global _handed_back_at_exit
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        gc.freeze()  # before the collector is back on: else it walks them all at once
         if enabled:
             gc.enable()
-        if not _handed_back_at_exit:
-            atexit.register(gc.unfreeze)
-            _handed_back_at_exit = True
 
 
 @app.callback()

@@ -259,24 +259,26 @@ def build(
             build_dir_for,
             run_build,
         )
+        from prefdelta.builders.runtime import frozen_heap
 
-    r = _load(recipe)
-    with user_errors(log_dir=build_dir_for(r, output_dir)):
-        try:
-            run_build(r, output_dir, console=err, repair=repair)
-        except BuildInterrupted as exc:  # Ctrl-C: the shell's code for SIGINT, 128 + 2
-            err.print(str(exc), markup=False, highlight=False)
-            raise typer.Exit(130) from None
-        except BuildIncomplete as exc:
-            unpublished = " Not published." if r.publish is not None and not no_publish else ""
-            _fail(f"{exc}{unpublished}")
-    if r.publish is not None and not no_publish:
-        from prefdelta.push import publish_options, publish_target
+    with frozen_heap():  # what the imports made stays frozen until the command ends
+        r = _load(recipe)
+        with user_errors(log_dir=build_dir_for(r, output_dir)):
+            try:
+                run_build(r, output_dir, console=err, repair=repair)
+            except BuildInterrupted as exc:  # Ctrl-C: the shell's code for SIGINT, 128 + 2
+                err.print(str(exc), markup=False, highlight=False)
+                raise typer.Exit(130) from None
+            except BuildIncomplete as exc:
+                unpublished = " Not published." if r.publish is not None and not no_publish else ""
+                _fail(f"{exc}{unpublished}")
+        if r.publish is not None and not no_publish:
+            from prefdelta.push import publish_options, publish_target
 
-        target = publish_target(r.publish)
-        with user_errors():
-            options = publish_options(r.publish, target)
-        _publish(build_dir_for(r, output_dir), target, **options.as_kwargs(), after_build=True)
+            target = publish_target(r.publish)
+            with user_errors():
+                options = publish_options(r.publish, target)
+            _publish(build_dir_for(r, output_dir), target, **options.as_kwargs(), after_build=True)
 
 
 @app.command()
