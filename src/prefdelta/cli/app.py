@@ -71,8 +71,8 @@ def library_imports() -> Iterator[None]:
     gc.disable()
     try:
         yield
-    finally:
         gc.freeze()  # before the collector is back on: else it walks them all at once
+    finally:
         if enabled:
             gc.enable()
 
