@@ -8,17 +8,17 @@ it prints the requests, the time from its first request to its last answer, the 
 latencies summed / concurrency, that is requests x mean latency / concurrency) and their
 ratio, and the same against a perfect stream of the same latencies (each request sent the
 moment a slot frees; the stage's end, where the slots empty behind the slowest requests,
-then counts against no client); for the build: wall time, the peak RSS of its process tree (sampled
-every 0.2 s) and of its largest process, and its CPU time per trace (the build's processes
-only: the server runs apart), also beyond the fixed cost (the CPU of a 10-prompt build, run
-first), split by process: the build's own and each child's (steps and distilabel's
-helpers; their last samples), and the children's wake-ups (voluntary context switches) per
-request: answers that arrive one by one (lognormal latency) wake a step once each, where a
-burst of answers (constant latency) shares one, and the CPU per request follows. Compare
-CPU only between runs on the same machine: the same code's ms per trace differs by 1.5x
-between machines of the same kind, and by 10-20% between runs on one. Goals: ratio >= 0.85
-at constant latency, >= 0.80 at lognormal (median 1 s, sigma 1); RSS at 8,000 prompts <=
-1.3x RSS at 2,000; <= 3 ms CPU per trace.
+then counts against no client); for the build: wall time, the peak RSS of its process tree
+(sampled every 0.2 s) and of its largest process, and its CPU time per trace (the build's
+processes only: the server runs apart), also beyond the fixed cost (the CPU of a 10-prompt
+build, run first), split by process: the build's own and each child's (steps and
+distilabel's helpers; their last samples), and the children's wake-ups (voluntary context
+switches) per request: answers that arrive one by one (lognormal latency) wake a step once
+each, where a burst of answers (constant latency) shares one, and the CPU per request
+follows. Compare CPU only between runs on the same machine: the same code's ms per trace
+differs by 1.5x between machines of the same kind, and by 10-20% between runs on one. Goals:
+ratio >= 0.85 at constant latency, >= 0.80 at lognormal (median 1 s, sigma 1); RSS at 8,000
+prompts <= 1.3x RSS at 2,000; <= 3 ms CPU per trace.
 
     python bench/api_scale.py                                  # 2,000 and 8,000 prompts, both latencies
     python bench/api_scale.py --prompts 500 --latency-scale 0.2  # a quick run
@@ -255,7 +255,7 @@ def one(prompts: int, latency: str, args: argparse.Namespace, scratch: Path) -> 
         server.terminate()
         server.wait()
     traces = 2 * prompts
-    result = {"prompts": prompts, "latency": latency, **build, "models": models}
+    result = {"prompts": prompts, "traces": traces, "latency": latency, **build, "models": models}
     result["cpu_ms_per_trace"] = 1000 * build["cpu_s"] / traces
     return result
 
@@ -282,7 +282,7 @@ def show(r: dict[str, Any], fixed_s: float) -> None:
         f"CPU {r['cpu_ms_per_trace']:.2f} ms/trace"
     )
     print(line)
-    beyond = 1000 * (r["cpu_s"] - fixed_s) / (2 * r["prompts"])
+    beyond = 1000 * (r["cpu_s"] - fixed_s) / r["traces"]
     print(f"    CPU beyond the fixed {fixed_s:.2f} s: {beyond:.2f} ms/trace")
     others = " / ".join(f"{c:.2f}" for c in r["cpu_children_s"] if c >= 0.01)
     print(
