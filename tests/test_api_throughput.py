@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+from distilabel.constants import SIGINT_HANDLER_CALLED_ENV_NAME
 from rich.console import Console
 
 from prefdelta.builders.build import run_build
+from prefdelta.builders.llms.common import StopCheck
 from prefdelta.builders.pipelines import BuildPipeline
 from prefdelta.builders.runtime import run_pipeline
 from prefdelta.recipe import load_recipe
@@ -212,3 +214,23 @@ def test_a_build_keeps_what_it_holds_frozen_until_it_ends(
     assert frozen["pairing"] > 100_000, frozen  # the imports' objects, after both pipelines
     assert gc.get_freeze_count() == 0
     assert gc.isenabled()
+
+
+def test_a_steps_rows_see_ctrl_c_at_once_and_the_stop_request_within_a_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step checks for Ctrl-C before each row: the signal's mark (in its environment) at
+    every check, the stop request's file (a Ray step's only news of it) once per look
+    interval; once seen, the request holds even if the file goes."""
+    monkeypatch.delenv(SIGINT_HANDLER_CALLED_ENV_NAME, raising=False)
+    request = tmp_path / ".stop"
+    looks_now = StopCheck(str(request), every_s=0.0)
+    looks_later = StopCheck(str(request), every_s=3600.0)
+    assert not looks_now() and not looks_later()
+    request.touch()
+    assert looks_now()  # looked again: seen
+    assert not looks_later()  # not looked again within its interval
+    request.unlink()
+    assert looks_now()  # seen stays seen
+    monkeypatch.setenv(SIGINT_HANDLER_CALLED_ENV_NAME, "1")
+    assert looks_later()  # Ctrl-C in this process: at once

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from prefdelta.builders.judge.reader import AnswerReader
 from prefdelta.builders.judge.spec import JudgeSpec
@@ -125,6 +128,69 @@ def test_schema_problems_name_the_field() -> None:
     assert "Additional properties" in schema_problem(json.dumps(extra), schema)
     long = judgment([3] * 5, rationale="y" * 500)
     assert "is too long" in schema_problem(long, schema)
+
+
+_BOUND = rationale_max_chars(DIMS, SCALE, 600)
+_scores = (
+    st.integers(-1, 7)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.none()
+    | st.text(max_size=2)
+    | st.just(2**70)
+)
+_rationales = st.text(max_size=3) | st.just("x" * _BOUND) | st.just("\U0001f600" * (_BOUND + 1))
+_valid = st.fixed_dictionaries(
+    {
+        d: st.fixed_dictionaries(
+            {
+                "rationale": _rationales.filter(lambda r: len(r) <= _BOUND),
+                "score": st.integers(1, 5),
+            }
+        )
+        for d in DIMS
+    }
+)
+# (key, field, value): a change to an answer; field None: the key's whole value (None
+# deletes the key); value None: delete the field
+_edits = st.tuples(
+    st.sampled_from([*DIMS, "other"]),
+    st.sampled_from(["rationale", "score", "confidence", None]),
+    _scores | _rationales,
+)
+
+
+def _edited(answer: dict[str, Any], edits: list[tuple[str, str | None, Any]]) -> dict[str, Any]:
+    for key, field, value in edits:
+        if field is None and value is None:
+            answer.pop(key, None)
+        elif field is None:
+            answer[key] = value
+        elif not isinstance(answer.get(key), dict):
+            answer[key] = {} if value is None else {field: value}
+        elif value is None:
+            answer[key].pop(field, None)
+        else:
+            answer[key][field] = value
+    return answer
+
+
+# valid answers, some changed (no change: valid), and values of any other shape
+_answers = st.builds(_edited, _valid, st.lists(_edits, max_size=3)) | st.one_of(
+    st.lists(st.integers(), max_size=2), st.integers(), st.none(), st.text(max_size=3)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_answers)
+def test_the_quick_schema_check_agrees_with_jsonschema(value: Any) -> None:
+    """Answers are checked by jsonschema-rs and only those it refuses go to jsonschema, for
+    the words: the verdict on every answer must be jsonschema's, at the edges too (a score
+    of True, 4.0, NaN, 2**70; a rationale one character too long, in characters that take
+    four bytes; a field too many or missing)."""
+    schema = judgment_schema(DIMS, SCALE, 600)
+    valid = Draft202012Validator(schema).is_valid(value)
+    assert (schema_problem(json.dumps(value), schema) is None) == valid
 
 
 # --------------------------------------------------------------------------- expected

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from prefdelta.builders.judge.spec import JudgeSpec
 from prefdelta.builders.judge.task import JUDGE_OUTPUTS, ReasoningJudge, judge_from_spec
 from prefdelta.builders.keys import judged_ref, judgment_key
 from prefdelta.builders.llms import step_batch_size, streams_rows
-from prefdelta.builders.llms.common import run_rows, stopping
+from prefdelta.builders.llms.common import StopCheck, run_rows
 from prefdelta.builders.placement import (
     PlacedStep,
     PlacementLog,
@@ -153,7 +152,7 @@ class CachedReasoningJudge(ReasoningJudge):
         llm: Any = self.llm
         kwargs = llm.get_generation_kwargs() or {}
         results: list[dict[str, Any]] = []
-        stop = partial(stopping, str(stop_request_path(self.store_path)))
+        stop = StopCheck(str(stop_request_path(self.store_path)))
 
         async def ask(chat: Any, n: int, seed: int | None, first: bool) -> dict[str, Any]:
             # a row once begun finishes

@@ -17,7 +17,6 @@ any point keeps every trace it finished.
 """
 
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from distilabel.steps import StepInput
@@ -27,7 +26,7 @@ from distilabel.typing import ChatType, StepColumns, StepOutput
 from prefdelta.backends import TRAITS
 from prefdelta.builders.keys import row_seed, trace_keyer
 from prefdelta.builders.llms import generation_kwargs, streams_rows, takes_row_seeds
-from prefdelta.builders.llms.common import run_rows, stopping
+from prefdelta.builders.llms.common import StopCheck, run_rows
 from prefdelta.builders.runtime import stop_request_path
 from prefdelta.builders.store import ResultStore
 from prefdelta.recipe import GeneratorConfig
@@ -151,7 +150,7 @@ class TraceGeneration(Task):
         kwargs = generation_kwargs(config.backend, config.generation)
         budget = config.generation.max_new_tokens
         fresh: dict[str, dict[str, Any]] = {}
-        stop = partial(stopping, str(stop_request_path(self.store_path)))
+        stop = StopCheck(str(stop_request_path(self.store_path)))
 
         def job(row: dict[str, Any], key: str) -> Callable[[], Awaitable[None]]:
             async def run() -> None:

@@ -91,36 +91,62 @@ def digit_tokens(
 
 
 @lru_cache(maxsize=64)
-def _validator(schema_json: str) -> Any:
+def _checker(schema_json: str) -> Any:
+    """jsonschema-rs's validator of the schema (None: one it cannot compile): the check of
+    every answer, in a step as it arrives and again when the build writes its tables.
+    jsonschema's own check cost 60-90 us an answer, a tenth of a judge request's CPU."""
+    import jsonschema_rs
+
+    try:
+        return jsonschema_rs.Draft202012Validator(json.loads(schema_json))
+    except (ValueError, jsonschema_rs.ReferencingError):  # jsonschema then checks alone
+        return None
+
+
+@lru_cache(maxsize=64)
+def _explainer(schema_json: str) -> Any:
+    """jsonschema's validator of the schema: the verdict, and the words, on an answer the
+    quick check refused (or could not check)."""
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(json.loads(schema_json))
 
 
-# The validator of each schema object a judge reads with, by identity: the judge's schema is
-# one dict, and serialising it to find its validator cost more than many answers' checks.
-# The dict is held with its validator, so its id is not reused while cached.
-_BY_IDENTITY: dict[int, tuple[dict[str, Any], Any]] = {}
+# The schema text of each schema object a judge reads with, by identity: the judge's schema
+# is one dict, and serialising it for every answer cost more than checking the answer.
+# The dict is held with its text, so its id is not reused while cached.
+_BY_IDENTITY: dict[int, tuple[dict[str, Any], str]] = {}
 
 
-def _validator_for(schema: dict[str, Any]) -> Any:
+def _schema_json(schema: dict[str, Any]) -> str:
     held = _BY_IDENTITY.get(id(schema))
     if held is not None and held[0] is schema:
         return held[1]
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    text = json.dumps(schema, sort_keys=True)
     if len(_BY_IDENTITY) >= 64:
         _BY_IDENTITY.clear()
-    _BY_IDENTITY[id(schema)] = (schema, validator)
-    return validator
+    _BY_IDENTITY[id(schema)] = (schema, text)
+    return text
 
 
 def schema_problem(text: str, schema: dict[str, Any]) -> str | None:
-    """Why ``text`` does not conform to ``schema`` (the first problem, one line), or None."""
+    """Why ``text`` does not conform to ``schema`` (the first problem, one line), or None.
+
+    An answer jsonschema-rs finds valid is; any other is judged, and described, by
+    jsonschema (the two agree on the judge's schemas: ``tests/test_structured_judge.py``),
+    so the words of a problem are jsonschema's."""
     try:
         value = json.loads(text)
     except ValueError as exc:
         return f"not valid JSON ({exc.msg} at character {exc.pos})"
-    validator = _validator_for(schema)
+    schema_json = _schema_json(schema)
+    checker = _checker(schema_json)
+    try:
+        if checker is not None and checker.is_valid(value):
+            return None
+    except (ValueError, TypeError, OverflowError):  # a value it cannot take: jsonschema's turn
+        pass
+    validator = _explainer(schema_json)
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     if not errors:
         return None
