@@ -9,12 +9,20 @@ request).
     python bench/client_cpu.py                 # 2,000 requests each
     python bench/client_cpu.py --requests 500
     python bench/client_cpu.py --arrivals      # prefdelta's client, answers in bursts or one by one
+    python bench/client_cpu.py --floor         # prefdelta's client against the least a client spends
 
 ``--arrivals`` measures prefdelta's client alone against the server at a constant latency
 (0.5 s: the 64 answers of a round arrive together, one wake-up serves many) and at a
 lognormal one (median 0.5 s, sigma 1: answers arrive one at a time, a wake-up each): the
 same requests, the same code, and the CPU each costs, user and system, with the voluntary
 context switches per request.
+
+``--floor`` runs prefdelta's client and a bare one side by side on uvloop (as a build's
+steps do), at both latencies: the bare client writes each request on a kept-alive socket
+of its own and reads the answer by its ``Content-Length``, with no pool, timeout, retry,
+proxy, TLS or redirect. It is no client to ship (a server that answers chunked or closes
+a connection breaks it); it is the CPU an answer costs below any HTTP library's own work,
+so the difference is what the library spends.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import resource
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+import uvloop
 
 from api_scale import start_server
 
@@ -45,8 +55,12 @@ async def _run(ask: Ask, n: int, concurrency: int = 64) -> None:
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
-def measure(make: Callable[[], Awaitable[tuple[Ask, Callable[[], Any]]]], n: int) -> float:
-    """CPU seconds of this process per request, after a warm-up."""
+def measure(
+    make: Callable[[], Awaitable[tuple[Ask, Callable[[], Any]]]],
+    n: int,
+    runner: Callable[[Awaitable[float]], float] = asyncio.run,  # type: ignore[assignment]
+) -> float:
+    """CPU seconds of this process per request, after a warm-up, on ``runner``'s loop."""
 
     async def main() -> float:
         ask, close = await make()
@@ -57,7 +71,7 @@ def measure(make: Callable[[], Awaitable[tuple[Ask, Callable[[], Any]]]], n: int
         await close()
         return spent / n
 
-    return asyncio.run(main())
+    return runner(main())
 
 
 def sdk(url: str) -> Callable[[], Awaitable[tuple[Ask, Callable[[], Any]]]]:
@@ -128,11 +142,97 @@ def arrivals(n: int) -> None:
         )
 
 
+class _BareConnection(asyncio.Protocol):
+    """One kept-alive connection of the bare client: one request in flight at a time."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.answer: asyncio.Future[bytes] | None = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0 or self.answer is None:
+            return
+        head = self.buffer[:head_end].lower()
+        at = head.index(b"content-length:") + len(b"content-length:")
+        length = int(head[at:].split(b"\r\n", 1)[0])
+        end = head_end + 4 + length
+        if len(self.buffer) >= end:
+            body, self.buffer = self.buffer[head_end + 4 : end], self.buffer[end:]
+            self.answer.set_result(body)
+
+
+def _bare_run(host: str, port: int, n: int, concurrency: int = 64) -> float:
+    """CPU seconds per request of the bare client (``--floor``), 64 connections, after a
+    warm-up; each run opens its connections anew (the server closes idle ones)."""
+    import orjson
+
+    async def run(count: int) -> None:
+        loop = asyncio.get_running_loop()
+        connections = [
+            (await loop.create_connection(_BareConnection, host, port))[1]
+            for _ in range(concurrency)
+        ]
+
+        async def ask(connection: _BareConnection, i: int) -> str:
+            body = orjson.dumps({"model": "gen-a", "messages": _messages(i), "max_tokens": 128})
+            connection.answer = loop.create_future()
+            head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\n" % host.encode()
+            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+            connection.transport.write(head + body)
+            answer = orjson.loads(await connection.answer)
+            return answer["choices"][0]["message"]["content"]
+
+        async def lane(k: int) -> None:
+            for i in range(k, count, concurrency):
+                await ask(connections[k], i)
+
+        await asyncio.gather(*(lane(k) for k in range(concurrency)))
+        for connection in connections:
+            connection.transport.close()
+
+    async def main() -> float:
+        await run(100)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        await run(n)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / n
+
+    return uvloop.run(main())
+
+
+def floor(n: int) -> None:
+    """prefdelta's client against the bare one, on uvloop, at both latencies."""
+    for latency in ("constant", "lognormal"):
+        server, base = start_server(latency, 0.5, 1.0, 2000)
+        try:
+            host, port = base.removeprefix("http://").split(":")
+            ours = measure(chat_http(f"{base}/v1"), n, runner=uvloop.run)
+            bare = _bare_run(host, int(port), n)
+        finally:
+            server.terminate()
+            server.wait()
+        print(
+            f"{latency:>9} 0.5 s: prefdelta's client {1000 * ours:.3f} ms, the bare client "
+            f"{1000 * bare:.3f} ms CPU per request; ratio {ours / bare:.1f}x",
+            flush=True,
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--arrivals", action="store_true", help="bursts against one by one")
+    ap.add_argument("--floor", action="store_true", help="against a bare client, on uvloop")
     args = ap.parse_args()
+    if args.floor:
+        floor(args.requests)
+        return
     if args.arrivals:
         arrivals(args.requests)
         return
