@@ -137,7 +137,7 @@ _scores = (
     | st.booleans()
     | st.none()
     | st.text(max_size=2)
-    | st.just(2**70)
+    | st.sampled_from([4.0, 2**70])
 )
 _rationales = st.text(max_size=3) | st.just("x" * _BOUND) | st.just("\U0001f600" * (_BOUND + 1))
 _valid = st.fixed_dictionaries(
