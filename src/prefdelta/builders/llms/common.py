@@ -68,20 +68,18 @@ class Stopped(Exception):
     """The build was interrupted (Ctrl-C) before this row's first request went out."""
 
 
-def stopping(stop_request: str | None = None) -> bool:
-    """Whether Ctrl-C reached the build: distilabel's step workers catch SIGINT and only
-    note it in this environment variable (``distilabel.constants``); a step on Ray, which
-    the signal never reaches, sees the build's stop request (the file ``stop_request``)."""
-    if os.getenv(SIGINT_HANDLER_CALLED_ENV_NAME) is not None:
-        return True
-    return stop_request is not None and os.path.exists(stop_request)
+def stopping() -> bool:
+    """Whether Ctrl-C reached this process: distilabel's step workers catch SIGINT and
+    only note it in this environment variable (``distilabel.constants``)."""
+    return os.getenv(SIGINT_HANDLER_CALLED_ENV_NAME) is not None
 
 
 class StopCheck:
-    """:func:`stopping` for a step's rows, which ask it twice each: the environment every
-    time, the stop request's file at most every ``every_s`` seconds (a stat per row was
-    2-3% of an API step's CPU). A Ray step then starts rows for up to ``every_s`` after the
-    request; once seen, it stays seen."""
+    """Whether Ctrl-C reached the build, for a step's rows, which ask it twice each:
+    :func:`stopping` every time, and the build's stop request (the file ``stop_request``)
+    at most every ``every_s`` seconds, which is how a step on Ray, which the signal never
+    reaches, learns of it (a stat per row was 2-3% of an API step's CPU). A Ray step then
+    starts rows for up to ``every_s`` after the request; once seen, it stays seen."""
 
     def __init__(self, stop_request: str, every_s: float = 0.25) -> None:
         self.stop_request = stop_request
@@ -90,7 +88,7 @@ class StopCheck:
         self._next_look = 0.0
 
     def __call__(self) -> bool:
-        if self._requested or os.getenv(SIGINT_HANDLER_CALLED_ENV_NAME) is not None:
+        if self._requested or stopping():
             return True
         now = time.monotonic()
         if now >= self._next_look:
