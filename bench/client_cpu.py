@@ -18,9 +18,9 @@ same requests, the same code, and the CPU each costs, user and system, with the 
 context switches per request.
 
 ``--floor`` runs prefdelta's client and a bare one side by side on uvloop (as a build's
-steps do), at both latencies: the bare client writes each request on a kept-alive socket
-of its own and reads the answer by its ``Content-Length``, with no pool, timeout, retry,
-proxy, TLS or redirect. It is no client to ship (a server that answers chunked or closes
+steps do), at both latencies: the bare client writes each request on one of 64 kept-alive
+connections and reads the answer by its ``Content-Length``, with no timeout, retry, proxy,
+TLS or redirect. It is no client to ship (a server that answers chunked or closes
 a connection breaks it); it is the CPU an answer costs below any HTTP library's own work,
 so the difference is what the library spends.
 """
@@ -167,43 +167,45 @@ class _BareConnection(asyncio.Protocol):
             self.answer.set_result(body)
 
 
-def _bare_run(host: str, port: int, n: int, concurrency: int = 64) -> float:
-    """CPU seconds per request of the bare client (``--floor``), 64 connections, after a
-    warm-up; each run opens its connections anew (the server closes idle ones)."""
-    import orjson
+def bare(
+    host: str, port: int, connections: int = 64
+) -> Callable[[], Awaitable[tuple[Ask, Callable[[], Any]]]]:
+    """The bare client of ``--floor``: ``connections`` kept-alive connections, each taken
+    for one request at a time; one the server closed while idle (uvicorn does after 5 s,
+    as a warm-up's slowest answers come in) is opened again when next taken."""
 
-    async def run(count: int) -> None:
+    async def make() -> tuple[Ask, Callable[[], Any]]:
+        import orjson
+
         loop = asyncio.get_running_loop()
-        connections = [
-            (await loop.create_connection(_BareConnection, host, port))[1]
-            for _ in range(concurrency)
-        ]
 
-        async def ask(connection: _BareConnection, i: int) -> str:
+        async def connect() -> _BareConnection:
+            return (await loop.create_connection(_BareConnection, host, port))[1]
+
+        free: asyncio.LifoQueue[_BareConnection] = asyncio.LifoQueue()
+        for _ in range(connections):
+            free.put_nowait(await connect())
+
+        async def ask(i: int) -> str:
+            connection = await free.get()
+            if connection.transport.is_closing():
+                connection = await connect()
             body = orjson.dumps({"model": "gen-a", "messages": _messages(i), "max_tokens": 128})
             connection.answer = loop.create_future()
             head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: %s\r\n" % host.encode()
             head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
             connection.transport.write(head + body)
             answer = orjson.loads(await connection.answer)
+            free.put_nowait(connection)
             return answer["choices"][0]["message"]["content"]
 
-        async def lane(k: int) -> None:
-            for i in range(k, count, concurrency):
-                await ask(connections[k], i)
+        async def close() -> None:
+            while not free.empty():
+                free.get_nowait().transport.close()
 
-        await asyncio.gather(*(lane(k) for k in range(concurrency)))
-        for connection in connections:
-            connection.transport.close()
+        return ask, close
 
-    async def main() -> float:
-        await run(100)
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        await run(n)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / n
-
-    return uvloop.run(main())
+    return make
 
 
 def floor(n: int) -> None:
@@ -213,13 +215,13 @@ def floor(n: int) -> None:
         try:
             host, port = base.removeprefix("http://").split(":")
             ours = measure(chat_http(f"{base}/v1"), n, runner=uvloop.run)
-            bare = _bare_run(host, int(port), n)
+            bare_cpu = measure(bare(host, int(port)), n, runner=uvloop.run)
         finally:
             server.terminate()
             server.wait()
         print(
             f"{latency:>9} 0.5 s: prefdelta's client {1000 * ours:.3f} ms, the bare client "
-            f"{1000 * bare:.3f} ms CPU per request; ratio {ours / bare:.1f}x",
+            f"{1000 * bare_cpu:.3f} ms CPU per request; ratio {ours / bare_cpu:.1f}x",
             flush=True,
         )
 
