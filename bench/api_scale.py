@@ -25,8 +25,14 @@ prompts <= 1.3x RSS at 2,000; <= 3 ms CPU per trace.
     python bench/api_scale.py --large                          # adds 16,000 prompts
     python bench/api_scale.py --trace-chars 30000              # 30 kB traces (memory)
     python bench/api_scale.py --terminal                       # progress drawn as at a terminal
+    python bench/api_scale.py --prompts 2000 --latencies lognormal --baseline main --repeat 2
 
 ``PYTHONPATH`` chooses the sources the build runs (``src`` of a checkout or an export).
+``--baseline`` runs a second version beside them: a git revision of this checkout (its
+``src`` exported) or a source folder. Every configuration then runs for both, alternated
+(baseline first), ``--repeat`` times each, and a last table gives each side's median and
+their ratio: runs minutes apart on one machine differ by up to 20% in CPU, so a change is
+only read against its baseline run the same way, in the same hour.
 """
 
 from __future__ import annotations
@@ -35,14 +41,17 @@ import argparse
 import asyncio
 import contextlib
 import heapq
+import io
 import json
 import math
 import os
 import random
 import resource
 import socket
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -159,10 +168,13 @@ def server_log(url: str) -> list[list[Any]]:
 # ------------------------------------------------------------------------------ one build
 
 
-def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> dict[str, Any]:
+def run_build(
+    folder: Path, url: str, prompts: int, terminal: bool = False, sources: str | None = None
+) -> dict[str, Any]:
     """``prefdelta build`` in a fresh process: wall s, CPU s, peak RSS (tree, largest).
     ``terminal``: its output is drawn as at a terminal (bars redrawn as they move), else
-    written as to a file, with its plain progress lines and heartbeats turned off."""
+    written as to a file, with its plain progress lines and heartbeats turned off.
+    ``sources``: a folder whose ``prefdelta`` the build runs instead of the installed one."""
     import psutil
 
     folder.mkdir(parents=True)
@@ -174,6 +186,8 @@ def run_build(folder: Path, url: str, prompts: int, terminal: bool = False) -> d
     env = {**os.environ, "PREFDELTA_PROGRESS_EVERY": "3600", "PREFDELTA_HEARTBEAT_S": "3600"}
     if terminal:  # rich's switch: its console is a terminal's, the log file notwithstanding
         env = {**os.environ, "TTY_COMPATIBLE": "1"}
+    if sources is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [sources, env.get("PYTHONPATH")]))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     log = (folder / "build.log").open("wb")
@@ -245,11 +259,14 @@ def per_model(log: list[list[Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def one(prompts: int, latency: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+def one(
+    prompts: int, latency: str, args: argparse.Namespace, scratch: Path, sources: str | None = None
+) -> dict[str, Any]:
     median = args.median * args.latency_scale
     server, url = start_server(latency, median, args.sigma, args.trace_chars)
     try:
-        build = run_build(scratch / f"{latency}-{prompts}", url, prompts, args.terminal)
+        folder = Path(tempfile.mkdtemp(prefix=f"{latency}-{prompts}-", dir=scratch))
+        build = run_build(folder / "build", url, prompts, args.terminal, sources)
         models = per_model(server_log(url))
     finally:
         server.terminate()
@@ -263,21 +280,23 @@ def one(prompts: int, latency: str, args: argparse.Namespace, scratch: Path) -> 
 FIXED_PROMPTS = 10
 
 
-def fixed_cost_s(args: argparse.Namespace, scratch: Path) -> float:
+def fixed_cost_s(args: argparse.Namespace, scratch: Path, sources: str | None = None) -> float:
     """The CPU of a build with almost no work (``FIXED_PROMPTS`` prompts answered at once):
     what every build spends whatever its size (imports, the pipelines' start, the end's
     tables and checks, the interpreter's exit)."""
     server, url = start_server("constant", 0.0, args.sigma, args.trace_chars)
     try:
-        return run_build(scratch / "fixed", url, FIXED_PROMPTS)["cpu_s"]
+        folder = Path(tempfile.mkdtemp(prefix="fixed-", dir=scratch))
+        return run_build(folder / "build", url, FIXED_PROMPTS, sources=sources)["cpu_s"]
     finally:
         server.terminate()
         server.wait()
 
 
 def show(r: dict[str, Any], fixed_s: float) -> None:
+    side = f"[{r['side']}] " if r.get("side") else ""
     line = (
-        f"{r['latency']:>9} {r['prompts']:>6} prompts: wall {r['wall_s']:.1f} s, peak RSS "
+        f"{side}{r['latency']:>9} {r['prompts']:>6} prompts: wall {r['wall_s']:.1f} s, peak RSS "
         f"{r['rss_tree_mb']:.0f} MB (tree) / {r['rss_max_mb']:.0f} MB (largest process), "
         f"CPU {r['cpu_ms_per_trace']:.2f} ms/trace"
     )
@@ -306,6 +325,72 @@ def show(r: dict[str, Any], fixed_s: float) -> None:
     sys.stdout.flush()
 
 
+def baseline_sources(spec: str, scratch: Path) -> str:
+    """The folder holding the baseline's ``prefdelta``: ``spec`` itself (or its ``src``)
+    when it is a folder, else the git revision ``spec`` of this checkout, its ``src``
+    exported into ``scratch``."""
+    folder = Path(spec)
+    if folder.is_dir():
+        return str(folder / "src" if (folder / "src" / "prefdelta").is_dir() else folder)
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", spec, "src"], capture_output=True, check=False
+    )
+    if archive.returncode != 0:
+        why = archive.stderr.decode(errors="replace").strip()
+        raise SystemExit(f"--baseline {spec}: no such folder, and git cannot export it: {why}")
+    out = scratch / "baseline"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(out, filter="data")
+    return str(out / "src")
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def side_by_side(results: list[dict[str, Any]], fixed: dict[str, float]) -> None:
+    """Per configuration, each side's medians (CPU per trace, beyond the fixed cost, of
+    ideal per model) and this version's over the baseline's."""
+    print("\nside by side, medians of each side's runs (this / baseline: under 1 is less CPU):")
+    configs = dict.fromkeys((r["latency"], r["prompts"]) for r in results)
+    for latency, n in configs:
+        mine = {
+            side: [
+                r for r in results if (r["latency"], r["prompts"], r["side"]) == (latency, n, side)
+            ]
+            for side in ("baseline", "this")
+        }
+        cpu = {side: _median([r["cpu_ms_per_trace"] for r in rs]) for side, rs in mine.items()}
+        beyond = {
+            side: _median([1000 * (r["cpu_s"] - fixed[side]) / r["traces"] for r in rs])
+            for side, rs in mine.items()
+        }
+        over = (
+            f"{beyond['this'] / beyond['baseline']:.2f}x"
+            if beyond["this"] > 0 and beyond["baseline"] > 0
+            else "no ratio: the fixed cost is most of this run"
+        )
+        print(
+            f"  {latency:>9} {n:>6} prompts: CPU per trace {cpu['baseline']:.2f} -> "
+            f"{cpu['this']:.2f} ms ({cpu['this'] / cpu['baseline']:.2f}x), beyond the fixed "
+            f"cost {beyond['baseline']:.2f} -> {beyond['this']:.2f} ms ({over}); "
+            f"{len(mine['this'])} run(s) each"
+        )
+        for model in MODELS:
+            ratios = {
+                side: _median(
+                    [
+                        r["models"][model]["ideal_s"] / r["models"][model]["span_s"]
+                        for r in rs
+                        if model in r["models"] and r["models"][model]["span_s"]
+                    ]
+                )
+                for side, rs in mine.items()
+            }
+            print(f"      {model:>9}: of ideal {ratios['baseline']:.2f} -> {ratios['this']:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--prompts", type=int, nargs="+", default=[2000, 8000])
@@ -318,6 +403,10 @@ def main() -> None:
     ap.add_argument(
         "--terminal", action="store_true", help="the build's progress as at a terminal: bars"
     )
+    ap.add_argument(
+        "--baseline", help="a git revision of this checkout, or a source folder, run alongside"
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each configuration per side")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--latency", default="constant", help=argparse.SUPPRESS)
@@ -325,26 +414,43 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.latency, args.median, args.sigma, args.trace_chars)
         return
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     sizes = args.prompts + ([16000] if args.large else [])
     results = []
     with tempfile.TemporaryDirectory(prefix="api-scale-") as tmp:
-        fixed = fixed_cost_s(args, Path(tmp))
-        print(f"fixed cost: a {FIXED_PROMPTS}-prompt build, answered at once, {fixed:.2f} s of CPU")
+        sides: list[tuple[str, str | None]] = [("", None)]
+        if args.baseline:
+            sides = [("baseline", baseline_sources(args.baseline, Path(tmp))), ("this", None)]
+        fixed = {}
+        for side, sources in sides:
+            fixed[side] = fixed_cost_s(args, Path(tmp), sources)
+            label = f" [{side}]" if side else ""
+            print(
+                f"fixed cost{label}: a {FIXED_PROMPTS}-prompt build, answered at once, "
+                f"{fixed[side]:.2f} s of CPU"
+            )
         for latency in args.latencies:
             for n in sizes:
-                results.append(one(n, latency, args, Path(tmp)))
-                show(results[-1], fixed)
-    by = {(r["latency"], r["prompts"]): r for r in results}
-    for latency in args.latencies:
-        small, big = by.get((latency, min(sizes))), by.get((latency, max(sizes)))
-        if small and big and small is not big:
-            print(
-                f"{latency}: RSS({max(sizes)}) / RSS({min(sizes)}) = "
-                f"{big['rss_tree_mb'] / small['rss_tree_mb']:.2f} (tree), "
-                f"{big['rss_max_mb'] / small['rss_max_mb']:.2f} (largest process)"
-            )
+                for _ in range(args.repeat):
+                    for side, sources in sides:  # alternated: the machine drifts
+                        results.append({**one(n, latency, args, Path(tmp), sources), "side": side})
+                        show(results[-1], fixed[side])
+    for side, _ in sides:
+        runs = {(r["latency"], r["prompts"]): r for r in results if r["side"] == side}
+        for latency in args.latencies:
+            small, big = runs.get((latency, min(sizes))), runs.get((latency, max(sizes)))
+            if small and big and small is not big:
+                print(
+                    f"{f'[{side}] ' if side else ''}{latency}: RSS({max(sizes)}) / "
+                    f"RSS({min(sizes)}) = {big['rss_tree_mb'] / small['rss_tree_mb']:.2f} "
+                    f"(tree), {big['rss_max_mb'] / small['rss_max_mb']:.2f} (largest process)"
+                )
+    if args.baseline:
+        side_by_side(results, fixed)
     if args.json:
-        args.json.write_text(json.dumps({"fixed_cpu_s": fixed, "runs": results}, indent=2))
+        fixed_out: Any = fixed if args.baseline else fixed[""]
+        args.json.write_text(json.dumps({"fixed_cpu_s": fixed_out, "runs": results}, indent=2))
 
 
 if __name__ == "__main__":
