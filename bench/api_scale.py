@@ -30,9 +30,9 @@ prompts <= 1.3x RSS at 2,000; <= 3 ms CPU per trace.
 ``PYTHONPATH`` chooses the sources the build runs (``src`` of a checkout or an export).
 ``--baseline`` runs a second version beside them: a git revision of this checkout (its
 ``src`` exported) or a source folder. Every configuration then runs for both, alternated
-(baseline first), ``--repeat`` times each, and a last table gives each side's median and
-their ratio: runs minutes apart on one machine differ by up to 20% in CPU, so a change is
-only read against its baseline run the same way, in the same hour.
+(baseline, this, this, baseline, ...), ``--repeat`` times each, and a last table gives each
+side's median and their ratio: runs minutes apart on one machine differ by up to 20% in
+CPU, so a change is only read against its baseline run the same way, in the same hour.
 """
 
 from __future__ import annotations
@@ -432,8 +432,8 @@ def main() -> None:
             )
         for latency in args.latencies:
             for n in sizes:
-                for _ in range(args.repeat):
-                    for side, sources in sides:  # alternated: the machine drifts
+                for k in range(args.repeat):  # each side first in turn: drift favours neither
+                    for side, sources in sides if k % 2 == 0 else sides[::-1]:
                         results.append({**one(n, latency, args, Path(tmp), sources), "side": side})
                         show(results[-1], fixed[side])
     for side, _ in sides:
