@@ -293,6 +293,16 @@ def fixed_cost_s(args: argparse.Namespace, scratch: Path, sources: str | None = 
         server.wait()
 
 
+def beyond_fixed_ms(r: dict[str, Any], fixed_s: float) -> float:
+    """A run's CPU per trace less the fixed cost (``fixed_s``, spread over its traces)."""
+    return 1000 * (r["cpu_s"] - fixed_s) / r["traces"]
+
+
+def of_ideal(m: dict[str, float]) -> float:
+    """A model's achieved/ideal: its ideal span over the span it took (nan: no span)."""
+    return m["ideal_s"] / m["span_s"] if m["span_s"] else float("nan")
+
+
 def show(r: dict[str, Any], fixed_s: float) -> None:
     side = f"[{r['side']}] " if r.get("side") else ""
     line = (
@@ -301,8 +311,7 @@ def show(r: dict[str, Any], fixed_s: float) -> None:
         f"CPU {r['cpu_ms_per_trace']:.2f} ms/trace"
     )
     print(line)
-    beyond = 1000 * (r["cpu_s"] - fixed_s) / r["traces"]
-    print(f"    CPU beyond the fixed {fixed_s:.2f} s: {beyond:.2f} ms/trace")
+    print(f"    CPU beyond the fixed {fixed_s:.2f} s: {beyond_fixed_ms(r, fixed_s):.2f} ms/trace")
     others = " / ".join(f"{c:.2f}" for c in r["cpu_children_s"] if c >= 0.01)
     print(
         f"    CPU by process (sampled, s): build {r['cpu_parent_s']:.2f}; its children, "
@@ -315,7 +324,7 @@ def show(r: dict[str, Any], fixed_s: float) -> None:
             f"{r['wakeups_children'] / requests:.2f} per request"
         )
     for model, m in r["models"].items():
-        ratio = m["ideal_s"] / m["span_s"] if m["span_s"] else float("nan")
+        ratio = of_ideal(m)
         stream = m["stream_s"] / m["span_s"] if m["span_s"] else float("nan")
         print(
             f"    {model:>9}: {m['requests']} requests in {m['span_s']:.1f} s, ideal "
@@ -363,7 +372,7 @@ def side_by_side(results: list[dict[str, Any]], fixed: dict[str, float]) -> None
         }
         cpu = {side: _median([r["cpu_ms_per_trace"] for r in rs]) for side, rs in mine.items()}
         beyond = {
-            side: _median([1000 * (r["cpu_s"] - fixed[side]) / r["traces"] for r in rs])
+            side: _median([beyond_fixed_ms(r, fixed[side]) for r in rs])
             for side, rs in mine.items()
         }
         over = (
@@ -381,7 +390,7 @@ def side_by_side(results: list[dict[str, Any]], fixed: dict[str, float]) -> None
             ratios = {
                 side: _median(
                     [
-                        r["models"][model]["ideal_s"] / r["models"][model]["span_s"]
+                        of_ideal(r["models"][model])
                         for r in rs
                         if model in r["models"] and r["models"][model]["span_s"]
                     ]
